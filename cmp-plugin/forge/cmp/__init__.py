@@ -1,0 +1,1 @@
+"""Argo CD Config Management Plugin (arrives with the GitOps issue)."""

@@ -1,0 +1,1 @@
+"""Reconcile loops: runs to discovery, workflows, releases and deployments."""

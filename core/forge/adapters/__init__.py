@@ -1,0 +1,1 @@
+"""Real adapters, one technology per module: ``<tech>_<port>.py``."""

@@ -1,0 +1,181 @@
+"""The entities PostgreSQL keeps (DESIGN §4). Plain pydantic models, no persistence logic."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from forge.domain.status import ApprovalStatus, DeploymentStatus, Status
+
+__all__ = [
+    "AliasType",
+    "Approval",
+    "ArtifactType",
+    "CommitSha",
+    "Deployment",
+    "PhaseExecution",
+    "PipelineRun",
+    "Release",
+    "ReleaseAlias",
+    "ReleaseArtifact",
+    "RepoName",
+    "Repository",
+    "StepExecution",
+    "TaskExecution",
+    "Trigger",
+]
+
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+RepoName = Annotated[str, StringConstraints(pattern=REPO_NAME_RE.pattern, max_length=200)]
+CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
+
+
+class _Entity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Trigger(StrEnum):
+    PUSH = "push"
+    PULL_REQUEST = "pull_request"
+    TAG = "tag"
+    MANUAL = "manual"
+
+
+class Repository(_Entity):
+    id: UUID
+    name: RepoName
+    clone_url: str
+    default_branch: str = "main"
+    webhook_secret_ref: str | None = None
+    enabled: bool = True
+    created_at: datetime
+    updated_at: datetime
+
+
+class PipelineRun(_Entity):
+    id: UUID
+    repository: RepoName
+    branch: str | None
+    commit_sha: CommitSha
+    base_sha: CommitSha | None
+    trigger: Trigger
+    triggered_by: str
+    status: Status
+    discovery_status: Status = Field(description="Status of the discovery job of this run")
+    discovery: dict[str, Any] | None = Field(None, description="Discovery result (DESIGN §3)")
+    discovery_key: str | None = Field(None, description="Object key of the stored discovery result")
+    error: str | None = None
+    github_context: dict[str, Any] | None = None
+    workflow_name: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class PhaseExecution(_Entity):
+    id: UUID
+    run_id: UUID
+    name: str
+    group: int
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskExecution(_Entity):
+    id: UUID
+    phase_id: UUID
+    project: str
+    project_path: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+
+
+class StepExecution(_Entity):
+    id: UUID
+    task_id: UUID
+    name: str
+    action: str
+    target: str
+    status: Status
+    exit_code: int | None = None
+    attempts: int = 0
+    logs_key: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AliasType(StrEnum):
+    NUMERIC = "numeric"
+    TAG = "tag"
+    BRANCH = "branch"
+    CUSTOM = "custom"
+
+
+class ReleaseAlias(_Entity):
+    alias: str
+    type: AliasType
+
+
+class Release(_Entity):
+    id: UUID
+    repository: RepoName
+    project: str
+    commit_sha: CommitSha
+    number: int = Field(ge=1)
+    oci_ref: str
+    oci_digest: str
+    trigger: Trigger
+    aliases: tuple[ReleaseAlias, ...] = ()
+    run_id: UUID | None = None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ArtifactType(StrEnum):
+    CONTAINER = "container"
+    BINARY = "binary"
+    ARCHIVE = "archive"
+
+
+class ReleaseArtifact(_Entity):
+    id: UUID
+    release_id: UUID
+    name: str
+    type: ArtifactType
+    tracking_ref: str
+    tracking_digest: str
+    published: tuple[dict[str, Any], ...] = ()
+    created_at: datetime
+    updated_at: datetime
+
+
+class Deployment(_Entity):
+    id: UUID
+    release_id: UUID
+    environment: str
+    status: DeploymentStatus
+    gitops_commit: str | None = None
+    deployed_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Approval(_Entity):
+    id: UUID
+    release_id: UUID
+    environment: str
+    approver: str
+    justification: str
+    expires_at: datetime
+    status: ApprovalStatus
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,193 @@
+"""Versioned job and result envelopes carried over NATS JetStream (DESIGN §6).
+
+A ``Job`` is published on the subject of its type; its ``key`` is the natural idempotency key
+(``Nats-Msg-Id`` when published, and the subject suffix its ``Result`` is stored under).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "RESULT_INLINE_LIMIT",
+    "SCHEMA_VERSION",
+    "STREAMS",
+    "ArtifactPayload",
+    "CiPayload",
+    "DeployPayload",
+    "DiscoveryPayload",
+    "Job",
+    "JobError",
+    "JobType",
+    "ReleasePayload",
+    "Result",
+    "StreamSpec",
+    "job_subject",
+    "result_subject",
+]
+
+SCHEMA_VERSION: Literal[1] = 1
+RESULT_INLINE_LIMIT = 1024 * 1024  # results above this are stored in object storage (DESIGN §6)
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+JobKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=200)]
+
+
+class JobType(StrEnum):
+    DISCOVERY = "discovery"
+    CI = "ci"
+    ARTIFACT = "artifact"
+    RELEASE = "release"
+    DEPLOY = "deploy"
+
+
+class StreamSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool
+
+
+# ci jobs travel on pipeline.tasks.*, release and deploy jobs share pipeline.releases.* (DESIGN §6).
+_PREFIX: dict[JobType, str] = {
+    JobType.DISCOVERY: "pipeline.discovery",
+    JobType.CI: "pipeline.tasks",
+    JobType.ARTIFACT: "pipeline.artifacts",
+    JobType.RELEASE: "pipeline.releases",
+    JobType.DEPLOY: "pipeline.releases.deploy",
+}
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(name="pipeline-discovery", subjects=("pipeline.discovery.>",), work_queue=True),
+    StreamSpec(name="pipeline-tasks", subjects=("pipeline.tasks.>",), work_queue=True),
+    StreamSpec(name="pipeline-artifacts", subjects=("pipeline.artifacts.>",), work_queue=True),
+    StreamSpec(name="pipeline-releases", subjects=("pipeline.releases.>",), work_queue=True),
+    StreamSpec(name="pipeline-results", subjects=("pipeline.results.>",), work_queue=False),
+    StreamSpec(name="pipeline-dlq", subjects=("pipeline.dlq.>",), work_queue=False),
+)
+
+STREAM_OF: dict[JobType, str] = {
+    JobType.DISCOVERY: "pipeline-discovery",
+    JobType.CI: "pipeline-tasks",
+    JobType.ARTIFACT: "pipeline-artifacts",
+    JobType.RELEASE: "pipeline-releases",
+    JobType.DEPLOY: "pipeline-releases",
+}
+
+
+def job_subject(job_type: JobType, *tokens: str) -> str:
+    """``pipeline.<prefix>.<token>...``; every token must be a plain subject token."""
+    for token in tokens:
+        if not _TOKEN.match(token):
+            raise ValueError(f"invalid subject token {token!r}")
+    return ".".join((_PREFIX[job_type], *tokens))
+
+
+def result_subject(key: str) -> str:
+    return f"pipeline.results.{key}"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscoveryPayload(_Payload):
+    type: Literal["discovery"] = "discovery"
+    clone_url: str
+    branch: str | None = None
+    base_sha: str | None = None
+
+
+class CiPayload(_Payload):
+    type: Literal["ci"] = "ci"
+    clone_url: str
+    phase: str
+    project: str
+    project_path: str
+    step: str
+    action: Literal["run", "earthly"]
+    target: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    timeout_seconds: int
+    retries: int = 0
+    step_execution_id: UUID | None = None
+
+
+class ArtifactPayload(_Payload):
+    type: Literal["artifact"] = "artifact"
+    project: str
+    project_path: str
+    artifact: str
+    artifact_type: Literal["container", "binary", "archive"]
+    producer: dict[str, Any] = Field(default_factory=dict)
+    publishers: list[str] = Field(default_factory=list)
+
+
+class ReleasePayload(_Payload):
+    type: Literal["release"] = "release"
+    project: str
+    trigger: Literal["push", "pull_request", "tag", "manual"]
+    branch: str | None = None
+    tag: str | None = None
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DeployPayload(_Payload):
+    type: Literal["deploy"] = "deploy"
+    project: str
+    release_id: UUID
+    environment: str
+    requested_by: str
+
+
+Payload = Annotated[
+    DiscoveryPayload | CiPayload | ArtifactPayload | ReleasePayload | DeployPayload,
+    Field(discriminator="type"),
+]
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = SCHEMA_VERSION
+    id: UUID = Field(default_factory=uuid4)
+    key: JobKey = Field(description="Idempotency key: same key, same job")
+    type: JobType
+    run_id: UUID
+    repository: str
+    commit_sha: str
+    payload: Payload
+    attempt: int = Field(1, ge=1)
+    deadline: datetime
+    trace_id: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return job_subject(self.type, *self.key.split(".")[1:]) if "." in self.key else job_subject(self.type)
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str
+    message: str
+    permanent: bool = True
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = SCHEMA_VERSION
+    job_id: UUID
+    key: str
+    success: bool
+    data: dict[str, Any] | None = None
+    object_key: str | None = Field(None, description="Where the data is when it exceeds 1 MB")
+    error: JobError | None = None

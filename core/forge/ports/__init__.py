@@ -1,0 +1,41 @@
+"""Contracts (``typing.Protocol``) between the platform and the technologies behind it."""
+
+from forge.ports.bus import BusMessage, MessageBus, Subscription
+from forge.ports.git import EntryKind, GitMirrors, GitReader, TreeEntry
+from forge.ports.objects import ObjectInfo, ObjectStore
+from forge.ports.others import (
+    ArtifactRegistry,
+    DeployerStatus,
+    Identity,
+    IdentityProvider,
+    Manifest,
+    SecretProvider,
+    SourceHost,
+    WorkflowEngine,
+)
+from forge.ports.store import NewRepository, NewRun, Page, RunFilter, RunStore
+
+__all__ = [
+    "ArtifactRegistry",
+    "BusMessage",
+    "DeployerStatus",
+    "EntryKind",
+    "GitMirrors",
+    "GitReader",
+    "Identity",
+    "IdentityProvider",
+    "Manifest",
+    "MessageBus",
+    "NewRepository",
+    "NewRun",
+    "ObjectInfo",
+    "ObjectStore",
+    "Page",
+    "RunFilter",
+    "RunStore",
+    "SecretProvider",
+    "SourceHost",
+    "Subscription",
+    "TreeEntry",
+    "WorkflowEngine",
+]

@@ -1,0 +1,86 @@
+"""Process settings: one ``Settings`` built in ``main()`` and passed down.
+
+Every field can be set with ``FORGE_<GROUP>__<FIELD>`` (for example ``FORGE_DATABASE__URL``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ApiSettings",
+    "DatabaseSettings",
+    "GitSettings",
+    "NatsSettings",
+    "ObjectStoreSettings",
+    "Settings",
+    "TimeoutSettings",
+    "WorkerSettings",
+]
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/forge",
+        description="PostgreSQL DSN (asyncpg syntax; a Unix socket directory may be given as ?host=/dir)",
+    )
+    pool_min: int = Field(1, ge=0, description="Connections the pool keeps open")
+    pool_max: int = Field(10, ge=1, description="Upper bound of pooled connections")
+
+
+class NatsSettings(BaseModel):
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL (comma-separated for a cluster)")
+    replicas: int = Field(1, ge=1, le=5, description="JetStream stream replicas (3 in a production cluster)")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for the first connection")
+
+
+class ObjectStoreSettings(BaseModel):
+    endpoint: str = Field("127.0.0.1:9000", description="S3 endpoint as host:port")
+    access_key: str = Field("forge", description="S3 access key")
+    secret_key: SecretStr = Field(SecretStr("forge-secret"), description="S3 secret key")
+    bucket: str = Field("forge", description="Bucket holding run results and logs")
+    secure: bool = Field(False, description="Use HTTPS to reach the endpoint")
+    region: str = Field("us-east-1", description="S3 region used for request signing")
+
+
+class GitSettings(BaseModel):
+    cache_dir: Path = Field(Path(".forge-dev/git-cache"), description="Where bare mirrors are kept")
+
+
+class ApiSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the API binds to")
+    port: int = Field(8080, ge=0, le=65535, description="Port the API binds to")
+    public_url: str = Field("http://127.0.0.1:8080", description="URL users and workers reach the API at")
+
+
+class TimeoutSettings(BaseModel):
+    """Default job deadlines in seconds per job type (DESIGN §6)."""
+
+    discovery: float = Field(600, gt=0, description="Discovery job deadline")
+    ci: float = Field(1800, gt=0, description="CI job deadline")
+    artifact: float = Field(1200, gt=0, description="Artifact job deadline")
+    release: float = Field(900, gt=0, description="Release job deadline")
+    deploy: float = Field(600, gt=0, description="Deploy job deadline")
+
+
+class WorkerSettings(BaseModel):
+    concurrency: int = Field(2, ge=1, description="Jobs one worker process runs at once")
+    ack_wait: float = Field(30.0, gt=0, description="Seconds JetStream waits for an ack or +WPI before redelivery")
+    heartbeat: float = Field(10.0, gt=0, description="Seconds between in-progress acks of a running job")
+    max_deliver: int = Field(3, ge=1, description="Deliveries before a job goes to the DLQ")
+    fetch_wait: float = Field(1.0, gt=0, description="Seconds one pull request waits for a job")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    git: GitSettings = Field(default_factory=GitSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -1,0 +1,1 @@
+"""GitOps repository layout, ReleasePointers and environment config (arrives with the release issue)."""

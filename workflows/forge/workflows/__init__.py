@@ -1,0 +1,1 @@
+"""Hera builders, the local workflow engine, the step container and the workers."""
