@@ -39,17 +39,19 @@ class ApprovalStatus(StrEnum):
 
 _FINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED, Status.SKIPPED})
 
-_TRANSITIONS: dict[StrEnum, frozenset[StrEnum]] = {
-    Status.PENDING: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED, Status.SKIPPED}),
-    Status.RUNNING: frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED}),
-    DeploymentStatus.PENDING: frozenset({DeploymentStatus.ACTIVE, DeploymentStatus.FAILED}),
-    DeploymentStatus.ACTIVE: frozenset({DeploymentStatus.SUPERSEDED}),
-    ApprovalStatus.ACTIVE: frozenset({ApprovalStatus.EXPIRED, ApprovalStatus.REVOKED}),
+# Keyed by (vocabulary, value): the enums are str subclasses, so "pending" of Status and of
+# DeploymentStatus would otherwise be one dict key.
+_TRANSITIONS: dict[tuple[type[StrEnum], str], frozenset[StrEnum]] = {
+    (Status, "pending"): frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED, Status.SKIPPED}),
+    (Status, "running"): frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED}),
+    (DeploymentStatus, "pending"): frozenset({DeploymentStatus.ACTIVE, DeploymentStatus.FAILED}),
+    (DeploymentStatus, "active"): frozenset({DeploymentStatus.SUPERSEDED}),
+    (ApprovalStatus, "active"): frozenset({ApprovalStatus.EXPIRED, ApprovalStatus.REVOKED}),
 }
 
 
 def allowed_next(current: StrEnum) -> frozenset[StrEnum]:
-    return _TRANSITIONS.get(current, frozenset())
+    return _TRANSITIONS.get((type(current), current.value), frozenset())
 
 
 def ensure_transition(entity: str, current: StrEnum, new: StrEnum) -> None:

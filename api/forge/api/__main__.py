@@ -1,0 +1,66 @@
+"""``forge-api``: the composition root of the API process (uvicorn serving the Litestar app)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+from forge.adapters.postgres_store import PostgresStore
+
+from forge.adapters.minio_objects import MinioObjectStore
+from forge.adapters.nats_bus import NatsBus
+from forge.api.app import create_app
+from forge.api.services import ApiServices
+from forge.runtime import configure_logging, run_service
+from forge.settings import Settings
+
+__all__ = ["build", "main"]
+
+
+@contextlib.asynccontextmanager
+async def build(settings: Settings) -> AsyncIterator[ApiServices]:
+    store = await PostgresStore.connect(
+        settings.database.url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
+    )
+    try:
+        bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
+        try:
+            yield ApiServices(store=store, bus=bus, objects=MinioObjectStore.from_settings(settings.objects))
+        finally:
+            await bus.close()
+    finally:
+        await store.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: ``run_service`` owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def main() -> int:
+    configure_logging("forge-api")
+    settings = Settings()
+
+    async def serve(stop: asyncio.Event) -> None:
+        async with build(settings) as services:
+            await services.store.migrate()
+            config = uvicorn.Config(
+                create_app(services), host=settings.api.host, port=settings.api.port, log_level="warning"
+            )
+            server = _Server(config)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(server.serve())
+                await stop.wait()
+                server.should_exit = True
+
+    return run_service(serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Litestar application factory."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from forge.api.errors import EXCEPTION_HANDLERS
+from forge.api.routes.health import healthz, readyz
+from forge.api.routes.repositories import RepositoriesController
+from forge.api.routes.runs import RunsController
+from forge.api.services import ApiServices
+
+__all__ = ["create_app"]
+
+
+def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
+    """Build the app around already-connected services; the caller owns their lifetime."""
+
+    def _services() -> ApiServices:
+        return services
+
+    return Litestar(
+        route_handlers=[healthz, readyz, RepositoriesController, RunsController],
+        dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(title="Catalyst Forge API", version="1.0.0", path="/schema"),
+        debug=debug,
+    )

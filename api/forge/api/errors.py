@@ -1,0 +1,72 @@
+"""The one place the error tree becomes HTTP (``application/problem+json``, RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from forge.errors import (
+    ConfigError,
+    ConflictError,
+    ForgeError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    PermanentError,
+    ServiceUnavailableError,
+    TransientError,
+)
+
+__all__ = ["EXCEPTION_HANDLERS", "problem"]
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("forge.api")
+
+_STATUS: list[tuple[type[ForgeError], int]] = [
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (LimitExceededError, 413),
+    (ConfigError, 422),
+    (InvalidInputError, 400),
+    (PermanentError, 400),
+    (ServiceUnavailableError, 503),
+    (TransientError, 503),
+]
+
+
+def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> Response[Any]:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _forge_error(request: Request[Any, Any, Any], exc: ForgeError) -> Response[Any]:
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+    response = problem(status, exc.code, exc.message, instance=request.url.path, **exc.details)
+    if isinstance(exc, TransientError) and exc.retry_after is not None:
+        response.headers["Retry-After"] = str(int(exc.retry_after))
+    return response
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    return problem(400, "invalid_request", exc.detail, instance=request.url.path, errors=errors)
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return problem(exc.status_code, "http_error", exc.detail, instance=request.url.path)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal_error", "internal server error", instance=request.url.path)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    ForgeError: _forge_error,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

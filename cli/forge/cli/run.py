@@ -1,0 +1,117 @@
+"""``forge run PATH``: create a run on the embedded platform and show what it discovered.
+
+Exit codes: 0 the run's discovery succeeded, 2 the repository's configuration is invalid,
+1 anything else went wrong (a one-line reason on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from forge.cli.dev import HOME_OPTION
+from forge.cli.localrepo import local_source
+from forge.cli.platform import platform_down, platform_up
+from forge.errors import ForgeError, ServiceUnavailableError
+
+__all__ = ["run"]
+
+_FINAL = {"success", "failed", "cancelled", "skipped"}
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rev", help="Revision to run (a git repository's HEAD by default)")
+@click.option("--base", help="Revision to compute the affected set against (the first parent by default)")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON on stdout")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait for the run")
+@HOME_OPTION
+def run(path: Path, rev: str | None, base: str | None, as_json: bool, timeout: float, home: Path) -> None:
+    """Run a pipeline for the repository at PATH on the embedded platform."""
+    try:
+        platform, started = platform_up(home, on_start=lambda n: click.echo(f"starting {n}", err=True))
+    except ForgeError as exc:
+        click.echo(f"forge run: cannot start the embedded platform: {exc}", err=True)
+        sys.exit(1)
+    try:
+        code = _run(platform.api_url, path, home, rev, base, as_json, timeout)
+    finally:
+        if started:
+            platform_down(home)
+    sys.exit(code)
+
+
+def _run(api: str, path: Path, home: Path, rev: str | None, base: str | None, as_json: bool, timeout: float) -> int:
+    try:
+        source = local_source(path, home, rev=rev, base=base)
+        with httpx.Client(base_url=api, timeout=30) as client:
+            _call(client, "POST", "/v1/repositories", {"name": source.name, "clone_url": source.clone_url})
+            body = {
+                "repository": source.name,
+                "commit_sha": source.commit,
+                "base_sha": source.base,
+                "branch": source.branch,
+                "trigger": "manual",
+                "triggered_by": getpass.getuser(),
+            }
+            created = _call(client, "POST", "/v1/runs", body)
+            click.echo(f"run {created['id']}: {api}/v1/runs/{created['id']}", err=True)
+            result = _wait(client, created["id"], timeout)
+    except ForgeError as exc:
+        click.echo(f"forge run: {exc}", err=True)
+        return 1
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    if result["discovery_status"] != "success":
+        click.echo(result.get("error") or f"discovery {result['discovery_status']}", err=True)
+        return 2 if "invalid configuration" in (result.get("error") or "") else 1
+    if not as_json:
+        _print_discovery(result["discovery"])
+    return 0
+
+
+def _call(client: httpx.Client, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        response = client.request(method, url, json=body)
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailableError(f"the API at {client.base_url} did not answer: {exc}") from None
+    if response.status_code >= 400:
+        detail = response.json().get("detail", response.text) if response.content else response.reason_phrase
+        raise ForgeError(f"{method} {url}: {response.status_code}: {detail}")
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _wait(client: httpx.Client, run_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = _call(client, "GET", f"/v1/runs/{run_id}")
+        if current["discovery_status"] in _FINAL:
+            return current
+        if time.monotonic() > deadline:
+            raise ForgeError(f"run {run_id} did not finish discovery within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def _print_discovery(discovery: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    affected = {a["project"]: a["reasons"] for a in discovery["affected"]}
+    table = Table(title=f"commit {discovery['commit'][:12]} (base {str(discovery['base'])[:12]})")
+    for column in ("project", "path", "phases", "affected because"):
+        table.add_column(column)
+    for project in discovery["projects"]:
+        phases = ", ".join(f"{p}: {'/'.join(s)}" for p, s in project["phases"].items())
+        table.add_row(project["name"], project["path"], phases, "; ".join(affected.get(project["name"], ["-"])))
+    console.print(table)
+    groups = " → ".join(f"[{', '.join(g['phases'])}]" for g in discovery["phase_groups"])
+    console.print(f"phase groups: {groups or '(none)'}")

@@ -1,0 +1,96 @@
+"""Pending run → discovery job → the run records its discovery (or fails with the reasons)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from forge.domain.entities import PipelineRun
+from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
+from forge.errors import ForgeError, TransientError
+from forge.ports import MessageBus, ObjectStore, RunStore
+from forge.workflows.steps.dispatch import dispatch
+
+__all__ = ["DiscoveryReconciler"]
+
+log = logging.getLogger("forge.controller.discovery")
+
+
+@dataclass
+class DiscoveryReconciler:
+    store: RunStore
+    bus: MessageBus
+    objects: ObjectStore
+    timeout: float
+    poll_interval: float = 0.5
+    batch: int = 10
+    _active: dict[Any, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim pending runs until ``stop``; runs left mid-discovery are resumed on the next start."""
+        async with asyncio.TaskGroup() as group:
+            for run in await self.store.runs_discovering():
+                self._start(group, run)
+            while not stop.is_set():
+                try:
+                    claimed = await self.store.claim_discovery(limit=self.batch)
+                except ForgeError as exc:
+                    log.warning("cannot claim runs: %s", exc)
+                    claimed = []
+                for run in claimed:
+                    self._start(group, run)
+                if not claimed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.poll_interval)
+            for task in self._active.values():
+                task.cancel()
+
+    def _start(self, group: asyncio.TaskGroup, run: PipelineRun) -> None:
+        if run.id in self._active:
+            return
+        task = group.create_task(self._discover(run))
+        self._active[run.id] = task
+        task.add_done_callback(lambda _t, run_id=run.id: self._active.pop(run_id, None))
+
+    async def _discover(self, run: PipelineRun) -> None:
+        try:
+            result = await self._dispatch(run)
+            if result.success:
+                discovery, key = await self._discovery_of(result)
+                await self.store.record_discovery(run.id, discovery, key)
+                log.info("run %s discovered (%d affected)", run.id, len(discovery.get("affected", [])))
+            else:
+                reason = result.error.message if result.error else "discovery failed"
+                await self.store.fail_discovery(run.id, reason)
+                log.info("run %s failed discovery: %s", run.id, reason.splitlines()[0])
+        except TransientError as exc:
+            await self.store.fail_discovery(run.id, f"discovery did not finish: {exc}")
+        except ForgeError as exc:
+            log.error("run %s: %s; it stays in discovery until the controller restarts", run.id, exc)
+
+    async def _dispatch(self, run: PipelineRun) -> Result:
+        repo = await self.store.get_repository(run.repository)
+        payload = DiscoveryPayload(clone_url=repo.clone_url, branch=run.branch, base_sha=run.base_sha)
+        job = Job(
+            key=f"discovery.{run.id}",
+            type=JobType.DISCOVERY,
+            run_id=run.id,
+            repository=run.repository,
+            commit_sha=run.commit_sha,
+            payload=payload,
+            deadline=datetime.now(UTC) + timedelta(seconds=self.timeout),
+        )
+        return await dispatch(self.bus, job, timeout=self.timeout)
+
+    async def _discovery_of(self, result: Result) -> tuple[dict[str, Any], str]:
+        data = result.data
+        if data is None and result.object_key is not None:
+            data = json.loads(await self.objects.get(result.object_key))
+        if not data or "discovery" not in data:
+            raise TransientError(f"result of {result.key} carries no discovery")
+        return data["discovery"], data["object_key"]

@@ -1,0 +1,175 @@
+"""The loop every worker type shares: pull, run, heartbeat, store the result, ack (DESIGN §6).
+
+* A job is acked only after its result is stored in ``pipeline-results`` (and sent to a reply
+  inbox when the publisher gave one), so a worker that dies mid-job loses nothing: JetStream
+  redelivers the job after ``ack_wait``.
+* While a handler runs, ``+WPI`` in-progress acks keep JetStream from redelivering it.
+* ``PermanentError``: a failed result now. Anything else is retried with a delay until the
+  last delivery; then the job goes to ``pipeline.dlq.<type>`` with its reason and a failed result.
+* A job whose key already has a stored result is acked without running again (idempotency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from forge.domain.messages import (
+    RESULT_INLINE_LIMIT,
+    STREAM_OF,
+    STREAMS,
+    Job,
+    JobError,
+    JobType,
+    Result,
+    job_subject,
+    result_subject,
+)
+from forge.errors import ForgeError, PermanentError
+from forge.ports import BusMessage, MessageBus, ObjectStore
+from forge.settings import WorkerSettings
+from forge.workflows.steps.dispatch import stored_result
+
+__all__ = ["Handler", "Worker", "consumer_name"]
+
+log = logging.getLogger("forge.worker")
+
+Handler = Callable[[Job], Awaitable[dict[str, Any]]]
+
+
+def consumer_name(job_type: JobType) -> str:
+    return f"{job_type.value}-consumer"
+
+
+@dataclass
+class Worker:
+    job_type: JobType
+    handler: Handler
+    bus: MessageBus
+    objects: ObjectStore
+    settings: WorkerSettings
+
+    @property
+    def stream(self) -> str:
+        return STREAM_OF[self.job_type]
+
+    async def prepare(self) -> None:
+        await self.bus.ensure_streams(STREAMS)
+        await self.bus.ensure_consumer(
+            self.stream,
+            consumer_name(self.job_type),
+            filter_subject=f"{job_subject(self.job_type)}.>",
+            ack_wait=self.settings.ack_wait,
+            max_deliver=self.settings.max_deliver,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull and handle jobs until ``stop`` is set; running jobs finish first."""
+        await self.prepare()
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        log.info("%s worker ready on %s (concurrency %d)", self.job_type, self.stream, self.settings.concurrency)
+        async with asyncio.TaskGroup() as tasks:
+            while not stop.is_set():
+                await slots.acquire()
+                try:
+                    messages = await self.bus.fetch(
+                        self.stream, consumer_name(self.job_type), batch=1, timeout=self.settings.fetch_wait
+                    )
+                except ForgeError as exc:
+                    log.warning("fetch failed: %s", exc)
+                    messages = []
+                    await asyncio.sleep(self.settings.fetch_wait)
+                if not messages:
+                    slots.release()
+                    continue
+                tasks.create_task(self._guarded(messages[0], slots))
+
+    async def _guarded(self, msg: BusMessage, slots: asyncio.Semaphore) -> None:
+        try:
+            await self.handle(msg)
+        except Exception:  # one job never takes the worker down; JetStream redelivers it
+            log.exception("unexpected error while handling %s", msg.subject)
+        finally:
+            slots.release()
+
+    async def handle(self, msg: BusMessage) -> None:
+        try:
+            job = Job.model_validate_json(msg.data)
+        except ValidationError as exc:
+            await self._dead_letter(msg, f"invalid job envelope: {exc.error_count()} error(s): {exc.errors()[0]}")
+            return
+        if await stored_result(self.bus, job.key) is not None:
+            log.info("job %s already has a result; acking the duplicate", job.key)
+            await msg.ack()
+            return
+        last_delivery = msg.num_delivered >= self.settings.max_deliver
+        try:
+            data = await self._with_heartbeat(msg, self.handler(job))
+        except PermanentError as exc:
+            log.info("job %s failed permanently: %s", job.key, exc)
+            await self._finish(msg, job, _failure(job, exc, permanent=True))
+        except Exception as exc:  # noqa: BLE001 - any other failure is retried, then dead-lettered
+            if not last_delivery:
+                delay = min(30.0, 2.0**msg.num_delivered)
+                log.warning(
+                    "job %s failed (delivery %d), retrying in %.0fs: %s", job.key, msg.num_delivered, delay, exc
+                )
+                await msg.nak(delay=delay)
+                return
+            reason = f"failed on delivery {msg.num_delivered} of {self.settings.max_deliver}: {exc}"
+            await self._dead_letter(msg, reason, term=False)
+            await self._finish(msg, job, _failure(job, exc, permanent=False))
+        else:
+            await self._finish(msg, job, await self._result(job, data))
+
+    async def _with_heartbeat(self, msg: BusMessage, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.settings.heartbeat)
+                with contextlib.suppress(ForgeError):
+                    await msg.in_progress()
+
+        async with asyncio.TaskGroup() as group:
+            beating = group.create_task(beat())
+            try:
+                return await work
+            finally:
+                beating.cancel()
+
+    async def _result(self, job: Job, data: dict[str, Any]) -> Result:
+        body = json.dumps(data, separators=(",", ":")).encode()
+        if len(body) <= RESULT_INLINE_LIMIT:
+            return Result(job_id=job.id, key=job.key, success=True, data=data)
+        key = f"pipeline-runs/{job.run_id}/results/{job.type.value}/{job.id}.json"
+        await self.objects.put(key, body, content_type="application/json")
+        return Result(job_id=job.id, key=job.key, success=True, object_key=key)
+
+    async def _finish(self, msg: BusMessage, job: Job, result: Result) -> None:
+        payload = result.model_dump_json().encode()
+        await self.bus.publish(result_subject(job.key), payload)
+        reply_to = msg.headers.get("Forge-Reply-To")
+        if reply_to:
+            await self.bus.respond(reply_to, payload)
+        await msg.ack()
+
+    async def _dead_letter(self, msg: BusMessage, reason: str, *, term: bool = True) -> None:
+        log.error("dead-lettering %s: %s", msg.subject, reason)
+        headers = {"Forge-Reason": reason[:1000], "Forge-Subject": msg.subject}
+        await self.bus.publish(f"pipeline.dlq.{self.job_type.value}", msg.data, headers=headers)
+        if term:
+            await msg.term()
+
+
+def _failure(job: Job, exc: Exception, *, permanent: bool) -> Result:
+    if isinstance(exc, ForgeError):
+        error = JobError(code=exc.code, message=exc.message, permanent=permanent, details=exc.details)
+    else:
+        error = JobError(code="internal", message=f"{type(exc).__name__}: {exc}", permanent=permanent)
+    return Result(job_id=job.id, key=job.key, success=False, error=error)
