@@ -28,7 +28,9 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
     try:
         bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
         try:
-            yield ApiServices(store=store, bus=bus, objects=MinioObjectStore.from_settings(settings.objects))
+            async with MinioObjectStore.from_settings(settings.objects) as objects:
+                await objects.ensure_bucket()
+                yield ApiServices(store=store, bus=bus, objects=objects)
         finally:
             await bus.close()
     finally:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from litestar.di import NamedDependency
+
 from forge.ports import MessageBus, ObjectStore, RunStore
 
-__all__ = ["ApiServices"]
+__all__ = ["ApiServices", "Services"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +16,7 @@ class ApiServices:
     store: RunStore
     bus: MessageBus
     objects: ObjectStore
+
+
+Services = NamedDependency[ApiServices]
+"""How handlers ask for the services (an explicit Litestar dependency)."""

@@ -26,8 +26,8 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
         bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
         try:
             await bus.ensure_streams(STREAMS)
-            objects = MinioObjectStore.from_settings(settings.objects)
-            yield ControllerServices(store=store, bus=bus, objects=objects)
+            async with MinioObjectStore.from_settings(settings.objects) as objects:
+                yield ControllerServices(store=store, bus=bus, objects=objects)
         finally:
             await bus.close()
     finally:

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Response, get
 
-from forge.api.services import ApiServices
+from forge.api.services import Services
 from forge.errors import ForgeError
 
 __all__ = ["healthz", "readyz"]
@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", summary="PostgreSQL, NATS and object storage answer", tags=["health"])
-async def readyz(services: ApiServices) -> Response[dict[str, Any]]:
+async def readyz(services: Services) -> Response[dict[str, Any]]:
     checks = {"database": services.store.ping, "nats": services.bus.ping, "objects": services.objects.ping}
     results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
     report = dict(zip(checks, results, strict=True))

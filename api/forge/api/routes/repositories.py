@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from forge.api.schemas import CreateRepository, PageOut, RepositoryOut
-from forge.api.services import ApiServices
+from forge.api.services import Services
 from forge.ports import NewRepository
 
 __all__ = ["RepositoriesController"]
@@ -19,20 +19,20 @@ class RepositoriesController(Controller):
     tags = ["repositories"]
 
     @post("/", summary="Register a repository (idempotent on name)")
-    async def register(self, data: CreateRepository, services: ApiServices) -> Response[RepositoryOut]:
+    async def register(self, data: JSONBody[CreateRepository], services: Services) -> Response[RepositoryOut]:
         repo, created = await services.store.register_repository(NewRepository(**data.model_dump()))
         return Response(RepositoryOut.of(repo), status_code=201 if created else 200)
 
     @get("/", summary="List repositories")
     async def list_repositories(
         self,
-        services: ApiServices,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        services: Services,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> PageOut[RepositoryOut]:
         page = await services.store.list_repositories(limit=limit, offset=offset)
         return PageOut(items=[RepositoryOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
 
     @get("/{owner:str}/{name:str}", summary="One repository")
-    async def get_repository(self, owner: str, name: str, services: ApiServices) -> RepositoryOut:
+    async def get_repository(self, owner: FromPath[str], name: FromPath[str], services: Services) -> RepositoryOut:
         return RepositoryOut.of(await services.store.get_repository(f"{owner}/{name}"))

@@ -6,10 +6,10 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from forge.api.schemas import CreateRun, PageOut, RunOut
-from forge.api.services import ApiServices
+from forge.api.services import Services
 from forge.domain.status import Status
 from forge.ports import NewRun, RunFilter
 
@@ -25,25 +25,25 @@ class RunsController(Controller):
         summary="Create a pipeline run",
         description="Returns 201 with the new run, or 200 with the existing run of the same repository and commit.",
     )
-    async def create_run(self, data: CreateRun, services: ApiServices) -> Response[RunOut]:
+    async def create_run(self, data: JSONBody[CreateRun], services: Services) -> Response[RunOut]:
         run, created = await services.store.create_run(NewRun(**data.model_dump()))
         return Response(RunOut.of(run), status_code=201 if created else 200, headers={"Location": f"/v1/runs/{run.id}"})
 
     @get("/", summary="List pipeline runs, newest first")
     async def list_runs(
         self,
-        services: ApiServices,
-        repository: str | None = None,
-        branch: str | None = None,
-        status: Status | None = None,
-        commit_sha: Annotated[str | None, Parameter(pattern=r"^[0-9a-f]{40}$")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        services: Services,
+        repository: FromQuery[str | None] = None,
+        branch: FromQuery[str | None] = None,
+        status: FromQuery[Status | None] = None,
+        commit_sha: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-f]{40}$")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> PageOut[RunOut]:
         flt = RunFilter(repository=repository, branch=branch, status=status, commit_sha=commit_sha)
         page = await services.store.list_runs(flt, limit=limit, offset=offset)
         return PageOut(items=[RunOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
 
     @get("/{run_id:uuid}", summary="One pipeline run with its discovery")
-    async def get_run(self, run_id: UUID, services: ApiServices) -> RunOut:
+    async def get_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
         return RunOut.of(await services.store.get_run(run_id))

@@ -14,7 +14,7 @@ from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
 from forge.errors import ForgeError, TransientError
 from forge.ports import MessageBus, ObjectStore, RunStore
-from forge.workflows.steps.dispatch import dispatch
+from forge.jobs.dispatch import dispatch
 
 __all__ = ["DiscoveryReconciler"]
 

@@ -21,7 +21,7 @@ from forge.domain.messages import Job, JobType, Payload, Result
 from forge.errors import ForgeError
 from forge.runtime import configure_logging
 from forge.settings import Settings
-from forge.workflows.steps.dispatch import dispatch
+from forge.jobs.dispatch import dispatch
 
 __all__ = ["main"]
 

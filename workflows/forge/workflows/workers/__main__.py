@@ -27,10 +27,10 @@ async def build(settings: Settings, job_type: JobType) -> AsyncIterator[Worker]:
     """Choose and connect the adapters of one worker process."""
     bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
     try:
-        objects = MinioObjectStore.from_settings(settings.objects)
-        await objects.ensure_bucket()
-        handler: Handler = DiscoveryHandler(mirrors=Pygit2Mirrors(settings.git.cache_dir), objects=objects)
-        yield Worker(job_type=job_type, handler=handler, bus=bus, objects=objects, settings=settings.worker)
+        async with MinioObjectStore.from_settings(settings.objects) as objects:
+            await objects.ensure_bucket()
+            handler: Handler = DiscoveryHandler(mirrors=Pygit2Mirrors(settings.git.cache_dir), objects=objects)
+            yield Worker(job_type=job_type, handler=handler, bus=bus, objects=objects, settings=settings.worker)
     finally:
         await bus.close()
 

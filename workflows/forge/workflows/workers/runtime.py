@@ -35,7 +35,7 @@ from forge.domain.messages import (
 from forge.errors import ForgeError, PermanentError
 from forge.ports import BusMessage, MessageBus, ObjectStore
 from forge.settings import WorkerSettings
-from forge.workflows.steps.dispatch import stored_result
+from forge.jobs.dispatch import stored_result
 
 __all__ = ["Handler", "Worker", "consumer_name"]
 
