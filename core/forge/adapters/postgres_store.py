@@ -1,0 +1,335 @@
+"""``RunStore`` on PostgreSQL through an asyncpg pool (DESIGN §4: PostgreSQL is the system of record).
+
+Migrations are the plain SQL files in ``forge/adapters/migrations``, applied in name order, each in its
+own transaction under a transaction-scoped advisory lock, and recorded in ``schema_migrations`` — so two
+processes starting at once never apply one twice. Status changes go through
+``forge.domain.status.ensure_transition``; asyncpg errors become Forge errors in ``translate_errors``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from forge.adapters._postgres_rows import (
+    RUN_COLUMNS,
+    init_connection,
+    repository_from_row,
+    run_from_row,
+    translate_errors,
+)
+from forge.domain.entities import PipelineRun, Repository
+from forge.domain.status import Status, ensure_transition
+from forge.errors import ConflictError, InvalidInputError, NotFoundError
+from forge.ports.store import NewRepository, NewRun, Page, RunFilter
+
+__all__ = ["MAX_PAGE", "PostgresStore", "migration_files"]
+
+MAX_PAGE = 1000
+#: ``pg_advisory_xact_lock`` key serialising migrations across processes ("forge" in ASCII).
+_MIGRATION_LOCK = 0x666F726765
+
+_RUNS = "pipeline_runs r JOIN repositories repo ON repo.id = r.repository_id"
+# The SQL below is assembled once from constant fragments; values only ever travel as $n parameters.
+_SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM {_RUNS}"  # noqa: S608
+#: Turns the rows of a ``WITH r AS (... RETURNING *)`` into run rows (with the repository name).
+_FROM_CTE = f"SELECT {RUN_COLUMNS} FROM r JOIN repositories repo ON repo.id = r.repository_id"  # noqa: S608
+_SQL_INSERT_RUN = f"""
+    WITH r AS (
+        INSERT INTO pipeline_runs
+            (repository_id, branch, commit_sha, base_sha, trigger, triggered_by, github_context)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (repository_id, commit_sha) DO NOTHING
+        RETURNING *
+    )
+    {_FROM_CTE}
+"""  # noqa: S608
+_SQL_CLAIM_DISCOVERY = f"""
+    WITH r AS (
+        UPDATE pipeline_runs SET
+            discovery_status = 'running',
+            status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
+            started_at = COALESCE(started_at, now())
+        WHERE id IN (
+            SELECT id FROM pipeline_runs
+            WHERE discovery_status = 'pending' AND status IN ('pending', 'running')
+            ORDER BY created_at, id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING *
+    )
+    {_FROM_CTE}
+    ORDER BY r.created_at, r.id
+"""  # noqa: S608
+_SQL_RECORD_DISCOVERY = f"""
+    WITH r AS (
+        UPDATE pipeline_runs SET discovery_status = 'success', discovery = $2, discovery_key = $3
+        WHERE id = $1 RETURNING *
+    )
+    {_FROM_CTE}
+"""  # noqa: S608
+_SQL_FAIL_DISCOVERY = f"""
+    WITH r AS (
+        UPDATE pipeline_runs SET
+            discovery_status = 'failed', status = 'failed', error = $2, completed_at = COALESCE(completed_at, now())
+        WHERE id = $1 RETURNING *
+    )
+    {_FROM_CTE}
+"""  # noqa: S608
+#: ``RunFilter`` fields and the columns they compare with equality.
+_FILTER_COLUMNS = {
+    "repository": "repo.name",
+    "branch": "r.branch",
+    "status": "r.status",
+    "commit_sha": "r.commit_sha",
+    "trigger": "r.trigger",
+    "triggered_by": "r.triggered_by",
+    "discovery_status": "r.discovery_status",
+}
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, SQL) of every migration, in the order they apply."""
+    folder = resources.files("forge.adapters").joinpath("migrations")
+    found = [
+        (entry.name, entry.read_text(encoding="utf-8")) for entry in folder.iterdir() if entry.name.endswith(".sql")
+    ]
+    return sorted(found)
+
+
+class PostgresStore:
+    """The ``RunStore`` port on PostgreSQL. Build it with :meth:`connect`; ``close()`` when done."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
+    ) -> PostgresStore:
+        """Open a pool; ``ServiceUnavailableError`` when PostgreSQL cannot be reached."""
+        with translate_errors("connecting to PostgreSQL"):
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout, init=init_connection
+            )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        with translate_errors("ping"):
+            await self._pool.fetchval("SELECT 1")
+
+    async def migrate(self) -> list[str]:
+        applied: list[str] = []
+        with translate_errors("migrating the database"):
+            async with self._pool.acquire() as conn:
+                for name, sql in migration_files():
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                        await conn.execute(
+                            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                        )
+                        done = await conn.fetchval("SELECT true FROM schema_migrations WHERE name = $1", name)
+                        if done:
+                            continue
+                        await conn.execute(sql)
+                        await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                        applied.append(name)
+        return applied
+
+    # -- repositories ---------------------------------------------------------------------------------
+
+    async def register_repository(self, new: NewRepository) -> tuple[Repository, bool]:
+        with translate_errors(f"registering repository {new.name!r}"):
+            row = await self._pool.fetchrow(
+                """
+                INSERT INTO repositories (name, clone_url, default_branch, webhook_secret_ref)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (name) DO UPDATE SET
+                    clone_url = EXCLUDED.clone_url,
+                    default_branch = EXCLUDED.default_branch,
+                    webhook_secret_ref = COALESCE(EXCLUDED.webhook_secret_ref, repositories.webhook_secret_ref)
+                RETURNING *, (xmax = 0) AS inserted
+                """,
+                new.name,
+                new.clone_url,
+                new.default_branch,
+                new.webhook_secret_ref,
+            )
+        assert row is not None
+        return repository_from_row(row), bool(row["inserted"])
+
+    async def get_repository(self, name: str) -> Repository:
+        with translate_errors(f"reading repository {name!r}"):
+            row = await self._pool.fetchrow("SELECT * FROM repositories WHERE name = $1", name)
+        if row is None:
+            raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
+        return repository_from_row(row)
+
+    async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]:
+        _check_page(limit, offset)
+        with translate_errors("listing repositories"):
+            rows = await self._pool.fetch(
+                "SELECT *, count(*) OVER () AS total FROM repositories ORDER BY name LIMIT $1 OFFSET $2",
+                limit,
+                offset,
+            )
+            total = rows[0]["total"] if rows else await self._pool.fetchval("SELECT count(*) FROM repositories")
+        return Page([repository_from_row(r) for r in rows], int(total), limit, offset)
+
+    # -- runs -----------------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:
+        with translate_errors(f"creating a run of {new.repository}@{new.commit_sha}"):
+            repo = await self._pool.fetchrow("SELECT id, enabled FROM repositories WHERE name = $1", new.repository)
+            if repo is None:
+                raise NotFoundError(
+                    f"repository {new.repository!r} is not registered; register it before creating runs",
+                    details={"repository": new.repository},
+                )
+            if not repo["enabled"]:
+                raise ConflictError(
+                    f"repository {new.repository!r} is disabled; enable it to accept runs",
+                    details={"repository": new.repository},
+                )
+            row = await self._pool.fetchrow(
+                _SQL_INSERT_RUN,
+                repo["id"],
+                new.branch,
+                new.commit_sha,
+                new.base_sha,
+                str(new.trigger),
+                new.triggered_by,
+                new.github_context,
+            )
+            if row is not None:
+                return run_from_row(row), True
+            # Lost the race or a repeat: the conflicting row is committed, so this statement sees it.
+            row = await self._pool.fetchrow(
+                f"{_SELECT_RUNS} WHERE r.repository_id = $1 AND r.commit_sha = $2", repo["id"], new.commit_sha
+            )
+        if row is None:  # only if the run was deleted in between
+            raise ConflictError(f"run of {new.repository}@{new.commit_sha} vanished while being created")
+        return run_from_row(row), False
+
+    async def get_run(self, run_id: UUID) -> PipelineRun:
+        with translate_errors(f"reading run {run_id}"):
+            row = await self._pool.fetchrow(f"{_SELECT_RUNS} WHERE r.id = $1", run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+        return run_from_row(row)
+
+    async def list_runs(self, flt: RunFilter, *, limit: int, offset: int) -> Page[PipelineRun]:
+        _check_page(limit, offset)
+        wanted: dict[str, Any] = {
+            "repository": flt.repository,
+            "branch": flt.branch,
+            "status": flt.status,
+            "commit_sha": flt.commit_sha,
+            **flt.extra,
+        }
+        unknown = sorted(set(wanted) - set(_FILTER_COLUMNS))
+        if unknown:
+            raise InvalidInputError(
+                f"unknown run filter(s) {', '.join(unknown)}; known: {', '.join(_FILTER_COLUMNS)}",
+                details={"filters": unknown},
+            )
+        clauses: list[str] = []
+        args: list[Any] = []
+        for key, value in wanted.items():
+            if value is not None:
+                args.append(str(value))
+                clauses.append(f"{_FILTER_COLUMNS[key]} = ${len(args)}")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        n = len(args)
+        with translate_errors("listing runs"):
+            rows = await self._pool.fetch(
+                f"SELECT {RUN_COLUMNS}, count(*) OVER () AS total FROM {_RUNS} {where}"  # noqa: S608 - $n only
+                f" ORDER BY r.created_at DESC, r.id LIMIT ${n + 1} OFFSET ${n + 2}",
+                *args,
+                limit,
+                offset,
+            )
+            if rows:
+                total = rows[0]["total"]
+            else:
+                total = await self._pool.fetchval(f"SELECT count(*) FROM {_RUNS} {where}", *args)  # noqa: S608
+        return Page([run_from_row(r) for r in rows], int(total), limit, offset)
+
+    # -- discovery ------------------------------------------------------------------------------------
+
+    async def claim_discovery(self, *, limit: int) -> list[PipelineRun]:
+        if limit < 1:
+            raise InvalidInputError(f"claim_discovery: limit must be at least 1, got {limit}")
+        with translate_errors("claiming discovery work"):
+            rows = await self._pool.fetch(
+                _SQL_CLAIM_DISCOVERY,
+                limit,
+            )
+        return [run_from_row(r) for r in rows]
+
+    async def runs_discovering(self) -> list[PipelineRun]:
+        with translate_errors("listing runs in discovery"):
+            rows = await self._pool.fetch(
+                f"{_SELECT_RUNS} WHERE r.discovery_status = 'running' ORDER BY r.created_at, r.id"
+            )
+        return [run_from_row(r) for r in rows]
+
+    async def record_discovery(self, run_id: UUID, discovery: dict[str, Any], object_key: str) -> PipelineRun:
+        with translate_errors(f"recording the discovery of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await _lock_run(conn, run_id)
+                if current.discovery_status == Status.SUCCESS:
+                    if current.discovery_key == object_key:
+                        return current  # the same result delivered twice
+                    raise ConflictError(
+                        f"run {run_id}: discovery already recorded as {current.discovery_key!r}, not {object_key!r}",
+                        details={"run_id": str(run_id), "discovery_key": current.discovery_key},
+                    )
+                ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.SUCCESS)
+                row = await conn.fetchrow(
+                    _SQL_RECORD_DISCOVERY,
+                    run_id,
+                    discovery,
+                    object_key,
+                )
+        assert row is not None
+        return run_from_row(row)
+
+    async def fail_discovery(self, run_id: UUID, error: str) -> PipelineRun:
+        with translate_errors(f"failing the discovery of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await _lock_run(conn, run_id)
+                if current.discovery_status == Status.FAILED and current.status == Status.FAILED:
+                    return current  # repeat
+                ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.FAILED)
+                ensure_transition(f"run {run_id}", current.status, Status.FAILED)
+                row = await conn.fetchrow(
+                    _SQL_FAIL_DISCOVERY,
+                    run_id,
+                    error,
+                )
+        assert row is not None
+        return run_from_row(row)
+
+
+async def _lock_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> PipelineRun:
+    row = await conn.fetchrow(f"{_SELECT_RUNS} WHERE r.id = $1 FOR UPDATE OF r", run_id)
+    if row is None:
+        raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+    return run_from_row(row)
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE}, got {limit}", details={"limit": limit})
+    if offset < 0:
+        raise InvalidInputError(f"offset must not be negative, got {offset}", details={"offset": offset})

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID, uuid4
+
+import pytest
+
+from forge.adapters.postgres_store import PostgresStore
+from forge.domain.entities import PipelineRun
+from forge.domain.status import Status
+from forge.errors import ConflictError, NotFoundError
+from forge.ports.store import NewRun
+
+
+def sha(n: int) -> str:
+    return f"{n:040x}"
+
+
+async def make_runs(store: PostgresStore, repo: str, count: int) -> list[PipelineRun]:
+    return [(await store.create_run(NewRun(repository=repo, commit_sha=sha(n))))[0] for n in range(count)]
+
+
+async def test_claim_moves_pending_to_running_oldest_first(store: PostgresStore, repo: str) -> None:
+    runs = await make_runs(store, repo, 3)
+    claimed = await store.claim_discovery(limit=2)
+    assert [r.id for r in claimed] == [runs[0].id, runs[1].id]
+    assert all(r.discovery_status is Status.RUNNING and r.status is Status.RUNNING for r in claimed)
+    assert all(r.started_at is not None for r in claimed)
+    assert {r.id for r in await store.runs_discovering()} == {runs[0].id, runs[1].id}
+    assert [r.id for r in await store.claim_discovery(limit=5)] == [runs[2].id]
+    assert await store.claim_discovery(limit=5) == []
+
+
+async def test_two_concurrent_claimers_never_share_a_run(dsn: str, store: PostgresStore, repo: str) -> None:
+    runs = await make_runs(store, repo, 40)
+    other = await PostgresStore.connect(dsn)
+
+    async def drain(st: PostgresStore) -> list[UUID]:
+        got: list[UUID] = []
+        while batch := await st.claim_discovery(limit=3):
+            got.extend(r.id for r in batch)
+            await asyncio.sleep(0)
+        return got
+
+    try:
+        results = await asyncio.gather(drain(store), drain(other), drain(store), drain(other))
+    finally:
+        await other.close()
+    claimed = [run_id for result in results for run_id in result]
+    assert len(claimed) == len(set(claimed)) == 40
+    assert set(claimed) == {r.id for r in runs}
+
+
+async def test_record_discovery(store: PostgresStore, repo: str) -> None:
+    (run,) = await make_runs(store, repo, 1)
+    with pytest.raises(ConflictError, match="pending to success"):  # not claimed yet
+        await store.record_discovery(run.id, {"projects": []}, "runs/x/discovery.json")
+    await store.claim_discovery(limit=1)
+
+    result = {"projects": [{"name": "api", "path": "services/api"}], "phases": ["test"]}
+    done = await store.record_discovery(run.id, result, "runs/x/discovery.json")
+    assert done.discovery_status is Status.SUCCESS
+    assert done.discovery == result
+    assert done.discovery_key == "runs/x/discovery.json"
+    assert done.status is Status.RUNNING
+    assert await store.runs_discovering() == []
+
+    assert await store.record_discovery(run.id, result, "runs/x/discovery.json") == done  # repeat
+    with pytest.raises(ConflictError, match="already recorded"):
+        await store.record_discovery(run.id, result, "runs/x/other.json")
+    with pytest.raises(ConflictError, match="success to failed"):
+        await store.fail_discovery(run.id, "too late")
+
+
+async def test_fail_discovery(store: PostgresStore, repo: str) -> None:
+    (run,) = await make_runs(store, repo, 1)
+    await store.claim_discovery(limit=1)
+    failed = await store.fail_discovery(run.id, "invalid .forge/project.yaml")
+    assert failed.discovery_status is Status.FAILED
+    assert failed.status is Status.FAILED
+    assert failed.error == "invalid .forge/project.yaml"
+    assert failed.completed_at is not None
+    assert await store.fail_discovery(run.id, "again") == failed  # repeat
+    with pytest.raises(ConflictError, match="failed to success"):
+        await store.record_discovery(run.id, {}, "k")
+    assert await store.claim_discovery(limit=10) == []
+
+
+async def test_fail_discovery_of_a_pending_run(store: PostgresStore, repo: str) -> None:
+    (run,) = await make_runs(store, repo, 1)
+    failed = await store.fail_discovery(run.id, "repository unreachable")
+    assert (failed.status, failed.discovery_status) == (Status.FAILED, Status.FAILED)
+
+
+async def test_discovery_of_unknown_run(store: PostgresStore) -> None:
+    with pytest.raises(NotFoundError):
+        await store.record_discovery(uuid4(), {}, "k")
+    with pytest.raises(NotFoundError):
+        await store.fail_discovery(uuid4(), "e")

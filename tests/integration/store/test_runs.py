@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import asyncio
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from forge.adapters.postgres_store import PostgresStore
+from forge.domain.entities import Trigger
+from forge.domain.status import Status
+from forge.errors import ConflictError, InvalidInputError, NotFoundError
+from forge.ports.store import NewRepository, NewRun, RunFilter
+
+
+def sha(n: int) -> str:
+    return f"{n:040x}"
+
+
+async def test_create_run_is_idempotent(store: PostgresStore, repo: str) -> None:
+    new = NewRun(
+        repository=repo,
+        commit_sha=sha(1),
+        branch="main",
+        base_sha=sha(0),
+        trigger=Trigger.PUSH,
+        triggered_by="octocat",
+        github_context={"pr_number": None, "context": "ci/catalyst-forge"},
+    )
+    run, created = await store.create_run(new)
+    assert created is True
+    assert (run.repository, run.commit_sha, run.branch, run.base_sha) == (repo, sha(1), "main", sha(0))
+    assert run.trigger is Trigger.PUSH
+    assert run.status is Status.PENDING
+    assert run.discovery_status is Status.PENDING
+    assert run.github_context == {"pr_number": None, "context": "ci/catalyst-forge"}
+    assert run.started_at is None
+
+    again, created_again = await store.create_run(NewRun(repository=repo, commit_sha=sha(1), branch="other"))
+    assert created_again is False
+    assert again == run
+    assert await store.get_run(run.id) == run
+
+
+async def test_concurrent_create_run_creates_exactly_once(store: PostgresStore, repo: str) -> None:
+    results = await asyncio.gather(*(store.create_run(NewRun(repository=repo, commit_sha=sha(7))) for _ in range(10)))
+    assert sorted(created for _, created in results) == [False] * 9 + [True]
+    assert len({run.id for run, _ in results}) == 1
+
+
+async def test_create_run_unknown_repository(store: PostgresStore) -> None:
+    with pytest.raises(NotFoundError, match="acme/ghost") as info:
+        await store.create_run(NewRun(repository="acme/ghost", commit_sha=sha(1)))
+    assert info.value.details == {"repository": "acme/ghost"}
+
+
+async def test_create_run_disabled_repository(dsn: str, store: PostgresStore, repo: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("UPDATE repositories SET enabled = false WHERE name = $1", repo)
+    finally:
+        await conn.close()
+    with pytest.raises(ConflictError, match="disabled"):
+        await store.create_run(NewRun(repository=repo, commit_sha=sha(1)))
+
+
+async def test_create_run_rejects_bad_sha(store: PostgresStore, repo: str) -> None:
+    with pytest.raises(InvalidInputError, match="pipeline_runs_commit_sha_format"):
+        await store.create_run(NewRun(repository=repo, commit_sha="HEAD"))
+
+
+async def test_get_run_unknown(store: PostgresStore) -> None:
+    run_id = uuid4()
+    with pytest.raises(NotFoundError, match=str(run_id)):
+        await store.get_run(run_id)
+
+
+async def test_list_runs_filters_pagination_and_total(dsn: str, store: PostgresStore, repo: str) -> None:
+    await store.register_repository(NewRepository("acme/other", "https://x.example/other.git"))
+    made = []
+    for n in range(7):
+        branch = "main" if n % 2 == 0 else "feature"
+        run, _ = await store.create_run(NewRun(repository=repo, commit_sha=sha(n), branch=branch))
+        made.append(run)
+    other, _ = await store.create_run(NewRun(repository="acme/other", commit_sha=sha(100), branch="main"))
+
+    everything = await store.list_runs(RunFilter(), limit=100, offset=0)
+    assert everything.total == 8
+    assert [r.id for r in everything.items] == [other.id, *(r.id for r in reversed(made))]  # newest first
+
+    mine = await store.list_runs(RunFilter(repository=repo), limit=3, offset=0)
+    assert mine.total == 7
+    assert [r.commit_sha for r in mine.items] == [sha(6), sha(5), sha(4)]
+    page3 = await store.list_runs(RunFilter(repository=repo), limit=3, offset=6)
+    assert [r.commit_sha for r in page3.items] == [sha(0)]
+    assert page3.total == 7
+    beyond = await store.list_runs(RunFilter(repository=repo), limit=3, offset=30)
+    assert (beyond.items, beyond.total) == ([], 7)
+
+    main = await store.list_runs(RunFilter(repository=repo, branch="main"), limit=100, offset=0)
+    assert {r.commit_sha for r in main.items} == {sha(0), sha(2), sha(4), sha(6)}
+    assert main.total == 4
+
+    by_sha = await store.list_runs(RunFilter(commit_sha=sha(100)), limit=10, offset=0)
+    assert [r.id for r in by_sha.items] == [other.id]
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("UPDATE pipeline_runs SET status = 'success' WHERE id = $1", made[3].id)
+    finally:
+        await conn.close()
+    done = await store.list_runs(RunFilter(status=Status.SUCCESS), limit=10, offset=0)
+    assert [r.id for r in done.items] == [made[3].id]
+    assert done.items[0].status is Status.SUCCESS
+    pending = await store.list_runs(RunFilter(repository=repo, status=Status.PENDING), limit=10, offset=0)
+    assert pending.total == 6
+
+    by_trigger = await store.list_runs(RunFilter(extra={"trigger": "manual"}), limit=10, offset=0)
+    assert by_trigger.total == 8
+
+
+async def test_list_runs_unknown_filter(store: PostgresStore) -> None:
+    with pytest.raises(InvalidInputError, match="colour"):
+        await store.list_runs(RunFilter(extra={"colour": "red"}), limit=10, offset=0)
