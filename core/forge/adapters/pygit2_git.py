@@ -1,0 +1,244 @@
+"""GitMirrors and GitReader on pygit2: bare mirrors under a cache directory, read without checkout.
+
+Layout: ``<cache_dir>/<owner>/<repo>.git`` plus ``<repo>.git.lock``, the ``fcntl.flock`` file that
+serialises syncs of one mirror across threads and processes. A first sync fetches into a fresh
+bare repository beside the mirror and renames it into place, so a crash never leaves a
+half-cloned mirror. Later syncs fetch ``+refs/heads/*:refs/heads/*`` and
+``+refs/tags/*:refs/tags/*`` (pruning deleted branches) into it.
+
+A local path is fetched as a path, never as a ``file://`` URL (libgit2's file transport packs
+objects and is about ten times slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlparse
+
+import pygit2
+from pygit2.enums import FetchPrune, FileMode
+
+from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from forge.ports.git import EntryKind, GitReader, TreeEntry
+
+__all__ = ["Pygit2Mirrors", "Pygit2Reader"]
+
+_O = TypeVar("_O", bound=pygit2.Object)
+
+_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+_SCP_LIKE = re.compile(r"^[^/:]+@[^/:]+:")  # git@github.com:owner/repo.git
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_KINDS: dict[int, EntryKind] = {
+    FileMode.BLOB: EntryKind.BLOB,
+    FileMode.BLOB_EXECUTABLE: EntryKind.EXECUTABLE,
+    FileMode.LINK: EntryKind.LINK,
+    FileMode.TREE: EntryKind.TREE,
+    FileMode.COMMIT: EntryKind.SUBMODULE,
+}
+
+
+class Pygit2Reader:
+    """Read-only access to one repository (bare mirror or work tree); confine to one thread."""
+
+    def __init__(self, path: Path | str):
+        try:
+            self._repo = pygit2.Repository(str(path))
+        except (pygit2.GitError, KeyError) as exc:
+            raise NotFoundError(f"not a git repository: {path}") from exc
+        self.path = Path(self._repo.path)
+
+    def resolve(self, rev: str) -> str:
+        return str(self._commit(rev).id)
+
+    def commit_tree(self, commit: str) -> str:
+        return str(self._commit(commit).tree_id)
+
+    def first_parent(self, commit: str) -> str | None:
+        """The first parent of ``commit``, ``None`` for a root commit."""
+        parents = self._commit(commit).parent_ids
+        return str(parents[0]) if parents else None
+
+    def current_branch(self) -> str | None:
+        """The branch HEAD points at, ``None`` when detached or unborn."""
+        if self._repo.head_is_detached or self._repo.head_is_unborn:
+            return None
+        return self._repo.head.shorthand
+
+    def has_branch(self, name: str) -> bool:
+        return f"refs/heads/{name}" in self._repo.references
+
+    def tree_entries(self, tree_id: str) -> list[TreeEntry]:
+        tree = self._object(tree_id, pygit2.Tree)
+        kinds = _KINDS
+        entries = [TreeEntry(e.name or "", str(e.id), kinds.get(e.filemode, EntryKind.BLOB)) for e in tree]
+        entries.sort(key=lambda e: e.name)
+        return entries
+
+    def blob_size(self, blob_id: str) -> int:
+        try:
+            _, size = self._repo.odb.read_header(pygit2.Oid(hex=blob_id))
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise NotFoundError(f"unknown blob {blob_id}") from exc
+        return size
+
+    def read_blob(self, blob_id: str) -> bytes:
+        return self._object(blob_id, pygit2.Blob).data
+
+    def changed_paths(self, base: str, commit: str) -> list[str]:
+        """Compares tree ids and descends only into subtrees that differ.
+
+        libgit2's tree-to-tree diff walks both trees whole (~0.1 s on 100k files); skipping
+        equal subtree ids makes a small change cost microseconds.
+        """
+        paths: list[str] = []
+        pending: list[tuple[str, pygit2.Tree | None, pygit2.Tree | None]] = [
+            ("", self._commit(base).tree, self._commit(commit).tree)
+        ]
+        while pending:
+            prefix, old, new = pending.pop()
+            old_entries = {e.name: e for e in old} if old is not None else {}
+            new_entries = {e.name: e for e in new} if new is not None else {}
+            for name in old_entries.keys() | new_entries.keys():
+                before, after = old_entries.get(name), new_entries.get(name)
+                if (
+                    before is not None
+                    and after is not None
+                    and before.id == after.id
+                    and before.filemode == after.filemode
+                ):
+                    continue
+                path = prefix + str(name)
+                old_tree = self._subtree(before)
+                new_tree = self._subtree(after)
+                if old_tree is not None or new_tree is not None:
+                    pending.append((path + "/", old_tree, new_tree))
+                if (before is not None and old_tree is None) or (after is not None and new_tree is None):
+                    paths.append(path)
+        paths.sort()
+        return paths
+
+    def _subtree(self, entry: pygit2.Object | None) -> pygit2.Tree | None:
+        if entry is None or entry.filemode != FileMode.TREE:
+            return None
+        return self._object(str(entry.id), pygit2.Tree)
+
+    def _commit(self, rev: str) -> pygit2.Commit:
+        try:
+            obj = self._repo.revparse_single(rev)
+            return obj.peel(pygit2.Commit)
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise NotFoundError(f"unknown revision {rev!r} in {self.path}") from exc
+
+    def _object(self, oid: str, kind: type[_O]) -> _O:
+        try:
+            obj = self._repo[oid]
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise NotFoundError(f"unknown object {oid}") from exc
+        if not isinstance(obj, kind):
+            raise NotFoundError(f"{oid} is not a {kind.__name__.lower()}")
+        return obj
+
+
+class Pygit2Mirrors:
+    """A bare mirror per repository under ``cache_dir``; pygit2 runs in ``asyncio.to_thread``."""
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = cache_dir
+
+    def mirror_path(self, repository: str) -> Path:
+        if not _REPOSITORY.match(repository) or ".." in repository:
+            raise InvalidInputError(f"repository must be owner/repo, got {repository!r}")
+        return self.cache_dir / f"{repository}.git"
+
+    async def sync(self, repository: str, url: str) -> GitReader:
+        path = self.mirror_path(repository)
+        return await asyncio.to_thread(self._sync, path, url)
+
+    async def open(self, repository: str) -> GitReader:
+        path = self.mirror_path(repository)
+        return await asyncio.to_thread(self._open, path, repository)
+
+    @staticmethod
+    def _open(path: Path, repository: str) -> Pygit2Reader:
+        if not (path / "HEAD").exists():
+            raise NotFoundError(f"no mirror of {repository}; sync it first")
+        return Pygit2Reader(path)
+
+    def _sync(self, path: Path, url: str) -> Pygit2Reader:
+        source = _fetch_source(url)
+        with _locked(path.with_name(path.name + ".lock")):
+            if (path / "HEAD").exists():
+                _fetch(pygit2.Repository(str(path)), source, url)
+            else:
+                _clone(path, source, url)
+        return Pygit2Reader(path)
+
+
+def _fetch_source(url: str) -> str:
+    """A local path for local repositories (``file://`` included), else the URL unchanged."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if (not parsed.scheme or len(parsed.scheme) == 1) and not _SCP_LIKE.match(url):  # a path
+        return str(Path(url).resolve())
+    return url
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _fetch(repo: pygit2.Repository, source: str, url: str) -> None:
+    remote = repo.remotes["origin"]
+    if remote.url != source:
+        repo.remotes.set_url("origin", source)
+        remote = repo.remotes["origin"]
+    try:
+        remote.fetch(list(_REFSPECS), prune=FetchPrune.PRUNE)
+    except pygit2.GitError as exc:
+        raise ServiceUnavailableError(f"cannot fetch {url}: {exc}", details={"url": url}) from exc
+
+
+def _clone(path: Path, source: str, url: str) -> None:
+    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        repo = pygit2.init_repository(str(staging), bare=True)
+        repo.remotes.create("origin", source, _REFSPECS[0])
+        repo.remotes.add_fetch("origin", _REFSPECS[1])
+        _fetch(repo, source, url)
+        _point_head(repo)
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _point_head(repo: pygit2.Repository) -> None:
+    """HEAD of the mirror follows the remote's HEAD, else ``main``/``master``/the first branch."""
+    branches = sorted(repo.branches.local)
+    with contextlib.suppress(pygit2.GitError):
+        for head in repo.remotes["origin"].list_heads():
+            if head.name == "HEAD" and head.symref_target:
+                branches.insert(0, head.symref_target.removeprefix("refs/heads/"))
+    for name in ("main", "master"):
+        if name in branches:
+            branches.insert(1, name)
+    for name in branches:
+        if f"refs/heads/{name}" in repo.references:
+            repo.set_head(f"refs/heads/{name}")
+            return

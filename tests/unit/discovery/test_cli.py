@@ -1,0 +1,140 @@
+"""``forge discover`` through click's CliRunner: exit codes, stdout/stderr split, JSON shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pygit2
+import pytest
+from click.testing import CliRunner
+
+from forge.cli.discover import discover
+from forge.testing.gitrepos import commit_files
+
+LIB = "name: lib\nphases:\n  build:\n    steps:\n      - {name: compile, run: make}\n"
+APP = "name: app\ndepends_on: [lib]\nphases:\n  test:\n    steps:\n      - {name: unit, run: pytest}\n"
+
+
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+def _repo(tmp_path: Path) -> tuple[Path, str, str]:
+    repo = tmp_path / "repo.git"
+    first = commit_files(repo, {"lib/.forge/project.yaml": LIB, "app/.forge/project.yaml": APP, "lib/x.py": "1"})
+    second = commit_files(repo, {"lib/x.py": "2"})
+    return repo, first, second
+
+
+def test_json_output_with_default_base_first_parent(tmp_path: Path) -> None:
+    repo, first, second = _repo(tmp_path)
+    result = CliRunner().invoke(discover, [str(repo), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    data = json.loads(result.stdout)
+    assert data["commit"] == second
+    assert data["base"] == first
+    assert data["branch"] == "main"
+    assert [(p["name"], p["path"], p["depends_on"], p["phases"]) for p in data["projects"]] == [
+        ("app", "app", ["lib"], {"test": ["unit"]}),
+        ("lib", "lib", [], {"build": ["compile"]}),
+    ]
+    assert data["affected"] == [
+        {"project": "app", "reasons": ["depends_on: lib"]},
+        {"project": "lib", "reasons": ["changed: lib/x.py"]},
+    ]
+    assert data["phase_groups"] == [{"group": 1, "phases": ["build"]}, {"group": 2, "phases": ["test"]}]
+
+
+def test_root_commit_and_no_base_affect_everything(tmp_path: Path) -> None:
+    repo, first, _ = _repo(tmp_path)
+    for args in (["--rev", first], ["--no-base"]):
+        result = CliRunner().invoke(discover, [str(repo), "--json", *args])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["base"] is None
+        assert {a["project"]: a["reasons"] for a in data["affected"]} == {
+            "app": ["no base: all"],
+            "lib": ["no base: all"],
+        }
+
+
+def test_human_summary_from_a_work_tree(tmp_path: Path) -> None:
+    bare, first, _ = _repo(tmp_path)
+    work = tmp_path / "work"
+    pygit2.clone_repository(str(bare), str(work))
+    result = CliRunner().invoke(discover, [str(work), "--base", first])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("branch main): 2 projects, 2 affected, 1 changed files")
+    assert lines[1:] == [
+        "affected:",
+        "  app  depends_on: lib",
+        "  lib  changed: lib/x.py",
+        "phase groups:",
+        "  1: build",
+        "  2: test",
+    ]
+
+
+def test_config_errors_exit_2_with_every_issue(tmp_path: Path) -> None:
+    repo = tmp_path / "repo.git"
+    commit_files(repo, {"a/.forge/project.yaml": "name: a\ndepends_on: [zz]\n", "b/.forge/project.yaml": "nme: b\n"})
+    result = CliRunner().invoke(discover, [str(repo)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "a/.forge/project.yaml:2: depends_on.0: unknown project 'zz'",
+        "b/.forge/project.yaml:1: name: Field required",
+        "b/.forge/project.yaml:1: nme: Extra inputs are not permitted",
+    ]
+    as_json = CliRunner().invoke(discover, [str(repo), "--json"])
+    assert as_json.exit_code == 2
+    errors = json.loads(as_json.stdout)["errors"]
+    assert errors[0] == {
+        "file": "a/.forge/project.yaml",
+        "line": 2,
+        "field": "depends_on.0",
+        "reason": "unknown project 'zz'",
+        "message": "a/.forge/project.yaml:2: depends_on.0: unknown project 'zz'",
+    }
+    assert len(errors) == 3
+
+
+def test_other_failures_exit_1_with_one_line(tmp_path: Path) -> None:
+    repo, _, _ = _repo(tmp_path)
+    for args, message in [
+        ([str(tmp_path / "missing")], "forge discover: no such directory: "),
+        ([str(tmp_path)], "forge discover: not a git repository: "),
+        ([str(repo), "--rev", "nope"], "forge discover: unknown revision 'nope'"),
+    ]:
+        result = CliRunner().invoke(discover, args)
+        assert result.exit_code == 1, result.output
+        assert result.stdout == ""
+        assert len(result.stderr.splitlines()) == 1
+        assert result.stderr.startswith(message), result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_disk_cache_is_reused_and_a_corrupt_one_ignored(tmp_path: Path) -> None:
+    repo, _, _ = _repo(tmp_path)
+    cache_file = tmp_path / "xdg-cache" / "forge" / "discovery-cache.json"
+    first = CliRunner().invoke(discover, [str(repo), "--json"])
+    assert first.exit_code == 0, first.output
+    saved = json.loads(cache_file.read_text())
+    assert saved["version"] == 1
+    assert len(saved["configs"]) == 2
+    stamp = cache_file.stat().st_mtime_ns
+    again = CliRunner().invoke(discover, [str(repo), "--json"])
+    assert again.stdout == first.stdout
+    assert cache_file.stat().st_mtime_ns == stamp  # nothing new parsed or walked: not rewritten
+    cache_file.write_text("{not json")
+    corrupt = CliRunner().invoke(discover, [str(repo), "--json"])
+    assert corrupt.exit_code == 0
+    assert corrupt.stdout == first.stdout
+    assert json.loads(cache_file.read_text())["version"] == 1
+    skipped = CliRunner().invoke(discover, [str(repo), "--no-cache", "--cache-dir", str(tmp_path / "unused")])
+    assert skipped.exit_code == 0
+    assert not (tmp_path / "unused").exists()
