@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
@@ -29,7 +31,7 @@ class DiscoveryReconciler:
     timeout: float
     poll_interval: float = 0.5
     batch: int = 10
-    _active: dict[Any, asyncio.Task[None]] = field(default_factory=dict)
+    _active: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim pending runs until ``stop``; runs left mid-discovery are resumed on the next start."""
@@ -55,7 +57,10 @@ class DiscoveryReconciler:
             return
         task = group.create_task(self._discover(run))
         self._active[run.id] = task
-        task.add_done_callback(lambda _t, run_id=run.id: self._active.pop(run_id, None))
+        task.add_done_callback(functools.partial(self._forget, run.id))
+
+    def _forget(self, run_id: UUID, _task: asyncio.Task[None]) -> None:
+        self._active.pop(run_id, None)
 
     async def _discover(self, run: PipelineRun) -> None:
         try:

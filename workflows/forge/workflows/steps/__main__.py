@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import TypeAdapter, ValidationError
 
 from forge.adapters.nats_bus import NatsBus
-from forge.domain.messages import Job, JobType, Payload, Result
+from forge.domain.messages import STREAMS, Job, JobType, Payload, Result
 from forge.errors import ForgeError
 from forge.runtime import configure_logging
 from forge.settings import Settings
@@ -59,6 +59,7 @@ def _job(args: argparse.Namespace, timeout: float) -> Job:
 async def _dispatch(settings: Settings, job: Job, timeout: float) -> Result:
     bus = await NatsBus.connect(settings.nats.url, connect_timeout=settings.nats.connect_timeout)
     try:
+        await bus.ensure_streams(STREAMS)
         return await dispatch(bus, job, timeout=timeout)
     finally:
         await bus.close()

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ __all__ = ["Handler", "Worker", "consumer_name"]
 
 log = logging.getLogger("forge.worker")
 
-Handler = Callable[[Job], Awaitable[dict[str, Any]]]
+Handler = Callable[[Job], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def consumer_name(job_type: JobType) -> str:
@@ -129,19 +129,18 @@ class Worker:
         else:
             await self._finish(msg, job, await self._result(job, data))
 
-    async def _with_heartbeat(self, msg: BusMessage, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-        async def beat() -> None:
+    async def _with_heartbeat(self, msg: BusMessage, work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Await ``work``, sending ``+WPI`` every ``heartbeat`` seconds while it runs."""
+        task = asyncio.ensure_future(work)
+        try:
             while True:
-                await asyncio.sleep(self.settings.heartbeat)
+                done, _ = await asyncio.wait({task}, timeout=self.settings.heartbeat)
+                if done:
+                    return task.result()
                 with contextlib.suppress(ForgeError):
                     await msg.in_progress()
-
-        async with asyncio.TaskGroup() as group:
-            beating = group.create_task(beat())
-            try:
-                return await work
-            finally:
-                beating.cancel()
+        finally:
+            task.cancel()
 
     async def _result(self, job: Job, data: dict[str, Any]) -> Result:
         body = json.dumps(data, separators=(",", ":")).encode()

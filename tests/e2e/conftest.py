@@ -1,0 +1,81 @@
+"""The whole platform as real processes: forge-api, forge-controller and forge-worker on real services."""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from forge.testing.git_daemon import start_git_daemon
+from forge.testing.platform import Platform
+from forge.testing.postgres import create_database
+from forge.testing.process import ServiceProcess, binary, free_port, start_service
+
+
+def _ready(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    return check
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_server: ServiceProcess,
+    s3_server: ServiceProcess,
+    postgres_server: ServiceProcess,
+) -> Iterator[Platform]:
+    home = tmp_path_factory.mktemp("platform")
+    git_daemon = start_git_daemon(home / "served")
+    port = free_port()
+    env = {
+        "FORGE_DATABASE__URL": create_database(postgres_server.url, f"e2e_{uuid.uuid4().hex[:12]}"),
+        "FORGE_NATS__URL": nats_server.url,
+        "FORGE_OBJECTS__ENDPOINT": s3_server.url,
+        "FORGE_OBJECTS__ACCESS_KEY": s3_server.extra["access_key"],
+        "FORGE_OBJECTS__SECRET_KEY": s3_server.extra["secret_key"],
+        "FORGE_OBJECTS__BUCKET": f"e2e-{uuid.uuid4().hex[:8]}",
+        "FORGE_GIT__CACHE_DIR": str(home / "git-cache"),
+        "FORGE_API__PORT": str(port),
+        "FORGE_WORKER__ACK_WAIT": "2",
+        "FORGE_WORKER__HEARTBEAT": "0.5",
+        "FORGE_WORKER__FETCH_WAIT": "0.2",
+    }
+    platform = Platform(
+        api_url=f"http://127.0.0.1:{port}",
+        env=env,
+        cache_dir=home / "git-cache",
+        logs=home / "logs",
+        git_base=home / "served",
+        git_url=git_daemon.url,
+    )
+    try:
+        platform.processes["api"] = start_service(
+            "api",
+            [binary("forge-api")],
+            url=platform.api_url,
+            ready=_ready(f"{platform.api_url}/readyz"),
+            log=platform.logs / "api.log",
+            env=env,
+        )
+        platform.processes["controller"] = start_service(
+            "controller",
+            [binary("forge-controller")],
+            url="",
+            ready=lambda: True,
+            log=platform.logs / "controller.log",
+            env=env,
+        )
+        platform.start_worker()
+        yield platform
+    finally:
+        for proc in platform.processes.values():
+            proc.stop()
+        git_daemon.stop()
