@@ -102,16 +102,21 @@ def _wait(client: httpx.Client, run_id: str, timeout: float) -> dict[str, Any]:
 
 def _print_discovery(discovery: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
+    order = [phase for group in discovery["phase_groups"] for phase in group["phases"]]
     affected = {a["project"]: a["reasons"] for a in discovery["affected"]}
-    table = Table(title=f"commit {discovery['commit'][:12]} (base {str(discovery['base'])[:12]})")
-    for column in ("project", "path", "phases", "affected because"):
+    base = (discovery["base"] or "none")[:12]
+    table = Table(title=f"commit {discovery['commit'][:12]} (base {base})")
+    for column in ("project", "path", "steps by phase", "affected because"):
         table.add_column(column)
     for project in discovery["projects"]:
-        phases = ", ".join(f"{p}: {'/'.join(s)}" for p, s in project["phases"].items())
-        table.add_row(project["name"], project["path"], phases, "; ".join(affected.get(project["name"], ["-"])))
+        phases = sorted(project["phases"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        steps = "\n".join(f"{phase}: {', '.join(names)}" for phase, names in phases)
+        reasons = "\n".join(affected.get(project["name"], ["not affected"]))
+        table.add_row(project["name"], project["path"], escape(steps), escape(reasons))
     console.print(table)
-    groups = " → ".join(f"[{', '.join(g['phases'])}]" for g in discovery["phase_groups"])
-    console.print(f"phase groups: {groups or '(none)'}")
+    groups = " -> ".join(f"{g['group']}: {', '.join(g['phases'])}" for g in discovery["phase_groups"])
+    console.print(f"phase groups: {escape(groups) or '(nothing affected)'}")
