@@ -8,10 +8,10 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
-from forge.adapters.postgres_store import PostgresStore
 
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
+from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.services import ApiServices
 from forge.runtime import configure_logging, run_service

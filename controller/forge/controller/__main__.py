@@ -7,10 +7,9 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
-from forge.adapters.postgres_store import PostgresStore
-
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
+from forge.adapters.postgres_store import PostgresStore
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
 from forge.runtime import configure_logging, run_service

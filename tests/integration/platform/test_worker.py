@@ -19,10 +19,10 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType
 from forge.errors import TransientError
+from forge.jobs.dispatch import dispatch
 from forge.settings import WorkerSettings
 from forge.testing.gitrepos import commit_files
 from forge.testing.process import free_port
-from forge.jobs.dispatch import dispatch
 from forge.workflows.workers.discovery import DiscoveryHandler, discovery_key
 from forge.workflows.workers.runtime import Worker
 

@@ -15,8 +15,8 @@ from uuid import UUID
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
 from forge.errors import ForgeError, TransientError
-from forge.ports import MessageBus, ObjectStore, RunStore
 from forge.jobs.dispatch import dispatch
+from forge.ports import MessageBus, ObjectStore, RunStore
 
 __all__ = ["DiscoveryReconciler"]
 

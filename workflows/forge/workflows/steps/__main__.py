@@ -19,9 +19,9 @@ from pydantic import TypeAdapter, ValidationError
 from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import STREAMS, Job, JobType, Payload, Result
 from forge.errors import ForgeError
+from forge.jobs.dispatch import dispatch
 from forge.runtime import configure_logging
 from forge.settings import Settings
-from forge.jobs.dispatch import dispatch
 
 __all__ = ["main"]
 

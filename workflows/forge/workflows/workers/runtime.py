@@ -33,9 +33,9 @@ from forge.domain.messages import (
     result_subject,
 )
 from forge.errors import ForgeError, PermanentError
+from forge.jobs.dispatch import stored_result
 from forge.ports import BusMessage, MessageBus, ObjectStore
 from forge.settings import WorkerSettings
-from forge.jobs.dispatch import stored_result
 
 __all__ = ["Handler", "Worker", "consumer_name"]
 
