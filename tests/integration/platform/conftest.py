@@ -6,8 +6,10 @@ tests, its own PostgreSQL database and its own bucket.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,16 @@ from pydantic import SecretStr
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
+from forge.adapters.pygit2_git import Pygit2Mirrors
+from forge.domain.messages import JobType
 from forge.settings import ObjectStoreSettings
 from forge.testing.nats import start_nats
 from forge.testing.postgres import create_database_async
 from forge.testing.process import ServiceProcess
+from forge.workflows.workers.discovery import DiscoveryHandler
+from forge.workflows.workers.runtime import Worker
+
+from .support import FAST, Counting
 
 
 @pytest.fixture
@@ -60,3 +68,27 @@ async def objects(object_settings: ObjectStoreSettings) -> AsyncIterator[MinioOb
     async with MinioObjectStore.from_settings(object_settings) as store:
         await store.ensure_bucket()
         yield store
+
+
+@pytest.fixture
+def handler(tmp_path: Path, objects: MinioObjectStore) -> Counting:
+    return Counting(DiscoveryHandler(mirrors=Pygit2Mirrors(tmp_path / "cache"), objects=objects))
+
+
+@pytest.fixture
+def start_worker(
+    bus: NatsBus, objects: MinioObjectStore, handler: Counting
+) -> Callable[[], contextlib.AbstractAsyncContextManager[Worker]]:
+    @contextlib.asynccontextmanager
+    async def start() -> AsyncIterator[Worker]:
+        worker = Worker(job_type=JobType.DISCOVERY, handler=handler, bus=bus, objects=objects, settings=FAST)
+        await worker.prepare()
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(worker.run(stop))
+            try:
+                yield worker
+            finally:
+                stop.set()
+
+    return start

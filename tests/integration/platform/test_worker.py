@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,30 +13,14 @@ import pytest
 
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
-from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType
 from forge.errors import TransientError
 from forge.jobs.dispatch import dispatch
-from forge.settings import WorkerSettings
 from forge.testing.gitrepos import commit_files
 from forge.testing.process import free_port
-from forge.workflows.workers.discovery import DiscoveryHandler, discovery_key
-from forge.workflows.workers.runtime import Worker
+from forge.workflows.workers.discovery import discovery_key
 
-FAST = WorkerSettings(concurrency=2, ack_wait=2.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.2)
-PROJECT = "name: {name}\nphases:\n  test:\n    steps:\n      - name: unit\n        run: 'true'\n"
-
-
-@dataclass
-class Counting:
-    """Counts how often the real discovery handler runs."""
-
-    inner: DiscoveryHandler
-    calls: list[str] = field(default_factory=list)
-
-    async def __call__(self, job: Job) -> dict[str, Any]:
-        self.calls.append(job.key)
-        return await self.inner(job)
+from .support import PROJECT, Counting
 
 
 @pytest.fixture
@@ -54,30 +35,6 @@ def monorepo(tmp_path: Path) -> tuple[Path, str]:
         },
     )
     return path, sha
-
-
-@pytest.fixture
-def handler(tmp_path: Path, objects: MinioObjectStore) -> Counting:
-    return Counting(DiscoveryHandler(mirrors=Pygit2Mirrors(tmp_path / "cache"), objects=objects))
-
-
-@pytest.fixture
-def start_worker(
-    bus: NatsBus, objects: MinioObjectStore, handler: Counting
-) -> Callable[[], contextlib.AbstractAsyncContextManager[Worker]]:
-    @contextlib.asynccontextmanager
-    async def start() -> AsyncIterator[Worker]:
-        worker = Worker(job_type=JobType.DISCOVERY, handler=handler, bus=bus, objects=objects, settings=FAST)
-        await worker.prepare()
-        stop = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(worker.run(stop))
-            try:
-                yield worker
-            finally:
-                stop.set()
-
-    return start
 
 
 def _job(clone_url: str, sha: str, *, base: str | None = None) -> Job:

@@ -1,0 +1,25 @@
+"""Test-side helpers shared by the worker and step-container tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from forge.domain.messages import Job
+from forge.settings import WorkerSettings
+from forge.workflows.workers.discovery import DiscoveryHandler
+
+FAST = WorkerSettings(concurrency=2, ack_wait=2.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.2)
+PROJECT = "name: {name}\nphases:\n  test:\n    steps:\n      - name: unit\n        run: 'true'\n"
+
+
+@dataclass
+class Counting:
+    """Counts how often the real discovery handler runs."""
+
+    inner: DiscoveryHandler
+    calls: list[str] = field(default_factory=list)
+
+    async def __call__(self, job: Job) -> dict[str, Any]:
+        self.calls.append(job.key)
+        return await self.inner(job)
