@@ -116,7 +116,8 @@ class CiPayload(_Payload):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
     timeout_seconds: int
-    retries: int = 0
+    retries: int = Field(0, description="Attempts after the first; Argo's retryStrategy limit")
+    attempt: int = Field(0, ge=0, description="0 for the first attempt ({{retries}} in Argo)")
     step_execution_id: UUID | None = None
 
 

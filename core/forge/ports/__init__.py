@@ -1,6 +1,7 @@
 """Contracts (``typing.Protocol``) between the platform and the technologies behind it."""
 
 from forge.ports.bus import BusMessage, MessageBus, Subscription
+from forge.ports.engine import NodePhase, NodeStatus, WorkflowEngine, WorkflowPhase, WorkflowStatus
 from forge.ports.git import EntryKind, GitMirrors, GitReader, TreeEntry
 from forge.ports.objects import ObjectInfo, ObjectStore
 from forge.ports.others import (
@@ -11,8 +12,8 @@ from forge.ports.others import (
     Manifest,
     SecretProvider,
     SourceHost,
-    WorkflowEngine,
 )
+from forge.ports.status import StatusReporter
 from forge.ports.store import NewRepository, NewRun, Page, RunFilter, RunStore
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "MessageBus",
     "NewRepository",
     "NewRun",
+    "NodePhase",
+    "NodeStatus",
     "ObjectInfo",
     "ObjectStore",
     "Page",
@@ -35,7 +38,10 @@ __all__ = [
     "RunStore",
     "SecretProvider",
     "SourceHost",
+    "StatusReporter",
     "Subscription",
     "TreeEntry",
     "WorkflowEngine",
+    "WorkflowPhase",
+    "WorkflowStatus",
 ]

@@ -17,7 +17,6 @@ __all__ = [
     "Manifest",
     "SecretProvider",
     "SourceHost",
-    "WorkflowEngine",
 ]
 
 
@@ -41,15 +40,6 @@ class ArtifactRegistry(Protocol):
     async def blob(self, repository: str, digest: str) -> bytes: ...
     async def tags(self, repository: str) -> list[str]: ...
     async def tag(self, ref: str, digest: str) -> None: ...
-
-
-class WorkflowEngine(Protocol):
-    """Argo Server REST in clusters; the local engine on one machine."""
-
-    async def create_template(self, template: Mapping[str, Any]) -> str: ...
-    async def submit(self, template_name: str, *, parameters: Mapping[str, str]) -> str: ...
-    async def status(self, workflow_name: str) -> Mapping[str, Any]: ...
-    async def stop(self, workflow_name: str, *, message: str) -> None: ...
 
 
 class DeployerStatus(Protocol):

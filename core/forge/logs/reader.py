@@ -1,0 +1,62 @@
+"""Read a step log, complete or in progress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from forge.errors import NotFoundError
+from forge.ports import ObjectStore
+
+__all__ = ["LogReader", "log_key", "parts_prefix"]
+
+
+def log_key(run_id: object, phase: str, project: str, step: str) -> str:
+    return f"pipeline-runs/{run_id}/logs/{phase}/{project}/{step}.log"
+
+
+def parts_prefix(key: str) -> str:
+    return f"{key}.parts/"
+
+
+@dataclass(frozen=True, slots=True)
+class LogReader:
+    objects: ObjectStore
+
+    async def complete(self, key: str) -> bool:
+        try:
+            await self.objects.stat(key)
+        except NotFoundError:
+            return False
+        return True
+
+    async def read(self, key: str) -> tuple[bytes, bool]:
+        """The log so far and whether it is complete; empty and incomplete when nothing is written yet."""
+        try:
+            return await self.objects.get(key), True
+        except NotFoundError:
+            pass
+        chunks = []
+        for info in await self.objects.list(parts_prefix(key)):
+            try:
+                chunks.append(await self.objects.get(info.key))
+            except NotFoundError:  # the writer finished meanwhile: the whole log exists now
+                return await self.objects.get(key), True
+        return b"".join(chunks), False
+
+    async def follow(self, key: str, *, poll: float = 0.5, idle_timeout: float = 3600) -> AsyncIterator[bytes]:
+        """Yield new bytes as they arrive until the log is complete (or nothing changed for ``idle_timeout``)."""
+        sent = 0
+        idle = 0.0
+        while True:
+            data, done = await self.read(key)
+            if len(data) > sent:
+                yield data[sent:]
+                sent, idle = len(data), 0.0
+            if done:
+                return
+            if idle >= idle_timeout:
+                return
+            await asyncio.sleep(poll)
+            idle += poll
