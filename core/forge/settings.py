@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
+    "CiSettings",
     "DatabaseSettings",
     "GitSettings",
     "NatsSettings",
@@ -74,6 +75,29 @@ class WorkerSettings(BaseModel):
     fetch_wait: float = Field(1.0, gt=0, description="Seconds one pull request waits for a job")
 
 
+class CiSettings(BaseModel):
+    """The CI worker: where steps run, where their secrets come from, how they are stopped."""
+
+    work_dir: Path = Field(
+        Path(".forge-dev/work"), description="Each CI job checks its commit out into <work_dir>/<job id>"
+    )
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of secret files (<dir>/<NAME>, e.g. a mounted Kubernetes Secret); "
+        "FORGE_SECRET_<NAME> environment variables are looked up first",
+    )
+    kill_grace: float = Field(10.0, gt=0, description="Seconds between SIGTERM and SIGKILL of a timed-out step")
+    log_interval: float = Field(1.0, gt=0, description="Seconds between uploads of a running step's log")
+    earthly_flags: list[str] = Field(
+        default_factory=lambda: ["--ci"], description="Flags put before the target of every earthly step"
+    )
+    pass_env: list[str] = Field(
+        default_factory=list,
+        description="Worker environment variables handed to steps besides PATH, HOME and LANG "
+        "(e.g. DOCKER_HOST, EARTHLY_BUILDKIT_HOST)",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -84,3 +108,4 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ci: CiSettings = Field(default_factory=CiSettings)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Tag
 
 from forge.api.errors import EXCEPTION_HANDLERS
 from forge.api.routes.health import healthz, readyz
+from forge.api.routes.logs import step_logs
 from forge.api.routes.repositories import RepositoriesController
 from forge.api.routes.runs import RunsController
+from forge.api.routes.status import StatusController
 from forge.api.services import ApiServices
 
 __all__ = ["create_app"]
@@ -22,9 +25,19 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         return services
 
     return Litestar(
-        route_handlers=[healthz, readyz, RepositoriesController, RunsController],
+        route_handlers=[healthz, readyz, RepositoriesController, RunsController, step_logs, StatusController],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(title="Catalyst Forge API", version="1.0.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Catalyst Forge API",
+            version="1.0.0",
+            path="/schema",
+            tags=[
+                Tag(name="runs", description="Pipeline runs, their executions and step logs"),
+                Tag(name="repositories", description="Repositories runs are accepted for"),
+                Tag(name="internal status", description="Status reports from workers and the controller"),
+                Tag(name="health", description="Liveness and readiness"),
+            ],
+        ),
         debug=debug,
     )

@@ -37,8 +37,14 @@ _STATUS: list[tuple[type[ForgeError], int]] = [
 ]
 
 
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
+
+
 def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> Response[Any]:
-    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
+    """An RFC 9457 body; extension members never overwrite the standard ones."""
+    body = {"type": type_, "title": title, "status": status, "detail": detail}
+    for key, value in extra.items():
+        body[f"forge_{key}" if key in _RESERVED - {"instance"} else key] = value
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
 
 

@@ -1,7 +1,8 @@
-"""``forge run PATH``: create a run on the embedded platform and show what it discovered.
+"""``forge run PATH``: run a pipeline on the embedded platform with a live view of its DAG.
 
-Exit codes: 0 the run's discovery succeeded, 2 the repository's configuration is invalid,
-1 anything else went wrong (a one-line reason on stderr, never a traceback).
+Exit codes: 0 the run succeeded, 1 it failed (the first failing step's log tail goes to stderr)
+or something else went wrong (a one-line reason, never a traceback), 2 the repository's
+configuration is invalid.
 """
 
 from __future__ import annotations
@@ -62,19 +63,69 @@ def _run(api: str, path: Path, home: Path, rev: str | None, base: str | None, as
                 "triggered_by": getpass.getuser(),
             }
             created = _call(client, "POST", "/v1/runs", body)
-            click.echo(f"run {created['id']}: {api}/v1/runs/{created['id']}", err=True)
-            result = _wait(client, created["id"], timeout)
+            run_url = f"{api}/v1/runs/{created['id']}"
+            click.echo(f"run {created['id']}: {run_url}", err=True)
+            run = _wait(client, created["id"], timeout)
+            if run["discovery_status"] != "success":
+                click.echo(run.get("error") or f"discovery {run['discovery_status']}", err=True)
+                return 2 if "invalid configuration" in (run.get("error") or "") else 1
+            if not as_json:
+                _print_discovery(run["discovery"])
+            run, executions = _follow(client, run, timeout, quiet=as_json)
     except ForgeError as exc:
         click.echo(f"forge run: {exc}", err=True)
         return 1
     if as_json:
-        click.echo(json.dumps(result, indent=2))
-    if result["discovery_status"] != "success":
-        click.echo(result.get("error") or f"discovery {result['discovery_status']}", err=True)
-        return 2 if "invalid configuration" in (result.get("error") or "") else 1
-    if not as_json:
-        _print_discovery(result["discovery"])
+        click.echo(json.dumps({"run": run, "executions": executions}, indent=2))
+    click.echo(f"run {run['status']}: {run_url}", err=True)
+    if run["status"] != "success":
+        _print_failure(client_url=api, run=run, executions=executions)
+        return 1
     return 0
+
+
+def _follow(
+    client: httpx.Client, run: dict[str, Any], timeout: float, *, quiet: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from rich.console import Console
+
+    from forge.cli.progress import follow_run
+
+    def fetch() -> tuple[dict[str, Any], dict[str, Any]]:
+        current = _call(client, "GET", f"/v1/runs/{run['id']}")
+        return current, _call(client, "GET", f"/v1/runs/{run['id']}/executions")
+
+    console = Console(stderr=True, quiet=quiet)
+    return follow_run(fetch, timeout=timeout, console=console)
+
+
+def _print_failure(*, client_url: str, run: dict[str, Any], executions: dict[str, Any]) -> None:
+    if run.get("error"):
+        click.echo(run["error"], err=True)
+    failed = [
+        (phase["name"], task["project"], step)
+        for phase in sorted(executions.get("phases", []), key=lambda p: (p["group"], p["name"]))
+        for task in phase["tasks"]
+        for step in task["steps"]
+        if step["status"] == "failed"
+    ]
+    if not failed:
+        return
+    phase, project, step = failed[0]
+    click.echo(f"first failing step: {phase}/{project}/{step['name']} (exit {step.get('exit_code')})", err=True)
+    with httpx.Client(base_url=client_url, timeout=30) as client:
+        try:
+            logs = _call(client, "GET", f"/v1/runs/{run['id']}/steps/{step['id']}/logs")
+        except ForgeError as exc:
+            click.echo(f"(no log: {exc})", err=True)
+            return
+        text = logs.get("content")
+        if text is None and logs.get("url"):
+            text = httpx.get(logs["url"], timeout=30).text
+    tail = (text or "").splitlines()[-40:]
+    click.echo("--- log tail ---", err=True)
+    for line in tail:
+        click.echo(line, err=True)
 
 
 def _call(client: httpx.Client, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

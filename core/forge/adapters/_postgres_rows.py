@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import ValidationError
 
-from forge.domain.entities import PipelineRun, Repository
+from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution
 from forge.errors import (
     ConflictError,
     ForgeError,
@@ -18,12 +18,27 @@ from forge.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from forge.ports.store import ExecutionDetail
 
-__all__ = ["RUN_COLUMNS", "init_connection", "repository_from_row", "run_from_row", "translate_errors"]
+__all__ = [
+    "RUN_COLUMNS",
+    "detail_from_row",
+    "init_connection",
+    "phase_from_row",
+    "repository_from_row",
+    "run_from_row",
+    "step_from_row",
+    "task_from_row",
+    "translate_errors",
+]
 
-_M = TypeVar("_M", Repository, PipelineRun)
+_M = TypeVar("_M", Repository, PipelineRun, PhaseExecution, TaskExecution, StepExecution)
 _REPOSITORY_FIELDS = tuple(Repository.model_fields)
 _RUN_FIELDS = tuple(PipelineRun.model_fields)
+_TASK_FIELDS = tuple(TaskExecution.model_fields)
+_STEP_FIELDS = tuple(StepExecution.model_fields)
+#: ``PhaseExecution.group`` is the column ``group_number`` (``group`` is an SQL keyword).
+_PHASE_COLUMNS = {name: "group_number" if name == "group" else name for name in PhaseExecution.model_fields}
 
 #: The columns of ``pipeline_runs r`` joined with ``repositories repo`` that make a ``PipelineRun``.
 RUN_COLUMNS = ", ".join(f"r.{name}" if name != "repository" else "repo.name AS repository" for name in _RUN_FIELDS)
@@ -40,6 +55,26 @@ def repository_from_row(row: asyncpg.Record) -> Repository:
 
 def run_from_row(row: asyncpg.Record) -> PipelineRun:
     return _build(PipelineRun, row, _RUN_FIELDS)
+
+
+def phase_from_row(row: asyncpg.Record) -> PhaseExecution:
+    try:
+        return PhaseExecution.model_validate({name: row[column] for name, column in _PHASE_COLUMNS.items()})
+    except ValidationError as exc:
+        raise ForgeError(f"PhaseExecution row {row.get('id')} is invalid: {exc}") from exc
+
+
+def task_from_row(row: asyncpg.Record) -> TaskExecution:
+    return _build(TaskExecution, row, _TASK_FIELDS)
+
+
+def step_from_row(row: asyncpg.Record) -> StepExecution:
+    return _build(StepExecution, row, _STEP_FIELDS)
+
+
+def detail_from_row(row: asyncpg.Record) -> ExecutionDetail:
+    """Timestamps of a phase, task or step row, and the message of a step row."""
+    return ExecutionDetail(row["started_at"], row["completed_at"], row.get("message"))
 
 
 def _build(model: type[_M], row: asyncpg.Record, fields: tuple[str, ...]) -> _M:

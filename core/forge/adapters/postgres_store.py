@@ -17,15 +17,21 @@ from asyncpg.pool import PoolConnectionProxy
 
 from forge.adapters._postgres_rows import (
     RUN_COLUMNS,
+    detail_from_row,
     init_connection,
+    phase_from_row,
     repository_from_row,
     run_from_row,
+    step_from_row,
+    task_from_row,
     translate_errors,
 )
-from forge.domain.entities import PipelineRun, Repository
+from forge.domain.discovery import DiscoveryResult
+from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution
+from forge.domain.rollup import settle
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
-from forge.ports.store import NewRepository, NewRun, Page, RunFilter
+from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
 
 __all__ = ["MAX_PAGE", "PostgresStore", "migration_files"]
 
@@ -81,6 +87,126 @@ _SQL_FAIL_DISCOVERY = f"""
     )
     {_FROM_CTE}
 """  # noqa: S608
+_FINAL = "('success', 'failed', 'cancelled', 'skipped')"
+_UNFINISHED = "('pending', 'running')"
+#: started_at is stamped when work begins (or ends having run), completed_at when a status is final.
+_STAMPS = f"""
+    started_at = CASE WHEN $2 IN ('running', 'success', 'failed') THEN COALESCE(started_at, now())
+                      ELSE started_at END,
+    completed_at = CASE WHEN $2 IN {_FINAL} THEN COALESCE(completed_at, now()) ELSE completed_at END
+"""
+_SQL_SET_RUN_STATUS = f"""
+    WITH r AS (
+        UPDATE pipeline_runs SET status = $2, error = COALESCE($3, error), {_STAMPS}
+        WHERE id = $1 RETURNING *
+    )
+    {_FROM_CTE}
+"""  # noqa: S608
+_SQL_SET_WORKFLOW = f"""
+    WITH r AS (UPDATE pipeline_runs SET workflow_name = $2 WHERE id = $1 RETURNING *)
+    {_FROM_CTE}
+"""  # noqa: S608
+_SQL_REQUEST_CANCEL = f"""
+    WITH r AS (
+        UPDATE pipeline_runs SET cancel_requested_at = now()
+        WHERE id = $1 AND cancel_requested_at IS NULL RETURNING *
+    )
+    {_FROM_CTE}
+"""  # noqa: S608
+_SQL_CLAIM_EXECUTION = f"""
+    WITH r AS (
+        UPDATE pipeline_runs SET execution_claimed_at = now()
+        WHERE id IN (
+            SELECT id FROM pipeline_runs
+            WHERE status = 'running' AND discovery_status = 'success' AND workflow_name IS NULL
+              AND cancel_requested_at IS NULL
+              AND (execution_claimed_at IS NULL OR execution_claimed_at < now() - make_interval(secs => $2))
+            ORDER BY created_at, id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING *
+    )
+    {_FROM_CTE}
+    ORDER BY r.created_at, r.id
+"""  # noqa: S608
+_SQL_INSERT_PHASES = """
+    INSERT INTO phase_executions (run_id, name, group_number)
+    SELECT $1, x.name, x.group_number FROM unnest($2::text[], $3::integer[]) AS x(name, group_number)
+    ON CONFLICT (run_id, name) DO NOTHING
+"""
+_SQL_INSERT_TASKS = """
+    INSERT INTO task_executions (phase_id, project, project_path)
+    SELECT p.id, x.project, x.path
+    FROM unnest($2::text[], $3::text[], $4::text[]) AS x(phase, project, path)
+    JOIN phase_executions p ON p.run_id = $1 AND p.name = x.phase
+    ON CONFLICT (phase_id, project) DO NOTHING
+"""
+_SQL_INSERT_STEPS = """
+    INSERT INTO step_executions (task_id, name, action, target, position)
+    SELECT t.id, x.name, x.action, x.target, x.position
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[])
+        AS x(phase, project, name, action, target, position)
+    JOIN phase_executions p ON p.run_id = $1 AND p.name = x.phase
+    JOIN task_executions t ON t.phase_id = p.id AND t.project = x.project
+    ON CONFLICT (task_id, name) DO NOTHING
+"""
+_SQL_PHASES_OF_RUN = "SELECT * FROM phase_executions WHERE run_id = $1 ORDER BY group_number, name"
+_SQL_TASKS_OF_RUN = """
+    SELECT t.* FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
+    WHERE p.run_id = $1 ORDER BY p.group_number, p.name, t.project
+"""
+_SQL_STEPS_OF_RUN = """
+    SELECT s.* FROM step_executions s
+    JOIN task_executions t ON t.id = s.task_id JOIN phase_executions p ON p.id = t.phase_id
+    WHERE p.run_id = $1 ORDER BY p.group_number, p.name, t.project, s.position, s.name
+"""
+#: The step, locked, with what decides whether it may start: its run's status and cancel request.
+_SQL_LOCK_STEP = """
+    SELECT s.*, r.id AS run_id, r.status AS run_status, r.cancel_requested_at
+    FROM step_executions s
+    JOIN task_executions t ON t.id = s.task_id
+    JOIN phase_executions p ON p.id = t.phase_id
+    JOIN pipeline_runs r ON r.id = p.run_id
+    WHERE s.id = $1
+    FOR UPDATE OF s
+"""
+_SQL_SET_STEP_STATUS = f"""
+    UPDATE step_executions SET
+        status = $2,
+        exit_code = COALESCE($3, exit_code),
+        attempts = COALESCE($4, CASE WHEN $2 = 'running' THEN GREATEST(attempts, 1) ELSE attempts END),
+        logs_key = COALESCE($5, logs_key),
+        message = COALESCE($6, message),
+        {_STAMPS}
+    WHERE id = $1
+    RETURNING *
+"""  # noqa: S608
+_SQL_SET_TASK_STATUS = f"UPDATE task_executions SET status = $2, {_STAMPS} WHERE id = $1 RETURNING *"  # noqa: S608
+_SQL_SET_PHASE_STATUS = f"UPDATE phase_executions SET status = $2, {_STAMPS} WHERE id = $1 RETURNING *"  # noqa: S608
+#: finish_run: nothing of a finished run is left pending or running.
+_SQL_SWEEP_STEPS = f"""
+    UPDATE step_executions s SET
+        status = CASE WHEN s.status = 'pending' THEN 'skipped' ELSE 'cancelled' END,
+        completed_at = COALESCE(s.completed_at, now())
+    FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
+    WHERE s.task_id = t.id AND p.run_id = $1 AND s.status IN {_UNFINISHED}
+"""  # noqa: S608
+_SQL_LOCK_TASKS_OF_RUN = """
+    SELECT t.id FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
+    WHERE p.run_id = $1 ORDER BY t.id FOR UPDATE OF t
+"""
+_SQL_TASK_CHILDREN_OF_RUN = """
+    SELECT t.id, t.status, array_remove(array_agg(s.status), NULL) AS children
+    FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
+    LEFT JOIN step_executions s ON s.task_id = t.id
+    WHERE p.run_id = $1 GROUP BY t.id
+"""
+_SQL_PHASE_CHILDREN_OF_RUN = """
+    SELECT p.id, p.status, array_remove(array_agg(t.status), NULL) AS children
+    FROM phase_executions p LEFT JOIN task_executions t ON t.phase_id = p.id
+    WHERE p.run_id = $1 GROUP BY p.id
+"""
 #: ``RunFilter`` fields and the columns they compare with equality.
 _FILTER_COLUMNS = {
     "repository": "repo.name",
@@ -320,12 +446,288 @@ class PostgresStore:
         assert row is not None
         return run_from_row(row)
 
+    # -- execution control (the controller) -----------------------------------------------------------
+
+    async def set_workflow(self, run_id: UUID, workflow_name: str) -> PipelineRun:
+        if not workflow_name:
+            raise InvalidInputError(f"run {run_id}: the workflow name must not be empty")
+        with translate_errors(f"recording the workflow of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await _lock_run(conn, run_id)
+                if current.workflow_name == workflow_name:
+                    return current
+                if current.workflow_name is not None:
+                    raise ConflictError(
+                        f"run {run_id} already has workflow {current.workflow_name!r}, not {workflow_name!r}",
+                        details={"run_id": str(run_id), "workflow_name": current.workflow_name},
+                    )
+                if current.status.is_final:
+                    raise ConflictError(f"run {run_id} is already {current.status}", details={"run_id": str(run_id)})
+                row = await conn.fetchrow(_SQL_SET_WORKFLOW, run_id, workflow_name)
+        assert row is not None
+        return run_from_row(row)
+
+    async def set_run_status(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
+        with translate_errors(f"setting the status of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await _lock_run(conn, run_id)
+                ensure_transition(f"run {run_id}", current.status, status)
+                if current.status == status and error is None:
+                    return current
+                row = await conn.fetchrow(_SQL_SET_RUN_STATUS, run_id, status, error)
+        assert row is not None
+        return run_from_row(row)
+
+    async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
+        if limit < 1:
+            raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
+        if stale_after <= 0:
+            raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
+        with translate_errors("claiming runs to execute"):
+            rows = await self._pool.fetch(_SQL_CLAIM_EXECUTION, limit, float(stale_after))
+        return [run_from_row(r) for r in rows]
+
+    async def runs_executing(self) -> list[PipelineRun]:
+        with translate_errors("listing executing runs"):
+            rows = await self._pool.fetch(
+                f"{_SELECT_RUNS} WHERE r.status = 'running' AND r.workflow_name IS NOT NULL ORDER BY r.created_at, r.id"
+            )
+        return [run_from_row(r) for r in rows]
+
+    async def finish_run(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
+        if status not in {Status.SUCCESS, Status.FAILED, Status.CANCELLED}:
+            raise InvalidInputError(
+                f"run {run_id}: a run finishes as success, failed or cancelled, not {status}",
+                details={"run_id": str(run_id), "requested": str(status)},
+            )
+        with translate_errors(f"finishing run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await _lock_run(conn, run_id)
+                if current.status.is_final and current.status != status:
+                    raise ConflictError(
+                        f"run {run_id} is already {current.status}",
+                        details={"run_id": str(run_id), "from": str(current.status), "to": str(status)},
+                    )
+                ensure_transition(f"run {run_id}", current.status, status)
+                await conn.execute(_SQL_SWEEP_STEPS, run_id)
+                await _roll_up_run(conn, run_id)
+                if current.status == status:
+                    return current
+                row = await conn.fetchrow(_SQL_SET_RUN_STATUS, run_id, status, error)
+        assert row is not None
+        return run_from_row(row)
+
+    async def request_cancel(self, run_id: UUID) -> PipelineRun:
+        with translate_errors(f"requesting the cancel of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await _lock_run(conn, run_id)
+                if current.status.is_final:
+                    raise ConflictError(
+                        f"run {run_id} is already {current.status}",
+                        details={"run_id": str(run_id), "run_status": str(current.status)},
+                    )
+                row = await conn.fetchrow(_SQL_REQUEST_CANCEL, run_id)
+        return current if row is None else run_from_row(row)  # None: asked before
+
+    async def runs_cancel_requested(self) -> list[PipelineRun]:
+        with translate_errors("listing runs to cancel"):
+            rows = await self._pool.fetch(
+                f"{_SELECT_RUNS} WHERE r.cancel_requested_at IS NOT NULL AND r.status IN {_UNFINISHED}"
+                " ORDER BY r.cancel_requested_at, r.id"
+            )
+        return [run_from_row(r) for r in rows]
+
+    # -- executions (phases, tasks, steps) ------------------------------------------------------------
+
+    async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
+        phases, tasks, steps = _plan_executions(discovery)
+        with translate_errors(f"creating the executions of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await _lock_run(conn, run_id)  # serialises concurrent creators of this run's rows
+                exists = await conn.fetchval("SELECT true FROM phase_executions WHERE run_id = $1 LIMIT 1", run_id)
+                if not exists:
+                    await conn.execute(_SQL_INSERT_PHASES, run_id, *phases)
+                    await conn.execute(_SQL_INSERT_TASKS, run_id, *tasks)
+                    await conn.execute(_SQL_INSERT_STEPS, run_id, *steps)
+                return await _read_executions(conn, run_id)
+
+    async def get_executions(self, run_id: UUID) -> RunExecutions:
+        with translate_errors(f"reading the executions of run {run_id}"):
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                if not await conn.fetchval("SELECT true FROM pipeline_runs WHERE id = $1", run_id):
+                    raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+                return await _read_executions(conn, run_id)
+
+    async def get_step(self, step_id: UUID) -> StepExecution:
+        with translate_errors(f"reading step {step_id}"):
+            row = await self._pool.fetchrow("SELECT * FROM step_executions WHERE id = $1", step_id)
+        if row is None:
+            raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
+        return step_from_row(row)
+
+    async def set_step_status(
+        self,
+        step_id: UUID,
+        status: Status,
+        *,
+        exit_code: int | None = None,
+        attempt: int | None = None,
+        logs_key: str | None = None,
+        message: str | None = None,
+    ) -> StepExecution:
+        with translate_errors(f"setting the status of step {step_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await conn.fetchrow(_SQL_LOCK_STEP, step_id)
+                if current is None:
+                    raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
+                was = Status(current["status"])
+                ensure_transition(f"step {step_id}", was, status)
+                if status == Status.RUNNING and was == Status.PENDING:
+                    _ensure_may_start(current)
+                row = await conn.fetchrow(_SQL_SET_STEP_STATUS, step_id, status, exit_code, attempt, logs_key, message)
+                assert row is not None
+                if status != was:
+                    await _roll_up_task(conn, current["task_id"])
+        return step_from_row(row)
+
+    async def set_task_status(self, task_id: UUID, status: Status) -> TaskExecution:
+        with translate_errors(f"setting the status of task {task_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await conn.fetchrow("SELECT * FROM task_executions WHERE id = $1 FOR UPDATE", task_id)
+                if current is None:
+                    raise NotFoundError(f"task {task_id} does not exist", details={"task_id": str(task_id)})
+                was = Status(current["status"])
+                ensure_transition(f"task {task_id}", was, status)
+                if status == was:
+                    return task_from_row(current)
+                row = await conn.fetchrow(_SQL_SET_TASK_STATUS, task_id, status)
+                await _roll_up_phase(conn, current["phase_id"])
+        assert row is not None
+        return task_from_row(row)
+
+    async def set_phase_status(self, phase_id: UUID, status: Status) -> PhaseExecution:
+        with translate_errors(f"setting the status of phase {phase_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await conn.fetchrow("SELECT * FROM phase_executions WHERE id = $1 FOR UPDATE", phase_id)
+                if current is None:
+                    raise NotFoundError(f"phase {phase_id} does not exist", details={"phase_id": str(phase_id)})
+                was = Status(current["status"])
+                ensure_transition(f"phase {phase_id}", was, status)
+                if status == was:
+                    return phase_from_row(current)
+                row = await conn.fetchrow(_SQL_SET_PHASE_STATUS, phase_id, status)
+        assert row is not None
+        return phase_from_row(row)
+
+
+# -- executions: one transaction each, locks taken in the order run -> steps -> tasks -> phases ---------
+
+
+def _plan_executions(discovery: DiscoveryResult) -> tuple[list[Any], list[Any], list[Any]]:
+    """Column arrays for the phases, tasks and steps of ``discovery``'s affected projects."""
+    groups = {phase: group.group for group in discovery.phase_groups for phase in group.phases}
+    projects = {project.name: project for project in discovery.projects}
+    phases: dict[str, int] = {}
+    tasks: list[tuple[str, str, str]] = []
+    steps: list[tuple[str, str, str, str, str, int]] = []
+    for name in discovery.affected_names():
+        project = projects.get(name)
+        if project is None:
+            raise InvalidInputError(
+                f"discovery: affected project {name!r} is not among the discovered projects",
+                details={"project": name},
+            )
+        positions: dict[str, int] = {}
+        for step in project.steps:
+            if step.phase not in groups:
+                raise InvalidInputError(
+                    f"discovery: phase {step.phase!r} of project {name!r} is in no phase group",
+                    details={"project": name, "phase": step.phase},
+                )
+            if step.phase not in positions:
+                positions[step.phase] = 0
+                phases[step.phase] = groups[step.phase]
+                tasks.append((step.phase, name, project.path))
+            steps.append((step.phase, name, step.name, step.action, step.target, positions[step.phase]))
+            positions[step.phase] += 1
+    return (
+        [list(phases), list(phases.values())],
+        [list(column) for column in zip(*tasks, strict=True)] if tasks else [[], [], []],
+        [list(column) for column in zip(*steps, strict=True)] if steps else [[], [], [], [], [], []],
+    )
+
+
+async def _read_executions(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> RunExecutions:
+    phase_rows = await conn.fetch(_SQL_PHASES_OF_RUN, run_id)
+    task_rows = await conn.fetch(_SQL_TASKS_OF_RUN, run_id)
+    step_rows = await conn.fetch(_SQL_STEPS_OF_RUN, run_id)
+    return RunExecutions(
+        run_id=run_id,
+        phases=[phase_from_row(r) for r in phase_rows],
+        tasks=[task_from_row(r) for r in task_rows],
+        steps=[step_from_row(r) for r in step_rows],
+        details={r["id"]: detail_from_row(r) for r in (*phase_rows, *task_rows, *step_rows)},
+    )
+
+
+async def _roll_up_task(conn: PoolConnectionProxy[asyncpg.Record], task_id: UUID) -> None:
+    """Settle the (locked) task from its steps, and its phase when the task changed."""
+    task = await conn.fetchrow("SELECT id, phase_id, status FROM task_executions WHERE id = $1 FOR UPDATE", task_id)
+    assert task is not None  # a step's foreign key
+    children = await conn.fetch("SELECT status FROM step_executions WHERE task_id = $1", task_id)
+    current = Status(task["status"])
+    new = settle(current, (Status(r["status"]) for r in children))
+    if new != current:
+        await conn.execute(_SQL_SET_TASK_STATUS, task_id, new)
+        await _roll_up_phase(conn, task["phase_id"])
+
+
+async def _roll_up_phase(conn: PoolConnectionProxy[asyncpg.Record], phase_id: UUID) -> None:
+    phase = await conn.fetchrow("SELECT status FROM phase_executions WHERE id = $1 FOR UPDATE", phase_id)
+    assert phase is not None  # a task's foreign key
+    children = await conn.fetch("SELECT status FROM task_executions WHERE phase_id = $1", phase_id)
+    current = Status(phase["status"])
+    new = settle(current, (Status(r["status"]) for r in children))
+    if new != current:
+        await conn.execute(_SQL_SET_PHASE_STATUS, phase_id, new)
+
+
+async def _roll_up_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> None:
+    """Settle every task, then every phase, of the run (after its steps changed in bulk)."""
+    await conn.fetch(_SQL_LOCK_TASKS_OF_RUN, run_id)
+    for row in await conn.fetch(_SQL_TASK_CHILDREN_OF_RUN, run_id):
+        current = Status(row["status"])
+        new = settle(current, (Status(s) for s in row["children"]))
+        if new != current:
+            await conn.execute(_SQL_SET_TASK_STATUS, row["id"], new)
+    await conn.fetch("SELECT id FROM phase_executions WHERE run_id = $1 ORDER BY id FOR UPDATE", run_id)
+    for row in await conn.fetch(_SQL_PHASE_CHILDREN_OF_RUN, run_id):
+        current = Status(row["status"])
+        new = settle(current, (Status(s) for s in row["children"]))
+        if new != current:
+            await conn.execute(_SQL_SET_PHASE_STATUS, row["id"], new)
+
 
 async def _lock_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> PipelineRun:
     row = await conn.fetchrow(f"{_SELECT_RUNS} WHERE r.id = $1 FOR UPDATE OF r", run_id)
     if row is None:
         raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
     return run_from_row(row)
+
+
+def _ensure_may_start(step: asyncpg.Record) -> None:
+    """A step starts only while its run is unfinished and no cancel was requested."""
+    run_status = Status(step["run_status"])
+    if run_status.is_final:
+        raise ConflictError(
+            f"step {step['id']}: run {step['run_id']} is already {run_status}",
+            details={"step_id": str(step["id"]), "run_id": str(step["run_id"])},
+        )
+    if step["cancel_requested_at"] is not None:
+        raise ConflictError(
+            f"step {step['id']}: run {step['run_id']} is being cancelled",
+            details={"step_id": str(step["id"]), "run_id": str(step["run_id"])},
+        )
 
 
 def _check_page(limit: int, offset: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 __all__ = ["EntryKind", "GitMirrors", "GitReader", "TreeEntry"]
@@ -58,3 +59,11 @@ class GitMirrors(Protocol):
 
     async def open(self, repository: str) -> GitReader:
         """A reader of the existing mirror; ``NotFoundError`` when it was never synced."""
+
+    async def checkout(self, repository: str, commit: str, dest: Path) -> None:
+        """Write the tree of ``commit`` into the new directory ``dest`` (no ``.git``, refs untouched).
+
+        Executable bits and symbolic links are kept; submodules become empty directories.
+        ``NotFoundError`` for an unknown commit or mirror, ``InvalidInputError`` for a tree
+        entry that would escape ``dest``; ``dest`` must not exist yet.
+        """

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from forge.domain.entities import PipelineRun, Repository, Trigger
+from forge.domain.discovery import DiscoveryResult
+from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution, Trigger
 from forge.domain.status import Status
+from forge.errors import NotFoundError
 
-__all__ = ["NewRepository", "NewRun", "Page", "RunFilter", "RunStore"]
+__all__ = ["ExecutionDetail", "NewRepository", "NewRun", "Page", "RunExecutions", "RunFilter", "RunStore"]
 
 T = TypeVar("T")
 
@@ -48,6 +52,68 @@ class RunFilter:
     status: Status | None = None
     commit_sha: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionDetail:
+    """When a phase, task or step started and finished, and a step's last message."""
+
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    message: str | None = None
+
+
+_NO_DETAIL = ExecutionDetail()
+
+
+@dataclass(frozen=True, slots=True)
+class RunExecutions:
+    """The execution tree of one run: phases (by group, then name), tasks (by project), steps (declared order)."""
+
+    run_id: UUID
+    phases: list[PhaseExecution]
+    tasks: list[TaskExecution]
+    steps: list[StepExecution]
+    details: Mapping[UUID, ExecutionDetail] = field(default_factory=dict)
+
+    def tasks_of(self, phase_id: UUID) -> list[TaskExecution]:
+        return [t for t in self.tasks if t.phase_id == phase_id]
+
+    def steps_of(self, task_id: UUID) -> list[StepExecution]:
+        return [s for s in self.steps if s.task_id == task_id]
+
+    def detail(self, execution_id: UUID) -> ExecutionDetail:
+        return self.details.get(execution_id, _NO_DETAIL)
+
+    def step(self, phase: str, project: str, step: str) -> StepExecution:
+        """The step ``step`` of ``project`` in ``phase``; ``NotFoundError`` when the run has none."""
+        phase_ids = {p.id for p in self.phases if p.name == phase}
+        task_ids = {t.id for t in self.tasks if t.phase_id in phase_ids and t.project == project}
+        for candidate in self.steps:
+            if candidate.task_id in task_ids and candidate.name == step:
+                return candidate
+        raise NotFoundError(
+            f"run {self.run_id} has no step {step!r} of project {project!r} in phase {phase!r}",
+            details={"run_id": str(self.run_id), "phase": phase, "project": project, "step": step},
+        )
+
+    def step_id(self, phase: str, project: str, step: str) -> UUID:
+        return self.step(phase, project, step).id
+
+    def step_ids(self) -> dict[tuple[str, str, str], UUID]:
+        """``(phase, project, step)`` -> step id, for every step of the run."""
+        phases = {p.id: p.name for p in self.phases}
+        tasks = {t.id: (phases[t.phase_id], t.project) for t in self.tasks}
+        return {(*tasks[s.task_id], s.name): s.id for s in self.steps}
+
+    def find_step(self, step_id: UUID) -> tuple[PhaseExecution, TaskExecution, StepExecution] | None:
+        """The step with ``step_id`` and its task and phase, when it belongs to this run."""
+        step = next((s for s in self.steps if s.id == step_id), None)
+        if step is None:
+            return None
+        task = next(t for t in self.tasks if t.id == step.task_id)
+        phase = next(p for p in self.phases if p.id == task.phase_id)
+        return phase, task, step
 
 
 class RunStore(Protocol):
@@ -90,3 +156,74 @@ class RunStore(Protocol):
 
     async def fail_discovery(self, run_id: UUID, error: str) -> PipelineRun:
         """The discovery status and the run become ``failed`` with ``error``."""
+
+    async def set_workflow(self, run_id: UUID, workflow_name: str) -> PipelineRun:
+        """Record the run's workflow; a repeat is a no-op, another name is a ``ConflictError``."""
+
+    async def set_run_status(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
+        """Move the run (``ensure_transition``), stamping started_at/completed_at; touches no execution.
+
+        Use :meth:`finish_run` to end a run: it also settles the steps still pending or running.
+        """
+
+    async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
+        """Runs ready for a workflow, each handed to one caller (``FOR UPDATE SKIP LOCKED``).
+
+        Ready: discovery ``success``, status ``running``, no workflow, no cancel requested, and not
+        claimed — or claimed more than ``stale_after`` seconds ago without a workflow being recorded
+        (the claimer died). Claiming stamps ``execution_claimed_at``.
+        """
+
+    async def runs_executing(self) -> list[PipelineRun]:
+        """Runs with a workflow whose status is ``running`` (to watch, also after a restart)."""
+
+    async def finish_run(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
+        """End the run with ``status`` (success, failed or cancelled) in one transaction.
+
+        Every step still ``pending`` becomes ``skipped`` and every step still ``running`` becomes
+        ``cancelled``; tasks and phases roll up. A repeat is a no-op; another final status is a
+        ``ConflictError``.
+        """
+
+    async def request_cancel(self, run_id: UUID) -> PipelineRun:
+        """Ask the controller to cancel the run (idempotent); ``ConflictError`` when it has finished."""
+
+    async def runs_cancel_requested(self) -> list[PipelineRun]:
+        """Unfinished runs whose cancel was requested, oldest request first."""
+
+    # -- executions -------------------------------------------------------------------------------
+
+    async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
+        """One phase per used phase, one task per (phase, affected project), one step per step.
+
+        Idempotent: when the run already has executions they are returned unchanged.
+        ``InvalidInputError`` when a phase is missing from ``discovery.phase_groups``.
+        """
+
+    async def get_executions(self, run_id: UUID) -> RunExecutions:
+        """The run's executions (empty before ``create_executions``); ``NotFoundError`` for no run."""
+
+    async def get_step(self, step_id: UUID) -> StepExecution: ...
+
+    async def set_step_status(
+        self,
+        step_id: UUID,
+        status: Status,
+        *,
+        exit_code: int | None = None,
+        attempt: int | None = None,
+        logs_key: str | None = None,
+        message: str | None = None,
+    ) -> StepExecution:
+        """Move a step (``ensure_transition``; a repeat may update the other fields), then roll its
+        task and phase up (``forge.domain.rollup.settle``) in the same transaction.
+
+        ``ConflictError`` for an illegal transition, and for starting a step of a run that has
+        finished or whose cancel was requested.
+        """
+
+    async def set_task_status(self, task_id: UUID, status: Status) -> TaskExecution:
+        """Move a task (``ensure_transition``) and roll its phase up."""
+
+    async def set_phase_status(self, phase_id: UUID, status: Status) -> PhaseExecution:
+        """Move a phase (``ensure_transition``)."""

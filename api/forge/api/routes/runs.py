@@ -1,14 +1,14 @@
-"""``/v1/runs``: pipeline runs, idempotent on (repository, commit)."""
+"""``/v1/runs``: pipeline runs, idempotent on (repository, commit); their executions; cancelling them."""
 
 from __future__ import annotations
 
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from forge.api.schemas import CreateRun, PageOut, RunOut
+from forge.api.schemas import CreateRun, ExecutionsOut, PageOut, RunOut
 from forge.api.services import Services
 from forge.domain.status import Status
 from forge.ports import NewRun, RunFilter
@@ -47,3 +47,21 @@ class RunsController(Controller):
     @get("/{run_id:uuid}", summary="One pipeline run with its discovery")
     async def get_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
         return RunOut.of(await services.store.get_run(run_id))
+
+    @get(
+        "/{run_id:uuid}/executions",
+        summary="The run's phases, tasks and steps",
+        description="Statuses, timestamps, exit codes, attempts and log keys; empty before the workflow is planned.",
+    )
+    async def get_executions(self, run_id: FromPath[UUID], services: Services) -> ExecutionsOut:
+        return ExecutionsOut.of(await services.store.get_executions(run_id))
+
+    @delete(
+        "/{run_id:uuid}",
+        status_code=202,
+        summary="Cancel a pipeline run",
+        description="Records the request and returns 202 with the run; the controller stops its workflow and "
+        "ends it as cancelled. 409 when the run has already finished.",
+    )
+    async def cancel_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
+        return RunOut.of(await services.store.request_cancel(run_id))

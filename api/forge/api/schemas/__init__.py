@@ -8,10 +8,37 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forge.domain.entities import CommitSha, PipelineRun, RepoName, Repository, Trigger
+from forge.domain.entities import (
+    CommitSha,
+    PhaseExecution,
+    PipelineRun,
+    RepoName,
+    Repository,
+    StepExecution,
+    TaskExecution,
+    Trigger,
+)
 from forge.domain.status import Status
+from forge.ports.store import RunExecutions
 
-__all__ = ["CreateRepository", "CreateRun", "PageOut", "RepositoryOut", "RunOut"]
+__all__ = [
+    "CreateRepository",
+    "CreateRun",
+    "ExecutionsOut",
+    "LogOut",
+    "PageOut",
+    "PhaseNodeOut",
+    "PhaseOut",
+    "RepositoryOut",
+    "RunOut",
+    "RunStatusIn",
+    "StatusIn",
+    "StepNodeOut",
+    "StepOut",
+    "StepStatusIn",
+    "TaskNodeOut",
+    "TaskOut",
+]
 
 T = TypeVar("T")
 
@@ -79,3 +106,126 @@ class PageOut(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+# -- internal status updates (workers and the controller) --------------------------------------------
+
+
+class StatusIn(_In):
+    status: Status
+
+
+class RunStatusIn(_In):
+    status: Status = Field(description="success, failed and cancelled end the run: pending/running steps are settled")
+    error: str | None = Field(None, max_length=10_000, description="Why the run failed")
+
+
+class StepStatusIn(_In):
+    status: Status
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    attempt: int | None = Field(None, ge=0, le=1000, description="Which attempt this is (retries count up)")
+    logs_key: str | None = Field(None, min_length=1, max_length=1024, description="Object key of the step's log")
+    message: str | None = Field(None, max_length=10_000)
+
+
+class StepOut(BaseModel):
+    id: UUID
+    task_id: UUID
+    name: str
+    action: str
+    target: str
+    status: Status
+    exit_code: int | None
+    attempts: int
+    logs_key: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, step: StepExecution) -> StepOut:
+        return cls.model_validate(step.model_dump())
+
+
+class TaskOut(BaseModel):
+    id: UUID
+    phase_id: UUID
+    project: str
+    project_path: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, task: TaskExecution) -> TaskOut:
+        return cls.model_validate(task.model_dump())
+
+
+class PhaseOut(BaseModel):
+    id: UUID
+    run_id: UUID
+    name: str
+    group: int
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, phase: PhaseExecution) -> PhaseOut:
+        return cls.model_validate(phase.model_dump())
+
+
+class StepNodeOut(StepOut):
+    started_at: datetime | None
+    completed_at: datetime | None
+    message: str | None
+
+
+class TaskNodeOut(TaskOut):
+    started_at: datetime | None
+    completed_at: datetime | None
+    steps: list[StepNodeOut]
+
+
+class PhaseNodeOut(PhaseOut):
+    started_at: datetime | None
+    completed_at: datetime | None
+    tasks: list[TaskNodeOut]
+
+
+class ExecutionsOut(BaseModel):
+    run_id: UUID
+    phases: list[PhaseNodeOut] = Field(description="By group, then name; tasks by project; steps as declared")
+
+    @classmethod
+    def of(cls, ex: RunExecutions) -> ExecutionsOut:
+        def times(execution_id: UUID) -> dict[str, Any]:
+            detail = ex.detail(execution_id)
+            return {"started_at": detail.started_at, "completed_at": detail.completed_at}
+
+        return cls(
+            run_id=ex.run_id,
+            phases=[
+                PhaseNodeOut(
+                    **phase.model_dump(),
+                    **times(phase.id),
+                    tasks=[
+                        TaskNodeOut(
+                            **task.model_dump(),
+                            **times(task.id),
+                            steps=[
+                                StepNodeOut(**step.model_dump(), **times(step.id), message=ex.detail(step.id).message)
+                                for step in ex.steps_of(task.id)
+                            ],
+                        )
+                        for task in ex.tasks_of(phase.id)
+                    ],
+                )
+                for phase in ex.phases
+            ],
+        )
+
+
+class LogOut(BaseModel):
+    complete: bool = Field(description="The step finished writing its log")
+    url: str | None = Field(None, description="Presigned GET URL of the whole log (when complete)")
+    content: str | None = Field(None, description="The log so far (while the step runs)")

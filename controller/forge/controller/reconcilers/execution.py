@@ -1,0 +1,184 @@
+"""Discovered run → step executions → WorkflowTemplate (Hera) → workflow on the engine → final status.
+
+* Step statuses come from the CI workers (authoritative: attempts, exit codes, logs). The
+  controller follows the workflow and, when it ends, settles what no worker could report:
+  a task whose dispatcher failed (say, a timeout) fails its step with the node's message, and
+  ``finish_run`` marks every step that never started ``skipped``.
+* A cancelled run (``DELETE /v1/runs/{id}``) stops its workflow; ``finish_run`` marks running
+  steps ``cancelled`` and the rest ``skipped``.
+* The local engine keeps workflows in memory: after a controller restart a run whose workflow
+  is gone fails with a clear message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from forge.domain.discovery import DiscoveryResult
+from forge.domain.entities import PipelineRun
+from forge.domain.status import Status
+from forge.errors import ConflictError, ForgeError, NotFoundError
+from forge.ports import NodePhase, RunStore, WorkflowEngine, WorkflowPhase, WorkflowStatus
+from forge.workflows.templates import TemplateSpec, build_template, has_work
+
+__all__ = ["ExecutionReconciler", "TemplateOptions"]
+
+log = logging.getLogger("forge.controller.execution")
+
+_FAILED_NODES = {NodePhase.FAILED, NodePhase.ERROR}
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateOptions:
+    image: str
+    namespace: str
+    parallelism: int
+
+
+@dataclass
+class ExecutionReconciler:
+    store: RunStore
+    engine: WorkflowEngine
+    options: TemplateOptions
+    poll_interval: float = 0.5
+    batch: int = 10
+    _active: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            for run in await self.store.runs_executing():
+                self._start(group, run.id, self._follow(run.id, str(run.workflow_name)))
+            while not stop.is_set():
+                busy = await self._tick(group)
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.poll_interval)
+            for task in self._active.values():
+                task.cancel()
+
+    async def _tick(self, group: asyncio.TaskGroup) -> bool:
+        try:
+            claimed = await self.store.claim_execution(limit=self.batch)
+            cancelled = await self.store.runs_cancel_requested()
+        except ForgeError as exc:
+            log.warning("cannot read runs: %s", exc)
+            return False
+        for run in claimed:
+            self._start(group, run.id, self._execute(run))
+        for run in cancelled:
+            await self._cancel(run)
+        return bool(claimed)
+
+    def _start(self, group: asyncio.TaskGroup, run_id: UUID, work: Any) -> None:
+        if run_id in self._active:
+            work.close()
+            return
+        task = group.create_task(self._guard(run_id, work))
+        self._active[run_id] = task
+        task.add_done_callback(functools.partial(self._forget, run_id))
+
+    def _forget(self, run_id: UUID, _task: asyncio.Task[None]) -> None:
+        self._active.pop(run_id, None)
+
+    async def _guard(self, run_id: UUID, work: Any) -> None:
+        try:
+            await work
+        except ForgeError as exc:
+            log.error("run %s: %s", run_id, exc)
+            with contextlib.suppress(ForgeError):
+                await self.store.finish_run(run_id, Status.FAILED, error=str(exc))
+
+    async def _execute(self, run: PipelineRun) -> None:
+        discovery = DiscoveryResult.model_validate(run.discovery)
+        if not has_work(discovery):
+            await self.store.finish_run(run.id, Status.SUCCESS)
+            log.info("run %s: nothing affected, success", run.id)
+            return
+        executions = await self.store.create_executions(run.id, discovery)
+        repo = await self.store.get_repository(run.repository)
+        spec = TemplateSpec(
+            run_id=run.id,
+            repository=run.repository,
+            commit_sha=run.commit_sha,
+            branch=run.branch,
+            clone_url=repo.clone_url,
+            discovery=discovery,
+            step_ids=executions.step_ids(),
+            image=self.options.image,
+            namespace=self.options.namespace,
+            parallelism=self.options.parallelism,
+        )
+        template = build_template(spec)
+        name = await self.engine.create_template(template)
+        workflow = await self.engine.submit(
+            name, parameters={}, labels={"forge.projectcatalyst.io/run-id": str(run.id)}
+        )
+        await self.store.set_workflow(run.id, workflow)
+        log.info("run %s: workflow %s submitted", run.id, workflow)
+        await self._follow(run.id, workflow, _step_ids_by_task(template))
+
+    async def _follow(self, run_id: UUID, workflow: str, steps: Mapping[str, UUID] | None = None) -> None:
+        final: WorkflowStatus | None = None
+        try:
+            async for status in self.engine.watch(workflow):
+                final = status
+        except NotFoundError:
+            await self.store.finish_run(run_id, Status.FAILED, error=f"workflow {workflow} no longer exists")
+            return
+        if final is None or not final.phase.is_final:
+            return
+        run = await self.store.get_run(run_id)
+        if run.status.is_final:
+            return
+        if steps:
+            await self._settle_failed_nodes(final, steps)
+        if final.phase is WorkflowPhase.SUCCEEDED:
+            await self.store.finish_run(run_id, Status.SUCCESS)
+        else:
+            await self.store.finish_run(run_id, Status.FAILED, error=final.message or f"workflow {final.phase}")
+        log.info("run %s: workflow %s %s", run_id, workflow, final.phase)
+
+    async def _settle_failed_nodes(self, status: WorkflowStatus, steps: Mapping[str, UUID]) -> None:
+        for node in status.nodes.values():
+            step_id = steps.get(node.name)
+            if step_id is None or node.phase not in _FAILED_NODES:
+                continue
+            step = await self.store.get_step(step_id)
+            if step.status.is_final:
+                continue
+            with contextlib.suppress(ConflictError):
+                if step.status is Status.PENDING:
+                    await self.store.set_step_status(step_id, Status.RUNNING)
+                await self.store.set_step_status(step_id, Status.FAILED, message=node.message)
+
+    async def _cancel(self, run: PipelineRun) -> None:
+        if run.workflow_name:
+            with contextlib.suppress(NotFoundError):
+                await self.engine.stop(run.workflow_name, message="cancelled by request")
+        task = self._active.pop(run.id, None)
+        if task is not None:
+            task.cancel()
+        await self.store.finish_run(run.id, Status.CANCELLED, error="cancelled by request")
+        log.info("run %s cancelled", run.id)
+
+
+def _step_ids_by_task(template: Mapping[str, Any]) -> dict[str, UUID]:
+    """DAG task name → StepExecution id, read from each task's job payload."""
+    found: dict[str, UUID] = {}
+    for tmpl in template["spec"]["templates"]:
+        for task in (tmpl.get("dag") or {}).get("tasks", []):
+            params = {p["name"]: p.get("value", "") for p in (task.get("arguments") or {}).get("parameters", [])}
+            payload = params.get("payload")
+            if payload:
+                data = json.loads(payload.replace("{{retries}}", "0"))
+                if data.get("step_execution_id"):
+                    found[task["name"]] = UUID(data["step_execution_id"])
+    return found

@@ -1,0 +1,120 @@
+"""Repositories and jobs for the CI worker tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import pygit2
+from pygit2.enums import FileMode
+
+from forge.domain.messages import CiPayload, Job, JobType
+from forge.settings import WorkerSettings
+
+FAST = WorkerSettings(concurrency=2, ack_wait=2.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.2)
+
+_SIG = pygit2.Signature("Forge Tests", "tests@forge.invalid", 1_700_000_000, 0)
+
+
+def make_repo(path: Path, files: Mapping[str, tuple[int, bytes]]) -> str:
+    """A bare repository whose one commit holds ``files`` (path -> (FileMode, content)); its sha."""
+    repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
+    nested: dict[str, Any] = {}
+    for name, entry in files.items():
+        *dirs, leaf = name.split("/")
+        node = nested
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[leaf] = entry
+
+    def write(node: dict[str, Any]) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for name, value in node.items():
+            if isinstance(value, dict):
+                builder.insert(name, write(value), FileMode.TREE)
+            else:
+                mode, data = value
+                builder.insert(name, repo.create_blob(data), mode)
+        return builder.write()
+
+    return str(repo.create_commit("refs/heads/main", _SIG, _SIG, "init", write(nested), []))
+
+
+def standard_repo(path: Path) -> str:
+    return make_repo(
+        path,
+        {
+            "README.md": (FileMode.BLOB, b"root\n"),
+            "svc/data.txt": (FileMode.BLOB, b"payload\n"),
+            "svc/tool.sh": (FileMode.BLOB_EXECUTABLE, b"#!/bin/sh\necho tool ran\n"),
+            "svc/link": (FileMode.LINK, b"data.txt"),
+        },
+    )
+
+
+def ci_job(
+    clone_url: str,
+    sha: str,
+    target: str,
+    *,
+    step: str = "unit",
+    action: Literal["run", "earthly"] = "run",
+    project_path: str = "svc",
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    secrets: list[str] | None = None,
+    timeout_seconds: int = 60,
+    retries: int = 0,
+    attempt: int = 0,
+    step_execution_id: UUID | None = None,
+    run_id: UUID | None = None,
+) -> Job:
+    run = run_id or uuid4()
+    payload = CiPayload(
+        clone_url=clone_url,
+        phase="test",
+        project="svc",
+        project_path=project_path,
+        step=step,
+        action=action,
+        target=target,
+        args=args or [],
+        env=env or {},
+        secrets=secrets or [],
+        timeout_seconds=timeout_seconds,
+        retries=retries,
+        attempt=attempt,
+        step_execution_id=step_execution_id,
+    )
+    return Job(
+        key=f"ci.{run}.test.svc.{step}.{attempt}",
+        type=JobType.CI,
+        run_id=run,
+        repository="acme/mono",
+        commit_sha=sha,
+        payload=payload,
+        deadline=datetime.now(UTC) + timedelta(minutes=5),
+    )
+
+
+async def wait_for(path: Path, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not path.exists():
+            await asyncio.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def read_pid(path: Path) -> int:
+    return int(path.read_text().strip())

@@ -1,0 +1,250 @@
+"""Internal status endpoints, executions, cancelling and step logs on real PostgreSQL, NATS and S3."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from forge.adapters.minio_objects import MinioObjectStore
+from forge.adapters.nats_bus import NatsBus
+from forge.adapters.postgres_store import PostgresStore
+from forge.api.app import create_app
+from forge.api.services import ApiServices
+from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.status import Status
+from forge.logs import LogWriter, log_key
+from forge.ports.store import NewRepository, NewRun, RunExecutions
+
+SHA = "c" * 40
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ApiServices(store=store, bus=bus, objects=objects))
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
+    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
+        yield client
+
+
+def _discovery(commit: str) -> DiscoveryResult:
+    def step(phase: str, name: str) -> DiscoveredStep:
+        return DiscoveredStep(phase=phase, name=name, action="run", target=f"make {name}", timeout_seconds=30)
+
+    api = DiscoveredProject(
+        name="api",
+        path="api",
+        config_blob="0" * 40,
+        phases={"test": ["unit", "lint"], "build": ["image"]},
+        steps=[step("test", "unit"), step("test", "lint"), step("build", "image")],
+    )
+    return DiscoveryResult(
+        commit=commit,
+        base=None,
+        projects=[api],
+        affected=[AffectedProject(project="api", reasons=["changed"])],
+        phase_groups=[PhaseGroup(group=0, phases=["test"]), PhaseGroup(group=1, phases=["build"])],
+    )
+
+
+async def executing_run(store: PostgresStore, commit: str = SHA) -> RunExecutions:
+    """A run past discovery with its executions planned, as the controller leaves it."""
+    await store.register_repository(NewRepository("acme/mono", "/srv/git/mono"))
+    run, _ = await store.create_run(NewRun(repository="acme/mono", commit_sha=commit))
+    await store.claim_discovery(limit=10)
+    found = _discovery(commit)
+    await store.record_discovery(run.id, found.model_dump(mode="json"), f"d/{run.id}")
+    return await store.create_executions(run.id, found)
+
+
+async def put_step(client: httpx.AsyncClient, step_id: uuid.UUID, **body: Any) -> httpx.Response:
+    return await client.put(f"/v1/steps/{step_id}/status", json=body)
+
+
+async def test_step_status_updates_and_rolls_up(client: httpx.AsyncClient, store: PostgresStore) -> None:
+    ex = await executing_run(store)
+    unit = ex.step_id("test", "api", "unit")
+
+    started = await put_step(client, unit, status="running", attempt=1, logs_key="logs/unit.log")
+    assert started.status_code == 200, started.text
+    body = started.json()
+    assert (body["id"], body["status"], body["attempts"], body["logs_key"]) == (
+        str(unit),
+        "running",
+        1,
+        "logs/unit.log",
+    )
+
+    done = await put_step(client, unit, status="failed", exit_code=2, message="2 tests failed")
+    assert (done.status_code, done.json()["exit_code"]) == (200, 2)
+
+    tree = (await client.get(f"/v1/runs/{ex.run_id}/executions")).json()
+    assert tree["run_id"] == str(ex.run_id)
+    [test, build] = tree["phases"]
+    assert (test["name"], test["group"], test["status"], build["status"]) == ("test", 0, "failed", "pending")
+    [task] = test["tasks"]
+    assert (task["project"], task["project_path"], task["status"]) == ("api", "api", "failed")
+    assert task["started_at"] is not None
+    assert task["completed_at"] is not None
+    steps = {s["name"]: s for s in task["steps"]}
+    assert list(steps) == ["unit", "lint"]
+    assert (steps["unit"]["status"], steps["unit"]["exit_code"], steps["unit"]["message"]) == (
+        "failed",
+        2,
+        "2 tests failed",
+    )
+    assert steps["unit"]["completed_at"] is not None
+    assert (steps["lint"]["status"], steps["lint"]["started_at"], steps["lint"]["action"]) == ("pending", None, "run")
+
+
+async def test_step_status_errors_are_problem_json(client: httpx.AsyncClient, store: PostgresStore) -> None:
+    ex = await executing_run(store)
+    unit = ex.step_id("test", "api", "unit")
+
+    illegal = await put_step(client, unit, status="success")
+    assert illegal.status_code == 409
+    assert illegal.headers["content-type"].startswith(PROBLEM)
+    assert "cannot go from pending to success" in illegal.json()["detail"]
+
+    missing = await put_step(client, uuid.uuid4(), status="running")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith(PROBLEM)
+
+    bogus = await put_step(client, unit, status="bogus")
+    assert bogus.status_code == 400
+    assert bogus.headers["content-type"].startswith(PROBLEM)
+    extra = await put_step(client, unit, status="running", surprise=1)
+    assert extra.status_code == 400
+
+    assert (await client.get(f"/v1/runs/{uuid.uuid4()}/executions")).status_code == 404
+
+
+async def test_task_phase_and_run_status(client: httpx.AsyncClient, store: PostgresStore) -> None:
+    ex = await executing_run(store)
+    build_phase = ex.phases[1]
+    build_task = ex.tasks_of(build_phase.id)[0]
+
+    task = await client.put(f"/v1/tasks/{build_task.id}/status", json={"status": "running"})
+    assert (task.status_code, task.json()["status"], task.json()["project"]) == (200, "running", "api")
+    back = await client.put(f"/v1/tasks/{build_task.id}/status", json={"status": "pending"})
+    assert back.status_code == 409
+    phase = await client.put(f"/v1/phases/{ex.phases[0].id}/status", json={"status": "running"})
+    assert (phase.status_code, phase.json()["status"], phase.json()["group"]) == (200, "running", 0)
+    assert (await client.put(f"/v1/phases/{uuid.uuid4()}/status", json={"status": "running"})).status_code == 404
+    assert (await client.put(f"/v1/tasks/{uuid.uuid4()}/status", json={"status": "running"})).status_code == 404
+
+    same = await client.put(f"/v1/runs/{ex.run_id}/status", json={"status": "running"})
+    assert (same.status_code, same.json()["status"]) == (200, "running")
+    failed = await client.put(f"/v1/runs/{ex.run_id}/status", json={"status": "failed", "error": "image broke"})
+    assert failed.status_code == 200, failed.text
+    assert (failed.json()["status"], failed.json()["error"]) == ("failed", "image broke")
+    tree = (await client.get(f"/v1/runs/{ex.run_id}/executions")).json()
+    all_steps = {s["status"] for p in tree["phases"] for t in p["tasks"] for s in t["steps"]}
+    assert all_steps == {"skipped"}  # finishing the run settled them
+    again = await client.put(f"/v1/runs/{ex.run_id}/status", json={"status": "success"})
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_delete_run_requests_cancel(client: httpx.AsyncClient, store: PostgresStore) -> None:
+    ex = await executing_run(store)
+    cancel = await client.delete(f"/v1/runs/{ex.run_id}")
+    assert cancel.status_code == 202
+    assert (cancel.json()["id"], cancel.json()["status"]) == (str(ex.run_id), "running")
+    assert [r.id for r in await store.runs_cancel_requested()] == [ex.run_id]
+    assert (await client.delete(f"/v1/runs/{ex.run_id}")).status_code == 202  # idempotent
+
+    starting = await put_step(client, ex.step_id("test", "api", "unit"), status="running")
+    assert starting.status_code == 409
+    assert "being cancelled" in starting.json()["detail"]
+
+    await store.finish_run(ex.run_id, Status.CANCELLED)
+    finished = await client.delete(f"/v1/runs/{ex.run_id}")
+    assert finished.status_code == 409
+    assert finished.headers["content-type"].startswith(PROBLEM)
+    assert "is already cancelled" in finished.json()["detail"]
+    assert (await client.delete(f"/v1/runs/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_step_logs_partial_complete_and_followed(
+    client: httpx.AsyncClient, store: PostgresStore, objects: MinioObjectStore
+) -> None:
+    ex = await executing_run(store)
+    unit = ex.step_id("test", "api", "unit")
+    url = f"/v1/runs/{ex.run_id}/steps/{unit}/logs"
+
+    none_yet = await client.get(url)
+    assert none_yet.status_code == 404
+    assert none_yet.headers["content-type"].startswith(PROBLEM)
+    assert "no log yet" in none_yet.json()["detail"]
+    assert (await client.get(f"/v1/runs/{ex.run_id}/steps/{uuid.uuid4()}/logs")).status_code == 404
+    other = await executing_run(store, "d" * 40)
+    assert (await client.get(f"/v1/runs/{other.run_id}/steps/{unit}/logs")).status_code == 404  # not of that run
+
+    await put_step(client, unit, status="running")
+    writer = LogWriter(objects, log_key(ex.run_id, "test", "api", "unit"), interval=0)
+    await writer.write(b"collecting 3 tests\n")
+    await writer.write(b"test_a PASSED\n")
+    partial = await client.get(url)
+    assert partial.status_code == 200
+    assert partial.json() == {"complete": False, "url": None, "content": "collecting 3 tests\ntest_a PASSED\n"}
+
+    follow = asyncio.create_task(client.get(url, params={"follow": "true"}))
+    await asyncio.sleep(0.3)
+    await writer.write(b"test_b PASSED\n")
+    await asyncio.sleep(0.3)
+    await writer.write("test_c PASSED ✓\n".encode())
+    await writer.close()
+    followed = await asyncio.wait_for(follow, timeout=10)
+    assert followed.status_code == 200
+    assert followed.headers["content-type"].startswith("text/plain")
+    whole = "collecting 3 tests\ntest_a PASSED\ntest_b PASSED\ntest_c PASSED ✓\n"
+    assert followed.text == whole
+
+    done = await client.get(url)
+    assert done.status_code == 200
+    body = done.json()
+    assert (body["complete"], body["content"]) == (True, None)
+    async with httpx.AsyncClient() as plain:  # the presigned URL works without credentials
+        fetched = await plain.get(body["url"])
+    assert fetched.status_code == 200
+    assert fetched.content.decode() == whole
+
+    again = await client.get(url, params={"follow": "true"})  # a complete log is sent at once
+    assert again.text == whole
+
+
+async def test_follow_ends_for_a_step_that_died_mid_log(
+    client: httpx.AsyncClient, store: PostgresStore, objects: MinioObjectStore
+) -> None:
+    ex = await executing_run(store)
+    lint = ex.step_id("test", "api", "lint")
+    await store.set_step_status(lint, Status.RUNNING, logs_key="custom/lint.log")
+    writer = LogWriter(objects, "custom/lint.log", interval=0)  # the key the worker reported
+    await writer.write(b"half a log")
+    await store.set_step_status(lint, Status.FAILED, exit_code=137)  # killed before closing the log
+    followed = await asyncio.wait_for(
+        client.get(f"/v1/runs/{ex.run_id}/steps/{lint}/logs", params={"follow": "true"}), timeout=10
+    )
+    assert followed.text == "half a log"
+
+
+async def test_openapi_lists_the_new_endpoints(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    paths = spec["paths"]
+    assert {
+        "/v1/steps/{step_id}/status",
+        "/v1/tasks/{task_id}/status",
+        "/v1/phases/{phase_id}/status",
+        "/v1/runs/{run_id}/status",
+        "/v1/runs/{run_id}/executions",
+        "/v1/runs/{run_id}/steps/{step_id}/logs",
+    } <= set(paths)
+    assert "delete" in paths["/v1/runs/{run_id}"]
+    assert paths["/v1/steps/{step_id}/status"]["put"]["tags"] == ["internal status"]
+    assert {t["name"] for t in spec["tags"]} >= {"runs", "internal status"}

@@ -1,0 +1,188 @@
+"""Build the Argo WorkflowTemplate ``forge-run-<run id>`` of one run with Hera (DESIGN §1, §3.7).
+
+Encoding choices (the local engine runs this very template, so it implements the same subset):
+
+- **Phase groups in sequence: one DAG template per group.** The entrypoint DAG ``main`` has one
+  task per group (``group-<n>``), each depending on the previous one; the task runs the DAG
+  template ``group-<n>`` holding that group's step tasks. This costs one edge per group, where a
+  flat DAG would need every head task of group N+1 to depend on every tail task of group N
+  (200 x 200 names for 200 projects: ~1 MB of ``depends`` text, past etcd's object limit) or a
+  fake barrier container. Argo's default dependency semantics apply at both levels, and every
+  DAG sets ``failFast: true``: a failed step stops its dependents, no new task starts, and the
+  group (hence the run) fails, so later groups never run.
+- **Steps, ``depends_on``**: see :mod:`forge.workflows.templates.plan`; edges are ``depends``
+  expressions (``a && b``).
+- **Timeouts and retries are template-level in Argo** (``DAGTask`` has neither field; its
+  ``inline`` template would copy the container into every task), so there is one container
+  template per distinct ``(timeout, retries)`` pair, ``forge-step-t<seconds>-r<retries>``, all
+  with the same command. ``activeDeadlineSeconds`` is the step timeout plus a 60 s grace, so the
+  dispatcher's own ``--timeout`` fires first and reports a clean failure; Argo's deadline is the
+  backstop. ``retries > 0`` gives ``retryStrategy{limit: retries, retryPolicy: Always,
+  backoff: 10s, factor 2, capped at 1m}``: a failed job and a lost pod both count as a failed attempt.
+- **Labels**: the WorkflowTemplate and the Workflows made from it (``workflowMetadata``) carry
+  ``forge.projectcatalyst.io/{run-id,repository,commit}`` (label-safe values) and annotations with
+  the raw repository, commit and branch; every pod gets ``run-id`` (``podMetadata``) and, from the
+  container template's ``metadata.labels`` filled with its input parameters, ``phase``,
+  ``project`` and ``step`` (DAG tasks have no metadata of their own).
+- **NATS**: ``FORGE_NATS__URL`` comes from the ``nats-url`` key of the ConfigMap
+  ``spec.nats_config_map`` (cluster configuration, not per-run data).
+- The run's identity (``run-id``, ``repository``, ``commit``, ``branch``) is in
+  ``spec.arguments.parameters``; the command reads them as ``{{workflow.parameters.*}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hera.workflows import DAG, ConfigMapEnv, Container, Parameter, RetryStrategy, Task, WorkflowTemplate
+from hera.workflows import models as m
+
+from forge.errors import InvalidInputError
+from forge.workflows.templates.naming import label_value
+from forge.workflows.templates.payload import ci_key, ci_payload
+from forge.workflows.templates.plan import PlannedGroup, PlannedTask, has_work, plan_tasks
+from forge.workflows.templates.spec import LABEL_PREFIX, NATS_URL_KEY, TemplateSpec
+
+__all__ = ["DEADLINE_GRACE_SECONDS", "STEP_COMMAND", "build_template", "step_template_name", "workflow_name"]
+
+DEADLINE_GRACE_SECONDS = 60
+_INPUTS = ("job-type", "key", "payload", "timeout", "phase", "project", "step")
+STEP_COMMAND = [
+    "forge-step",
+    "dispatch",
+    "--job-type",
+    "{{inputs.parameters.job-type}}",
+    "--key",
+    "{{inputs.parameters.key}}",
+    "--run-id",
+    "{{workflow.parameters.run-id}}",
+    "--repository",
+    "{{workflow.parameters.repository}}",
+    "--commit",
+    "{{workflow.parameters.commit}}",
+    "--payload",
+    "{{inputs.parameters.payload}}",
+    "--timeout",
+    "{{inputs.parameters.timeout}}",
+]
+
+
+def workflow_name(spec: TemplateSpec) -> str:
+    return f"forge-run-{spec.run_id}"
+
+
+def step_template_name(timeout_seconds: int, retries: int) -> str:
+    return f"forge-step-t{timeout_seconds}-r{retries}"
+
+
+def build_template(spec: TemplateSpec) -> dict[str, Any]:
+    """The WorkflowTemplate as a dict (a pure function of ``spec``).
+
+    Raises ``InvalidInputError`` when no affected project has a step (check :func:`has_work`
+    first: such a run succeeds without a workflow, since Argo rejects a DAG without tasks), when a
+    step id is missing, or when ``depends_on`` forms a cycle.
+    """
+    if not has_work(spec.discovery):
+        raise InvalidInputError(f"run {spec.run_id} has no steps to run; it needs no workflow")
+    groups = plan_tasks(spec.discovery)
+    missing = sorted({t.key for g in groups for t in g.tasks} - set(spec.step_ids))
+    if missing:
+        listed = ", ".join("/".join(k) for k in missing[:5])
+        raise InvalidInputError(f"no step execution id for {len(missing)} step(s): {listed}")
+    containers = {
+        (t.step.timeout_seconds, t.step.retries): _step_container(spec, t.step.timeout_seconds, t.step.retries)
+        for g in groups
+        for t in g.tasks
+    }
+    dags = [_group_dag(spec, group, containers) for group in groups]
+    names = [f"group-{group.group}" for group in groups]
+    main = DAG(
+        name="main",
+        fail_fast=True,
+        tasks=[Task(name=name, template=name, depends=names[i - 1] if i else None) for i, name in enumerate(names)],
+    )
+    labels = _run_labels(spec)
+    annotations = {
+        f"{LABEL_PREFIX}/repository": spec.repository,
+        f"{LABEL_PREFIX}/commit": spec.commit_sha,
+        f"{LABEL_PREFIX}/branch": spec.branch or "",
+    }
+    template = WorkflowTemplate(
+        name=workflow_name(spec),
+        namespace=spec.namespace,
+        labels=labels,
+        annotations=annotations,
+        entrypoint="main",
+        arguments=[
+            Parameter(name="run-id", value=str(spec.run_id)),
+            Parameter(name="repository", value=spec.repository),
+            Parameter(name="commit", value=spec.commit_sha),
+            Parameter(name="branch", value=spec.branch or ""),
+        ],
+        active_deadline_seconds=spec.active_deadline_seconds,
+        parallelism=spec.parallelism,
+        pod_gc=m.PodGC(strategy="OnPodCompletion"),
+        ttl_strategy=m.TTLStrategy(seconds_after_completion=spec.ttl_seconds_after_completion),
+        workflow_metadata=m.WorkflowMetadata(labels=labels, annotations=annotations),
+        pod_metadata=m.Metadata(labels={f"{LABEL_PREFIX}/run-id": str(spec.run_id)}),
+        service_account_name=spec.service_account,
+        templates=[main, *dags, *(containers[k] for k in sorted(containers))],
+    )
+    doc: dict[str, Any] = template.to_dict()
+    return doc
+
+
+def _run_labels(spec: TemplateSpec) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "catalyst-forge",
+        f"{LABEL_PREFIX}/run-id": str(spec.run_id),
+        f"{LABEL_PREFIX}/repository": label_value(spec.repository),
+        f"{LABEL_PREFIX}/commit": label_value(spec.commit_sha),
+    }
+
+
+def _group_dag(spec: TemplateSpec, group: PlannedGroup, containers: dict[tuple[int, int], Container]) -> DAG:
+    return DAG(
+        name=f"group-{group.group}",
+        fail_fast=True,
+        tasks=[_task(spec, task, containers) for task in group.tasks],
+    )
+
+
+def _task(spec: TemplateSpec, task: PlannedTask, containers: dict[tuple[int, int], Container]) -> Task:
+    step = task.step
+    return Task(
+        name=task.name,
+        template=containers[(step.timeout_seconds, step.retries)],
+        depends=" && ".join(task.depends) or None,
+        arguments={
+            "job-type": "ci",
+            "key": ci_key(spec.run_id, step, task.project.name),
+            "payload": ci_payload(task.project, step, spec.clone_url, spec.step_ids[task.key]),
+            "timeout": str(step.timeout_seconds),
+            "phase": step.phase,
+            "project": task.project.name,
+            "step": step.name,
+        },
+    )
+
+
+def _step_container(spec: TemplateSpec, timeout_seconds: int, retries: int) -> Container:
+    retry = None
+    if retries > 0:
+        backoff = m.Backoff(duration="10s", factor=m.IntOrString(2), cap="1m")
+        retry = RetryStrategy(limit=retries, retry_policy="Always", backoff=backoff)
+    return Container(
+        name=step_template_name(timeout_seconds, retries),
+        image=spec.image,
+        command=list(STEP_COMMAND),
+        inputs=[Parameter(name=name) for name in _INPUTS],
+        env=[ConfigMapEnv(name="FORGE_NATS__URL", config_map_name=spec.nats_config_map, config_map_key=NATS_URL_KEY)],
+        resources=m.ResourceRequirements(
+            requests={"cpu": m.Quantity("50m"), "memory": m.Quantity("128Mi")},
+            limits={"cpu": m.Quantity("200m"), "memory": m.Quantity("256Mi")},
+        ),
+        labels={f"{LABEL_PREFIX}/{name}": f"{{{{inputs.parameters.{name}}}}}" for name in ("phase", "project", "step")},
+        active_deadline_seconds=timeout_seconds + DEADLINE_GRACE_SECONDS,
+        retry_strategy=retry,
+    )

@@ -1,0 +1,77 @@
+"""The job key and JSON payload a CI task hands to ``forge-step dispatch``.
+
+Argo substitutes ``{{retries}}`` (the 0-based attempt) only in templates that have a
+``retryStrategy``, in a second pass over the template after its inputs were substituted, so a
+``{{retries}}`` that reaches the container through an input parameter is replaced too. A step
+without retries gets a template without ``retryStrategy``, hence a literal ``0``.
+
+The attempt is spliced into the payload as a raw number (``"attempt":{{retries}}``), so the text is
+valid JSON once Argo has substituted it. Every ``{`` and ``}`` inside a JSON string is written as
+``\\u007b``/``\\u007d``: user text (a shell command, an env value) can then never form a ``{{...}}``
+that Argo would try to resolve, and the JSON still decodes to the same strings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from uuid import UUID
+
+from forge.domain.discovery import DiscoveredProject, DiscoveredStep
+from forge.domain.messages import CiPayload
+from forge.errors import InvalidInputError
+
+__all__ = ["RETRIES", "attempt_token", "ci_key", "ci_payload"]
+
+RETRIES = "{{retries}}"
+MAX_KEY_LENGTH = 200  # forge.domain.messages.JobKey
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def attempt_token(retries: int) -> str:
+    """What Argo turns into the attempt number: ``{{retries}}``, or ``0`` when there is no retry."""
+    return RETRIES if retries > 0 else "0"
+
+
+def ci_key(run_id: UUID, step: DiscoveredStep, project: str) -> str:
+    """``ci.<run id>.<phase>.<project>.<step>.a<attempt>`` (a ``forge.domain.messages.JobKey``).
+
+    Raises ``InvalidInputError`` when the key of the last attempt would exceed the 200 characters
+    a job key may have (names near their 63-character limit), so the run fails before it starts.
+    """
+    prefix = f"ci.{run_id}.{step.phase}.{project}.{step.name}.a"
+    if len(prefix) + len(str(step.retries)) > MAX_KEY_LENGTH:
+        raise InvalidInputError(
+            f"job key of step {step.phase}/{project}/{step.name} exceeds {MAX_KEY_LENGTH} characters; "
+            "shorten the phase, project or step name"
+        )
+    return prefix + attempt_token(step.retries)
+
+
+def _escape_braces(match: re.Match[str]) -> str:
+    return match.group(0).replace("{", "\\u007b").replace("}", "\\u007d")
+
+
+def ci_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str, step_execution_id: UUID) -> str:
+    """The ``CiPayload`` JSON (without ``type``, which the dispatcher adds from ``--job-type``)."""
+    model = CiPayload.model_validate(
+        {
+            "clone_url": clone_url,
+            "phase": step.phase,
+            "project": project.name,
+            "project_path": project.path,
+            "step": step.name,
+            "action": step.action,
+            "target": step.target,
+            "args": step.args,
+            "env": step.env,
+            "secrets": step.secrets,
+            "timeout_seconds": step.timeout_seconds,
+            "retries": step.retries,
+            "step_execution_id": step_execution_id,
+        }
+    )
+    body = model.model_dump(mode="json", exclude={"type", "attempt"})
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = _JSON_STRING.sub(_escape_braces, text)
+    return f'{text[:-1]},"attempt":{attempt_token(step.retries)}}}'

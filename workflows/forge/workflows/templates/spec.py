@@ -1,0 +1,49 @@
+"""What :func:`~forge.workflows.templates.build.build_template` needs to know about one run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from forge.domain.discovery import DiscoveryResult
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "LABEL_PREFIX",
+    "NATS_URL_KEY",
+    "StepKey",
+    "TemplateSpec",
+]
+
+DEFAULT_IMAGE = "ghcr.io/catalyst-forge/forge-step:latest"
+LABEL_PREFIX = "forge.projectcatalyst.io"
+NATS_URL_KEY = "nats-url"
+
+StepKey = tuple[str, str, str]
+"""``(phase, project, step)``"""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class TemplateSpec:
+    """One run's inputs to the WorkflowTemplate builder.
+
+    ``step_ids`` maps every ``(phase, project, step)`` of every affected project to the id of its
+    ``StepExecution`` row (it travels in the CI payload). ``nats_config_map`` names the ConfigMap
+    in ``namespace`` whose ``nats-url`` key the step container receives as ``FORGE_NATS__URL``.
+    """
+
+    run_id: UUID
+    repository: str
+    commit_sha: str
+    branch: str | None
+    clone_url: str
+    discovery: DiscoveryResult
+    step_ids: Mapping[StepKey, UUID]
+    image: str = DEFAULT_IMAGE
+    namespace: str = "forge"
+    parallelism: int = 100
+    service_account: str | None = None
+    nats_config_map: str = "forge-step"
+    active_deadline_seconds: int = 86400
+    ttl_seconds_after_completion: int = 86400
