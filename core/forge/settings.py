@@ -6,6 +6,7 @@ Every field can be set with ``FORGE_<GROUP>__<FIELD>`` (for example ``FORGE_DATA
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,7 @@ __all__ = [
     "ApiSettings",
     "CiSettings",
     "DatabaseSettings",
+    "EngineSettings",
     "GitSettings",
     "NatsSettings",
     "ObjectStoreSettings",
@@ -98,6 +100,19 @@ class CiSettings(BaseModel):
     )
 
 
+class EngineSettings(BaseModel):
+    """Where workflows run: the embedded local engine, or an Argo Server."""
+
+    kind: Literal["local", "argo"] = Field("local", description="local (one machine) or argo (Argo Server REST)")
+    argo_url: str = Field("https://argo-server.argo:2746", description="Argo Server base URL (kind=argo)")
+    argo_token: SecretStr | None = Field(None, description="Bearer token for the Argo Server (kind=argo)")
+    verify_tls: bool = Field(True, description="Verify the Argo Server's TLS certificate")
+    namespace: str = Field("forge", description="Namespace of WorkflowTemplates and Workflows")
+    image: str = Field("ghcr.io/catalyst-forge/forge-step:latest", description="Image of the step container")
+    parallelism: int = Field(100, ge=1, description="Tasks of one workflow running at once")
+    max_parallel: int = Field(8, ge=1, description="Containers the local engine runs at once on this machine")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -109,3 +124,4 @@ class Settings(BaseSettings):
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ci: CiSettings = Field(default_factory=CiSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)

@@ -44,6 +44,8 @@ def platform(
         "FORGE_OBJECTS__BUCKET": f"e2e-{uuid.uuid4().hex[:8]}",
         "FORGE_GIT__CACHE_DIR": str(home / "git-cache"),
         "FORGE_API__PORT": str(port),
+        "FORGE_API__PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "FORGE_CI__WORK_DIR": str(home / "work"),
         "FORGE_WORKER__ACK_WAIT": "2",
         "FORGE_WORKER__HEARTBEAT": "0.5",
         "FORGE_WORKER__FETCH_WAIT": "0.2",
@@ -74,6 +76,7 @@ def platform(
             env=env,
         )
         platform.start_worker()
+        platform.start_worker("worker-ci", "ci")
         yield platform
     finally:
         for proc in platform.processes.values():

@@ -95,7 +95,8 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
             "FORGE_OBJECTS__ACCESS_KEY": s3.extra["access_key"],
             "FORGE_OBJECTS__SECRET_KEY": s3.extra["secret_key"],
             "FORGE_OBJECTS__BUCKET": _BUCKET,
-            "FORGE_GIT__CACHE_DIR": str(home / "git-cache"),
+            "FORGE_GIT__CACHE_DIR": str((home / "git-cache").resolve()),
+            "FORGE_CI__WORK_DIR": str((home / "work").resolve()),
             "FORGE_API__PORT": str(api_port),
             "FORGE_API__PUBLIC_URL": api_url,
         }
@@ -111,7 +112,11 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
                 env=env,
             )
         )
-        for name, argv in (("controller", ["forge-controller"]), ("worker-discovery", ["forge-worker", "discovery"])):
+        for name, argv in (
+            ("controller", ["forge-controller"]),
+            ("worker-discovery", ["forge-worker", "discovery"]),
+            ("worker-ci", ["forge-worker", "ci"]),
+        ):
             on_start(name)
             started.append(
                 start_service(

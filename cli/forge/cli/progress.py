@@ -20,7 +20,7 @@ _STYLE = {
     "success": ("✔", "green"),
     "failed": ("✘", "red"),
     "cancelled": ("■", "magenta"),
-    "skipped": ("–", "dim"),
+    "skipped": ("-", "dim"),
 }
 _FINAL = {"success", "failed", "cancelled"}
 

@@ -12,21 +12,51 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
+from forge.ports import MessageBus, WorkflowEngine
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
+from forge.workflows.engine import ArgoWorkflowEngine, LocalWorkflowEngine
+from forge.workflows.steps.entry import run_step
 
 __all__ = ["build", "main"]
 
 
 @contextlib.asynccontextmanager
+async def _engine(settings: Settings, bus: MessageBus) -> AsyncIterator[WorkflowEngine]:
+    if settings.engine.kind == "argo":
+        token = settings.engine.argo_token.get_secret_value() if settings.engine.argo_token else None
+        async with ArgoWorkflowEngine(
+            settings.engine.argo_url,
+            namespace=settings.engine.namespace,
+            token=token,
+            verify=settings.engine.verify_tls,
+        ) as argo:
+            yield argo
+        return
+
+    async def step_runner(argv: list[str]) -> tuple[int, str, str]:
+        outcome = await run_step(argv, bus=bus, timeouts=settings.timeouts)
+        return outcome.exit_code, outcome.stdout, outcome.stderr
+
+    async with LocalWorkflowEngine(
+        step_runner=step_runner, max_parallel=settings.engine.max_parallel, namespace=settings.engine.namespace
+    ) as local:
+        yield local
+
+
+@contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
+    """Choose and connect the controller's adapters; the engine is local or Argo by settings."""
     store = await PostgresStore.connect(settings.database.url, min_size=1, max_size=settings.database.pool_max)
     try:
         bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
         try:
             await bus.ensure_streams(STREAMS)
-            async with MinioObjectStore.from_settings(settings.objects) as objects:
-                yield ControllerServices(store=store, bus=bus, objects=objects)
+            async with (
+                MinioObjectStore.from_settings(settings.objects) as objects,
+                _engine(settings, bus) as engine,
+            ):
+                yield ControllerServices(store=store, bus=bus, objects=objects, engine=engine)
         finally:
             await bus.close()
     finally:

@@ -6,7 +6,8 @@ import asyncio
 from dataclasses import dataclass
 
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
-from forge.ports import MessageBus, ObjectStore, RunStore
+from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
+from forge.ports import MessageBus, ObjectStore, RunStore, WorkflowEngine
 from forge.settings import Settings
 
 __all__ = ["ControllerServices", "run_controller"]
@@ -17,11 +18,17 @@ class ControllerServices:
     store: RunStore
     bus: MessageBus
     objects: ObjectStore
+    engine: WorkflowEngine
 
 
 async def run_controller(services: ControllerServices, settings: Settings, stop: asyncio.Event) -> None:
     discovery = DiscoveryReconciler(
         store=services.store, bus=services.bus, objects=services.objects, timeout=settings.timeouts.discovery
     )
+    options = TemplateOptions(
+        image=settings.engine.image, namespace=settings.engine.namespace, parallelism=settings.engine.parallelism
+    )
+    execution = ExecutionReconciler(store=services.store, bus=services.bus, engine=services.engine, options=options)
     async with asyncio.TaskGroup() as group:
         group.create_task(discovery.run(stop))
+        group.create_task(execution.run(stop))

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
+    "CANCEL_SUBJECT",
     "RESULT_INLINE_LIMIT",
     "SCHEMA_VERSION",
     "STREAMS",
@@ -34,6 +35,7 @@ __all__ = [
 
 SCHEMA_VERSION: Literal[1] = 1
 RESULT_INLINE_LIMIT = 1024 * 1024  # results above this are stored in object storage (DESIGN §6)
+CANCEL_SUBJECT = "pipeline.cancel"  # core NATS; payload: the id of a run whose running jobs must stop
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 JobKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=200)]
 

@@ -20,10 +20,10 @@ class Platform:
     git_url: str
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker") -> ServiceProcess:
+    def start_worker(self, name: str = "worker", kind: str = "discovery") -> ServiceProcess:
         proc = start_service(
             name,
-            [binary("forge-worker"), "discovery"],
+            [binary("forge-worker"), kind],
             url="",
             ready=lambda: True,
             log=self.logs / f"{name}.log",

@@ -24,9 +24,10 @@ from uuid import UUID
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
+from forge.domain.messages import CANCEL_SUBJECT
 from forge.domain.status import Status
 from forge.errors import ConflictError, ForgeError, NotFoundError
-from forge.ports import NodePhase, RunStore, WorkflowEngine, WorkflowPhase, WorkflowStatus
+from forge.ports import MessageBus, NodePhase, RunStore, WorkflowEngine, WorkflowPhase, WorkflowStatus
 from forge.workflows.templates import TemplateSpec, build_template, has_work
 
 __all__ = ["ExecutionReconciler", "TemplateOptions"]
@@ -46,6 +47,7 @@ class TemplateOptions:
 @dataclass
 class ExecutionReconciler:
     store: RunStore
+    bus: MessageBus
     engine: WorkflowEngine
     options: TemplateOptions
     poll_interval: float = 0.5
@@ -160,6 +162,8 @@ class ExecutionReconciler:
                 await self.store.set_step_status(step_id, Status.FAILED, message=node.message)
 
     async def _cancel(self, run: PipelineRun) -> None:
+        with contextlib.suppress(ForgeError):  # workers kill the run's running steps
+            await self.bus.respond(CANCEL_SUBJECT, str(run.id).encode())
         if run.workflow_name:
             with contextlib.suppress(NotFoundError):
                 await self.engine.stop(run.workflow_name, message="cancelled by request")

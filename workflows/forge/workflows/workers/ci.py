@@ -32,7 +32,7 @@ from typing import Any
 
 from forge.domain.messages import CiPayload, Job
 from forge.domain.status import Status
-from forge.errors import ForgeError, InvalidInputError, PermanentError, TransientError
+from forge.errors import ConflictError, ForgeError, InvalidInputError, PermanentError, TransientError
 from forge.logs import LogWriter, log_key
 from forge.logs.reader import parts_prefix
 from forge.ports import GitMirrors, ObjectStore, SecretProvider, StatusReporter
@@ -83,7 +83,12 @@ class CiHandler:
         key = log_key(job.run_id, payload.phase, payload.project, payload.step)
         started = time.monotonic()
         await self._discard_log(key)  # an earlier delivery's partial output
-        await self._report(payload, Status.RUNNING, attempt=attempt, logs_key=key)
+        if not await self._report(payload, Status.RUNNING, attempt=attempt, logs_key=key):
+            raise PermanentError(
+                f"step {payload.phase}/{payload.project}/{payload.step} was not started: its run is finished "
+                "or being cancelled",
+                code="cancelled",
+            )
 
         values, missing = await self._resolve_secrets(payload.secrets)
         masker = SecretMasker(values.values())
@@ -197,23 +202,28 @@ class CiHandler:
             await self.objects.delete(info.key)
         await self.objects.delete(key)
 
-    async def _report(self, payload: CiPayload, status: Status, **fields: Any) -> None:
-        """Best effort: a status the API did not take is logged, never fails the step."""
+    async def _report(self, payload: CiPayload, status: Status, **fields: Any) -> bool:
+        """Best effort: an unreachable API is logged and never fails the step. False only when the
+        API refused the status as a conflict (e.g. ``running`` for a step of a cancelled run)."""
         if self.status is None or payload.step_execution_id is None:
-            return
+            return True
         for attempt in range(1, _REPORT_TRIES + 1):
             try:
                 await self.status.step_status(payload.step_execution_id, status, **fields)
             except TransientError as exc:
                 if attempt == _REPORT_TRIES:
                     log.warning("step %s: could not report %s: %s", payload.step_execution_id, status, exc)
-                    return
+                    return True
                 await asyncio.sleep(exc.retry_after or float(attempt))
+            except ConflictError as exc:
+                log.warning("step %s: %s was refused: %s", payload.step_execution_id, status, exc)
+                return False
             except ForgeError as exc:
                 log.warning("step %s: %s was not accepted: %s", payload.step_execution_id, status, exc)
-                return
+                return True
             else:
-                return
+                return True
+        return True
 
 
 def _header(job: Job, payload: CiPayload, attempt: int) -> str:
@@ -240,12 +250,13 @@ async def _flushing(writer: LogWriter, interval: float) -> AsyncIterator[None]:
             except ForgeError as exc:  # the next tick or close() tries again
                 log.warning("log upload of %s failed: %s", writer.key, exc)
 
-    async with asyncio.TaskGroup() as tasks:
-        ticker = tasks.create_task(tick())
-        try:
-            yield
-        finally:
-            ticker.cancel()
+    ticker = asyncio.ensure_future(tick())  # scoped: cancelled and awaited below
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
 
 
 def _remove(path: Path) -> None:

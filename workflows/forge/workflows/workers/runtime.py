@@ -7,6 +7,8 @@
 * ``PermanentError``: a failed result now. Anything else is retried with a delay until the
   last delivery; then the job goes to ``pipeline.dlq.<type>`` with its reason and a failed result.
 * A job whose key already has a stored result is acked without running again (idempotency).
+* ``pipeline.cancel`` (core NATS, payload: a run id) cancels the running jobs of that run: a
+  CI step's process group is killed, and the job ends with a failed ``cancelled`` result.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
 
 from forge.domain.messages import (
+    CANCEL_SUBJECT,
     RESULT_INLINE_LIMIT,
     STREAM_OF,
     STREAMS,
@@ -41,6 +45,11 @@ __all__ = ["Handler", "Worker", "consumer_name"]
 
 log = logging.getLogger("forge.worker")
 
+
+class _RunCancelledError(Exception):
+    pass
+
+
 Handler = Callable[[Job], Coroutine[Any, Any, dict[str, Any]]]
 
 
@@ -55,6 +64,7 @@ class Worker:
     bus: MessageBus
     objects: ObjectStore
     settings: WorkerSettings
+    _running: dict[UUID, set[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
 
     @property
     def stream(self) -> str:
@@ -76,6 +86,7 @@ class Worker:
         slots = asyncio.Semaphore(self.settings.concurrency)
         log.info("%s worker ready on %s (concurrency %d)", self.job_type, self.stream, self.settings.concurrency)
         async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(self._watch_cancels())
             while not stop.is_set():
                 await slots.acquire()
                 try:
@@ -90,6 +101,27 @@ class Worker:
                     slots.release()
                     continue
                 tasks.create_task(self._guarded(messages[0], slots))
+            watcher.cancel()
+
+    async def _watch_cancels(self) -> None:
+        while True:
+            try:
+                async with self.bus.subscribe(CANCEL_SUBJECT) as cancels:
+                    async for payload in cancels:
+                        self._cancel(payload)
+            except ForgeError as exc:
+                log.warning("cancel requests are not received (%s); retrying", exc)
+                await asyncio.sleep(self.settings.fetch_wait)
+
+    def _cancel(self, payload: bytes) -> None:
+        try:
+            run_id = UUID(payload.decode())
+        except ValueError:
+            log.warning("ignoring a malformed cancel request %r", payload[:100])
+            return
+        for job in self._running.get(run_id, set()):
+            log.info("cancelling a job of run %s", run_id)
+            job.cancel()
 
     async def _guarded(self, msg: BusMessage, slots: asyncio.Semaphore) -> None:
         try:
@@ -111,7 +143,11 @@ class Worker:
             return
         last_delivery = msg.num_delivered >= self.settings.max_deliver
         try:
-            data = await self._with_heartbeat(msg, self.handler(job))
+            data = await self._with_heartbeat(msg, job, self.handler(job))
+        except _RunCancelledError:
+            log.info("job %s cancelled with its run", job.key)
+            cancelled = JobError(code="cancelled", message=f"run {job.run_id} was cancelled", permanent=True)
+            await self._finish(msg, job, Result(job_id=job.id, key=job.key, success=False, error=cancelled))
         except PermanentError as exc:
             log.info("job %s failed permanently: %s", job.key, exc)
             await self._finish(msg, job, _failure(job, exc, permanent=True))
@@ -129,18 +165,27 @@ class Worker:
         else:
             await self._finish(msg, job, await self._result(job, data))
 
-    async def _with_heartbeat(self, msg: BusMessage, work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    async def _with_heartbeat(
+        self, msg: BusMessage, job: Job, work: Coroutine[Any, Any, dict[str, Any]]
+    ) -> dict[str, Any]:
         """Await ``work``, sending ``+WPI`` every ``heartbeat`` seconds while it runs."""
         task = asyncio.ensure_future(work)
+        running = self._running.setdefault(job.run_id, set())
+        running.add(task)
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=self.settings.heartbeat)
                 if done:
+                    if task.cancelled():
+                        raise _RunCancelledError
                     return task.result()
                 with contextlib.suppress(ForgeError):
                     await msg.in_progress()
         finally:
             task.cancel()
+            running.discard(task)
+            if not running:
+                self._running.pop(job.run_id, None)
 
     async def _result(self, job: Job, data: dict[str, Any]) -> Result:
         body = json.dumps(data, separators=(",", ":")).encode()

@@ -1,0 +1,170 @@
+"""Whole pipelines on the embedded platform: controller + local engine + CI workers, all real processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from forge.testing.gitrepos import commit_files
+from forge.testing.platform import Platform
+
+FINAL = {"success", "failed", "cancelled"}
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.api_url, timeout=10) as client:
+        yield client
+
+
+def _repo(platform: Platform, client: httpx.Client, files: dict[str, str | None]) -> tuple[str, str]:
+    name = f"acme/pipe-{uuid.uuid4().hex[:6]}"
+    sha = commit_files(platform.git_base / f"{name}.git", files, "initial")
+    resp = client.post("/v1/repositories", json={"name": name, "clone_url": f"{platform.git_url}{name}.git"})
+    assert resp.status_code == 201, resp.text
+    return name, sha
+
+
+def _wait(client: httpx.Client, run_id: str, platform: Platform, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run: dict[str, Any] = client.get(f"/v1/runs/{run_id}").json()
+        if run["status"] in FINAL:
+            return run
+        time.sleep(0.1)
+    pytest.fail(f"run {run_id} did not finish\n{platform.log_tail()}")
+
+
+def _steps(client: httpx.Client, run_id: str) -> dict[str, dict[str, Any]]:
+    executions = client.get(f"/v1/runs/{run_id}/executions").json()
+    return {
+        f"{phase['name']}/{task['project']}/{step['name']}": step
+        for phase in executions["phases"]
+        for task in phase["tasks"]
+        for step in task["steps"]
+    }
+
+
+def _log(client: httpx.Client, run_id: str, step: dict[str, Any]) -> str:
+    body = client.get(f"/v1/runs/{run_id}/steps/{step['id']}/logs").json()
+    if body["complete"]:
+        return httpx.get(body["url"], timeout=10).text
+    return str(body["content"])
+
+
+LIB = """name: lib
+phases:
+  check:
+    steps:
+      - {name: lint, run: "echo linting $FORGE_PROJECT && test -f lib.py"}
+  test:
+    steps:
+      - {name: unit, run: "python3 -c 'import lib; assert lib.VALUE == 2' && echo unit ok"}
+"""
+APP = """name: app
+depends_on: [lib]
+phases:
+  build:
+    steps:
+      - {name: bundle, run: "mkdir -p dist && echo built > dist/out.txt && cat dist/out.txt"}
+  test:
+    steps:
+      - {name: unit, run: "echo app tests; exit ${FAIL_WITH:-0}", env: {FAIL_WITH: "%s"}}
+      - {name: after, run: "echo never printed on failure"}
+"""
+
+
+def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client: httpx.Client) -> None:
+    name, sha = _repo(
+        platform,
+        client,
+        {
+            "lib/.forge/project.yaml": LIB,
+            "lib/lib.py": "VALUE = 2\n",
+            "app/.forge/project.yaml": APP % "0",
+        },
+    )
+    run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha, "branch": "main"}).json()["id"]
+    run = _wait(client, run_id, platform)
+    assert run["status"] == "success", f"{run['error']}\n{platform.log_tail()}"
+    steps = _steps(client, run_id)
+    assert set(steps) == {"check/lib/lint", "test/lib/unit", "build/app/bundle", "test/app/unit", "test/app/after"}
+    assert {s["status"] for s in steps.values()} == {"success"}
+    assert all(s["exit_code"] == 0 and s["attempts"] == 1 for s in steps.values())
+    # group 2 (test) starts only after group 1 (check, build) finished
+    details = client.get(f"/v1/runs/{run_id}/executions").json()
+    by_phase = {p["name"]: p for p in details["phases"]}
+    assert {p["status"] for p in by_phase.values()} == {"success"}
+    assert "linting lib" in _log(client, run_id, steps["check/lib/lint"])
+    assert "built" in _log(client, run_id, steps["build/app/bundle"])
+    assert "unit ok" in _log(client, run_id, steps["test/lib/unit"])
+
+
+def test_a_failing_step_fails_the_run_and_skips_the_rest(platform: Platform, client: httpx.Client) -> None:
+    name, sha = _repo(
+        platform,
+        client,
+        {
+            "lib/.forge/project.yaml": LIB,
+            "lib/lib.py": "VALUE = 2\n",
+            "app/.forge/project.yaml": APP % "3",
+        },
+    )
+    run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
+    run = _wait(client, run_id, platform)
+    assert run["status"] == "failed"
+    steps = _steps(client, run_id)
+    assert (steps["test/app/unit"]["status"], steps["test/app/unit"]["exit_code"]) == ("failed", 3)
+    assert steps["test/app/after"]["status"] == "skipped"
+    assert steps["check/lib/lint"]["status"] == "success"
+    log = _log(client, run_id, steps["test/app/unit"])
+    assert "app tests" in log
+    assert "exited with code 3" in log
+
+
+def test_deleting_a_run_cancels_it_and_kills_its_step(platform: Platform, client: httpx.Client, tmp_path: Any) -> None:
+    marker = tmp_path / "started"
+    project = f"""name: slow
+phases:
+  check:
+    steps:
+      - {{name: wait, run: "echo $$ > {marker} && sleep 300"}}
+  test:
+    steps:
+      - {{name: later, run: "true"}}
+"""
+    name, sha = _repo(platform, client, {"slow/.forge/project.yaml": project})
+    run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline, platform.log_tail()
+        time.sleep(0.1)
+    pid = int(marker.read_text())
+
+    resp = client.delete(f"/v1/runs/{run_id}")
+    assert resp.status_code == 202
+    run = _wait(client, run_id, platform)
+    assert run["status"] == "cancelled"
+    steps = _steps(client, run_id)
+    assert steps["check/slow/wait"]["status"] == "cancelled"
+    assert steps["test/slow/later"]["status"] == "skipped"
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the cancelled step's process is still running"
+        time.sleep(0.1)
+    assert client.delete(f"/v1/runs/{run_id}").status_code == 409
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
