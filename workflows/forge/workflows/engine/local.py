@@ -1,10 +1,12 @@
 """``LocalWorkflowEngine``: the WorkflowEngine of the embedded single-machine mode (DESIGN §1).
 
 It runs the very WorkflowTemplate Argo would run: the entrypoint DAG's tasks, each a container
-template whose ``command`` + ``args`` run here: ``forge-step ...`` in-process through the
+template or a nested dag template (the template builder's ``main`` → ``group-<n>`` → steps),
+whose containers' ``command`` + ``args`` run here: ``forge-step ...`` in-process through the
 ``step_runner`` (``forge.workflows.steps.entry.run_step`` bound to a bus), anything else as a
-subprocess. The supported subset of Argo is listed in :mod:`forge.workflows.engine.spec` and the
-DAG semantics in :mod:`forge.workflows.engine.dag`.
+subprocess. The supported subset of Argo is listed in :mod:`forge.workflows.engine.spec`, the
+DAG semantics in :mod:`forge.workflows.engine.level`, the node keys of the status (task names,
+nested ones included) in :mod:`forge.workflows.engine.nodes`.
 
 Lifecycle: every workflow runs in a task owned by the engine; ``aclose()`` (or leaving
 ``async with engine:``) kills every running container and fails the unfinished workflows.
@@ -37,8 +39,8 @@ class LocalWorkflowEngine:
     """Runs WorkflowTemplates on this machine; implements ``forge.ports.WorkflowEngine``.
 
     ``max_parallel`` bounds the containers running at once across all workflows of this engine
-    (a workflow's own ``parallelism`` applies as well); ``kill_grace`` is the time between
-    SIGTERM and SIGKILL when a container is stopped.
+    (a workflow's and its dag templates' ``parallelism`` apply as well; DAG nodes hold no slot);
+    ``kill_grace`` is the time between SIGTERM and SIGKILL when a container is stopped.
     """
 
     def __init__(

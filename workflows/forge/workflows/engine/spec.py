@@ -3,120 +3,40 @@
 The supported subset of Argo (anything else is rejected with an ``InvalidInputError`` naming the
 template, task and field, never silently ignored when it would change what runs):
 
-- ``spec.entrypoint`` naming a ``dag`` template whose tasks each call a ``container`` template;
+- ``spec.entrypoint`` naming a ``dag`` template whose tasks each call a ``container`` or a
+  ``dag`` template (nested DAGs, any depth; a template that calls itself, directly or through
+  others, is rejected: without ``when`` the recursion could never end);
 - DAG ``tasks[].{name, template, dependencies | depends, arguments.parameters, continueOn}``,
   ``dag.failFast`` (default true) and template-level ``parallelism``;
+- ``inputs.parameters`` (``value``/``default``) of container and dag templates, filled from the
+  calling task's ``arguments.parameters``;
 - ``spec.{arguments.parameters, activeDeadlineSeconds, parallelism}``;
 - container templates: ``container.{command, args, env[].value, workingDir}`` (image, resources
-  and other pod settings are accepted and ignored), ``inputs.parameters`` (``value``/``default``),
-  ``retryStrategy.{limit, retryPolicy, backoff.{duration, factor, maxDuration, cap}}`` and
-  ``activeDeadlineSeconds``.
+  and other pod settings are accepted and ignored), ``retryStrategy.{limit, retryPolicy,
+  backoff.{duration, factor, maxDuration, cap}}`` and ``activeDeadlineSeconds``. ``env[].valueFrom``
+  is accepted only for ``forge-step`` containers and dropped: the in-process step runner is bound
+  to this engine's bus, and a ``forge-step`` subprocess inherits this process's environment
+  (where the embedded mode's ``FORGE_NATS__URL`` lives) in place of the cluster's ConfigMap.
+
+Every tag is checked at submit with a dry run (``retries`` = 0) through every nested DAG.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from forge.errors import InvalidInputError
 from forge.ports.engine import NodePhase
 from forge.workflows.engine import expressions as ex
 from forge.workflows.engine.durations import parse_duration
-from forge.workflows.engine.substitution import substitute, substitute_tree
+from forge.workflows.engine.plans import Attempt, DagPlan, Retry, TaskPlan, WorkflowPlan
 
-__all__ = ["Attempt", "Retry", "TaskPlan", "WorkflowPlan", "check_template", "plan_workflow"]
+__all__ = ["Attempt", "DagPlan", "Retry", "TaskPlan", "WorkflowPlan", "check_template", "plan_workflow"]
 
 _OTHER_KINDS = ("steps", "script", "resource", "suspend", "http", "containerSet", "data", "plugin")
 _TASK_KEYS = {"name", "template", "dependencies", "depends", "arguments", "continueOn"}
-_POLICIES = {"Always", "OnFailure", "OnError"}
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    limit: int = 0
-    policy: str = "OnFailure"
-    duration: float = 0.0
-    factor: float = 1.0
-    max_duration: float | None = None
-    cap: float | None = None
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        wait = self.duration * self.factor ** (retry - 1)
-        return min(wait, self.cap) if self.cap is not None else wait
-
-    def retries_on(self, phase: NodePhase) -> bool:
-        if phase == NodePhase.FAILED:
-            return self.policy in {"Always", "OnFailure"}
-        return phase == NodePhase.ERROR and self.policy in {"Always", "OnError"}
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt of a task, every tag substituted."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str | None
-    deadline: float | None
-    retry: Retry
-
-
-@dataclass(frozen=True, slots=True)
-class TaskPlan:
-    name: str
-    template: Mapping[str, Any]
-    arguments: Mapping[str, str]
-    depends: ex.Expr | None
-    dependencies: tuple[str, ...]
-    continue_on: frozenset[NodePhase]
-
-    def render(self, scope: Mapping[str, str], retries: int) -> Attempt:
-        where = f"task '{self.name}'"
-        args = {k: substitute(v, scope, where=f"{where}: arguments.parameters.{k}") for k, v in self.arguments.items()}
-        local = dict(scope)
-        local["retries"] = str(retries)
-        tname = self.template["name"]
-        for param in (self.template.get("inputs") or {}).get("parameters") or []:
-            value = args.get(param["name"], param.get("value", param.get("default")))
-            if value is None:
-                raise InvalidInputError(f"{where}: inputs.parameters.{param['name']} was not supplied")
-            local[f"inputs.parameters.{param['name']}"] = str(value)
-        body = {k: v for k, v in self.template.items() if k != "name"}
-        t = substitute_tree(body, local, where=f"template '{tname}'")
-        container = t["container"]
-        env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
-        deadline = t.get("activeDeadlineSeconds")
-        deadline_field = f"template '{tname}'.activeDeadlineSeconds"
-        return Attempt(
-            argv=[str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]],
-            env=env,
-            cwd=container.get("workingDir"),
-            deadline=None if deadline is None else parse_duration(deadline, field=deadline_field),
-            retry=_retry(t.get("retryStrategy"), tname),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowPlan:
-    tasks: Mapping[str, TaskPlan]
-    targets: tuple[str, ...]
-    parameters: Mapping[str, str]
-    deadline: float | None
-    parallelism: int | None
-    fail_fast: bool
-
-    def handles_failure(self, task: str) -> bool:
-        """Whether a dependant names ``task.Failed``/``task.Errored`` (or it has continueOn): no fail-fast."""
-        if self.tasks[task].continue_on:
-            return True
-        return any(
-            r.task == task and r.result in {"Failed", "Errored"}
-            for t in self.tasks.values()
-            if t.depends is not None
-            for r in ex.refs(t.depends)
-        )
+_STEP_COMMAND = "forge-step"
 
 
 def check_template(template: Mapping[str, Any]) -> str:
@@ -124,7 +44,7 @@ def check_template(template: Mapping[str, Any]) -> str:
     name = (template.get("metadata") or {}).get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInputError("WorkflowTemplate: metadata.name is required")
-    _tasks(template, name)
+    _root(template, name)
     return name
 
 
@@ -132,7 +52,7 @@ def plan_workflow(template: Mapping[str, Any], parameters: Mapping[str, str], sc
     """The plan for one submission; every tag is checked with a dry run (``retries`` = 0)."""
     name = check_template(template)
     spec = template["spec"]
-    tasks, dag_template = _tasks(template, name)
+    root = _root(template, name)
     values: dict[str, str] = {}
     for p in (spec.get("arguments") or {}).get("parameters") or []:
         if p["name"] in parameters:
@@ -145,24 +65,31 @@ def plan_workflow(template: Mapping[str, Any], parameters: Mapping[str, str], sc
             )
     values.update({k: v for k, v in parameters.items() if k not in values})
     dry = dict(scope) | {f"workflow.parameters.{k}": v for k, v in values.items()}
-    for t in tasks.values():
-        dry |= {f"tasks.{t.name}.outputs.result": "", f"tasks.{t.name}.exitCode": "0"}
-    for t in tasks.values():
-        t.render(dry, 0)
-    depended = {d for t in tasks.values() for d in t.dependencies}
+    _dry_run(root, dry, dry)
     deadline = spec.get("activeDeadlineSeconds")
-    limits = [int(v) for v in (spec.get("parallelism"), dag_template.get("parallelism")) if v is not None]
+    parallelism = spec.get("parallelism")
     return WorkflowPlan(
-        tasks=tasks,
-        targets=tuple(sorted(n for n in tasks if n not in depended)),
+        root=root,
         parameters=values,
         deadline=None if deadline is None else parse_duration(deadline, field="spec.activeDeadlineSeconds"),
-        parallelism=min(limits) if limits else None,
-        fail_fast=bool(dag_template["dag"].get("failFast", True)),
+        parallelism=None if parallelism is None else int(parallelism),
     )
 
 
-def _tasks(template: Mapping[str, Any], name: str) -> tuple[dict[str, TaskPlan], Mapping[str, Any]]:
+def _dry_run(dag: DagPlan, scope: Mapping[str, str], global_scope: Mapping[str, str]) -> None:
+    """Render every task of ``dag`` (and of the DAGs it runs) with placeholder task outputs."""
+    local = dict(scope)
+    for t in dag.tasks.values():
+        if t.dag is None:
+            local |= {f"tasks.{t.name}.outputs.result": "", f"tasks.{t.name}.exitCode": "0"}
+    for t in dag.tasks.values():
+        if t.dag is None:
+            t.render(local, 0)
+        else:
+            _dry_run(t.dag, {**global_scope, **t.inputs(local, None)}, global_scope)
+
+
+def _root(template: Mapping[str, Any], name: str) -> DagPlan:
     where = f"WorkflowTemplate '{name}'"
     spec = template.get("spec")
     if not isinstance(spec, Mapping):
@@ -173,23 +100,53 @@ def _tasks(template: Mapping[str, Any], name: str) -> tuple[dict[str, TaskPlan],
     entry = templates.get(spec.get("entrypoint") or "")
     if entry is None or "dag" not in entry:
         raise InvalidInputError(f"{where}: spec.entrypoint {spec.get('entrypoint')!r} must name a dag template")
-    dag = entry["dag"]
+    return _dag(entry, templates, where, {}, ())
+
+
+def _dag(
+    template: Mapping[str, Any],
+    templates: Mapping[str, Mapping[str, Any]],
+    where: str,
+    planned: dict[str, DagPlan],
+    stack: tuple[str, ...],
+) -> DagPlan:
+    """The plan of one dag template (once per template); ``stack`` is the chain of callers."""
+    tname = template["name"]
+    if tname in stack:
+        raise InvalidInputError(f"{where}: template recursion {' -> '.join([*stack, tname])}")
+    if tname in planned:
+        return planned[tname]
+    dag = template["dag"]
     if dag.get("target"):
         raise InvalidInputError(f"{where}: dag.target is not supported by the local engine")
     plans: dict[str, TaskPlan] = {}
     for task in dag.get("tasks") or []:
-        plan = _task(task, templates, f"{where}: dag '{entry['name']}'")
+        plan = _task(task, templates, f"{where}: dag '{tname}'")
         if plan.name in plans:
-            raise InvalidInputError(f"{where}: duplicate task name '{plan.name}'")
+            raise InvalidInputError(f"{where}: dag '{tname}': duplicate task name '{plan.name}'")
+        if "dag" in plan.template:
+            child = _dag(plan.template, templates, where, planned, (*stack, tname))
+            plan = TaskPlan(
+                plan.name, plan.template, plan.arguments, plan.depends, plan.dependencies, plan.continue_on, child
+            )
         plans[plan.name] = plan
     if not plans:
-        raise InvalidInputError(f"{where}: dag '{entry['name']}' has no tasks")
+        raise InvalidInputError(f"{where}: dag '{tname}' has no tasks")
     for plan in plans.values():
         for dep in plan.dependencies:
             if dep not in plans:
                 raise InvalidInputError(f"{where}: task '{plan.name}' depends on unknown task '{dep}'")
     _check_acyclic(plans, where)
-    return plans, entry
+    depended = {d for t in plans.values() for d in t.dependencies}
+    parallelism = template.get("parallelism")
+    planned[tname] = DagPlan(
+        name=tname,
+        tasks=plans,
+        targets=tuple(sorted(n for n in plans if n not in depended)),
+        parallelism=None if parallelism is None else int(parallelism),
+        fail_fast=bool(dag.get("failFast", True)),
+    )
+    return planned[tname]
 
 
 def _templates(spec: Mapping[str, Any], where: str) -> dict[str, Mapping[str, Any]]:
@@ -214,10 +171,11 @@ def _templates(spec: Mapping[str, Any], where: str) -> dict[str, Mapping[str, An
 
 def _check_container(template: Mapping[str, Any]) -> None:
     where = f"template '{template['name']}'"
-    if not template["container"].get("command"):
+    command = template["container"].get("command")
+    if not command:
         raise InvalidInputError(f"{where}: container.command is required to run locally")
     for e in template["container"].get("env") or []:
-        if "valueFrom" in e:
+        if "valueFrom" in e and command[0] != _STEP_COMMAND:
             raise InvalidInputError(f"{where}: env '{e.get('name')}' uses valueFrom (unsupported)")
     if (template.get("retryStrategy") or {}).get("expression"):
         raise InvalidInputError(f"{where}: retryStrategy.expression is not supported")
@@ -233,8 +191,6 @@ def _task(task: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]], w
     template = templates.get(task.get("template") or "")
     if template is None:
         raise InvalidInputError(f"{where}: template {task.get('template')!r} does not exist")
-    if "container" not in template:
-        raise InvalidInputError(f"{where}: template '{template['name']}' must be a container template (no nested dags)")
     if "dependencies" in task and "depends" in task:
         raise InvalidInputError(f"{where}: cannot use both 'depends' and 'dependencies'")
     if task.get("depends"):
@@ -274,27 +230,3 @@ def _check_acyclic(plans: Mapping[str, TaskPlan], where: str) -> None:
 
     for name in plans:
         visit(name, [])
-
-
-def _retry(strategy: Mapping[str, Any] | None, tname: str) -> Retry:
-    if not strategy:
-        return Retry()
-    where = f"template '{tname}'.retryStrategy"
-    policy = strategy.get("retryPolicy") or "OnFailure"
-    if policy not in _POLICIES:
-        raise InvalidInputError(f"{where}.retryPolicy: {policy!r} is not one of {sorted(_POLICIES)}")
-    backoff = strategy.get("backoff") or {}
-    try:
-        limit = int(strategy.get("limit", 0) or 0)
-        factor = float(backoff.get("factor", 1) or 1)
-    except ValueError as exc:
-        raise InvalidInputError(f"{where}: {exc}") from None
-    max_d, cap = backoff.get("maxDuration"), backoff.get("cap")
-    return Retry(
-        limit=limit,
-        policy=policy,
-        duration=parse_duration(backoff.get("duration", 0) or 0, field=f"{where}.backoff.duration"),
-        factor=factor,
-        max_duration=None if max_d is None else parse_duration(max_d, field=f"{where}.backoff.maxDuration"),
-        cap=None if cap is None else parse_duration(cap, field=f"{where}.backoff.cap"),
-    )
