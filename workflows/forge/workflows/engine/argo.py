@@ -16,8 +16,9 @@ Endpoints (namespace ``ns``):
 robust behind proxies than the ``/api/v1/workflow-events`` stream, and the controller only needs
 phase transitions at that granularity.
 
-Nodes: Argo's ``status.nodes`` maps node ids to nodes of the whole tree. A DAG task is the node
-of type ``Retry``, ``Pod`` or ``Skipped`` inside the entrypoint DAG's boundary that is not an
+Nodes: Argo's ``status.nodes`` maps node ids to nodes of the whole tree. A DAG task is a node
+of type ``DAG`` (a nested DAG such as the builder's ``group-<n>``), ``Retry``, ``Pod`` or
+``Skipped`` inside the boundary of the entrypoint DAG or of any nested DAG, that is not an
 attempt (child) of a ``Retry`` node; it is reported under its ``displayName`` with ``attempts``
 = the number of ``Pod`` children of its ``Retry`` node (1 for a plain ``Pod``, 0 for
 ``Skipped``/``Omitted``). Outputs: ``outputs.result``, ``outputs.exitCode`` and every output
@@ -54,7 +55,7 @@ from forge.ports.engine import NodePhase, NodeStatus, WorkflowPhase, WorkflowSta
 __all__ = ["ArgoWorkflowEngine"]
 
 _log = logging.getLogger(__name__)
-_TASK_TYPES = {"Retry", "Pod", "Skipped"}
+_TASK_TYPES = {"Retry", "Pod", "Skipped", "DAG"}
 
 
 class ArgoWorkflowEngine:
@@ -200,11 +201,12 @@ def workflow_status(workflow: Mapping[str, Any]) -> WorkflowStatus:
     attempts_of_retries = {c for n in nodes.values() if n.get("type") == "Retry" for c in n.get("children") or []}
     root = nodes.get(name)
     boundary = root.get("id", name) if root else name
+    boundaries = {boundary} | {str(n.get("id", i)) for i, n in nodes.items() if n.get("type") == "DAG"}
     tasks: dict[str, NodeStatus] = {}
     for node_id, node in nodes.items():
-        if node.get("type") not in _TASK_TYPES or node_id in attempts_of_retries:
+        if node.get("type") not in _TASK_TYPES or node_id in attempts_of_retries or node_id == boundary:
             continue
-        if node.get("boundaryID", boundary) != boundary:
+        if node.get("boundaryID", boundary) not in boundaries:
             continue
         display = str(node.get("displayName") or node.get("name") or node_id)
         tasks[display] = _node_status(display, node, nodes)
