@@ -57,4 +57,5 @@ def follow_run(
             time.sleep(0.25)
             run, executions = fetch()
             live.update(render_run(run, executions))
+    console.line()
     return run, executions

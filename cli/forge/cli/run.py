@@ -7,6 +7,7 @@ configuration is invalid.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import sys
@@ -31,10 +32,13 @@ _FINAL = {"success", "failed", "cancelled", "skipped"}
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--rev", help="Revision to run (a git repository's HEAD by default)")
 @click.option("--base", help="Revision to compute the affected set against (the first parent by default)")
+@click.option("--all", "run_all", is_flag=True, help="Run every project (no base: nothing is compared)")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON on stdout")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait for the run")
 @HOME_OPTION
-def run(path: Path, rev: str | None, base: str | None, as_json: bool, timeout: float, home: Path) -> None:
+def run(
+    path: Path, rev: str | None, base: str | None, run_all: bool, as_json: bool, timeout: float, home: Path
+) -> None:
     """Run a pipeline for the repository at PATH on the embedded platform."""
     try:
         platform, started = platform_up(home, on_start=lambda n: click.echo(f"starting {n}", err=True))
@@ -42,16 +46,20 @@ def run(path: Path, rev: str | None, base: str | None, as_json: bool, timeout: f
         click.echo(f"forge run: cannot start the embedded platform: {exc}", err=True)
         sys.exit(1)
     try:
-        code = _run(platform.api_url, path, home, rev, base, as_json, timeout)
+        code = _run(platform.api_url, path, home, rev, base, run_all, as_json, timeout)
     finally:
         if started:
             platform_down(home)
     sys.exit(code)
 
 
-def _run(api: str, path: Path, home: Path, rev: str | None, base: str | None, as_json: bool, timeout: float) -> int:
+def _run(
+    api: str, path: Path, home: Path, rev: str | None, base: str | None, run_all: bool, as_json: bool, timeout: float
+) -> int:
     try:
         source = local_source(path, home, rev=rev, base=base)
+        if run_all:
+            source = dataclasses.replace(source, base=None)
         with httpx.Client(base_url=api, timeout=30) as client:
             _call(client, "POST", "/v1/repositories", {"name": source.name, "clone_url": source.clone_url})
             body = {
