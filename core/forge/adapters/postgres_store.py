@@ -15,9 +15,15 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from forge.adapters._postgres_executions import (
+    plan_executions,
+    read_executions,
+    roll_up_phase,
+    roll_up_run,
+    roll_up_task,
+)
 from forge.adapters._postgres_rows import (
     RUN_COLUMNS,
-    detail_from_row,
     init_connection,
     phase_from_row,
     repository_from_row,
@@ -26,9 +32,29 @@ from forge.adapters._postgres_rows import (
     task_from_row,
     translate_errors,
 )
+from forge.adapters._postgres_sql import (
+    RUNS,
+    SELECT_RUNS,
+    SQL_CLAIM_DISCOVERY,
+    SQL_CLAIM_EXECUTION,
+    SQL_FAIL_DISCOVERY,
+    SQL_INSERT_PHASES,
+    SQL_INSERT_RUN,
+    SQL_INSERT_STEPS,
+    SQL_INSERT_TASKS,
+    SQL_LOCK_STEP,
+    SQL_RECORD_DISCOVERY,
+    SQL_REQUEST_CANCEL,
+    SQL_SET_PHASE_STATUS,
+    SQL_SET_RUN_STATUS,
+    SQL_SET_STEP_STATUS,
+    SQL_SET_TASK_STATUS,
+    SQL_SET_WORKFLOW,
+    SQL_SWEEP_STEPS,
+    UNFINISHED,
+)
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution
-from forge.domain.rollup import settle
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
@@ -39,174 +65,6 @@ MAX_PAGE = 1000
 #: ``pg_advisory_xact_lock`` key serialising migrations across processes ("forge" in ASCII).
 _MIGRATION_LOCK = 0x666F726765
 
-_RUNS = "pipeline_runs r JOIN repositories repo ON repo.id = r.repository_id"
-# The SQL below is assembled once from constant fragments; values only ever travel as $n parameters.
-_SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM {_RUNS}"  # noqa: S608
-#: Turns the rows of a ``WITH r AS (... RETURNING *)`` into run rows (with the repository name).
-_FROM_CTE = f"SELECT {RUN_COLUMNS} FROM r JOIN repositories repo ON repo.id = r.repository_id"  # noqa: S608
-_SQL_INSERT_RUN = f"""
-    WITH r AS (
-        INSERT INTO pipeline_runs
-            (repository_id, branch, commit_sha, base_sha, trigger, triggered_by, github_context)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (repository_id, commit_sha) DO NOTHING
-        RETURNING *
-    )
-    {_FROM_CTE}
-"""  # noqa: S608
-_SQL_CLAIM_DISCOVERY = f"""
-    WITH r AS (
-        UPDATE pipeline_runs SET
-            discovery_status = 'running',
-            status = CASE WHEN status = 'pending' THEN 'running' ELSE status END,
-            started_at = COALESCE(started_at, now())
-        WHERE id IN (
-            SELECT id FROM pipeline_runs
-            WHERE discovery_status = 'pending' AND status IN ('pending', 'running')
-            ORDER BY created_at, id
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
-        )
-        RETURNING *
-    )
-    {_FROM_CTE}
-    ORDER BY r.created_at, r.id
-"""  # noqa: S608
-_SQL_RECORD_DISCOVERY = f"""
-    WITH r AS (
-        UPDATE pipeline_runs SET discovery_status = 'success', discovery = $2, discovery_key = $3
-        WHERE id = $1 RETURNING *
-    )
-    {_FROM_CTE}
-"""  # noqa: S608
-_SQL_FAIL_DISCOVERY = f"""
-    WITH r AS (
-        UPDATE pipeline_runs SET
-            discovery_status = 'failed', status = 'failed', error = $2, completed_at = COALESCE(completed_at, now())
-        WHERE id = $1 RETURNING *
-    )
-    {_FROM_CTE}
-"""  # noqa: S608
-_FINAL = "('success', 'failed', 'cancelled', 'skipped')"
-_UNFINISHED = "('pending', 'running')"
-#: started_at is stamped when work begins (or ends having run), completed_at when a status is final.
-_STAMPS = f"""
-    started_at = CASE WHEN $2 IN ('running', 'success', 'failed') THEN COALESCE(started_at, now())
-                      ELSE started_at END,
-    completed_at = CASE WHEN $2 IN {_FINAL} THEN COALESCE(completed_at, now()) ELSE completed_at END
-"""
-_SQL_SET_RUN_STATUS = f"""
-    WITH r AS (
-        UPDATE pipeline_runs SET status = $2, error = COALESCE($3, error), {_STAMPS}
-        WHERE id = $1 RETURNING *
-    )
-    {_FROM_CTE}
-"""  # noqa: S608
-_SQL_SET_WORKFLOW = f"""
-    WITH r AS (UPDATE pipeline_runs SET workflow_name = $2 WHERE id = $1 RETURNING *)
-    {_FROM_CTE}
-"""  # noqa: S608
-_SQL_REQUEST_CANCEL = f"""
-    WITH r AS (
-        UPDATE pipeline_runs SET cancel_requested_at = now()
-        WHERE id = $1 AND cancel_requested_at IS NULL RETURNING *
-    )
-    {_FROM_CTE}
-"""  # noqa: S608
-_SQL_CLAIM_EXECUTION = f"""
-    WITH r AS (
-        UPDATE pipeline_runs SET execution_claimed_at = now()
-        WHERE id IN (
-            SELECT id FROM pipeline_runs
-            WHERE status = 'running' AND discovery_status = 'success' AND workflow_name IS NULL
-              AND cancel_requested_at IS NULL
-              AND (execution_claimed_at IS NULL OR execution_claimed_at < now() - make_interval(secs => $2))
-            ORDER BY created_at, id
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
-        )
-        RETURNING *
-    )
-    {_FROM_CTE}
-    ORDER BY r.created_at, r.id
-"""  # noqa: S608
-_SQL_INSERT_PHASES = """
-    INSERT INTO phase_executions (run_id, name, group_number)
-    SELECT $1, x.name, x.group_number FROM unnest($2::text[], $3::integer[]) AS x(name, group_number)
-    ON CONFLICT (run_id, name) DO NOTHING
-"""
-_SQL_INSERT_TASKS = """
-    INSERT INTO task_executions (phase_id, project, project_path)
-    SELECT p.id, x.project, x.path
-    FROM unnest($2::text[], $3::text[], $4::text[]) AS x(phase, project, path)
-    JOIN phase_executions p ON p.run_id = $1 AND p.name = x.phase
-    ON CONFLICT (phase_id, project) DO NOTHING
-"""
-_SQL_INSERT_STEPS = """
-    INSERT INTO step_executions (task_id, name, action, target, position)
-    SELECT t.id, x.name, x.action, x.target, x.position
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[])
-        AS x(phase, project, name, action, target, position)
-    JOIN phase_executions p ON p.run_id = $1 AND p.name = x.phase
-    JOIN task_executions t ON t.phase_id = p.id AND t.project = x.project
-    ON CONFLICT (task_id, name) DO NOTHING
-"""
-_SQL_PHASES_OF_RUN = "SELECT * FROM phase_executions WHERE run_id = $1 ORDER BY group_number, name"
-_SQL_TASKS_OF_RUN = """
-    SELECT t.* FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
-    WHERE p.run_id = $1 ORDER BY p.group_number, p.name, t.project
-"""
-_SQL_STEPS_OF_RUN = """
-    SELECT s.* FROM step_executions s
-    JOIN task_executions t ON t.id = s.task_id JOIN phase_executions p ON p.id = t.phase_id
-    WHERE p.run_id = $1 ORDER BY p.group_number, p.name, t.project, s.position, s.name
-"""
-#: The step, locked, with what decides whether it may start: its run's status and cancel request.
-_SQL_LOCK_STEP = """
-    SELECT s.*, r.id AS run_id, r.status AS run_status, r.cancel_requested_at
-    FROM step_executions s
-    JOIN task_executions t ON t.id = s.task_id
-    JOIN phase_executions p ON p.id = t.phase_id
-    JOIN pipeline_runs r ON r.id = p.run_id
-    WHERE s.id = $1
-    FOR UPDATE OF s
-"""
-_SQL_SET_STEP_STATUS = f"""
-    UPDATE step_executions SET
-        status = $2,
-        exit_code = COALESCE($3, exit_code),
-        attempts = COALESCE($4, CASE WHEN $2 = 'running' THEN GREATEST(attempts, 1) ELSE attempts END),
-        logs_key = COALESCE($5, logs_key),
-        message = COALESCE($6, message),
-        {_STAMPS}
-    WHERE id = $1
-    RETURNING *
-"""  # noqa: S608
-_SQL_SET_TASK_STATUS = f"UPDATE task_executions SET status = $2, {_STAMPS} WHERE id = $1 RETURNING *"  # noqa: S608
-_SQL_SET_PHASE_STATUS = f"UPDATE phase_executions SET status = $2, {_STAMPS} WHERE id = $1 RETURNING *"  # noqa: S608
-#: finish_run: nothing of a finished run is left pending or running.
-_SQL_SWEEP_STEPS = f"""
-    UPDATE step_executions s SET
-        status = CASE WHEN s.status = 'pending' THEN 'skipped' ELSE 'cancelled' END,
-        completed_at = COALESCE(s.completed_at, now())
-    FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
-    WHERE s.task_id = t.id AND p.run_id = $1 AND s.status IN {_UNFINISHED}
-"""  # noqa: S608
-_SQL_LOCK_TASKS_OF_RUN = """
-    SELECT t.id FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
-    WHERE p.run_id = $1 ORDER BY t.id FOR UPDATE OF t
-"""
-_SQL_TASK_CHILDREN_OF_RUN = """
-    SELECT t.id, t.status, array_remove(array_agg(s.status), NULL) AS children
-    FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
-    LEFT JOIN step_executions s ON s.task_id = t.id
-    WHERE p.run_id = $1 GROUP BY t.id
-"""
-_SQL_PHASE_CHILDREN_OF_RUN = """
-    SELECT p.id, p.status, array_remove(array_agg(t.status), NULL) AS children
-    FROM phase_executions p LEFT JOIN task_executions t ON t.phase_id = p.id
-    WHERE p.run_id = $1 GROUP BY p.id
-"""
 #: ``RunFilter`` fields and the columns they compare with equality.
 _FILTER_COLUMNS = {
     "repository": "repo.name",
@@ -327,7 +185,7 @@ class PostgresStore:
                     details={"repository": new.repository},
                 )
             row = await self._pool.fetchrow(
-                _SQL_INSERT_RUN,
+                SQL_INSERT_RUN,
                 repo["id"],
                 new.branch,
                 new.commit_sha,
@@ -340,7 +198,7 @@ class PostgresStore:
                 return run_from_row(row), True
             # Lost the race or a repeat: the conflicting row is committed, so this statement sees it.
             row = await self._pool.fetchrow(
-                f"{_SELECT_RUNS} WHERE r.repository_id = $1 AND r.commit_sha = $2", repo["id"], new.commit_sha
+                f"{SELECT_RUNS} WHERE r.repository_id = $1 AND r.commit_sha = $2", repo["id"], new.commit_sha
             )
         if row is None:  # only if the run was deleted in between
             raise ConflictError(f"run of {new.repository}@{new.commit_sha} vanished while being created")
@@ -348,7 +206,7 @@ class PostgresStore:
 
     async def get_run(self, run_id: UUID) -> PipelineRun:
         with translate_errors(f"reading run {run_id}"):
-            row = await self._pool.fetchrow(f"{_SELECT_RUNS} WHERE r.id = $1", run_id)
+            row = await self._pool.fetchrow(f"{SELECT_RUNS} WHERE r.id = $1", run_id)
         if row is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
         return run_from_row(row)
@@ -378,7 +236,7 @@ class PostgresStore:
         n = len(args)
         with translate_errors("listing runs"):
             rows = await self._pool.fetch(
-                f"SELECT {RUN_COLUMNS}, count(*) OVER () AS total FROM {_RUNS} {where}"  # noqa: S608 - $n only
+                f"SELECT {RUN_COLUMNS}, count(*) OVER () AS total FROM {RUNS} {where}"  # noqa: S608 - $n only
                 f" ORDER BY r.created_at DESC, r.id LIMIT ${n + 1} OFFSET ${n + 2}",
                 *args,
                 limit,
@@ -387,7 +245,7 @@ class PostgresStore:
             if rows:
                 total = rows[0]["total"]
             else:
-                total = await self._pool.fetchval(f"SELECT count(*) FROM {_RUNS} {where}", *args)  # noqa: S608
+                total = await self._pool.fetchval(f"SELECT count(*) FROM {RUNS} {where}", *args)  # noqa: S608
         return Page([run_from_row(r) for r in rows], int(total), limit, offset)
 
     # -- discovery ------------------------------------------------------------------------------------
@@ -397,7 +255,7 @@ class PostgresStore:
             raise InvalidInputError(f"claim_discovery: limit must be at least 1, got {limit}")
         with translate_errors("claiming discovery work"):
             rows = await self._pool.fetch(
-                _SQL_CLAIM_DISCOVERY,
+                SQL_CLAIM_DISCOVERY,
                 limit,
             )
         return [run_from_row(r) for r in rows]
@@ -405,7 +263,7 @@ class PostgresStore:
     async def runs_discovering(self) -> list[PipelineRun]:
         with translate_errors("listing runs in discovery"):
             rows = await self._pool.fetch(
-                f"{_SELECT_RUNS} WHERE r.discovery_status = 'running' ORDER BY r.created_at, r.id"
+                f"{SELECT_RUNS} WHERE r.discovery_status = 'running' ORDER BY r.created_at, r.id"
             )
         return [run_from_row(r) for r in rows]
 
@@ -422,7 +280,7 @@ class PostgresStore:
                     )
                 ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.SUCCESS)
                 row = await conn.fetchrow(
-                    _SQL_RECORD_DISCOVERY,
+                    SQL_RECORD_DISCOVERY,
                     run_id,
                     discovery,
                     object_key,
@@ -439,7 +297,7 @@ class PostgresStore:
                 ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.FAILED)
                 ensure_transition(f"run {run_id}", current.status, Status.FAILED)
                 row = await conn.fetchrow(
-                    _SQL_FAIL_DISCOVERY,
+                    SQL_FAIL_DISCOVERY,
                     run_id,
                     error,
                 )
@@ -463,7 +321,7 @@ class PostgresStore:
                     )
                 if current.status.is_final:
                     raise ConflictError(f"run {run_id} is already {current.status}", details={"run_id": str(run_id)})
-                row = await conn.fetchrow(_SQL_SET_WORKFLOW, run_id, workflow_name)
+                row = await conn.fetchrow(SQL_SET_WORKFLOW, run_id, workflow_name)
         assert row is not None
         return run_from_row(row)
 
@@ -474,7 +332,7 @@ class PostgresStore:
                 ensure_transition(f"run {run_id}", current.status, status)
                 if current.status == status and error is None:
                     return current
-                row = await conn.fetchrow(_SQL_SET_RUN_STATUS, run_id, status, error)
+                row = await conn.fetchrow(SQL_SET_RUN_STATUS, run_id, status, error)
         assert row is not None
         return run_from_row(row)
 
@@ -484,13 +342,13 @@ class PostgresStore:
         if stale_after <= 0:
             raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
         with translate_errors("claiming runs to execute"):
-            rows = await self._pool.fetch(_SQL_CLAIM_EXECUTION, limit, float(stale_after))
+            rows = await self._pool.fetch(SQL_CLAIM_EXECUTION, limit, float(stale_after))
         return [run_from_row(r) for r in rows]
 
     async def runs_executing(self) -> list[PipelineRun]:
         with translate_errors("listing executing runs"):
             rows = await self._pool.fetch(
-                f"{_SELECT_RUNS} WHERE r.status = 'running' AND r.workflow_name IS NOT NULL ORDER BY r.created_at, r.id"
+                f"{SELECT_RUNS} WHERE r.status = 'running' AND r.workflow_name IS NOT NULL ORDER BY r.created_at, r.id"
             )
         return [run_from_row(r) for r in rows]
 
@@ -509,11 +367,11 @@ class PostgresStore:
                         details={"run_id": str(run_id), "from": str(current.status), "to": str(status)},
                     )
                 ensure_transition(f"run {run_id}", current.status, status)
-                await conn.execute(_SQL_SWEEP_STEPS, run_id)
-                await _roll_up_run(conn, run_id)
+                await conn.execute(SQL_SWEEP_STEPS, run_id)
+                await roll_up_run(conn, run_id)
                 if current.status == status:
                     return current
-                row = await conn.fetchrow(_SQL_SET_RUN_STATUS, run_id, status, error)
+                row = await conn.fetchrow(SQL_SET_RUN_STATUS, run_id, status, error)
         assert row is not None
         return run_from_row(row)
 
@@ -526,13 +384,13 @@ class PostgresStore:
                         f"run {run_id} is already {current.status}",
                         details={"run_id": str(run_id), "run_status": str(current.status)},
                     )
-                row = await conn.fetchrow(_SQL_REQUEST_CANCEL, run_id)
+                row = await conn.fetchrow(SQL_REQUEST_CANCEL, run_id)
         return current if row is None else run_from_row(row)  # None: asked before
 
     async def runs_cancel_requested(self) -> list[PipelineRun]:
         with translate_errors("listing runs to cancel"):
             rows = await self._pool.fetch(
-                f"{_SELECT_RUNS} WHERE r.cancel_requested_at IS NOT NULL AND r.status IN {_UNFINISHED}"
+                f"{SELECT_RUNS} WHERE r.cancel_requested_at IS NOT NULL AND r.status IN {UNFINISHED}"
                 " ORDER BY r.cancel_requested_at, r.id"
             )
         return [run_from_row(r) for r in rows]
@@ -540,23 +398,23 @@ class PostgresStore:
     # -- executions (phases, tasks, steps) ------------------------------------------------------------
 
     async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
-        phases, tasks, steps = _plan_executions(discovery)
+        phases, tasks, steps = plan_executions(discovery)
         with translate_errors(f"creating the executions of run {run_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
                 await _lock_run(conn, run_id)  # serialises concurrent creators of this run's rows
                 exists = await conn.fetchval("SELECT true FROM phase_executions WHERE run_id = $1 LIMIT 1", run_id)
                 if not exists:
-                    await conn.execute(_SQL_INSERT_PHASES, run_id, *phases)
-                    await conn.execute(_SQL_INSERT_TASKS, run_id, *tasks)
-                    await conn.execute(_SQL_INSERT_STEPS, run_id, *steps)
-                return await _read_executions(conn, run_id)
+                    await conn.execute(SQL_INSERT_PHASES, run_id, *phases)
+                    await conn.execute(SQL_INSERT_TASKS, run_id, *tasks)
+                    await conn.execute(SQL_INSERT_STEPS, run_id, *steps)
+                return await read_executions(conn, run_id)
 
     async def get_executions(self, run_id: UUID) -> RunExecutions:
         with translate_errors(f"reading the executions of run {run_id}"):
             async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 if not await conn.fetchval("SELECT true FROM pipeline_runs WHERE id = $1", run_id):
                     raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
-                return await _read_executions(conn, run_id)
+                return await read_executions(conn, run_id)
 
     async def get_step(self, step_id: UUID) -> StepExecution:
         with translate_errors(f"reading step {step_id}"):
@@ -577,17 +435,17 @@ class PostgresStore:
     ) -> StepExecution:
         with translate_errors(f"setting the status of step {step_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
-                current = await conn.fetchrow(_SQL_LOCK_STEP, step_id)
+                current = await conn.fetchrow(SQL_LOCK_STEP, step_id)
                 if current is None:
                     raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
                 was = Status(current["status"])
                 ensure_transition(f"step {step_id}", was, status)
                 if status == Status.RUNNING and was == Status.PENDING:
                     _ensure_may_start(current)
-                row = await conn.fetchrow(_SQL_SET_STEP_STATUS, step_id, status, exit_code, attempt, logs_key, message)
+                row = await conn.fetchrow(SQL_SET_STEP_STATUS, step_id, status, exit_code, attempt, logs_key, message)
                 assert row is not None
                 if status != was:
-                    await _roll_up_task(conn, current["task_id"])
+                    await roll_up_task(conn, current["task_id"])
         return step_from_row(row)
 
     async def set_task_status(self, task_id: UUID, status: Status) -> TaskExecution:
@@ -600,8 +458,8 @@ class PostgresStore:
                 ensure_transition(f"task {task_id}", was, status)
                 if status == was:
                     return task_from_row(current)
-                row = await conn.fetchrow(_SQL_SET_TASK_STATUS, task_id, status)
-                await _roll_up_phase(conn, current["phase_id"])
+                row = await conn.fetchrow(SQL_SET_TASK_STATUS, task_id, status)
+                await roll_up_phase(conn, current["phase_id"])
         assert row is not None
         return task_from_row(row)
 
@@ -615,7 +473,7 @@ class PostgresStore:
                 ensure_transition(f"phase {phase_id}", was, status)
                 if status == was:
                     return phase_from_row(current)
-                row = await conn.fetchrow(_SQL_SET_PHASE_STATUS, phase_id, status)
+                row = await conn.fetchrow(SQL_SET_PHASE_STATUS, phase_id, status)
         assert row is not None
         return phase_from_row(row)
 
@@ -623,93 +481,8 @@ class PostgresStore:
 # -- executions: one transaction each, locks taken in the order run -> steps -> tasks -> phases ---------
 
 
-def _plan_executions(discovery: DiscoveryResult) -> tuple[list[Any], list[Any], list[Any]]:
-    """Column arrays for the phases, tasks and steps of ``discovery``'s affected projects."""
-    groups = {phase: group.group for group in discovery.phase_groups for phase in group.phases}
-    projects = {project.name: project for project in discovery.projects}
-    phases: dict[str, int] = {}
-    tasks: list[tuple[str, str, str]] = []
-    steps: list[tuple[str, str, str, str, str, int]] = []
-    for name in discovery.affected_names():
-        project = projects.get(name)
-        if project is None:
-            raise InvalidInputError(
-                f"discovery: affected project {name!r} is not among the discovered projects",
-                details={"project": name},
-            )
-        positions: dict[str, int] = {}
-        for step in project.steps:
-            if step.phase not in groups:
-                raise InvalidInputError(
-                    f"discovery: phase {step.phase!r} of project {name!r} is in no phase group",
-                    details={"project": name, "phase": step.phase},
-                )
-            if step.phase not in positions:
-                positions[step.phase] = 0
-                phases[step.phase] = groups[step.phase]
-                tasks.append((step.phase, name, project.path))
-            steps.append((step.phase, name, step.name, step.action, step.target, positions[step.phase]))
-            positions[step.phase] += 1
-    return (
-        [list(phases), list(phases.values())],
-        [list(column) for column in zip(*tasks, strict=True)] if tasks else [[], [], []],
-        [list(column) for column in zip(*steps, strict=True)] if steps else [[], [], [], [], [], []],
-    )
-
-
-async def _read_executions(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> RunExecutions:
-    phase_rows = await conn.fetch(_SQL_PHASES_OF_RUN, run_id)
-    task_rows = await conn.fetch(_SQL_TASKS_OF_RUN, run_id)
-    step_rows = await conn.fetch(_SQL_STEPS_OF_RUN, run_id)
-    return RunExecutions(
-        run_id=run_id,
-        phases=[phase_from_row(r) for r in phase_rows],
-        tasks=[task_from_row(r) for r in task_rows],
-        steps=[step_from_row(r) for r in step_rows],
-        details={r["id"]: detail_from_row(r) for r in (*phase_rows, *task_rows, *step_rows)},
-    )
-
-
-async def _roll_up_task(conn: PoolConnectionProxy[asyncpg.Record], task_id: UUID) -> None:
-    """Settle the (locked) task from its steps, and its phase when the task changed."""
-    task = await conn.fetchrow("SELECT id, phase_id, status FROM task_executions WHERE id = $1 FOR UPDATE", task_id)
-    assert task is not None  # a step's foreign key
-    children = await conn.fetch("SELECT status FROM step_executions WHERE task_id = $1", task_id)
-    current = Status(task["status"])
-    new = settle(current, (Status(r["status"]) for r in children))
-    if new != current:
-        await conn.execute(_SQL_SET_TASK_STATUS, task_id, new)
-        await _roll_up_phase(conn, task["phase_id"])
-
-
-async def _roll_up_phase(conn: PoolConnectionProxy[asyncpg.Record], phase_id: UUID) -> None:
-    phase = await conn.fetchrow("SELECT status FROM phase_executions WHERE id = $1 FOR UPDATE", phase_id)
-    assert phase is not None  # a task's foreign key
-    children = await conn.fetch("SELECT status FROM task_executions WHERE phase_id = $1", phase_id)
-    current = Status(phase["status"])
-    new = settle(current, (Status(r["status"]) for r in children))
-    if new != current:
-        await conn.execute(_SQL_SET_PHASE_STATUS, phase_id, new)
-
-
-async def _roll_up_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> None:
-    """Settle every task, then every phase, of the run (after its steps changed in bulk)."""
-    await conn.fetch(_SQL_LOCK_TASKS_OF_RUN, run_id)
-    for row in await conn.fetch(_SQL_TASK_CHILDREN_OF_RUN, run_id):
-        current = Status(row["status"])
-        new = settle(current, (Status(s) for s in row["children"]))
-        if new != current:
-            await conn.execute(_SQL_SET_TASK_STATUS, row["id"], new)
-    await conn.fetch("SELECT id FROM phase_executions WHERE run_id = $1 ORDER BY id FOR UPDATE", run_id)
-    for row in await conn.fetch(_SQL_PHASE_CHILDREN_OF_RUN, run_id):
-        current = Status(row["status"])
-        new = settle(current, (Status(s) for s in row["children"]))
-        if new != current:
-            await conn.execute(_SQL_SET_PHASE_STATUS, row["id"], new)
-
-
 async def _lock_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> PipelineRun:
-    row = await conn.fetchrow(f"{_SELECT_RUNS} WHERE r.id = $1 FOR UPDATE OF r", run_id)
+    row = await conn.fetchrow(f"{SELECT_RUNS} WHERE r.id = $1 FOR UPDATE OF r", run_id)
     if row is None:
         raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
     return run_from_row(row)
