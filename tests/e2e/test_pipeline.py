@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from forge.cli.main import cli
 from forge.testing.gitrepos import commit_files
 from forge.testing.platform import Platform
 
@@ -103,6 +105,21 @@ def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client
     assert "linting lib" in _log(client, run_id, steps["check/lib/lint"])
     assert "built" in _log(client, run_id, steps["build/app/bundle"])
     assert "unit ok" in _log(client, run_id, steps["test/lib/unit"])
+
+    runner = CliRunner()
+    one = runner.invoke(cli, ["logs", run_id, "check/lib/lint", "--api", platform.api_url])
+    assert one.exit_code == 0, one.output
+    assert "linting lib" in one.stdout
+    followed = runner.invoke(cli, ["logs", run_id, steps["build/app/bundle"]["id"], "-f", "--api", platform.api_url])
+    assert followed.exit_code == 0, followed.output
+    assert "built" in followed.stdout
+    every = runner.invoke(cli, ["logs", run_id, "--api", platform.api_url])
+    assert "==> check/lib/lint <==" in every.stderr
+    assert "linting lib" in every.stdout
+    assert "unit ok" in every.stdout
+    unknown = runner.invoke(cli, ["logs", run_id, "nope/x/y", "--api", platform.api_url])
+    assert unknown.exit_code == 1
+    assert "has no step 'nope/x/y'" in unknown.stderr
 
 
 def test_a_failing_step_fails_the_run_and_skips_the_rest(platform: Platform, client: httpx.Client) -> None:

@@ -1,0 +1,91 @@
+"""``forge logs RUN [STEP] [-f]``: print (or follow) step logs of a run from the API.
+
+STEP is a step id or ``phase/project/step``; without it every step's log is printed in DAG order
+(each under a ``==> phase/project/step <==`` header on stderr). The API is the running embedded
+platform's (``--home``) unless ``--api`` names one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from forge.cli.dev import HOME_OPTION
+from forge.cli.platform import require_running
+from forge.errors import ForgeError, NotFoundError
+
+__all__ = ["logs"]
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("step", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the log grows, until the step ends")
+@click.option("--api", "api_url", help="API base URL (default: the running embedded platform's)")
+@HOME_OPTION
+def logs(run_id: str, step: str | None, follow: bool, api_url: str | None, home: Path) -> None:
+    """Print the logs of a run's steps."""
+    try:
+        api = api_url or require_running(home).api_url
+        with httpx.Client(base_url=api, timeout=30) as client:
+            steps = _steps(client, run_id)
+            chosen = steps if step is None else [_pick(steps, step)]
+            for label, step_id in chosen:
+                if step is None:
+                    click.echo(f"==> {label} <==", err=True)
+                _print_log(client, run_id, step_id, follow=follow)
+    except ForgeError as exc:
+        click.echo(f"forge logs: {exc}", err=True)
+        sys.exit(1)
+    except httpx.HTTPError as exc:
+        click.echo(f"forge logs: the API did not answer: {exc}", err=True)
+        sys.exit(1)
+
+
+def _steps(client: httpx.Client, run_id: str) -> list[tuple[str, str]]:
+    response = client.get(f"/v1/runs/{run_id}/executions")
+    if response.status_code == 404:
+        raise NotFoundError(f"no run {run_id}")
+    response.raise_for_status()
+    phases = sorted(response.json()["phases"], key=lambda p: (p["group"], p["name"]))
+    return [
+        (f"{phase['name']}/{task['project']}/{step['name']}", step["id"])
+        for phase in phases
+        for task in sorted(phase["tasks"], key=lambda t: t["project"])
+        for step in task["steps"]
+    ]
+
+
+def _pick(steps: list[tuple[str, str]], wanted: str) -> tuple[str, str]:
+    for label, step_id in steps:
+        if wanted in {label, step_id}:
+            return label, step_id
+    known = ", ".join(label for label, _ in steps) or "none"
+    raise NotFoundError(f"the run has no step {wanted!r} (steps: {known})")
+
+
+def _print_log(client: httpx.Client, run_id: str, step_id: str, *, follow: bool) -> None:
+    url = f"/v1/runs/{run_id}/steps/{step_id}/logs"
+    if not follow:
+        response = client.get(url)
+        if response.status_code == 404:
+            click.echo("(no log yet)", err=True)
+            return
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        text = body["content"] if not body["complete"] else httpx.get(body["url"], timeout=30).text
+        click.echo(text, nl=False)
+        return
+    while True:  # the step may not have started yet
+        with client.stream("GET", url, params={"follow": "true"}, timeout=None) as response:
+            if response.status_code != 404:
+                response.raise_for_status()
+                for chunk in response.iter_text():
+                    click.echo(chunk, nl=False)
+                return
+        time.sleep(0.5)
