@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -20,84 +20,29 @@ import pytest
 
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.errors import InvalidInputError
-from forge.ports.engine import NodePhase, WorkflowPhase, WorkflowStatus
+from forge.ports.engine import NodePhase, WorkflowPhase
 from forge.workflows.engine import LocalWorkflowEngine
 from forge.workflows.templates import TemplateSpec, build_template, plan_tasks
+
+from .support import (
+    alive,
+    events,
+    final,
+    log_task,
+    logging_template,
+    max_concurrency,
+    phases,
+    run,
+    shell,
+    task,
+    workflow_template,
+)
 
 DEADLINE = "Step exceeded its deadline"
 
 
-def shell(name: str, script: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "container": {"image": "alpine:3.20", "command": ["sh", "-c"], "args": [script]}, **extra}
-
-
-def task(name: str, template: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "template": template, **extra}
-
-
 def dag(name: str, tasks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"name": name, "dag": {"tasks": tasks}, **extra}
-
-
-def workflow_template(main: list[dict[str, Any]], templates: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "WorkflowTemplate",
-        "metadata": {"name": spec.pop("name", "nested")},
-        "spec": {"entrypoint": "main", "templates": [dag("main", main), *templates], **spec},
-    }
-
-
-def logging_template(log: Path, body: str = "sleep 0.1") -> dict[str, Any]:
-    script = f"echo start {{{{inputs.parameters.n}}}} >> {log}; {body}; echo end {{{{inputs.parameters.n}}}} >> {log}"
-    return shell("log", script, inputs={"parameters": [{"name": "n"}]})
-
-
-def log_task(name: str, **extra: Any) -> dict[str, Any]:
-    return task(name, "log", arguments={"parameters": [{"name": "n", "value": name}]}, **extra)
-
-
-def events(log: Path) -> list[tuple[str, str]]:
-    return [(line.split()[0], line.split()[1]) for line in log.read_text().splitlines()]
-
-
-def max_concurrency(log: Path) -> int:
-    running = peak = 0
-    for kind, _ in events(log):
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
-    return peak
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in {"Z", "X"}
-
-
-def phases(status: WorkflowStatus) -> dict[str, NodePhase]:
-    return {n: s.phase for n, s in status.nodes.items()}
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[LocalWorkflowEngine]:
-    async with LocalWorkflowEngine(kill_grace=2.0) as e:
-        yield e
-
-
-async def final(engine: LocalWorkflowEngine, name: str) -> WorkflowStatus:
-    async with asyncio.timeout(60):
-        seen = [s async for s in engine.watch(name)]
-    return seen[-1]
-
-
-async def run(
-    engine: LocalWorkflowEngine, template: dict[str, Any], parameters: dict[str, str] | None = None
-) -> WorkflowStatus:
-    name = await engine.create_template(template)
-    return await final(engine, await engine.submit(name, parameters=parameters or {}, labels={}))
 
 
 async def wait_for_lines(path: Path, count: int) -> None:
@@ -110,7 +55,7 @@ async def wait_for_lines(path: Path, count: int) -> None:
 async def test_nested_dags_run_in_order_at_any_depth(engine: LocalWorkflowEngine, tmp_path: Path) -> None:
     log = tmp_path / "log"
     templates = [
-        logging_template(log),
+        logging_template(log, "sleep 0.1"),
         dag("first", [log_task("a1"), log_task("a2", depends="a1")]),
         dag("second", [log_task("b1"), task("deeper", "third"), log_task("b2", depends="b1 && deeper")]),
         dag("third", [log_task("c1")]),
