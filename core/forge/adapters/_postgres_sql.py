@@ -66,6 +66,12 @@ SQL_SET_RUN_STATUS = f"""
     )
     {FROM_CTE}
 """  # noqa: S608
+#: A run that ends before its discovery did: a running discovery is cancelled, a pending one skipped.
+SQL_SETTLE_DISCOVERY = """
+    UPDATE pipeline_runs SET discovery_status = CASE discovery_status
+        WHEN 'running' THEN 'cancelled' WHEN 'pending' THEN 'skipped' ELSE discovery_status END
+    WHERE id = $1 AND discovery_status IN ('pending', 'running')
+"""
 SQL_SET_WORKFLOW = f"""
     WITH r AS (UPDATE pipeline_runs SET workflow_name = $2 WHERE id = $1 RETURNING *)
     {FROM_CTE}

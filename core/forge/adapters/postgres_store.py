@@ -50,6 +50,7 @@ from forge.adapters._postgres_sql import (
     SQL_SET_STEP_STATUS,
     SQL_SET_TASK_STATUS,
     SQL_SET_WORKFLOW,
+    SQL_SETTLE_DISCOVERY,
     SQL_SWEEP_STEPS,
     UNFINISHED,
 )
@@ -263,7 +264,8 @@ class PostgresStore:
     async def runs_discovering(self) -> list[PipelineRun]:
         with translate_errors("listing runs in discovery"):
             rows = await self._pool.fetch(
-                f"{SELECT_RUNS} WHERE r.discovery_status = 'running' ORDER BY r.created_at, r.id"
+                f"{SELECT_RUNS} WHERE r.discovery_status = 'running' AND r.status IN {UNFINISHED}"
+                " ORDER BY r.created_at, r.id"
             )
         return [run_from_row(r) for r in rows]
 
@@ -368,6 +370,7 @@ class PostgresStore:
                     )
                 ensure_transition(f"run {run_id}", current.status, status)
                 await conn.execute(SQL_SWEEP_STEPS, run_id)
+                await conn.execute(SQL_SETTLE_DISCOVERY, run_id)
                 await roll_up_run(conn, run_id)
                 if current.status == status:
                     return current

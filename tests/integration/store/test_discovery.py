@@ -97,3 +97,17 @@ async def test_discovery_of_unknown_run(store: PostgresStore) -> None:
         await store.record_discovery(uuid4(), {}, "k")
     with pytest.raises(NotFoundError):
         await store.fail_discovery(uuid4(), "e")
+
+
+async def test_a_run_cancelled_during_discovery_leaves_discovery(store: PostgresStore, repo: str) -> None:
+    running, waiting = await make_runs(store, repo, 2)
+    await store.claim_discovery(limit=1)
+    for run in (running, waiting):
+        await store.request_cancel(run.id)
+        await store.finish_run(run.id, Status.CANCELLED, error="cancelled by request")
+    assert (await store.get_run(running.id)).discovery_status is Status.CANCELLED
+    assert (await store.get_run(waiting.id)).discovery_status is Status.SKIPPED
+    assert await store.runs_discovering() == []
+    assert await store.claim_discovery(limit=5) == []
+    with pytest.raises(ConflictError):
+        await store.record_discovery(running.id, {"commit": sha(0)}, "k")

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
-from forge.errors import ForgeError, TransientError
+from forge.errors import ConflictError, ForgeError, TransientError
 from forge.jobs.dispatch import dispatch
 from forge.ports import MessageBus, ObjectStore, RunStore
 
@@ -75,6 +75,8 @@ class DiscoveryReconciler:
                 log.info("run %s failed discovery: %s", run.id, reason.splitlines()[0])
         except TransientError as exc:
             await self.store.fail_discovery(run.id, f"discovery did not finish: {exc}")
+        except ConflictError as exc:  # e.g. the run was cancelled while its discovery ran
+            log.info("run %s: discovery result not recorded: %s", run.id, exc)
         except ForgeError as exc:
             log.error("run %s: %s; it stays in discovery until the controller restarts", run.id, exc)
 
