@@ -185,3 +185,36 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_ci_worker_killed_mid_step_loses_nothing(platform: Platform, client: httpx.Client, tmp_path: Any) -> None:
+    import os
+    import signal
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    project = f"""name: held
+phases:
+  test:
+    steps:
+      - {{name: wait, run: "echo attempt >> {started}; while [ ! -f {release} ]; do sleep 0.1; done; echo released"}}
+"""
+    name, sha = _repo(platform, client, {"held/.forge/project.yaml": project})
+    run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, platform.log_tail()
+        time.sleep(0.1)
+    victim = platform.processes.pop("worker-ci")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.stop()
+    platform.start_worker("worker-ci", "ci")  # JetStream redelivers the unacked job to it
+    deadline = time.monotonic() + 60
+    while len(started.read_text().splitlines()) < 2:
+        assert time.monotonic() < deadline, platform.log_tail()
+        time.sleep(0.1)
+    release.touch()
+    run = _wait(client, run_id, platform)
+    assert run["status"] == "success", run["error"]
+    step = _steps(client, run_id)["test/held/wait"]
+    assert (step["status"], step["exit_code"]) == ("success", 0)
+    assert "released" in _log(client, run_id, step)
