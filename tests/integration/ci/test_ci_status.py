@@ -20,7 +20,7 @@ from forge.api.services import ApiServices
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.status import Status
 from forge.jobs.dispatch import dispatch
-from forge.logs import log_key
+from forge.logs import LogReader, log_key
 from forge.ports.store import NewRepository, NewRun, RunExecutions
 
 from .conftest import StartWorker
@@ -76,7 +76,12 @@ async def test_successful_step_is_reported_running_then_success(
 
 
 async def test_failed_attempt_stays_running_until_the_last_attempt_fails(
-    tmp_path: Path, store: PostgresStore, reporter: HttpStatusReporter, start_worker: StartWorker, bus: NatsBus
+    tmp_path: Path,
+    store: PostgresStore,
+    reporter: HttpStatusReporter,
+    start_worker: StartWorker,
+    bus: NatsBus,
+    objects: MinioObjectStore,
 ) -> None:
     url = str(tmp_path / "src.git")
     sha = standard_repo(Path(url))
@@ -100,3 +105,7 @@ async def test_failed_attempt_stays_running_until_the_last_attempt_fails(
     assert last.error.details["attempt"] == 2
     step = await store.get_step(step_id)
     assert (step.status, step.exit_code, step.attempts) == (Status.FAILED, 4, 2)
+    assert step.logs_key is not None
+    log = (await LogReader(objects).read(step.logs_key))[0].decode()
+    assert log.index("attempt 1 of 2") < log.index("exited with code 3") < log.index("attempt 2 of 2")
+    assert log.index("attempt 2 of 2") < log.index("exited with code 4")

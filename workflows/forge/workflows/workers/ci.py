@@ -32,7 +32,14 @@ from typing import Any
 
 from forge.domain.messages import CiPayload, Job
 from forge.domain.status import Status
-from forge.errors import ConflictError, ForgeError, InvalidInputError, PermanentError, TransientError
+from forge.errors import (
+    ConflictError,
+    ForgeError,
+    InvalidInputError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
 from forge.logs import LogWriter, log_key
 from forge.logs.reader import parts_prefix
 from forge.ports import GitMirrors, ObjectStore, SecretProvider, StatusReporter
@@ -82,6 +89,7 @@ class CiHandler:
         attempt = payload.attempt + 1
         key = log_key(job.run_id, payload.phase, payload.project, payload.step)
         started = time.monotonic()
+        earlier = await self._earlier_attempts(key, payload.attempt)
         await self._discard_log(key)  # an earlier delivery's partial output
         if not await self._report(payload, Status.RUNNING, attempt=attempt, logs_key=key):
             raise PermanentError(
@@ -100,6 +108,7 @@ class CiHandler:
                 await writer.write(masked)
 
         async with _flushing(writer, self.settings.log_interval):
+            await writer.write(earlier)  # the log of a retried step keeps every attempt, oldest first
             await sink(_header(job, payload, attempt).encode())
             if missing:
                 outcome = await _not_started(sink, missing)
@@ -196,6 +205,15 @@ class CiHandler:
             except PermanentError as exc:
                 problems.append(exc.message)
         return values, "; ".join(problems) or None
+
+    async def _earlier_attempts(self, key: str, attempt: int) -> bytes:
+        """The complete log of the attempts before this one (nothing for a first attempt)."""
+        if attempt == 0:
+            return b""
+        try:
+            return await self.objects.get(key)
+        except NotFoundError:
+            return b""
 
     async def _discard_log(self, key: str) -> None:
         for info in await self.objects.list(parts_prefix(key)):
