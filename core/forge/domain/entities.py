@@ -72,6 +72,7 @@ class PipelineRun(_Entity):
     error: str | None = None
     github_context: dict[str, Any] | None = None
     workflow_name: str | None = None
+    cancel_requested_at: datetime | None = Field(None, description="When a cancel was requested (DELETE)")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None

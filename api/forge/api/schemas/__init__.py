@@ -91,6 +91,7 @@ class RunOut(BaseModel):
     discovery_key: str | None
     error: str | None
     workflow_name: str | None
+    cancel_requested_at: datetime | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

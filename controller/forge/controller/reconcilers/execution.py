@@ -76,7 +76,10 @@ class ExecutionReconciler:
         for run in claimed:
             self._start(group, run.id, self._execute(run))
         for run in cancelled:
-            await self._cancel(run)
+            try:
+                await self._cancel(run)
+            except ForgeError as exc:  # one run's trouble never stops the reconciler
+                log.error("run %s: cancel failed: %s", run.id, exc)
         return bool(claimed)
 
     def _start(self, group: asyncio.TaskGroup, run_id: UUID, work: Any) -> None:
@@ -101,7 +104,7 @@ class ExecutionReconciler:
     async def _execute(self, run: PipelineRun) -> None:
         discovery = DiscoveryResult.model_validate(run.discovery)
         if not has_work(discovery):
-            await self.store.finish_run(run.id, Status.SUCCESS)
+            await self._finish(run.id, Status.SUCCESS, None)
             log.info("run %s: nothing affected, success", run.id)
             return
         executions = await self.store.create_executions(run.id, discovery)
@@ -133,19 +136,22 @@ class ExecutionReconciler:
             async for status in self.engine.watch(workflow):
                 final = status
         except NotFoundError:
-            await self.store.finish_run(run_id, Status.FAILED, error=f"workflow {workflow} no longer exists")
+            await self._finish(run_id, Status.FAILED, f"workflow {workflow} no longer exists")
             return
         if final is None or not final.phase.is_final:
             return
         run = await self.store.get_run(run_id)
         if run.status.is_final:
             return
+        if run.cancel_requested_at is not None:  # the workflow ended while its cancel was handled
+            await self._finish(run_id, Status.CANCELLED, "cancelled by request")
+            return
         if steps:
             await self._settle_failed_nodes(final, steps)
         if final.phase is WorkflowPhase.SUCCEEDED:
-            await self.store.finish_run(run_id, Status.SUCCESS)
+            await self._finish(run_id, Status.SUCCESS, None)
         else:
-            await self.store.finish_run(run_id, Status.FAILED, error=final.message or f"workflow {final.phase}")
+            await self._finish(run_id, Status.FAILED, final.message or f"workflow {final.phase}")
         log.info("run %s: workflow %s %s", run_id, workflow, final.phase)
 
     async def _settle_failed_nodes(self, status: WorkflowStatus, steps: Mapping[str, UUID]) -> None:
@@ -162,16 +168,25 @@ class ExecutionReconciler:
                 await self.store.set_step_status(step_id, Status.FAILED, message=node.message)
 
     async def _cancel(self, run: PipelineRun) -> None:
+        following = self._active.pop(run.id, None)  # stop following first: the cancel decides the end
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         with contextlib.suppress(ForgeError):  # workers kill the run's running steps
             await self.bus.respond(CANCEL_SUBJECT, str(run.id).encode())
         if run.workflow_name:
             with contextlib.suppress(NotFoundError):
                 await self.engine.stop(run.workflow_name, message="cancelled by request")
-        task = self._active.pop(run.id, None)
-        if task is not None:
-            task.cancel()
-        await self.store.finish_run(run.id, Status.CANCELLED, error="cancelled by request")
+        await self._finish(run.id, Status.CANCELLED, "cancelled by request")
         log.info("run %s cancelled", run.id)
+
+    async def _finish(self, run_id: UUID, status: Status, error: str | None) -> None:
+        """``finish_run``; a run that already ended (another path got there first) is left as it is."""
+        try:
+            await self.store.finish_run(run_id, status, error=error)
+        except ConflictError as exc:
+            log.info("run %s: %s", run_id, exc)
 
 
 def _step_ids_by_task(template: Mapping[str, Any]) -> dict[str, UUID]:

@@ -1,0 +1,27 @@
+"""The fake Argo Server (support.py) and an ArgoWorkflowEngine pointed at it; store and bus come from ../conftest.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from forge.workflows.engine import ArgoWorkflowEngine
+
+from .support import FakeArgo
+
+NAMESPACE = "forge"
+
+
+@pytest.fixture
+def argo() -> Iterator[FakeArgo]:
+    fake = FakeArgo(namespace=NAMESPACE)
+    fake.start()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+async def engine(argo: FakeArgo) -> AsyncIterator[ArgoWorkflowEngine]:
+    async with ArgoWorkflowEngine(argo.url, namespace=NAMESPACE, poll_interval=0.05) as e:
+        yield e

@@ -1,0 +1,245 @@
+"""The real ExecutionReconciler driving ArgoWorkflowEngine against a fake Argo Server (support.py).
+
+Runs live in real PostgreSQL and cancels go over real NATS; nobody reports steps (there are no CI
+workers), so what the store ends with is what the controller settles from the workflow:
+``finish_run`` skips steps that never started, and a failed node fails its step with the node's
+message.
+
+The discovery: ``lib`` (check/lint, test/unit) and ``app`` depending on it (build/bundle,
+test/unit); phase group 1 holds ``check`` and ``build``, group 2 ``test``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from uuid import UUID
+
+from forge.adapters.nats_bus import NatsBus
+from forge.adapters.postgres_store import PostgresStore
+from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
+from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.entities import PipelineRun
+from forge.domain.messages import CANCEL_SUBJECT
+from forge.domain.status import Status
+from forge.ports.store import NewRepository, NewRun
+from forge.workflows.engine import ArgoWorkflowEngine
+from forge.workflows.templates import validate_workflow_template
+
+from .conftest import NAMESPACE
+from .support import EXIT_3, FakeArgo, Outcome
+
+REPO = "acme/mono"
+CLONE_URL = "https://git.example.com/acme/mono.git"
+SHA = "c0ffee" + "0" * 34
+RUN_LABEL = "forge.projectcatalyst.io/run-id"
+STEPS = ["check/lib/lint", "build/app/bundle", "test/lib/unit", "test/app/unit"]
+
+
+def _step(phase: str, name: str) -> DiscoveredStep:
+    return DiscoveredStep(phase=phase, name=name, action="run", target=f"make {name}", timeout_seconds=300)
+
+
+def discovery() -> DiscoveryResult:
+    lib = DiscoveredProject(
+        name="lib",
+        path="lib",
+        config_blob="1" * 40,
+        phases={"check": ["lint"], "test": ["unit"]},
+        steps=[_step("check", "lint"), _step("test", "unit")],
+    )
+    app = DiscoveredProject(
+        name="app",
+        path="app",
+        config_blob="2" * 40,
+        depends_on=["lib"],
+        phases={"build": ["bundle"], "test": ["unit"]},
+        steps=[_step("build", "bundle"), _step("test", "unit")],
+    )
+    return DiscoveryResult(
+        commit=SHA,
+        base=None,
+        branch="main",
+        repository=REPO,
+        projects=[app, lib],
+        affected=[
+            AffectedProject(project="app", reasons=["no base: all"]),
+            AffectedProject(project="lib", reasons=["x"]),
+        ],
+        phase_groups=[PhaseGroup(group=1, phases=["build", "check"]), PhaseGroup(group=2, phases=["test"])],
+    )
+
+
+async def discovered_run(store: PostgresStore) -> PipelineRun:
+    """A run whose discovery succeeded, as the discovery reconciler leaves it."""
+    await store.register_repository(NewRepository(REPO, CLONE_URL))
+    run, created = await store.create_run(NewRun(repository=REPO, commit_sha=SHA, branch="main"))
+    assert created
+    assert [r.id for r in await store.claim_discovery(limit=10)] == [run.id]
+    return await store.record_discovery(run.id, discovery().model_dump(mode="json"), f"discovery/{run.id}.json")
+
+
+@contextlib.asynccontextmanager
+async def reconciling(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine
+) -> AsyncIterator[asyncio.Task[None]]:
+    reconciler = ExecutionReconciler(
+        store=store,
+        bus=bus,
+        engine=engine,
+        options=TemplateOptions(image="img", namespace=NAMESPACE, parallelism=10),
+        poll_interval=0.05,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(reconciler.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task  # re-raises whatever crashed the reconciler
+
+
+async def until(task: asyncio.Task[None], check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``check()`` until true; fail at once when the reconciler stopped (it must run until told)."""
+    async with asyncio.timeout(30):
+        while not await check():
+            if task.done():
+                task.result()  # raises the reconciler's error
+                raise AssertionError("the reconciler stopped before it was told to")
+            await asyncio.sleep(0.02)
+
+
+async def finished(store: PostgresStore, task: asyncio.Task[None], run_id: UUID) -> PipelineRun:
+    async def final() -> bool:
+        return (await store.get_run(run_id)).status.is_final
+
+    await until(task, final)
+    return await store.get_run(run_id)
+
+
+async def steps_of(store: PostgresStore, run_id: UUID) -> dict[str, tuple[Status, str | None]]:
+    """``phase/project/step`` → (status, message) of every step of the run."""
+    ex = await store.get_executions(run_id)
+    status = {s.id: s.status for s in ex.steps}
+    return {"/".join(key): (status[sid], ex.detail(sid).message) for key, sid in ex.step_ids().items()}
+
+
+async def phases_of(store: PostgresStore, run_id: UUID) -> dict[str, Status]:
+    ex = await store.get_executions(run_id)
+    return {p.name: p.status for p in ex.phases}
+
+
+async def test_a_workflow_that_succeeds_succeeds_the_run(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    run = await discovered_run(store)
+    async with reconciling(store, bus, engine) as task:
+        done = await finished(store, task, run.id)
+    assert (done.status, done.error) == (Status.SUCCESS, None)
+
+    name = f"forge-run-{run.id}"
+    assert list(argo.received) == [name]
+    validate_workflow_template(argo.received[name])
+    assert argo.groups(name) == [  # the DAG the fake ran: one nested DAG per phase group
+        ("group-1", ["build-app-bundle", "check-lib-lint"]),
+        ("group-2", ["test-app-unit", "test-lib-unit"]),
+    ]
+    assert argo.received[name]["metadata"]["namespace"] == NAMESPACE
+    [create] = argo.seen("POST", f"/api/v1/workflow-templates/{NAMESPACE}")
+    assert create.body["namespace"] == NAMESPACE
+    [submit] = argo.seen("POST", f"/api/v1/workflows/{NAMESPACE}/submit")
+    assert submit.body["resourceKind"] == "WorkflowTemplate"
+    assert submit.body["resourceName"] == name
+    assert submit.body["submitOptions"]["labels"] == f"{RUN_LABEL}={run.id}"
+    [workflow] = argo.workflows
+    assert workflow.startswith(f"{name}-")
+    assert done.workflow_name == workflow
+    assert argo.workflows[workflow].labels == {RUN_LABEL: str(run.id)}
+    assert argo.gets_of(workflow) >= 2  # followed through Running to Succeeded
+    assert not argo.seen("PUT")
+
+    # no worker reported a step: finish_run's sweep skips every one of them
+    assert await steps_of(store, run.id) == dict.fromkeys(STEPS, (Status.SKIPPED, None))
+    assert await phases_of(store, run.id) == dict.fromkeys(["build", "check", "test"], Status.SKIPPED)
+
+
+async def test_a_failed_node_fails_its_step_and_the_run(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    argo.outcome = Outcome(fail="check-lib-lint")
+    run = await discovered_run(store)
+    async with reconciling(store, bus, engine) as task:
+        done = await finished(store, task, run.id)
+    assert (done.status, done.error) == (Status.FAILED, "child 'group-1' failed")
+    [workflow] = argo.workflows
+    assert done.workflow_name == workflow
+
+    steps = await steps_of(store, run.id)
+    # settled from the node: no worker reported, so the controller fails it with Argo's message
+    assert steps["check/lib/lint"] == (Status.FAILED, EXIT_3)
+    # Argo says build-app-bundle succeeded, but only a worker's report counts: never started here
+    assert steps == {
+        "check/lib/lint": (Status.FAILED, EXIT_3),
+        "build/app/bundle": (Status.SKIPPED, None),
+        "test/lib/unit": (Status.SKIPPED, None),
+        "test/app/unit": (Status.SKIPPED, None),
+    }
+    assert await phases_of(store, run.id) == {"check": Status.FAILED, "build": Status.SKIPPED, "test": Status.SKIPPED}
+    assert not argo.seen("PUT")
+
+
+async def test_cancelling_a_run_terminates_its_workflow(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    argo.outcome = Outcome(hold=True)  # Running until terminated
+    run = await discovered_run(store)
+    async with bus.subscribe(CANCEL_SUBJECT) as cancels, reconciling(store, bus, engine) as task:
+
+        async def followed() -> bool:
+            current = await store.get_run(run.id)
+            return current.workflow_name is not None and argo.gets_of(current.workflow_name) >= 2
+
+        await until(task, followed)
+        workflow = (await store.get_run(run.id)).workflow_name
+        assert workflow is not None
+        assert not argo.seen("PUT")
+        await store.request_cancel(run.id)
+        done = await finished(store, task, run.id)
+        assert await cancels.next(timeout=30) == str(run.id).encode()  # workers kill the run's steps
+
+    assert (done.status, done.error) == (Status.CANCELLED, "cancelled by request")
+    [terminate] = argo.seen("PUT")
+    assert terminate.path == f"/api/v1/workflows/{NAMESPACE}/{workflow}/terminate"
+    assert terminate.body == {"namespace": NAMESPACE, "name": workflow}
+    assert argo.workflows[workflow].terminated
+    assert await steps_of(store, run.id) == dict.fromkeys(STEPS, (Status.SKIPPED, None))
+
+
+class _SlowTerminate(ArgoWorkflowEngine):
+    """Argo whose terminate reply is slow: the workflow is already final when ``stop`` returns."""
+
+    async def stop(self, workflow_name: str, *, message: str) -> None:
+        await super().stop(workflow_name, message=message)
+        await asyncio.sleep(0.5)
+
+
+async def test_a_workflow_ending_while_its_cancel_is_handled_still_cancels_the_run(
+    store: PostgresStore, bus: NatsBus, argo: FakeArgo
+) -> None:
+    argo.outcome = Outcome(hold=True)
+    run = await discovered_run(store)
+    async with (
+        _SlowTerminate(argo.url, namespace=NAMESPACE, poll_interval=0.05) as engine,
+        reconciling(store, bus, engine) as task,
+    ):
+
+        async def submitted() -> bool:
+            return (await store.get_run(run.id)).workflow_name is not None
+
+        await until(task, submitted)
+        await store.request_cancel(run.id)
+        done = await finished(store, task, run.id)
+        assert not task.done()  # the reconciler keeps running
+    assert (done.status, done.error) == (Status.CANCELLED, "cancelled by request")
