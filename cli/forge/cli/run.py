@@ -50,6 +50,7 @@ def run(
     finally:
         if started:
             platform_down(home)
+            click.echo("the embedded platform was stopped again; `forge dev up` keeps it running", err=True)
     sys.exit(code)
 
 
