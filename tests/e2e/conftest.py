@@ -67,14 +67,7 @@ def platform(
             log=platform.logs / "api.log",
             env=env,
         )
-        platform.processes["controller"] = start_service(
-            "controller",
-            [binary("forge-controller")],
-            url="",
-            ready=lambda: True,
-            log=platform.logs / "controller.log",
-            env=env,
-        )
+        platform.start("controller", ["forge-controller"])
         platform.start_worker()
         platform.start_worker("worker-ci", "ci")
         yield platform

@@ -188,9 +188,6 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_ci_worker_killed_mid_step_loses_nothing(platform: Platform, client: httpx.Client, tmp_path: Any) -> None:
-    import os
-    import signal
-
     started, release = tmp_path / "started", tmp_path / "release"
     project = f"""name: held
 phases:
@@ -204,9 +201,7 @@ phases:
     while not started.exists():
         assert time.monotonic() < deadline, platform.log_tail()
         time.sleep(0.1)
-    victim = platform.processes.pop("worker-ci")
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.stop()
+    platform.kill("worker-ci")
     platform.start_worker("worker-ci", "ci")  # JetStream redelivers the unacked job to it
     deadline = time.monotonic() + 60
     while len(started.read_text().splitlines()) < 2:
@@ -218,3 +213,40 @@ phases:
     step = _steps(client, run_id)["test/held/wait"]
     assert (step["status"], step["exit_code"]) == ("success", 0)
     assert "released" in _log(client, run_id, step)
+
+
+def test_a_controller_killed_mid_run_resumes_it(platform: Platform, client: httpx.Client, tmp_path: Any) -> None:
+    """The local engine's workflow dies with the controller; the new controller resubmits it, and the
+    step that kept running in its worker is awaited, not run twice."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    project = f"""name: resumed
+phases:
+  check:
+    steps:
+      - {{name: wait, run: "echo attempt >> {started}; while [ ! -f {release} ]; do sleep 0.1; done"}}
+  test:
+    steps:
+      - {{name: after, run: "echo after"}}
+"""
+    name, sha = _repo(platform, client, {"resumed/.forge/project.yaml": project})
+    run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, platform.log_tail()
+        time.sleep(0.1)
+    first_workflow = client.get(f"/v1/runs/{run_id}").json()["workflow_name"]
+    platform.kill("controller")
+    platform.start("controller", ["forge-controller"])
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/runs/{run_id}").json()["workflow_name"] == first_workflow:
+        assert time.monotonic() < deadline, platform.log_tail()
+        time.sleep(0.1)
+    release.touch()
+    run = _wait(client, run_id, platform)
+    assert run["status"] == "success", f"{run['error']}\n{platform.log_tail()}"
+    assert started.read_text().splitlines() == ["attempt"]  # the step ran once
+    steps = _steps(client, run_id)
+    assert {k: s["status"] for k, s in steps.items()} == {
+        "check/resumed/wait": "success",
+        "test/resumed/after": "success",
+    }

@@ -308,7 +308,7 @@ class PostgresStore:
 
     # -- execution control (the controller) -----------------------------------------------------------
 
-    async def set_workflow(self, run_id: UUID, workflow_name: str) -> PipelineRun:
+    async def set_workflow(self, run_id: UUID, workflow_name: str, *, replaces: str | None = None) -> PipelineRun:
         if not workflow_name:
             raise InvalidInputError(f"run {run_id}: the workflow name must not be empty")
         with translate_errors(f"recording the workflow of run {run_id}"):
@@ -316,7 +316,7 @@ class PostgresStore:
                 current = await _lock_run(conn, run_id)
                 if current.workflow_name == workflow_name:
                     return current
-                if current.workflow_name is not None:
+                if current.workflow_name is not None and current.workflow_name != replaces:
                     raise ConflictError(
                         f"run {run_id} already has workflow {current.workflow_name!r}, not {workflow_name!r}",
                         details={"run_id": str(run_id), "workflow_name": current.workflow_name},

@@ -157,8 +157,9 @@ class RunStore(Protocol):
     async def fail_discovery(self, run_id: UUID, error: str) -> PipelineRun:
         """The discovery status and the run become ``failed`` with ``error``."""
 
-    async def set_workflow(self, run_id: UUID, workflow_name: str) -> PipelineRun:
-        """Record the run's workflow; a repeat is a no-op, another name is a ``ConflictError``."""
+    async def set_workflow(self, run_id: UUID, workflow_name: str, *, replaces: str | None = None) -> PipelineRun:
+        """Record the run's workflow; a repeat is a no-op, another name is a ``ConflictError`` unless
+        ``replaces`` names the current one (a workflow resubmitted after the engine lost it)."""
 
     async def set_run_status(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
         """Move the run (``ensure_transition``), stamping started_at/completed_at; touches no execution.

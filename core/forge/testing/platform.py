@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,17 +23,23 @@ class Platform:
     git_url: str
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker", kind: str = "discovery") -> ServiceProcess:
+    def start(self, name: str, argv: list[str]) -> ServiceProcess:
+        """Start one of our processes (``argv[0]`` is a console script of this venv) as ``name``."""
         proc = start_service(
-            name,
-            [binary("forge-worker"), kind],
-            url="",
-            ready=lambda: True,
-            log=self.logs / f"{name}.log",
-            env=self.env,
+            name, [binary(argv[0]), *argv[1:]], url="", ready=lambda: True, log=self.logs / f"{name}.log", env=self.env
         )
         self.processes[name] = proc
         return proc
+
+    def start_worker(self, name: str = "worker", kind: str = "discovery") -> ServiceProcess:
+        return self.start(name, ["forge-worker", kind])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process group of ``name`` (no clean shutdown)."""
+        proc = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stop()
 
     def log_tail(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log.read_text(errors='replace')[-3000:]}" for p in self.processes.values())

@@ -6,8 +6,10 @@
   ``finish_run`` marks every step that never started ``skipped``.
 * A cancelled run (``DELETE /v1/runs/{id}``) stops its workflow; ``finish_run`` marks running
   steps ``cancelled`` and the rest ``skipped``.
-* The local engine keeps workflows in memory: after a controller restart a run whose workflow
-  is gone fails with a clear message instead of hanging.
+* The local engine keeps workflows in memory. After a controller restart a run whose workflow
+  is gone is resubmitted once from the same (deterministic) template: every job key is the same,
+  so steps that already finished reuse their stored results and steps still running in a worker
+  are awaited, not run twice. A workflow lost again fails the run with a clear message.
 """
 
 from __future__ import annotations
@@ -107,7 +109,15 @@ class ExecutionReconciler:
             await self._finish(run.id, Status.SUCCESS, None)
             log.info("run %s: nothing affected, success", run.id)
             return
-        executions = await self.store.create_executions(run.id, discovery)
+        template = await self._template(run, discovery)
+        workflow = await self._submit(run, template)
+        await self.store.set_workflow(run.id, workflow)
+        log.info("run %s: workflow %s submitted", run.id, workflow)
+        await self._follow(run.id, workflow, _step_ids_by_task(template))
+
+    async def _template(self, run: PipelineRun, discovery: DiscoveryResult) -> dict[str, Any]:
+        """The run's WorkflowTemplate; the same inputs always give the same template."""
+        executions = await self.store.create_executions(run.id, discovery)  # idempotent
         repo = await self.store.get_repository(run.repository)
         spec = TemplateSpec(
             run_id=run.id,
@@ -121,22 +131,36 @@ class ExecutionReconciler:
             namespace=self.options.namespace,
             parallelism=self.options.parallelism,
         )
-        template = build_template(spec)
-        name = await self.engine.create_template(template)
-        workflow = await self.engine.submit(
-            name, parameters={}, labels={"forge.projectcatalyst.io/run-id": str(run.id)}
-        )
-        await self.store.set_workflow(run.id, workflow)
-        log.info("run %s: workflow %s submitted", run.id, workflow)
-        await self._follow(run.id, workflow, _step_ids_by_task(template))
+        return build_template(spec)
 
-    async def _follow(self, run_id: UUID, workflow: str, steps: Mapping[str, UUID] | None = None) -> None:
+    async def _submit(self, run: PipelineRun, template: Mapping[str, Any]) -> str:
+        name = await self.engine.create_template(template)
+        return await self.engine.submit(name, parameters={}, labels={"forge.projectcatalyst.io/run-id": str(run.id)})
+
+    async def _resubmit(self, run_id: UUID, lost: str) -> tuple[str, dict[str, UUID]] | None:
+        """Submit a lost workflow again (once); None when the run can no longer go on."""
+        run = await self.store.get_run(run_id)
+        if run.status.is_final or run.cancel_requested_at is not None or run.discovery is None:
+            return None
+        template = await self._template(run, DiscoveryResult.model_validate(run.discovery))
+        workflow = await self._submit(run, template)
+        await self.store.set_workflow(run_id, workflow, replaces=lost)
+        log.warning("run %s: workflow %s was lost by the engine; resubmitted as %s", run_id, lost, workflow)
+        return workflow, _step_ids_by_task(template)
+
+    async def _follow(
+        self, run_id: UUID, workflow: str, steps: Mapping[str, UUID] | None = None, *, resubmitted: bool = False
+    ) -> None:
         final: WorkflowStatus | None = None
         try:
             async for status in self.engine.watch(workflow):
                 final = status
         except NotFoundError:
-            await self._finish(run_id, Status.FAILED, f"workflow {workflow} no longer exists")
+            again = None if resubmitted else await self._resubmit(run_id, workflow)
+            if again is None:
+                await self._finish(run_id, Status.FAILED, f"workflow {workflow} no longer exists")
+                return
+            await self._follow(run_id, again[0], again[1], resubmitted=True)
             return
         if final is None or not final.phase.is_final:
             return
