@@ -349,6 +349,11 @@ async def test_claim_execution_hands_each_run_to_one_claimer(store: PostgresStor
     assert await store.set_workflow(run.id, "forge-run-abc") == named
     with pytest.raises(ConflictError, match="already has workflow"):
         await store.set_workflow(run.id, "forge-run-other")
+    with pytest.raises(ConflictError, match="already has workflow"):
+        await store.set_workflow(run.id, "forge-run-other", replaces="forge-run-not-current")
+    replaced = await store.set_workflow(run.id, "forge-run-again", replaces="forge-run-abc")
+    assert replaced.workflow_name == "forge-run-again"
+    named = await store.set_workflow(run.id, "forge-run-abc", replaces="forge-run-again")
     assert [r.id for r in await store.runs_executing()] == [run.id]
     await asyncio.sleep(0.05)
     again = await store.claim_execution(limit=10, stale_after=0.01)
