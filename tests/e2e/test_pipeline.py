@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -40,6 +40,13 @@ def _wait(client: httpx.Client, run_id: str, platform: Platform, timeout: float 
             return run
         time.sleep(0.1)
     pytest.fail(f"run {run_id} did not finish\n{platform.log_tail()}")
+
+
+def _until(condition: Callable[[], bool], platform: Platform, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, platform.log_tail()
+        time.sleep(0.1)
 
 
 def _steps(client: httpx.Client, run_id: str) -> dict[str, dict[str, Any]]:
@@ -157,10 +164,7 @@ phases:
 """
     name, sha = _repo(platform, client, {"slow/.forge/project.yaml": project})
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    deadline = time.monotonic() + 60
-    while not marker.exists() or not marker.read_text().strip():
-        assert time.monotonic() < deadline, platform.log_tail()
-        time.sleep(0.1)
+    _until(lambda: marker.exists() and bool(marker.read_text().strip()), platform)
     pid = int(marker.read_text())
 
     resp = client.delete(f"/v1/runs/{run_id}")
@@ -197,16 +201,10 @@ phases:
 """
     name, sha = _repo(platform, client, {"held/.forge/project.yaml": project})
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert time.monotonic() < deadline, platform.log_tail()
-        time.sleep(0.1)
+    _until(started.exists, platform)
     platform.kill("worker-ci")
     platform.start_worker("worker-ci", "ci")  # JetStream redelivers the unacked job to it
-    deadline = time.monotonic() + 60
-    while len(started.read_text().splitlines()) < 2:
-        assert time.monotonic() < deadline, platform.log_tail()
-        time.sleep(0.1)
+    _until(lambda: len(started.read_text().splitlines()) >= 2, platform)
     release.touch()
     run = _wait(client, run_id, platform)
     assert run["status"] == "success", run["error"]
@@ -230,17 +228,11 @@ phases:
 """
     name, sha = _repo(platform, client, {"resumed/.forge/project.yaml": project})
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert time.monotonic() < deadline, platform.log_tail()
-        time.sleep(0.1)
+    _until(started.exists, platform)
     first_workflow = client.get(f"/v1/runs/{run_id}").json()["workflow_name"]
     platform.kill("controller")
     platform.start("controller", ["forge-controller"])
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/runs/{run_id}").json()["workflow_name"] == first_workflow:
-        assert time.monotonic() < deadline, platform.log_tail()
-        time.sleep(0.1)
+    _until(lambda: client.get(f"/v1/runs/{run_id}").json()["workflow_name"] != first_workflow, platform)
     release.touch()
     run = _wait(client, run_id, platform)
     assert run["status"] == "success", f"{run['error']}\n{platform.log_tail()}"
