@@ -164,9 +164,9 @@ class Pygit2Mirrors:
             raise InvalidInputError(f"repository must be owner/repo, got {repository!r}")
         return self.cache_dir / f"{repository}.git"
 
-    async def sync(self, repository: str, url: str) -> GitReader:
+    async def sync(self, repository: str, url: str, *, want: str | None = None) -> GitReader:
         path = self.mirror_path(repository)
-        return await asyncio.to_thread(self._sync, path, url)
+        return await asyncio.to_thread(self._sync, path, url, want)
 
     async def open(self, repository: str) -> GitReader:
         path = self.mirror_path(repository)
@@ -198,14 +198,24 @@ class Pygit2Mirrors:
             raise NotFoundError(f"no mirror of {repository}; sync it first")
         return Pygit2Reader(path)
 
-    def _sync(self, path: Path, url: str) -> Pygit2Reader:
+    def _sync(self, path: Path, url: str, want: str | None) -> Pygit2Reader:
         source = _fetch_source(url)
         with _locked(path.with_name(path.name + ".lock")):
             if (path / "HEAD").exists():
-                _fetch(pygit2.Repository(str(path)), source, url)
+                repo = pygit2.Repository(str(path))
+                if want is None or not _has_commit(repo, want):
+                    _fetch(repo, source, url)
             else:
                 _clone(path, source, url)
         return Pygit2Reader(path)
+
+
+def _has_commit(repo: pygit2.Repository, sha: str) -> bool:
+    """Whether the mirror already holds commit ``sha`` (commits are immutable: no fetch needed)."""
+    try:
+        return isinstance(repo[sha], pygit2.Commit)
+    except (KeyError, ValueError):
+        return False
 
 
 def _write_tree(repo: pygit2.Repository, root: pygit2.Tree, dest: Path) -> None:

@@ -50,8 +50,11 @@ class GitReader(Protocol):
 
 
 class GitMirrors(Protocol):
-    async def sync(self, repository: str, url: str) -> GitReader:
+    async def sync(self, repository: str, url: str, *, want: str | None = None) -> GitReader:
         """Clone ``url`` as a bare mirror on first use, else fetch it incrementally.
+
+        With ``want`` (a full commit sha) an existing mirror that already holds that commit is
+        not fetched at all: a commit never changes, and CI jobs of one run all want the same one.
 
         Two callers (threads or processes) syncing one mirror never corrupt it: a file lock
         serialises them.

@@ -133,6 +133,20 @@ async def test_unreachable_remote_is_service_unavailable(tmp_path: Path) -> None
         await mirrors.sync("acme/gone", str(tmp_path / "missing"))
 
 
+async def test_a_wanted_commit_already_mirrored_is_not_fetched(git_daemon: ServiceProcess, tmp_path: Path) -> None:
+    path, url = _served(git_daemon, "wanted")
+    first = commit_files(path, {"a.txt": "1"})
+    mirrors = Pygit2Mirrors(tmp_path / "cache")
+    await mirrors.sync("acme/wanted", url)
+    gone = f"git://127.0.0.1:{free_port()}/wanted.git"  # nothing answers here: any fetch would fail
+    reader = await mirrors.sync("acme/wanted", gone, want=first)
+    assert reader.resolve(first) == first
+    second = commit_files(path, {"a.txt": "2"})
+    with pytest.raises(ServiceUnavailableError):
+        await mirrors.sync("acme/wanted", gone, want=second)
+    assert (await mirrors.sync("acme/wanted", url, want=second)).resolve(second) == second
+
+
 def test_changed_paths_equals_libgit2_diff(tmp_path: Path) -> None:
     rnd = random.Random(7)
     repo = tmp_path / "r.git"

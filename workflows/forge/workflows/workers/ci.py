@@ -76,7 +76,7 @@ class CiHandler:
         payload = job.payload
         if not isinstance(payload, CiPayload):
             raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not ci")
-        await self.mirrors.sync(job.repository, payload.clone_url)
+        await self.mirrors.sync(job.repository, payload.clone_url, want=job.commit_sha)
         checkout = self.settings.work_dir.resolve() / str(job.id)
         await asyncio.to_thread(_remove, checkout)  # a redelivered job starts clean
         try:
