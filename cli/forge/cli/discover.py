@@ -90,7 +90,7 @@ def _run(
 
     if not path.exists():
         raise NotFoundError(f"no such directory: {path}")
-    reader = Pygit2Reader(path)
+    reader = Pygit2Reader.for_directory(path)
     commit = reader.resolve(rev)
     if no_base:
         base = None

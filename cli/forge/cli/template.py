@@ -65,7 +65,7 @@ def _spec(path: Path, rev: str, base: str | None) -> TemplateSpec | None:
 
     if not path.exists():
         raise NotFoundError(f"no such directory: {path}")
-    reader = Pygit2Reader(path)
+    reader = Pygit2Reader.for_directory(path)
     commit = reader.resolve(rev)
     if base is None:
         base = reader.first_parent(commit)

@@ -52,20 +52,41 @@ _KINDS: dict[int, EntryKind] = {
 
 
 class Pygit2Reader:
-    """Read-only access to one repository (bare mirror or work tree); confine to one thread."""
+    """Read-only access to one repository (bare mirror or work tree); confine to one thread.
 
-    def __init__(self, path: Path | str):
+    ``root`` (a repo-relative directory) makes the reader see that directory of every commit as
+    the root: ``forge discover examples/monorepo`` treats the folder as the repository it is.
+    """
+
+    def __init__(self, path: Path | str, *, root: str = ""):
         try:
             self._repo = pygit2.Repository(str(path))
         except (pygit2.GitError, KeyError) as exc:
             raise NotFoundError(f"not a git repository: {path}") from exc
         self.path = Path(self._repo.path)
+        self.root = root.strip("/")
+
+    @classmethod
+    def for_directory(cls, directory: Path) -> Pygit2Reader:
+        """The repository holding ``directory``, rooted at ``directory`` when it is a sub-folder of a work tree."""
+        found = pygit2.discover_repository(str(directory))
+        if found is None:
+            raise NotFoundError(f"not a git repository: {directory}")
+        reader = cls(found)
+        workdir = reader._repo.workdir
+        if workdir:
+            relative = directory.resolve().relative_to(Path(workdir).resolve())
+            reader.root = relative.as_posix() if str(relative) != "." else ""
+        return reader
 
     def resolve(self, rev: str) -> str:
         return str(self._commit(rev).id)
 
     def commit_tree(self, commit: str) -> str:
-        return str(self._commit(commit).tree_id)
+        tree = self._root_tree(commit)
+        if tree is None:
+            raise NotFoundError(f"{self.root} does not exist at {commit}")
+        return str(tree.id)
 
     def first_parent(self, commit: str) -> str | None:
         """The first parent of ``commit``, ``None`` for a root commit."""
@@ -106,7 +127,7 @@ class Pygit2Reader:
         """
         paths: list[str] = []
         pending: list[tuple[str, pygit2.Tree | None, pygit2.Tree | None]] = [
-            ("", self._commit(base).tree, self._commit(commit).tree)
+            ("", self._root_tree(base), self._root_tree(commit))
         ]
         while pending:
             prefix, old, new = pending.pop()
@@ -130,6 +151,17 @@ class Pygit2Reader:
                     paths.append(path)
         paths.sort()
         return paths
+
+    def _root_tree(self, rev: str) -> pygit2.Tree | None:
+        """The commit's tree, or its ``root`` directory (None when that is not a directory there)."""
+        tree = self._commit(rev).tree
+        if not self.root:
+            return tree
+        try:
+            entry = tree[self.root]
+        except KeyError:
+            return None
+        return self._subtree(entry)
 
     def _subtree(self, entry: pygit2.Object | None) -> pygit2.Tree | None:
         if entry is None or entry.filemode != FileMode.TREE:

@@ -138,3 +138,32 @@ def test_disk_cache_is_reused_and_a_corrupt_one_ignored(tmp_path: Path) -> None:
     skipped = CliRunner().invoke(discover, [str(repo), "--no-cache", "--cache-dir", str(tmp_path / "unused")])
     assert skipped.exit_code == 0
     assert not (tmp_path / "unused").exists()
+
+
+def test_a_sub_folder_of_a_work_tree_is_discovered_as_its_own_repository(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    files = {
+        "mono/.forge/repo.yaml": "affects_all: [shared.txt]\n",
+        "mono/lib/.forge/project.yaml": LIB,
+        "mono/shared.txt": "1",
+        "outside/.forge/project.yaml": APP.replace("depends_on: [lib]\n", ""),
+    }
+    repo = pygit2.init_repository(str(work), initial_head="main")
+    sig = pygit2.Signature("t", "t@example.invalid")
+    parent: list[pygit2.Oid] = []
+    for change in (files, {"outside/x.txt": "changed outside mono"}, {"mono/shared.txt": "2"}):
+        for name, text in change.items():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).write_text(text)
+        repo.index.add_all()
+        repo.index.write()
+        parent = [repo.create_commit("HEAD", sig, sig, "c", repo.index.write_tree(), parent)]
+
+    outside_change = CliRunner().invoke(discover, [str(work / "mono"), "--rev", "HEAD~1", "--json"])
+    assert outside_change.exit_code == 0, outside_change.output
+    data = json.loads(outside_change.stdout)
+    assert [(p["name"], p["path"]) for p in data["projects"]] == [("lib", "lib")]
+    assert data["affected"] == []
+
+    inside_change = CliRunner().invoke(discover, [str(work / "mono"), "--json"])
+    assert json.loads(inside_change.stdout)["affected"] == [{"project": "lib", "reasons": ["affects_all: shared.txt"]}]
