@@ -30,6 +30,10 @@ _DAY = 24 * 3600.0
 _RESULTS_MAX_AGE = _DAY
 _DLQ_MAX_AGE = 7 * _DAY
 _DUPLICATE_WINDOW = 120.0
+#: Jobs are deduplicated by key for longer than any job may run (CI: 30 min by default), so a
+#: dispatcher or controller that restarts and publishes a job again never starts a second copy
+#: of one that is still queued or running.
+_JOB_DUPLICATE_WINDOW = 2 * 3600.0
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -183,9 +187,9 @@ class NatsBus:
 
     def _stream_config(self, spec: StreamSpec) -> StreamConfig:
         if spec.work_queue:
-            retention, max_age = RetentionPolicy.WORK_QUEUE, 0.0
+            retention, max_age, window = RetentionPolicy.WORK_QUEUE, 0.0, _JOB_DUPLICATE_WINDOW
         else:
-            retention = RetentionPolicy.LIMITS
+            retention, window = RetentionPolicy.LIMITS, _DUPLICATE_WINDOW
             max_age = _DLQ_MAX_AGE if spec.name.endswith("dlq") else _RESULTS_MAX_AGE
         return StreamConfig(
             name=spec.name,
@@ -194,7 +198,7 @@ class NatsBus:
             storage=StorageType.FILE,
             num_replicas=self._replicas,
             max_age=max_age,
-            duplicate_window=_DUPLICATE_WINDOW,
+            duplicate_window=window,
         )
 
     async def ensure_consumer(
