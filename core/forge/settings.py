@@ -17,6 +17,7 @@ __all__ = [
     "DatabaseSettings",
     "EngineSettings",
     "GitSettings",
+    "GithubSettings",
     "NatsSettings",
     "ObjectStoreSettings",
     "Settings",
@@ -113,6 +114,14 @@ class EngineSettings(BaseModel):
     max_parallel: int = Field(8, ge=1, description="Containers the local engine runs at once on this machine")
 
 
+class GithubSettings(BaseModel):
+    """Commit statuses on GitHub (posted only when a token is set)."""
+
+    api_url: str = Field("https://api.github.com", description="GitHub REST API base URL (GHES: https://host/api/v3)")
+    token: SecretStr | None = Field(None, description="Token allowed to write commit statuses; unset: none are posted")
+    context: str = Field("ci/catalyst-forge", description="The status context shown on commits")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -125,3 +134,4 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ci: CiSettings = Field(default_factory=CiSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    github: GithubSettings = Field(default_factory=GithubSettings)

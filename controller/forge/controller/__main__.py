@@ -7,12 +7,13 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
+from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
-from forge.ports import MessageBus, WorkflowEngine
+from forge.ports import MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
 from forge.workflows.engine import ArgoWorkflowEngine, LocalWorkflowEngine
@@ -45,6 +46,16 @@ async def _engine(settings: Settings, bus: MessageBus) -> AsyncIterator[Workflow
 
 
 @contextlib.asynccontextmanager
+async def _source_host(settings: Settings) -> AsyncIterator[SourceHost | None]:
+    """GitHub commit statuses when a token is configured, else none."""
+    if settings.github.token is None:
+        yield None
+        return
+    async with GithubStatuses.from_token(settings.github.api_url, settings.github.token.get_secret_value()) as gh:
+        yield gh
+
+
+@contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
     """Choose and connect the controller's adapters; the engine is local or Argo by settings."""
     store = await PostgresStore.connect(settings.database.url, min_size=1, max_size=settings.database.pool_max)
@@ -55,8 +66,9 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
             async with (
                 MinioObjectStore.from_settings(settings.objects) as objects,
                 _engine(settings, bus) as engine,
+                _source_host(settings) as source_host,
             ):
-                yield ControllerServices(store=store, bus=bus, objects=objects, engine=engine)
+                yield ControllerServices(store=store, bus=bus, objects=objects, engine=engine, source_host=source_host)
         finally:
             await bus.close()
     finally:

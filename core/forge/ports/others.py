@@ -66,10 +66,9 @@ class SecretProvider(Protocol):
 
 
 class SourceHost(Protocol):
-    """GitHub: commit statuses and webhook signature checks."""
+    """GitHub: commit statuses. (Webhook signatures are checked by the API's webhook route.)"""
 
     async def set_commit_status(
         self, repository: str, sha: str, *, state: str, context: str, description: str, target_url: str | None
-    ) -> None: ...
-
-    def verify_webhook(self, body: bytes, signature: str | None, secret: str) -> None: ...
+    ) -> None:
+        """``state`` is pending, success, failure or error."""

@@ -16,14 +16,17 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
+from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
+from forge.controller.commit_status import CommitStatuses
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
-from forge.domain.entities import PipelineRun
+from forge.domain.entities import PipelineRun, Trigger
 from forge.domain.messages import CANCEL_SUBJECT
 from forge.domain.status import Status
 from forge.ports.store import NewRepository, NewRun
+from forge.testing.github import FakeGithub
 from forge.workflows.engine import ArgoWorkflowEngine
 from forge.workflows.templates import validate_workflow_template
 
@@ -71,10 +74,10 @@ def discovery() -> DiscoveryResult:
     )
 
 
-async def discovered_run(store: PostgresStore) -> PipelineRun:
+async def discovered_run(store: PostgresStore, trigger: Trigger = Trigger.MANUAL) -> PipelineRun:
     """A run whose discovery succeeded, as the discovery reconciler leaves it."""
     await store.register_repository(NewRepository(REPO, CLONE_URL))
-    run, created = await store.create_run(NewRun(repository=REPO, commit_sha=SHA, branch="main"))
+    run, created = await store.create_run(NewRun(repository=REPO, commit_sha=SHA, branch="main", trigger=trigger))
     assert created
     assert [r.id for r in await store.claim_discovery(limit=10)] == [run.id]
     return await store.record_discovery(run.id, discovery().model_dump(mode="json"), f"discovery/{run.id}.json")
@@ -82,13 +85,14 @@ async def discovered_run(store: PostgresStore) -> PipelineRun:
 
 @contextlib.asynccontextmanager
 async def reconciling(
-    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, statuses: CommitStatuses | None = None
 ) -> AsyncIterator[asyncio.Task[None]]:
     reconciler = ExecutionReconciler(
         store=store,
         bus=bus,
         engine=engine,
         options=TemplateOptions(image="img", namespace=NAMESPACE, parallelism=10),
+        statuses=statuses,
         poll_interval=0.05,
     )
     stop = asyncio.Event()
@@ -243,3 +247,68 @@ async def test_a_workflow_ending_while_its_cancel_is_handled_still_cancels_the_r
         done = await finished(store, task, run.id)
         assert not task.done()  # the reconciler keeps running
     assert (done.status, done.error) == (Status.CANCELLED, "cancelled by request")
+
+
+def _requests(github: FakeGithub, count: int) -> Callable[[], Awaitable[bool]]:
+    async def enough() -> bool:
+        return len(github.requests) >= count
+
+    return enough
+
+
+async def test_commit_statuses_follow_a_pushed_run(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    github = FakeGithub()
+    try:
+        argo.outcome = Outcome(fail="check-lib-lint")
+        run = await discovered_run(store, Trigger.PUSH)
+        async with GithubStatuses.from_token(github.url, github.token) as host:
+            statuses = CommitStatuses(host=host, context="ci/catalyst-forge", public_url="http://forge.test/")
+            async with reconciling(store, bus, engine, statuses) as task:
+                await finished(store, task, run.id)
+                await until(task, _requests(github, 2))  # the final status is posted after the run ends
+    finally:
+        github.close()
+    assert github.statuses() == [
+        (SHA, "pending", "running: 4 steps"),
+        (SHA, "failure", "failed: child 'group-1' failed"),
+    ]
+    assert {r.body["target_url"] for r in github.requests} == {f"http://forge.test/v1/runs/{run.id}"}
+    assert {r.body["context"] for r in github.requests} == {"ci/catalyst-forge"}
+
+
+async def test_an_unavailable_github_never_blocks_a_run(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    github = FakeGithub(fail_next=[500] * 10)  # GitHub is down for every call
+    try:
+        run = await discovered_run(store, Trigger.PUSH)
+        async with GithubStatuses.from_token(github.url, github.token) as host:
+            host._retry_delay = 0.01
+            statuses = CommitStatuses(host=host, context="ci/catalyst-forge", public_url="http://forge.test")
+            async with reconciling(store, bus, engine, statuses) as task:
+                done = await finished(store, task, run.id)
+                await until(task, _requests(github, 4))
+    finally:
+        github.close()
+    assert done.status is Status.SUCCESS
+    assert github.statuses() == []
+    assert len(github.requests) == 4  # pending and success, each tried twice
+
+
+async def test_manual_runs_post_no_commit_status(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    github = FakeGithub()
+    try:
+        run = await discovered_run(store, Trigger.MANUAL)  # e.g. `forge run` of a local folder
+        async with GithubStatuses.from_token(github.url, github.token) as host:
+            statuses = CommitStatuses(host=host, context="ci/catalyst-forge", public_url="http://forge.test")
+            async with reconciling(store, bus, engine, statuses) as task:
+                done = await finished(store, task, run.id)
+                await asyncio.sleep(0.3)  # time for a status that must not come
+    finally:
+        github.close()
+    assert done.status is Status.SUCCESS
+    assert github.requests == []

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from forge.controller.commit_status import CommitStatuses
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
 from forge.errors import ConflictError, ForgeError, TransientError
@@ -29,6 +30,7 @@ class DiscoveryReconciler:
     bus: MessageBus
     objects: ObjectStore
     timeout: float
+    statuses: CommitStatuses | None = None
     poll_interval: float = 0.5
     batch: int = 10
     _active: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
@@ -63,6 +65,8 @@ class DiscoveryReconciler:
         self._active.pop(run_id, None)
 
     async def _discover(self, run: PipelineRun) -> None:
+        if self.statuses is not None:
+            await self.statuses.report(run, detail="discovering")
         try:
             result = await self._dispatch(run)
             if result.success:
@@ -71,10 +75,14 @@ class DiscoveryReconciler:
                 log.info("run %s discovered (%d affected)", run.id, len(discovery.get("affected", [])))
             else:
                 reason = result.error.message if result.error else "discovery failed"
-                await self.store.fail_discovery(run.id, reason)
+                failed = await self.store.fail_discovery(run.id, reason)
+                if self.statuses is not None:
+                    await self.statuses.report(failed)
                 log.info("run %s failed discovery: %s", run.id, reason.splitlines()[0])
         except TransientError as exc:
-            await self.store.fail_discovery(run.id, f"discovery did not finish: {exc}")
+            failed = await self.store.fail_discovery(run.id, f"discovery did not finish: {exc}")
+            if self.statuses is not None:
+                await self.statuses.report(failed)
         except ConflictError as exc:  # e.g. the run was cancelled while its discovery ran
             log.info("run %s: discovery result not recorded: %s", run.id, exc)
         except ForgeError as exc:

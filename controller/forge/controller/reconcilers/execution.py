@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from forge.controller.commit_status import CommitStatuses
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import CANCEL_SUBJECT
@@ -52,6 +53,7 @@ class ExecutionReconciler:
     bus: MessageBus
     engine: WorkflowEngine
     options: TemplateOptions
+    statuses: CommitStatuses | None = None
     poll_interval: float = 0.5
     batch: int = 10
     _active: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
@@ -111,8 +113,10 @@ class ExecutionReconciler:
             return
         template = await self._template(run, discovery)
         workflow = await self._submit(run, template)
-        await self.store.set_workflow(run.id, workflow)
+        submitted = await self.store.set_workflow(run.id, workflow)
         log.info("run %s: workflow %s submitted", run.id, workflow)
+        if self.statuses is not None:
+            await self.statuses.report(submitted, detail=f"{len(_step_ids_by_task(template))} steps")
         await self._follow(run.id, workflow, _step_ids_by_task(template))
 
     async def _template(self, run: PipelineRun, discovery: DiscoveryResult) -> dict[str, Any]:
@@ -208,9 +212,12 @@ class ExecutionReconciler:
     async def _finish(self, run_id: UUID, status: Status, error: str | None) -> None:
         """``finish_run``; a run that already ended (another path got there first) is left as it is."""
         try:
-            await self.store.finish_run(run_id, status, error=error)
+            finished = await self.store.finish_run(run_id, status, error=error)
         except ConflictError as exc:
             log.info("run %s: %s", run_id, exc)
+            return
+        if self.statuses is not None:
+            await self.statuses.report(finished)
 
 
 def _step_ids_by_task(template: Mapping[str, Any]) -> dict[str, UUID]:
