@@ -41,6 +41,7 @@ import uvicorn
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.httpx_reporter import HttpStatusReporter
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
@@ -187,7 +188,9 @@ async def _bench(urls: _Urls, jobs: int, levels: list[int], profile: Path | None
         api_url = urls.api
         if api_url is None:
             api_bus = await stack.enter_async_context(_bus(urls.nats))
-            api_url = await stack.enter_async_context(_api(ApiServices(store=store, bus=api_bus, objects=objects)))
+            api_url = await stack.enter_async_context(
+                _api(ApiServices(store=store, bus=api_bus, objects=objects, secrets=EnvSecretProvider()))
+            )
         worker_bus = await stack.enter_async_context(_bus(urls.nats))
         dispatch_bus = await stack.enter_async_context(_bus(urls.nats))
         reporter = await stack.enter_async_context(HttpStatusReporter.from_url(api_url))

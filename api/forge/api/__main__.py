@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
+from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
@@ -30,7 +31,9 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
         try:
             async with MinioObjectStore.from_settings(settings.objects) as objects:
                 await objects.ensure_bucket()
-                yield ApiServices(store=store, bus=bus, objects=objects)
+                yield ApiServices(
+                    store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(settings.ci.secrets_dir)
+                )
         finally:
             await bus.close()
     finally:

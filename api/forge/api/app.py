@@ -13,6 +13,7 @@ from forge.api.routes.logs import step_logs
 from forge.api.routes.repositories import RepositoriesController
 from forge.api.routes.runs import RunsController
 from forge.api.routes.status import StatusController
+from forge.api.routes.webhooks import WebhooksController
 from forge.api.services import ApiServices
 
 __all__ = ["create_app"]
@@ -25,7 +26,15 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         return services
 
     return Litestar(
-        route_handlers=[healthz, readyz, RepositoriesController, RunsController, step_logs, StatusController],
+        route_handlers=[
+            healthz,
+            readyz,
+            RepositoriesController,
+            RunsController,
+            step_logs,
+            StatusController,
+            WebhooksController,
+        ],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
@@ -35,6 +44,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
             tags=[
                 Tag(name="runs", description="Pipeline runs, their executions and step logs"),
                 Tag(name="repositories", description="Repositories runs are accepted for"),
+                Tag(name="webhooks", description="Deliveries from source hosts (GitHub) that start runs"),
                 Tag(name="internal status", description="Status reports from workers and the controller"),
                 Tag(name="health", description="Liveness and readiness"),
             ],

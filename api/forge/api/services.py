@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from litestar.di import NamedDependency
 
-from forge.ports import MessageBus, ObjectStore, RunStore
+from forge.ports import MessageBus, ObjectStore, RunStore, SecretProvider
 
 __all__ = ["ApiServices", "Services"]
 
@@ -16,6 +16,8 @@ class ApiServices:
     store: RunStore
     bus: MessageBus
     objects: ObjectStore
+    secrets: SecretProvider
+    """Resolves repositories' webhook secrets (``Repository.webhook_secret_ref``)."""
 
 
 Services = NamedDependency[ApiServices]

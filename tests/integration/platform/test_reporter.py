@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.httpx_reporter import HttpStatusReporter
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
@@ -32,7 +33,7 @@ SHA = "e" * 40
 
 @pytest.fixture
 async def reporter(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[HttpStatusReporter]:
-    app = create_app(ApiServices(store=store, bus=bus, objects=objects))
+    app = create_app(ApiServices(store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(environ={})))
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
     async with HttpStatusReporter(httpx.AsyncClient(transport=transport, base_url="http://forge.test")) as reporter:
         yield reporter

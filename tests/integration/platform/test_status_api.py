@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
@@ -26,7 +27,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ApiServices(store=store, bus=bus, objects=objects))
+    app = create_app(ApiServices(store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(environ={})))
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
     async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
         yield client
