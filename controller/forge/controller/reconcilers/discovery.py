@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from forge.controller.commit_status import CommitStatuses
+from forge.controller.reconcilers.run_tasks import RunTasks, idle
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
 from forge.errors import ConflictError, ForgeError, TransientError
@@ -33,13 +31,13 @@ class DiscoveryReconciler:
     statuses: CommitStatuses | None = None
     poll_interval: float = 0.5
     batch: int = 10
-    _active: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim pending runs until ``stop``; runs left mid-discovery are resumed on the next start."""
         async with asyncio.TaskGroup() as group:
+            tasks = RunTasks(group)
             for run in await self.store.runs_discovering():
-                self._start(group, run)
+                tasks.start(run.id, self._discover(run))
             while not stop.is_set():
                 try:
                     claimed = await self.store.claim_discovery(limit=self.batch)
@@ -47,22 +45,10 @@ class DiscoveryReconciler:
                     log.warning("cannot claim runs: %s", exc)
                     claimed = []
                 for run in claimed:
-                    self._start(group, run)
+                    tasks.start(run.id, self._discover(run))
                 if not claimed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.poll_interval)
-            for task in self._active.values():
-                task.cancel()
-
-    def _start(self, group: asyncio.TaskGroup, run: PipelineRun) -> None:
-        if run.id in self._active:
-            return
-        task = group.create_task(self._discover(run))
-        self._active[run.id] = task
-        task.add_done_callback(functools.partial(self._forget, run.id))
-
-    def _forget(self, run_id: UUID, _task: asyncio.Task[None]) -> None:
-        self._active.pop(run_id, None)
+                    await idle(stop, self.poll_interval)
+            tasks.cancel_all()
 
     async def _discover(self, run: PipelineRun) -> None:
         if self.statuses is not None:

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from forge.controller.commit_status import CommitStatuses
+from forge.controller.reconcilers.run_tasks import RunTasks, idle
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import CANCEL_SUBJECT
@@ -56,21 +56,18 @@ class ExecutionReconciler:
     statuses: CommitStatuses | None = None
     poll_interval: float = 0.5
     batch: int = 10
-    _active: dict[UUID, asyncio.Task[None]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
+            tasks = RunTasks(group)
             for run in await self.store.runs_executing():
-                self._start(group, run.id, self._follow(run.id, str(run.workflow_name)))
+                tasks.start(run.id, self._guard(run.id, self._follow(run.id, str(run.workflow_name))))
             while not stop.is_set():
-                busy = await self._tick(group)
-                if not busy:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.poll_interval)
-            for task in self._active.values():
-                task.cancel()
+                if not await self._tick(tasks):
+                    await idle(stop, self.poll_interval)
+            tasks.cancel_all()
 
-    async def _tick(self, group: asyncio.TaskGroup) -> bool:
+    async def _tick(self, tasks: RunTasks) -> bool:
         try:
             claimed = await self.store.claim_execution(limit=self.batch)
             cancelled = await self.store.runs_cancel_requested()
@@ -78,26 +75,15 @@ class ExecutionReconciler:
             log.warning("cannot read runs: %s", exc)
             return False
         for run in claimed:
-            self._start(group, run.id, self._execute(run))
+            tasks.start(run.id, self._guard(run.id, self._execute(run)))
         for run in cancelled:
             try:
-                await self._cancel(run)
+                await self._cancel(run, tasks)
             except ForgeError as exc:  # one run's trouble never stops the reconciler
                 log.error("run %s: cancel failed: %s", run.id, exc)
         return bool(claimed)
 
-    def _start(self, group: asyncio.TaskGroup, run_id: UUID, work: Any) -> None:
-        if run_id in self._active:
-            work.close()
-            return
-        task = group.create_task(self._guard(run_id, work))
-        self._active[run_id] = task
-        task.add_done_callback(functools.partial(self._forget, run_id))
-
-    def _forget(self, run_id: UUID, _task: asyncio.Task[None]) -> None:
-        self._active.pop(run_id, None)
-
-    async def _guard(self, run_id: UUID, work: Any) -> None:
+    async def _guard(self, run_id: UUID, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
         except ForgeError as exc:
@@ -195,12 +181,8 @@ class ExecutionReconciler:
                     await self.store.set_step_status(step_id, Status.RUNNING)
                 await self.store.set_step_status(step_id, Status.FAILED, message=node.message)
 
-    async def _cancel(self, run: PipelineRun) -> None:
-        following = self._active.pop(run.id, None)  # stop following first: the cancel decides the end
-        if following is not None:
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await following
+    async def _cancel(self, run: PipelineRun, tasks: RunTasks) -> None:
+        await tasks.cancel(run.id)  # stop following first: the cancel decides the end
         with contextlib.suppress(ForgeError):  # workers kill the run's running steps
             await self.bus.respond(CANCEL_SUBJECT, str(run.id).encode())
         if run.workflow_name:
