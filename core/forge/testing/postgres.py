@@ -224,8 +224,10 @@ def _service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         pass
+    # sbin is often missing from PATH (tests and services run with a minimal one)
+    useradd = shutil.which("useradd", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "useradd"
     done = subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+        [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
         capture_output=True,
         text=True,
         check=False,
