@@ -51,13 +51,13 @@ from forge.api.services import ApiServices
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.messages import STREAMS, CiPayload, Job, JobType
 from forge.domain.status import Status
+from forge.embedded.nats import start_nats
+from forge.embedded.process import ServiceProcess, binary, free_port, start_service
+from forge.embedded.s3 import start_s3
 from forge.jobs.dispatch import dispatch
 from forge.ports.store import NewRepository, NewRun
 from forge.settings import ObjectStoreSettings, WorkerSettings
-from forge.testing.nats import start_nats
 from forge.testing.postgres import create_database, start_postgres
-from forge.testing.process import ServiceProcess, binary, free_port, start_service
-from forge.testing.s3 import start_s3
 from forge.workflows.workers.runtime import Worker
 
 SHA = "b" * 40

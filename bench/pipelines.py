@@ -37,8 +37,8 @@ from typing import Any
 import httpx
 
 from forge.cli.platform import Platform, platform_down, platform_up
+from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.testing.gitrepos import commit_files
-from forge.testing.process import ServiceProcess, binary, start_service
 
 FINAL = {"success", "failed", "cancelled"}
 PHASES = ("check", "build", "test")

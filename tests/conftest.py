@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forge.testing.process import ServiceProcess
+from forge.embedded.process import ServiceProcess
 
 _TESTS = Path(__file__).parent
 
@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    from forge.testing.nats import start_nats
+    from forge.embedded.nats import start_nats
 
     proc = start_nats(tmp_path_factory.mktemp("nats"))
     yield proc
@@ -32,7 +32,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePro
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    from forge.testing.s3 import start_s3
+    from forge.embedded.s3 import start_s3
 
     proc = start_s3(tmp_path_factory.mktemp("s3"))
     yield proc

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from forge.embedded.process import ServiceProcess, binary, free_port, start_service
 from forge.testing.git_daemon import start_git_daemon
 from forge.testing.platform import Platform
 from forge.testing.postgres import create_database
-from forge.testing.process import ServiceProcess, binary, free_port, start_service
 
 
 def _ready(url: str) -> Callable[[], bool]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pygit2
 
-from forge.testing.process import binary
+from forge.embedded.process import binary
 
 PASSING = "name: ok\nphases:\n  test:\n    steps:\n      - {name: unit, run: 'echo all good'}\n"
 FAILING = (

@@ -17,10 +17,10 @@ from pydantic import SecretStr
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
+from forge.embedded.nats import start_nats
+from forge.embedded.process import ServiceProcess
 from forge.settings import ObjectStoreSettings
-from forge.testing.nats import start_nats
 from forge.testing.postgres import create_database_async
-from forge.testing.process import ServiceProcess
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from forge.embedded.process import ServiceProcess, binary, free_port, start_service, stop_pid
 from forge.errors import ServiceUnavailableError
-from forge.testing.process import ServiceProcess, binary, free_port, start_service, stop_pid
 
 __all__ = ["Platform", "platform_down", "platform_up", "running_platform"]
 
@@ -70,9 +70,9 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
     if existing is not None:
         return existing, False
     platform_down(home)
-    from forge.testing.nats import start_nats
-    from forge.testing.postgres import start_postgres
-    from forge.testing.s3 import start_s3
+    from forge.embedded.nats import start_nats
+    from forge.embedded.postgres import start_postgres
+    from forge.embedded.s3 import start_s3
 
     home.mkdir(parents=True, exist_ok=True)
     started: list[ServiceProcess] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forge.testing.process import ServiceProcess, free_port, start_service, tcp_ready
+from forge.embedded.process import ServiceProcess, free_port, start_service, tcp_ready
 
 __all__ = ["start_git_daemon"]
 

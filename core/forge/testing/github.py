@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from forge.testing.process import free_port
+from forge.embedded.process import free_port
 
 __all__ = ["FakeGithub", "GithubRequest"]
 

@@ -8,7 +8,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forge.testing.process import ServiceProcess, binary, start_service
+from forge.embedded.process import ServiceProcess, binary, start_service
 
 __all__ = ["Platform"]
 

@@ -16,8 +16,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from forge.adapters.nats_bus import NatsBus
+from forge.embedded.process import ServiceProcess, free_port
 from forge.ports.bus import MessageBus
-from forge.testing.process import ServiceProcess, free_port
 
 
 class BusHarness(Protocol):

@@ -121,6 +121,28 @@ async def test_fetch_returns_a_batch_in_order(bus: MessageBus) -> None:
     assert got == [b"0", b"1", b"2", b"3", b"4"]
 
 
+async def test_stream_bounds_tell_what_a_work_queue_still_holds(bus: MessageBus) -> None:
+    spec = await queue_with_consumer(bus)
+    assert await bus.stream_bounds(spec.name) == (1, 0)  # empty: first is last + 1
+    for i in range(3):
+        await bus.publish(subject_in(spec, str(i)), b"x")
+    assert await bus.stream_bounds(spec.name) == (1, 3)
+    first = await fetch_one(bus, spec)
+    await first.ack()
+
+    async def first_acked() -> bool:
+        return (await bus.stream_bounds(spec.name))[0] == 2
+
+    await eventually(first_acked)
+    for msg in await bus.fetch(spec.name, "worker", batch=2, timeout=WITHIN):
+        await msg.ack()
+
+    async def all_acked() -> bool:
+        return await bus.stream_bounds(spec.name) == (4, 3)
+
+    await eventually(all_acked)
+
+
 async def test_limits_stream_keeps_acked_messages(bus: MessageBus) -> None:
     spec = await queue_with_consumer(bus, work_queue=False)
     subject = subject_in(spec, "k")

@@ -7,7 +7,7 @@ from nats.js.api import RetentionPolicy
 
 from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import STREAMS
-from forge.testing.process import ServiceProcess
+from forge.embedded.process import ServiceProcess
 
 
 async def test_job_streams_deduplicate_for_longer_than_a_job_runs(own_nats: ServiceProcess) -> None:

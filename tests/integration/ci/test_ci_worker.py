@@ -15,10 +15,10 @@ import pytest
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import Result
+from forge.embedded.process import free_port
 from forge.jobs.dispatch import dispatch
 from forge.logs import LogReader, log_key
 from forge.settings import CiSettings
-from forge.testing.process import free_port
 
 from .conftest import StartWorker
 from .support import alive, ci_job, read_pid, standard_repo

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import STREAMS
+from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.jobs.dispatch import dispatch
 from forge.settings import ObjectStoreSettings
-from forge.testing.process import ServiceProcess, binary, start_service
 
 from .support import ci_job, read_pid, standard_repo
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from hera.workflows import models as m
 
-from forge.testing.process import free_port
+from forge.embedded.process import free_port
 
 __all__ = ["TERMINATED", "FakeArgo", "Outcome", "Request"]
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hera.workflows import models as m
 
+from forge.embedded.process import free_port
 from forge.errors import (
     ConflictError,
     InvalidInputError,
@@ -27,7 +28,6 @@ from forge.errors import (
     TransientError,
 )
 from forge.ports.engine import NodePhase, WorkflowPhase
-from forge.testing.process import free_port
 from forge.workflows.engine import ArgoWorkflowEngine
 
 NS = "ci"

@@ -13,9 +13,9 @@ import pytest
 
 from forge.adapters.pygit2_git import Pygit2Mirrors, Pygit2Reader
 from forge.discovery import discover
+from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import NotFoundError, ServiceUnavailableError
 from forge.testing.gitrepos import Content, Symlink, commit_files
-from forge.testing.process import ServiceProcess, free_port
 
 PROJECT = "name: svc\nphases:\n  build:\n    steps:\n      - {name: b, run: make}\n"
 

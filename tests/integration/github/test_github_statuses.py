@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from forge.adapters.github_statuses import GithubStatuses
+from forge.embedded.process import free_port
 from forge.errors import InvalidInputError, NotFoundError, PermanentError, ServiceUnavailableError, TransientError
 from forge.testing.github import FakeGithub
-from forge.testing.process import free_port
 
 SHA = "ab" * 20
 

@@ -15,9 +15,9 @@ import pytest
 from pydantic import SecretStr
 
 from forge.adapters.minio_objects import MinioObjectStore
+from forge.embedded.process import ServiceProcess, free_port
 from forge.ports.objects import ObjectStore
 from forge.settings import ObjectStoreSettings
-from forge.testing.process import ServiceProcess, free_port
 
 
 class AdapterHarness(Protocol):

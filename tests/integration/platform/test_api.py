@@ -14,7 +14,7 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.services import ApiServices
-from forge.testing.process import ServiceProcess
+from forge.embedded.process import ServiceProcess
 
 SHA = "a" * 40
 SHA2 = "b" * 40

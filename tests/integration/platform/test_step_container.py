@@ -10,8 +10,8 @@ from typing import Any
 from uuid import uuid4
 
 from forge.adapters.nats_bus import NatsBus
+from forge.embedded.process import ServiceProcess, binary
 from forge.testing.gitrepos import commit_files
-from forge.testing.process import ServiceProcess, binary
 
 from .support import PROJECT, Counting
 

@@ -29,9 +29,9 @@ from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.routes.webhooks import MAX_WEBHOOK_BODY
 from forge.api.services import ApiServices
+from forge.embedded.process import ServiceProcess
 from forge.ports import RunFilter
 from forge.testing.postgres import create_database_async
-from forge.testing.process import ServiceProcess
 
 REPO = "acme/mono"
 SECRET = "It's a Secret to Everybody, also acme's"

@@ -14,10 +14,10 @@ import pytest
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType
+from forge.embedded.process import free_port
 from forge.errors import TransientError
 from forge.jobs.dispatch import dispatch
 from forge.testing.gitrepos import commit_files
-from forge.testing.process import free_port
 from forge.workflows.workers.discovery import discovery_key
 
 from .support import PROJECT, Counting

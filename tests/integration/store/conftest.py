@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 
 from forge.adapters.postgres_store import PostgresStore
+from forge.embedded.process import ServiceProcess
 from forge.ports.store import NewRepository
 from forge.testing.postgres import create_database_async
-from forge.testing.process import ServiceProcess
 
 
 @pytest.fixture

@@ -10,14 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from forge.testing.postgres import (
-    EXTERNAL_URL_ENV,
-    PG_SYSTEM_USER,
-    PostgresProcess,
-    create_database,
-    start_postgres,
-)
-from forge.testing.process import ServiceProcess
+from forge.embedded.postgres import PG_SYSTEM_USER, PostgresProcess
+from forge.embedded.process import ServiceProcess
+from forge.testing.postgres import EXTERNAL_URL_ENV, create_database, start_postgres
 
 
 def _uid_of(pid: int) -> int:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from forge.adapters.postgres_store import PostgresStore
+from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import ServiceUnavailableError
-from forge.testing.process import ServiceProcess, free_port
 
 
 async def test_connect_to_a_closed_port() -> None:

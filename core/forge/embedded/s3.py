@@ -11,7 +11,7 @@ import http.client
 from collections.abc import Callable
 from pathlib import Path
 
-from forge.testing.process import ServiceProcess, binary, free_port, start_service
+from forge.embedded.process import ServiceProcess, binary, free_port, start_service
 
 __all__ = ["start_s3"]
 
