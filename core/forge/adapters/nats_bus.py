@@ -243,6 +243,14 @@ class NatsBus:
                     return []
         return [NatsMessage(m) for m in msgs]
 
+    async def stream_bounds(self, stream: str) -> tuple[int, int]:
+        with _translate(f"stream info {stream}"):
+            info = await self._js.stream_info(stream)
+        state = info.state
+        if not state.messages:
+            return state.last_seq + 1, state.last_seq
+        return state.first_seq, state.last_seq
+
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
         with _translate(f"last message of {stream}/{subject}"):
             try:

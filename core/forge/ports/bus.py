@@ -57,6 +57,12 @@ class MessageBus(Protocol):
     async def fetch(self, stream: str, durable: str, *, batch: int, timeout: float) -> list[BusMessage]:
         """Pull up to ``batch`` messages; an empty list when none arrived in ``timeout``."""
 
+    async def stream_bounds(self, stream: str) -> tuple[int, int]:
+        """(first, last) sequence stored in ``stream``; first is last + 1 when it holds nothing.
+
+        On a work-queue stream with one consumer, ``first > n`` means every message up to ``n`` was acked.
+        """
+
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
         """The newest message stored on ``subject`` in ``stream``, or None."""
 
