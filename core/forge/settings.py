@@ -91,6 +91,12 @@ class CiSettings(BaseModel):
     )
     kill_grace: float = Field(10.0, gt=0, description="Seconds between SIGTERM and SIGKILL of a timed-out step")
     log_interval: float = Field(1.0, gt=0, description="Seconds between uploads of a running step's log")
+    started_event_after: float = Field(
+        0.5,
+        ge=0,
+        description="Seconds a step runs before its 'started' event is published; a shorter step reports only "
+        "its outcome",
+    )
     earthly_flags: list[str] = Field(
         default_factory=lambda: ["--ci"], description="Flags put before the target of every earthly step"
     )

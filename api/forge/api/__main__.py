@@ -32,7 +32,13 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
             async with MinioObjectStore.from_settings(settings.objects) as objects:
                 await objects.ensure_bucket()
                 yield ApiServices(
-                    store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(settings.ci.secrets_dir)
+                    database=store,
+                    repositories=store,
+                    runs=store,
+                    executions=store,
+                    bus=bus,
+                    objects=objects,
+                    secrets=EnvSecretProvider(settings.ci.secrets_dir),
                 )
         finally:
             await bus.close()
@@ -54,7 +60,7 @@ def main() -> int:
 
     async def serve(stop: asyncio.Event) -> None:
         async with build(settings) as services:
-            await services.store.migrate()
+            await services.database.migrate()
             config = uvicorn.Config(
                 create_app(services), host=settings.api.host, port=settings.api.port, log_level="warning"
             )

@@ -12,7 +12,6 @@ from forge.api.routes.health import healthz, readyz
 from forge.api.routes.logs import step_logs
 from forge.api.routes.repositories import RepositoriesController
 from forge.api.routes.runs import RunsController
-from forge.api.routes.status import StatusController
 from forge.api.routes.webhooks import WebhooksController
 from forge.api.services import ApiServices
 
@@ -32,7 +31,6 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
             RepositoriesController,
             RunsController,
             step_logs,
-            StatusController,
             WebhooksController,
         ],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
@@ -45,7 +43,6 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
                 Tag(name="runs", description="Pipeline runs, their executions and step logs"),
                 Tag(name="repositories", description="Repositories runs are accepted for"),
                 Tag(name="webhooks", description="Deliveries from source hosts (GitHub) that start runs"),
-                Tag(name="internal status", description="Status reports from workers and the controller"),
                 Tag(name="health", description="Liveness and readiness"),
             ],
         ),

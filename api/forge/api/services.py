@@ -6,14 +6,18 @@ from dataclasses import dataclass
 
 from litestar.di import NamedDependency
 
-from forge.ports import MessageBus, ObjectStore, RunStore, SecretProvider
+from forge.ports import Database, ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SecretProvider
 
 __all__ = ["ApiServices", "Services"]
 
 
 @dataclass(frozen=True, slots=True)
 class ApiServices:
-    store: RunStore
+    database: Database
+    repositories: RepositoryStore
+    runs: RunStore
+    executions: ExecutionStore
+    """Read only: the controller is the one writer of executions."""
     bus: MessageBus
     objects: ObjectStore
     secrets: SecretProvider

@@ -20,7 +20,7 @@ import httpx
 
 from forge.cli.dev import HOME_OPTION
 from forge.cli.localrepo import local_source
-from forge.cli.platform import platform_down, platform_up
+from forge.cli.platform import PlatformUnhealthyError, platform_down, platform_up
 from forge.errors import ForgeError, ServiceUnavailableError
 
 __all__ = ["run"]
@@ -42,6 +42,9 @@ def run(
     """Run a pipeline for the repository at PATH on the embedded platform."""
     try:
         platform, started = platform_up(home, on_start=lambda n: click.echo(f"starting {n}", err=True))
+    except PlatformUnhealthyError as exc:  # someone else's platform: reported, never stopped
+        click.echo(f"forge run: {exc}", err=True)
+        sys.exit(1)
     except ForgeError as exc:
         click.echo(f"forge run: cannot start the embedded platform: {exc}", err=True)
         sys.exit(1)
@@ -77,7 +80,7 @@ def _run(
             run = _wait(client, created["id"], timeout)
             if run["discovery_status"] != "success":
                 click.echo(run.get("error") or f"discovery {run['discovery_status']}", err=True)
-                return 2 if "invalid configuration" in (run.get("error") or "") else 1
+                return 2 if run.get("error_code") == "invalid_config" else 1
             if not as_json:
                 _print_discovery(run["discovery"])
             run, executions = _follow(client, run, timeout, quiet=as_json)

@@ -7,6 +7,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
+from forge.adapters.argo_workflows import ArgoWorkflowEngine
 from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
@@ -16,7 +17,7 @@ from forge.domain.messages import STREAMS
 from forge.ports import MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
-from forge.workflows.engine import ArgoWorkflowEngine, LocalWorkflowEngine
+from forge.workflows.engine import LocalWorkflowEngine
 from forge.workflows.steps.entry import run_step
 
 __all__ = ["build", "main"]
@@ -60,6 +61,7 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
     """Choose and connect the controller's adapters; the engine is local or Argo by settings."""
     store = await PostgresStore.connect(settings.database.url, min_size=1, max_size=settings.database.pool_max)
     try:
+        await store.migrate()
         bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
         try:
             await bus.ensure_streams(STREAMS)
@@ -68,7 +70,15 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
                 _engine(settings, bus) as engine,
                 _source_host(settings) as source_host,
             ):
-                yield ControllerServices(store=store, bus=bus, objects=objects, engine=engine, source_host=source_host)
+                yield ControllerServices(
+                    repositories=store,
+                    runs=store,
+                    executions=store,
+                    bus=bus,
+                    objects=objects,
+                    engine=engine,
+                    source_host=source_host,
+                )
         finally:
             await bus.close()
     finally:
@@ -81,7 +91,6 @@ def main() -> int:
 
     async def serve(stop: asyncio.Event) -> None:
         async with build(settings) as services:
-            await services.store.migrate()
             await run_controller(services, settings, stop)
 
     return run_service(serve)

@@ -1,4 +1,4 @@
-"""The controller's reconcilers, run side by side until stop."""
+"""The controller: its reconcilers and the step event recorder, run side by side until stop."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 from dataclasses import dataclass
 
 from forge.controller.commit_status import CommitStatuses
+from forge.controller.reconcile import ReconcileLoop
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
-from forge.ports import MessageBus, ObjectStore, RunStore, SourceHost, WorkflowEngine
+from forge.controller.step_events import StepEventRecorder
+from forge.ports import ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SourceHost, WorkflowEngine
 from forge.settings import Settings
 
 __all__ = ["ControllerServices", "run_controller"]
@@ -16,7 +18,9 @@ __all__ = ["ControllerServices", "run_controller"]
 
 @dataclass(frozen=True, slots=True)
 class ControllerServices:
-    store: RunStore
+    repositories: RepositoryStore
+    runs: RunStore
+    executions: ExecutionStore
     bus: MessageBus
     objects: ObjectStore
     engine: WorkflowEngine
@@ -27,19 +31,28 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
     statuses = CommitStatuses(
         host=services.source_host, context=settings.github.context, public_url=settings.api.public_url
     )
+    recorder = StepEventRecorder(executions=services.executions, bus=services.bus)
     discovery = DiscoveryReconciler(
-        store=services.store,
+        runs=services.runs,
+        repositories=services.repositories,
         bus=services.bus,
         objects=services.objects,
         timeout=settings.timeouts.discovery,
         statuses=statuses,
     )
-    options = TemplateOptions(
-        image=settings.engine.image, namespace=settings.engine.namespace, parallelism=settings.engine.parallelism
-    )
     execution = ExecutionReconciler(
-        store=services.store, bus=services.bus, engine=services.engine, options=options, statuses=statuses
+        runs=services.runs,
+        repositories=services.repositories,
+        executions=services.executions,
+        bus=services.bus,
+        engine=services.engine,
+        recorder=recorder,
+        options=TemplateOptions(
+            image=settings.engine.image, namespace=settings.engine.namespace, parallelism=settings.engine.parallelism
+        ),
+        statuses=statuses,
     )
     async with asyncio.TaskGroup() as group:
-        group.create_task(discovery.run(stop))
-        group.create_task(execution.run(stop))
+        group.create_task(recorder.run(stop))
+        group.create_task(ReconcileLoop(discovery).run(stop))
+        group.create_task(ReconcileLoop(execution).run(stop))

@@ -1,7 +1,11 @@
-"""Step executions of ``PostgresStore``: planning them from a discovery, reading them, rolling statuses up."""
+"""Step executions of ``PostgresStore``: planning them from a discovery, reading them, applying step
+events and rolling statuses up. Locks are always taken run -> steps -> tasks -> phases, each set in
+id order, so concurrent writers wait for each other instead of deadlocking."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -15,20 +19,29 @@ from forge.adapters._postgres_rows import (
     task_from_row,
 )
 from forge.adapters._postgres_sql import (
+    SQL_LOCK_PHASES,
+    SQL_LOCK_STEPS,
+    SQL_LOCK_TASKS,
     SQL_LOCK_TASKS_OF_RUN,
+    SQL_PHASE_CHILDREN,
     SQL_PHASE_CHILDREN_OF_RUN,
     SQL_PHASES_OF_RUN,
     SQL_SET_PHASE_STATUS,
     SQL_SET_TASK_STATUS,
     SQL_STEPS_OF_RUN,
+    SQL_TASK_CHILDREN,
     SQL_TASK_CHILDREN_OF_RUN,
     SQL_TASKS_OF_RUN,
+    SQL_UPDATE_STEPS,
 )
 from forge.domain.discovery import DiscoveryResult
+from forge.domain.events import StepEvent, StepState, advance
 from forge.domain.rollup import settle
 from forge.domain.status import Status
 from forge.errors import InvalidInputError
 from forge.ports.store import RunExecutions
+
+_log = logging.getLogger("forge.store.executions")
 
 
 def plan_executions(discovery: DiscoveryResult) -> tuple[list[Any], list[Any], list[Any]]:
@@ -78,26 +91,55 @@ async def read_executions(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUI
     )
 
 
-async def roll_up_task(conn: PoolConnectionProxy[asyncpg.Record], task_id: UUID) -> None:
-    """Settle the (locked) task from its steps, and its phase when the task changed."""
-    task = await conn.fetchrow("SELECT id, phase_id, status FROM task_executions WHERE id = $1 FOR UPDATE", task_id)
-    assert task is not None  # a step's foreign key
-    children = await conn.fetch("SELECT status FROM step_executions WHERE task_id = $1", task_id)
-    current = Status(task["status"])
-    new = settle(current, (Status(r["status"]) for r in children))
-    if new != current:
-        await conn.execute(SQL_SET_TASK_STATUS, task_id, new)
-        await roll_up_phase(conn, task["phase_id"])
+async def apply_events(conn: PoolConnectionProxy[asyncpg.Record], events: Sequence[StepEvent]) -> int:
+    """Apply ``events`` in order to their (locked) steps, write the changed steps in one statement and
+    roll their tasks and phases up; the number of steps that changed."""
+    rows = await conn.fetch(SQL_LOCK_STEPS, sorted({e.step_id for e in events}))
+    states = {r["id"]: _state(r) for r in rows}
+    task_of = {r["id"]: r["task_id"] for r in rows}
+    changed: dict[UUID, StepState] = {}
+    for event in events:
+        state = states.get(event.step_id)
+        if state is None:
+            _log.warning("event %s names no known step; dropped", event.key)
+            continue
+        new = advance(state, event)
+        if new is not None:
+            states[event.step_id] = changed[event.step_id] = new
+    if not changed:
+        return 0
+    ids = list(changed)
+    columns = [[getattr(changed[i], name) for i in ids] for name in _STATE_COLUMNS]
+    await conn.execute(SQL_UPDATE_STEPS, ids, *columns)
+    await roll_up_tasks(conn, {task_of[i] for i in ids})
+    return len(changed)
 
 
-async def roll_up_phase(conn: PoolConnectionProxy[asyncpg.Record], phase_id: UUID) -> None:
-    phase = await conn.fetchrow("SELECT status FROM phase_executions WHERE id = $1 FOR UPDATE", phase_id)
-    assert phase is not None  # a task's foreign key
-    children = await conn.fetch("SELECT status FROM task_executions WHERE phase_id = $1", phase_id)
-    current = Status(phase["status"])
-    new = settle(current, (Status(r["status"]) for r in children))
-    if new != current:
-        await conn.execute(SQL_SET_PHASE_STATUS, phase_id, new)
+_STATE_COLUMNS = ("status", "attempts", "exit_code", "logs_key", "message", "started_at", "completed_at")
+
+
+def _state(row: asyncpg.Record) -> StepState:
+    return StepState(Status(row["status"]), *(row[name] for name in _STATE_COLUMNS[1:]))
+
+
+async def roll_up_tasks(conn: PoolConnectionProxy[asyncpg.Record], task_ids: Collection[UUID]) -> None:
+    """Settle the tasks from their steps, then the phases of the tasks that changed."""
+    await conn.fetch(SQL_LOCK_TASKS, sorted(task_ids))
+    phases: set[UUID] = set()
+    for row in await conn.fetch(SQL_TASK_CHILDREN, list(task_ids)):
+        current = Status(row["status"])
+        new = settle(current, (Status(c) for c in row["children"]))
+        if new != current:
+            await conn.execute(SQL_SET_TASK_STATUS, row["id"], new)
+            phases.add(row["phase_id"])
+    if not phases:
+        return
+    await conn.fetch(SQL_LOCK_PHASES, sorted(phases))
+    for row in await conn.fetch(SQL_PHASE_CHILDREN, list(phases)):
+        current = Status(row["status"])
+        new = settle(current, (Status(c) for c in row["children"]))
+        if new != current:
+            await conn.execute(SQL_SET_PHASE_STATUS, row["id"], new)
 
 
 async def roll_up_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> None:

@@ -46,7 +46,8 @@ SQL_RECORD_DISCOVERY = f"""
 SQL_FAIL_DISCOVERY = f"""
     WITH r AS (
         UPDATE pipeline_runs SET
-            discovery_status = 'failed', status = 'failed', error = $2, completed_at = COALESCE(completed_at, now())
+            discovery_status = 'failed', status = 'failed', error = $2, error_code = $3,
+            completed_at = COALESCE(completed_at, now())
         WHERE id = $1 RETURNING *
     )
     {FROM_CTE}
@@ -61,7 +62,8 @@ STAMPS = f"""
 """
 SQL_SET_RUN_STATUS = f"""
     WITH r AS (
-        UPDATE pipeline_runs SET status = $2, error = COALESCE($3, error), {STAMPS}
+        UPDATE pipeline_runs SET status = $2, error = COALESCE($3, error), error_code = COALESCE($4, error_code),
+            {STAMPS}
         WHERE id = $1 RETURNING *
     )
     {FROM_CTE}
@@ -131,29 +133,36 @@ SQL_STEPS_OF_RUN = """
     JOIN task_executions t ON t.id = s.task_id JOIN phase_executions p ON p.id = t.phase_id
     WHERE p.run_id = $1 ORDER BY p.group_number, p.name, t.project, s.position, s.name
 """
-#: The step, locked, with what decides whether it may start: its run's status and cancel request.
-SQL_LOCK_STEP = """
-    SELECT s.*, r.id AS run_id, r.status AS run_status, r.cancel_requested_at
-    FROM step_executions s
-    JOIN task_executions t ON t.id = s.task_id
-    JOIN phase_executions p ON p.id = t.phase_id
-    JOIN pipeline_runs r ON r.id = p.run_id
-    WHERE s.id = $1
-    FOR UPDATE OF s
+#: Steps an event batch changes, locked in id order (the order every writer of steps takes).
+SQL_LOCK_STEPS = "SELECT * FROM step_executions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+SQL_UPDATE_STEPS = """
+    UPDATE step_executions s SET
+        status = x.status, attempts = x.attempts, exit_code = x.exit_code, logs_key = x.logs_key,
+        message = x.message, started_at = x.started_at, completed_at = x.completed_at
+    FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::integer[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::timestamptz[])
+        AS x(id, status, attempts, exit_code, logs_key, message, started_at, completed_at)
+    WHERE s.id = x.id
 """
-SQL_SET_STEP_STATUS = f"""
-    UPDATE step_executions SET
-        status = $2,
-        exit_code = COALESCE($3, exit_code),
-        attempts = COALESCE($4, CASE WHEN $2 = 'running' THEN GREATEST(attempts, 1) ELSE attempts END),
-        logs_key = COALESCE($5, logs_key),
-        message = COALESCE($6, message),
-        {STAMPS}
-    WHERE id = $1
-    RETURNING *
-"""  # noqa: S608
+SQL_LOCK_TASKS = "SELECT id FROM task_executions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+SQL_TASK_CHILDREN = """
+    SELECT t.id, t.phase_id, t.status, array_agg(s.status) AS children
+    FROM task_executions t JOIN step_executions s ON s.task_id = t.id
+    WHERE t.id = ANY($1::uuid[]) GROUP BY t.id
+"""
+SQL_LOCK_PHASES = "SELECT id FROM phase_executions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+SQL_PHASE_CHILDREN = """
+    SELECT p.id, p.status, array_agg(t.status) AS children
+    FROM phase_executions p JOIN task_executions t ON t.phase_id = p.id
+    WHERE p.id = ANY($1::uuid[]) GROUP BY p.id
+"""
 SQL_SET_TASK_STATUS = f"UPDATE task_executions SET status = $2, {STAMPS} WHERE id = $1 RETURNING *"  # noqa: S608
 SQL_SET_PHASE_STATUS = f"UPDATE phase_executions SET status = $2, {STAMPS} WHERE id = $1 RETURNING *"  # noqa: S608
+SQL_LOCK_STEPS_OF_RUN = """
+    SELECT s.id FROM step_executions s
+    JOIN task_executions t ON t.id = s.task_id JOIN phase_executions p ON p.id = t.phase_id
+    WHERE p.run_id = $1 ORDER BY s.id FOR UPDATE OF s
+"""
 #: finish_run: nothing of a finished run is left pending or running.
 SQL_SWEEP_STEPS = f"""
     UPDATE step_executions s SET

@@ -1,4 +1,5 @@
-"""``RunStore`` on PostgreSQL through an asyncpg pool (DESIGN §4: PostgreSQL is the system of record).
+"""The store ports (``Database``, ``RepositoryStore``, ``RunStore``, ``ExecutionStore``) on PostgreSQL
+through one asyncpg pool (DESIGN §4: PostgreSQL is the system of record).
 
 Migrations are the plain SQL files in ``forge/adapters/migrations``, applied in name order, each in its
 own transaction under a transaction-scoped advisory lock, and recorded in ``schema_migrations`` — so two
@@ -8,6 +9,8 @@ processes starting at once never apply one twice. Status changes go through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from uuid import UUID
@@ -16,20 +19,18 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from forge.adapters._postgres_executions import (
+    apply_events,
     plan_executions,
     read_executions,
-    roll_up_phase,
     roll_up_run,
-    roll_up_task,
+    roll_up_tasks,
 )
 from forge.adapters._postgres_rows import (
     RUN_COLUMNS,
     init_connection,
-    phase_from_row,
     repository_from_row,
     run_from_row,
     step_from_row,
-    task_from_row,
     translate_errors,
 )
 from forge.adapters._postgres_sql import (
@@ -42,20 +43,18 @@ from forge.adapters._postgres_sql import (
     SQL_INSERT_RUN,
     SQL_INSERT_STEPS,
     SQL_INSERT_TASKS,
-    SQL_LOCK_STEP,
+    SQL_LOCK_STEPS_OF_RUN,
     SQL_RECORD_DISCOVERY,
     SQL_REQUEST_CANCEL,
-    SQL_SET_PHASE_STATUS,
     SQL_SET_RUN_STATUS,
-    SQL_SET_STEP_STATUS,
-    SQL_SET_TASK_STATUS,
     SQL_SET_WORKFLOW,
     SQL_SETTLE_DISCOVERY,
     SQL_SWEEP_STEPS,
     UNFINISHED,
 )
 from forge.domain.discovery import DiscoveryResult
-from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution
+from forge.domain.entities import PipelineRun, Repository, StepExecution
+from forge.domain.events import StepEvent
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
@@ -88,7 +87,7 @@ def migration_files() -> list[tuple[str, str]]:
 
 
 class PostgresStore:
-    """The ``RunStore`` port on PostgreSQL. Build it with :meth:`connect`; ``close()`` when done."""
+    """Every store port on PostgreSQL. Build it with :meth:`connect`; ``close()`` when done."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
@@ -269,7 +268,7 @@ class PostgresStore:
             )
         return [run_from_row(r) for r in rows]
 
-    async def record_discovery(self, run_id: UUID, discovery: dict[str, Any], object_key: str) -> PipelineRun:
+    async def record_discovery(self, run_id: UUID, discovery: DiscoveryResult, object_key: str) -> PipelineRun:
         with translate_errors(f"recording the discovery of run {run_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
                 current = await _lock_run(conn, run_id)
@@ -281,16 +280,11 @@ class PostgresStore:
                         details={"run_id": str(run_id), "discovery_key": current.discovery_key},
                     )
                 ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.SUCCESS)
-                row = await conn.fetchrow(
-                    SQL_RECORD_DISCOVERY,
-                    run_id,
-                    discovery,
-                    object_key,
-                )
+                row = await conn.fetchrow(SQL_RECORD_DISCOVERY, run_id, discovery.model_dump(mode="json"), object_key)
         assert row is not None
         return run_from_row(row)
 
-    async def fail_discovery(self, run_id: UUID, error: str) -> PipelineRun:
+    async def fail_discovery(self, run_id: UUID, error: str, *, code: str) -> PipelineRun:
         with translate_errors(f"failing the discovery of run {run_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
                 current = await _lock_run(conn, run_id)
@@ -298,11 +292,7 @@ class PostgresStore:
                     return current  # repeat
                 ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.FAILED)
                 ensure_transition(f"run {run_id}", current.status, Status.FAILED)
-                row = await conn.fetchrow(
-                    SQL_FAIL_DISCOVERY,
-                    run_id,
-                    error,
-                )
+                row = await conn.fetchrow(SQL_FAIL_DISCOVERY, run_id, error, code)
         assert row is not None
         return run_from_row(row)
 
@@ -327,17 +317,6 @@ class PostgresStore:
         assert row is not None
         return run_from_row(row)
 
-    async def set_run_status(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
-        with translate_errors(f"setting the status of run {run_id}"):
-            async with self._pool.acquire() as conn, conn.transaction():
-                current = await _lock_run(conn, run_id)
-                ensure_transition(f"run {run_id}", current.status, status)
-                if current.status == status and error is None:
-                    return current
-                row = await conn.fetchrow(SQL_SET_RUN_STATUS, run_id, status, error)
-        assert row is not None
-        return run_from_row(row)
-
     async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
         if limit < 1:
             raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
@@ -354,7 +333,9 @@ class PostgresStore:
             )
         return [run_from_row(r) for r in rows]
 
-    async def finish_run(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
+    async def finish_run(
+        self, run_id: UUID, status: Status, *, error: str | None = None, code: str | None = None
+    ) -> PipelineRun:
         if status not in {Status.SUCCESS, Status.FAILED, Status.CANCELLED}:
             raise InvalidInputError(
                 f"run {run_id}: a run finishes as success, failed or cancelled, not {status}",
@@ -369,12 +350,13 @@ class PostgresStore:
                         details={"run_id": str(run_id), "from": str(current.status), "to": str(status)},
                     )
                 ensure_transition(f"run {run_id}", current.status, status)
+                await conn.fetch(SQL_LOCK_STEPS_OF_RUN, run_id)
                 await conn.execute(SQL_SWEEP_STEPS, run_id)
                 await conn.execute(SQL_SETTLE_DISCOVERY, run_id)
                 await roll_up_run(conn, run_id)
                 if current.status == status:
                     return current
-                row = await conn.fetchrow(SQL_SET_RUN_STATUS, run_id, status, error)
+                row = await conn.fetchrow(SQL_SET_RUN_STATUS, run_id, status, error, code)
         assert row is not None
         return run_from_row(row)
 
@@ -426,59 +408,32 @@ class PostgresStore:
             raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
         return step_from_row(row)
 
-    async def set_step_status(
-        self,
-        step_id: UUID,
-        status: Status,
-        *,
-        exit_code: int | None = None,
-        attempt: int | None = None,
-        logs_key: str | None = None,
-        message: str | None = None,
-    ) -> StepExecution:
-        with translate_errors(f"setting the status of step {step_id}"):
+    async def apply_step_events(self, events: Sequence[StepEvent]) -> int:
+        if not events:
+            return 0
+        with translate_errors(f"applying {len(events)} step event(s)"):
             async with self._pool.acquire() as conn, conn.transaction():
-                current = await conn.fetchrow(SQL_LOCK_STEP, step_id)
-                if current is None:
+                return await apply_events(conn, events)
+
+    async def fail_step(self, step_id: UUID, message: str | None) -> StepExecution:
+        with translate_errors(f"failing step {step_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow("SELECT * FROM step_executions WHERE id = $1 FOR UPDATE", step_id)
+                if row is None:
                     raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
-                was = Status(current["status"])
-                ensure_transition(f"step {step_id}", was, status)
-                if status == Status.RUNNING and was == Status.PENDING:
-                    _ensure_may_start(current)
-                row = await conn.fetchrow(SQL_SET_STEP_STATUS, step_id, status, exit_code, attempt, logs_key, message)
+                if Status(row["status"]).is_final:
+                    return step_from_row(row)
+                now = datetime.now(UTC)
+                row = await conn.fetchrow(
+                    "UPDATE step_executions SET status = 'failed', message = COALESCE($2, message),"
+                    " started_at = COALESCE(started_at, $3), completed_at = $3 WHERE id = $1 RETURNING *",
+                    step_id,
+                    message,
+                    now,
+                )
                 assert row is not None
-                if status != was:
-                    await roll_up_task(conn, current["task_id"])
+                await roll_up_tasks(conn, [row["task_id"]])
         return step_from_row(row)
-
-    async def set_task_status(self, task_id: UUID, status: Status) -> TaskExecution:
-        with translate_errors(f"setting the status of task {task_id}"):
-            async with self._pool.acquire() as conn, conn.transaction():
-                current = await conn.fetchrow("SELECT * FROM task_executions WHERE id = $1 FOR UPDATE", task_id)
-                if current is None:
-                    raise NotFoundError(f"task {task_id} does not exist", details={"task_id": str(task_id)})
-                was = Status(current["status"])
-                ensure_transition(f"task {task_id}", was, status)
-                if status == was:
-                    return task_from_row(current)
-                row = await conn.fetchrow(SQL_SET_TASK_STATUS, task_id, status)
-                await roll_up_phase(conn, current["phase_id"])
-        assert row is not None
-        return task_from_row(row)
-
-    async def set_phase_status(self, phase_id: UUID, status: Status) -> PhaseExecution:
-        with translate_errors(f"setting the status of phase {phase_id}"):
-            async with self._pool.acquire() as conn, conn.transaction():
-                current = await conn.fetchrow("SELECT * FROM phase_executions WHERE id = $1 FOR UPDATE", phase_id)
-                if current is None:
-                    raise NotFoundError(f"phase {phase_id} does not exist", details={"phase_id": str(phase_id)})
-                was = Status(current["status"])
-                ensure_transition(f"phase {phase_id}", was, status)
-                if status == was:
-                    return phase_from_row(current)
-                row = await conn.fetchrow(SQL_SET_PHASE_STATUS, phase_id, status)
-        assert row is not None
-        return phase_from_row(row)
 
 
 # -- executions: one transaction each, locks taken in the order run -> steps -> tasks -> phases ---------
@@ -489,21 +444,6 @@ async def _lock_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> 
     if row is None:
         raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
     return run_from_row(row)
-
-
-def _ensure_may_start(step: asyncpg.Record) -> None:
-    """A step starts only while its run is unfinished and no cancel was requested."""
-    run_status = Status(step["run_status"])
-    if run_status.is_final:
-        raise ConflictError(
-            f"step {step['id']}: run {step['run_id']} is already {run_status}",
-            details={"step_id": str(step["id"]), "run_id": str(step["run_id"])},
-        )
-    if step["cancel_requested_at"] is not None:
-        raise ConflictError(
-            f"step {step['id']}: run {step['run_id']} is being cancelled",
-            details={"step_id": str(step["id"]), "run_id": str(step["run_id"])},
-        )
 
 
 def _check_page(limit: int, offset: int) -> None:

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from forge.domain.discovery import DiscoveryResult
 from forge.domain.status import ApprovalStatus, DeploymentStatus, Status
 
 __all__ = [
@@ -67,9 +68,10 @@ class PipelineRun(_Entity):
     triggered_by: str
     status: Status
     discovery_status: Status = Field(description="Status of the discovery job of this run")
-    discovery: dict[str, Any] | None = Field(None, description="Discovery result (DESIGN §3)")
+    discovery: DiscoveryResult | None = Field(None, description="Discovery result (DESIGN §3)")
     discovery_key: str | None = Field(None, description="Object key of the stored discovery result")
     error: str | None = None
+    error_code: str | None = Field(None, description="Why the run failed, as a code (e.g. invalid_config)")
     github_context: dict[str, Any] | None = None
     workflow_name: str | None = None
     cancel_requested_at: datetime | None = Field(None, description="When a cancel was requested (DELETE)")

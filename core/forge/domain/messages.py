@@ -15,7 +15,8 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
-    "CANCEL_SUBJECT",
+    "CANCELS_STREAM",
+    "CANCEL_SUBJECTS",
     "RESULT_INLINE_LIMIT",
     "SCHEMA_VERSION",
     "STREAMS",
@@ -29,13 +30,17 @@ __all__ = [
     "ReleasePayload",
     "Result",
     "StreamSpec",
+    "cancel_subject",
     "job_subject",
     "result_subject",
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
 RESULT_INLINE_LIMIT = 1024 * 1024  # results above this are stored in object storage (DESIGN §6)
-CANCEL_SUBJECT = "pipeline.cancel"  # core NATS; payload: the id of a run whose running jobs must stop
+#: ``pipeline.cancel.<run id>``: published into ``pipeline-cancels`` (so a worker that pulls a job of a
+#: cancelled run later still sees it) and received live by workers over a core subscription.
+CANCEL_SUBJECTS = "pipeline.cancel.>"
+CANCELS_STREAM = "pipeline-cancels"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 JobKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=200)]
 
@@ -71,6 +76,9 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(name="pipeline-releases", subjects=("pipeline.releases.>",), work_queue=True),
     StreamSpec(name="pipeline-results", subjects=("pipeline.results.>",), work_queue=False),
     StreamSpec(name="pipeline-dlq", subjects=("pipeline.dlq.>",), work_queue=False),
+    # Step lifecycle events; one consumer (the controller) acks them once they are in PostgreSQL.
+    StreamSpec(name="pipeline-events", subjects=("pipeline.events.>",), work_queue=True),
+    StreamSpec(name=CANCELS_STREAM, subjects=(CANCEL_SUBJECTS,), work_queue=False),
 )
 
 STREAM_OF: dict[JobType, str] = {
@@ -88,6 +96,10 @@ def job_subject(job_type: JobType, *tokens: str) -> str:
         if not _TOKEN.match(token):
             raise ValueError(f"invalid subject token {token!r}")
     return ".".join((_PREFIX[job_type], *tokens))
+
+
+def cancel_subject(run_id: UUID) -> str:
+    return f"pipeline.cancel.{run_id}"
 
 
 def result_subject(key: str) -> str:

@@ -13,14 +13,24 @@ from forge.ports.others import (
     SecretProvider,
     SourceHost,
 )
-from forge.ports.status import StatusReporter
-from forge.ports.store import NewRepository, NewRun, Page, RunFilter, RunStore
+from forge.ports.store import (
+    Database,
+    ExecutionStore,
+    NewRepository,
+    NewRun,
+    Page,
+    RepositoryStore,
+    RunFilter,
+    RunStore,
+)
 
 __all__ = [
     "ArtifactRegistry",
     "BusMessage",
+    "Database",
     "DeployerStatus",
     "EntryKind",
+    "ExecutionStore",
     "GitMirrors",
     "GitReader",
     "Identity",
@@ -34,11 +44,11 @@ __all__ = [
     "ObjectInfo",
     "ObjectStore",
     "Page",
+    "RepositoryStore",
     "RunFilter",
     "RunStore",
     "SecretProvider",
     "SourceHost",
-    "StatusReporter",
     "Subscription",
     "TreeEntry",
     "WorkflowEngine",

@@ -1,8 +1,14 @@
-"""Database: PostgreSQL is the system of record (DESIGN §4). Every write is idempotent by a natural key."""
+"""Database: PostgreSQL is the system of record (DESIGN §4). Every write is idempotent by a natural key.
+
+One port per aggregate: repositories (written by the API), runs (created and cancelled through the
+API, moved along by the controller) and executions (phases, tasks and steps: written only by the
+controller, from the step events workers publish). ``Database`` is what every process does with
+the connection itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -10,10 +16,22 @@ from uuid import UUID
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution, Trigger
+from forge.domain.events import StepEvent
 from forge.domain.status import Status
 from forge.errors import NotFoundError
 
-__all__ = ["ExecutionDetail", "NewRepository", "NewRun", "Page", "RunExecutions", "RunFilter", "RunStore"]
+__all__ = [
+    "Database",
+    "ExecutionDetail",
+    "ExecutionStore",
+    "NewRepository",
+    "NewRun",
+    "Page",
+    "RepositoryStore",
+    "RunExecutions",
+    "RunFilter",
+    "RunStore",
+]
 
 T = TypeVar("T")
 
@@ -116,7 +134,7 @@ class RunExecutions:
         return phase, task, step
 
 
-class RunStore(Protocol):
+class Database(Protocol):
     async def migrate(self) -> list[str]:
         """Apply pending migrations in order (one at a time across processes); names applied."""
 
@@ -124,6 +142,8 @@ class RunStore(Protocol):
 
     async def close(self) -> None: ...
 
+
+class RepositoryStore(Protocol):
     async def register_repository(self, new: NewRepository) -> tuple[Repository, bool]:
         """Insert, or update clone_url/default branch of, the repository; True when created."""
 
@@ -132,6 +152,8 @@ class RunStore(Protocol):
 
     async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]: ...
 
+
+class RunStore(Protocol):
     async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:
         """Idempotent on (repository, commit_sha): returns the existing run and False on a repeat.
 
@@ -151,21 +173,15 @@ class RunStore(Protocol):
     async def runs_discovering(self) -> list[PipelineRun]:
         """Runs whose discovery is ``running`` (to resume after a controller restart)."""
 
-    async def record_discovery(self, run_id: UUID, discovery: dict[str, Any], object_key: str) -> PipelineRun:
+    async def record_discovery(self, run_id: UUID, discovery: DiscoveryResult, object_key: str) -> PipelineRun:
         """Store the discovery result; the discovery status becomes ``success``."""
 
-    async def fail_discovery(self, run_id: UUID, error: str) -> PipelineRun:
-        """The discovery status and the run become ``failed`` with ``error``."""
+    async def fail_discovery(self, run_id: UUID, error: str, *, code: str) -> PipelineRun:
+        """The discovery status and the run become ``failed`` with ``error`` (``code`` says why)."""
 
     async def set_workflow(self, run_id: UUID, workflow_name: str, *, replaces: str | None = None) -> PipelineRun:
         """Record the run's workflow; a repeat is a no-op, another name is a ``ConflictError`` unless
         ``replaces`` names the current one (a workflow resubmitted after the engine lost it)."""
-
-    async def set_run_status(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
-        """Move the run (``ensure_transition``), stamping started_at/completed_at; touches no execution.
-
-        Use :meth:`finish_run` to end a run: it also settles the steps still pending or running.
-        """
 
     async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
         """Runs ready for a workflow, each handed to one caller (``FOR UPDATE SKIP LOCKED``).
@@ -178,12 +194,14 @@ class RunStore(Protocol):
     async def runs_executing(self) -> list[PipelineRun]:
         """Runs with a workflow whose status is ``running`` (to watch, also after a restart)."""
 
-    async def finish_run(self, run_id: UUID, status: Status, *, error: str | None = None) -> PipelineRun:
+    async def finish_run(
+        self, run_id: UUID, status: Status, *, error: str | None = None, code: str | None = None
+    ) -> PipelineRun:
         """End the run with ``status`` (success, failed or cancelled) in one transaction.
 
         Every step still ``pending`` becomes ``skipped`` and every step still ``running`` becomes
-        ``cancelled``; tasks and phases roll up. A repeat is a no-op; another final status is a
-        ``ConflictError``.
+        ``cancelled``; tasks and phases roll up. ``error``/``code`` say why a run failed. A repeat is
+        a no-op; another final status is a ``ConflictError``.
         """
 
     async def request_cancel(self, run_id: UUID) -> PipelineRun:
@@ -192,8 +210,8 @@ class RunStore(Protocol):
     async def runs_cancel_requested(self) -> list[PipelineRun]:
         """Unfinished runs whose cancel was requested, oldest request first."""
 
-    # -- executions -------------------------------------------------------------------------------
 
+class ExecutionStore(Protocol):
     async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
         """One phase per used phase, one task per (phase, affected project), one step per step.
 
@@ -206,25 +224,14 @@ class RunStore(Protocol):
 
     async def get_step(self, step_id: UUID) -> StepExecution: ...
 
-    async def set_step_status(
-        self,
-        step_id: UUID,
-        status: Status,
-        *,
-        exit_code: int | None = None,
-        attempt: int | None = None,
-        logs_key: str | None = None,
-        message: str | None = None,
-    ) -> StepExecution:
-        """Move a step (``ensure_transition``; a repeat may update the other fields), then roll its
-        task and phase up (``forge.domain.rollup.settle``) in the same transaction.
+    async def apply_step_events(self, events: Sequence[StepEvent]) -> int:
+        """Apply ``events`` in order (``forge.domain.events.advance``) in one transaction and roll the
+        changed steps' tasks and phases up; the number of steps that changed.
 
-        ``ConflictError`` for an illegal transition, and for starting a step of a run that has
-        finished or whose cancel was requested.
+        Events of unknown steps and events that change nothing are skipped, so a batch never fails
+        because of one event and the same batch applied twice changes nothing the second time.
         """
 
-    async def set_task_status(self, task_id: UUID, status: Status) -> TaskExecution:
-        """Move a task (``ensure_transition``) and roll its phase up."""
-
-    async def set_phase_status(self, phase_id: UUID, status: Status) -> PhaseExecution:
-        """Move a phase (``ensure_transition``)."""
+    async def fail_step(self, step_id: UUID, message: str | None) -> StepExecution:
+        """Fail a step that no worker could report on (say, its dispatcher timed out) and roll it up;
+        a step already final is returned unchanged."""

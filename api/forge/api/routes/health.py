@@ -22,7 +22,7 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", summary="PostgreSQL, NATS and object storage answer", tags=["health"])
 async def readyz(services: Services) -> Response[dict[str, Any]]:
-    checks = {"database": services.store.ping, "nats": services.bus.ping, "objects": services.objects.ping}
+    checks = {"database": services.database.ping, "nats": services.bus.ping, "objects": services.objects.ping}
     results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
     report = dict(zip(checks, results, strict=True))
     ok = all(v == "ok" for v in report.values())

@@ -45,7 +45,7 @@ async def step_logs(
     services: Services,
     follow: Annotated[bool, QueryParameter(description="Stream the log as text/plain until it is complete")] = False,
 ) -> Response[Any]:
-    found = (await services.store.get_executions(run_id)).find_step(step_id)
+    found = (await services.executions.get_executions(run_id)).find_step(step_id)
     if found is None:
         raise NotFoundError(
             f"run {run_id} has no step {step_id}", details={"run_id": str(run_id), "step_id": str(step_id)}

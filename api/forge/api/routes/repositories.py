@@ -20,7 +20,7 @@ class RepositoriesController(Controller):
 
     @post("/", summary="Register a repository (idempotent on name)")
     async def register(self, data: JSONBody[CreateRepository], services: Services) -> Response[RepositoryOut]:
-        repo, created = await services.store.register_repository(NewRepository(**data.model_dump()))
+        repo, created = await services.repositories.register_repository(NewRepository(**data.model_dump()))
         return Response(RepositoryOut.of(repo), status_code=201 if created else 200)
 
     @get("/", summary="List repositories")
@@ -30,9 +30,9 @@ class RepositoriesController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> PageOut[RepositoryOut]:
-        page = await services.store.list_repositories(limit=limit, offset=offset)
+        page = await services.repositories.list_repositories(limit=limit, offset=offset)
         return PageOut(items=[RepositoryOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
 
     @get("/{owner:str}/{name:str}", summary="One repository")
     async def get_repository(self, owner: FromPath[str], name: FromPath[str], services: Services) -> RepositoryOut:
-        return RepositoryOut.of(await services.store.get_repository(f"{owner}/{name}"))
+        return RepositoryOut.of(await services.repositories.get_repository(f"{owner}/{name}"))

@@ -26,7 +26,7 @@ class RunsController(Controller):
         description="Returns 201 with the new run, or 200 with the existing run of the same repository and commit.",
     )
     async def create_run(self, data: JSONBody[CreateRun], services: Services) -> Response[RunOut]:
-        run, created = await services.store.create_run(NewRun(**data.model_dump()))
+        run, created = await services.runs.create_run(NewRun(**data.model_dump()))
         return Response(RunOut.of(run), status_code=201 if created else 200, headers={"Location": f"/v1/runs/{run.id}"})
 
     @get("/", summary="List pipeline runs, newest first")
@@ -41,12 +41,12 @@ class RunsController(Controller):
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> PageOut[RunOut]:
         flt = RunFilter(repository=repository, branch=branch, status=status, commit_sha=commit_sha)
-        page = await services.store.list_runs(flt, limit=limit, offset=offset)
+        page = await services.runs.list_runs(flt, limit=limit, offset=offset)
         return PageOut(items=[RunOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
 
     @get("/{run_id:uuid}", summary="One pipeline run with its discovery")
     async def get_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
-        return RunOut.of(await services.store.get_run(run_id))
+        return RunOut.of(await services.runs.get_run(run_id))
 
     @get(
         "/{run_id:uuid}/executions",
@@ -54,7 +54,7 @@ class RunsController(Controller):
         description="Statuses, timestamps, exit codes, attempts and log keys; empty before the workflow is planned.",
     )
     async def get_executions(self, run_id: FromPath[UUID], services: Services) -> ExecutionsOut:
-        return ExecutionsOut.of(await services.store.get_executions(run_id))
+        return ExecutionsOut.of(await services.executions.get_executions(run_id))
 
     @delete(
         "/{run_id:uuid}",
@@ -64,4 +64,4 @@ class RunsController(Controller):
         "ends it as cancelled. 409 when the run has already finished.",
     )
     async def cancel_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
-        return RunOut.of(await services.store.request_cancel(run_id))
+        return RunOut.of(await services.runs.request_cancel(run_id))

@@ -131,7 +131,7 @@ class WebhooksController(Controller):
             )
         digest = _signature_digest(signature)
         name = _parse(WebhookTarget, body, "webhook").repository.full_name
-        repo = await services.store.get_repository(name)
+        repo = await services.repositories.get_repository(name)
         if not repo.enabled:
             raise ConflictError(f"repository {name} is disabled", details={"repository": name})
         if repo.webhook_secret_ref is None:
@@ -165,7 +165,7 @@ async def _push(services: Services, push: PushEvent, delivery: str | None) -> Re
     base = None if push.created or push.before == NULL_SHA else push.before
     triggered_by = push.pusher.name or (push.sender.login if push.sender is not None else "") or "github"
     message = push.head_commit.message[:_MESSAGE_CHARS] if push.head_commit is not None else None
-    run, created = await services.store.create_run(
+    run, created = await services.runs.create_run(
         NewRun(
             repository=push.repository.full_name,
             commit_sha=commit,

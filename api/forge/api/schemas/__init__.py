@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import (
     CommitSha,
     PhaseExecution,
@@ -31,11 +32,8 @@ __all__ = [
     "PhaseOut",
     "RepositoryOut",
     "RunOut",
-    "RunStatusIn",
-    "StatusIn",
     "StepNodeOut",
     "StepOut",
-    "StepStatusIn",
     "TaskNodeOut",
     "TaskOut",
 ]
@@ -87,9 +85,13 @@ class RunOut(BaseModel):
     triggered_by: str
     status: Status
     discovery_status: Status
-    discovery: dict[str, Any] | None
+    discovery: DiscoveryResult | None
     discovery_key: str | None
     error: str | None
+    error_code: str | None = Field(
+        description="Why the run failed, as a code: invalid_config, step_failed, workflow_failed, timeout, "
+        "cancelled, internal, ..."
+    )
     workflow_name: str | None
     cancel_requested_at: datetime | None
     created_at: datetime
@@ -107,26 +109,6 @@ class PageOut(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
-
-
-# -- internal status updates (workers and the controller) --------------------------------------------
-
-
-class StatusIn(_In):
-    status: Status
-
-
-class RunStatusIn(_In):
-    status: Status = Field(description="success, failed and cancelled end the run: pending/running steps are settled")
-    error: str | None = Field(None, max_length=10_000, description="Why the run failed")
-
-
-class StepStatusIn(_In):
-    status: Status
-    exit_code: int | None = Field(None, ge=-255, le=255)
-    attempt: int | None = Field(None, ge=0, le=1000, description="Which attempt this is (retries count up)")
-    logs_key: str | None = Field(None, min_length=1, max_length=1024, description="Object key of the step's log")
-    message: str | None = Field(None, max_length=10_000)
 
 
 class StepOut(BaseModel):

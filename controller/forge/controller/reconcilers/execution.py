@@ -1,11 +1,19 @@
 """Discovered run → step executions → WorkflowTemplate (Hera) → workflow on the engine → final status.
 
-* Step statuses come from the CI workers (authoritative: attempts, exit codes, logs). The
-  controller follows the workflow and, when it ends, settles what no worker could report:
-  a task whose dispatcher failed (say, a timeout) fails its step with the node's message, and
-  ``finish_run`` marks every step that never started ``skipped``.
-* A cancelled run (``DELETE /v1/runs/{id}``) stops its workflow; ``finish_run`` marks running
-  steps ``cancelled`` and the rest ``skipped``.
+Runs on :class:`~forge.controller.reconcile.ReconcileLoop`, so the engine or PostgreSQL being
+away (Argo answering 503, a database restart) is retried and never fails a run. ``reconcile``
+reads the run and carries on from where it is: cancel requested → cancel; workflow recorded →
+follow it; otherwise build, submit and follow.
+
+* Step statuses come from the workers' step events, recorded by
+  :class:`~forge.controller.step_events.StepEventRecorder` (authoritative: attempts, exit codes,
+  logs). When the workflow ends, the reconciler first waits until every event published so far
+  is recorded, then settles what no worker could report: a task whose dispatcher failed (say, a
+  timeout) fails its step with the node's message, and ``finish_run`` marks every step that never
+  started ``skipped``.
+* A cancelled run (``DELETE /v1/runs/{id}``) is told to the workers on ``pipeline.cancel.<run>``
+  (kept in a stream, so a job pulled later is not started either), its workflow is stopped and
+  ``finish_run`` marks running steps ``cancelled`` and the rest ``skipped``.
 * The local engine keeps workflows in memory. After a controller restart a run whose workflow
   is gone is resubmitted once from the same (deterministic) template: every job key is the same,
   so steps that already finished reuse their stored results and steps still running in a worker
@@ -14,23 +22,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import stamina
+
 from forge.controller.commit_status import CommitStatuses
-from forge.controller.reconcilers.run_tasks import RunTasks, idle
-from forge.domain.discovery import DiscoveryResult
+from forge.controller.step_events import StepEventRecorder
 from forge.domain.entities import PipelineRun
-from forge.domain.messages import CANCEL_SUBJECT
+from forge.domain.messages import cancel_subject
 from forge.domain.status import Status
-from forge.errors import ConflictError, ForgeError, NotFoundError
-from forge.ports import MessageBus, NodePhase, RunStore, WorkflowEngine, WorkflowPhase, WorkflowStatus
+from forge.errors import ConflictError, ForgeError, NotFoundError, PermanentError
+from forge.ports import (
+    ExecutionStore,
+    MessageBus,
+    NodePhase,
+    RepositoryStore,
+    RunStore,
+    WorkflowEngine,
+    WorkflowPhase,
+    WorkflowStatus,
+)
+from forge.retrying import transient
 from forge.workflows.templates import TemplateSpec, build_template, has_work
 
 __all__ = ["ExecutionReconciler", "TemplateOptions"]
@@ -38,6 +56,7 @@ __all__ = ["ExecutionReconciler", "TemplateOptions"]
 log = logging.getLogger("forge.controller.execution")
 
 _FAILED_NODES = {NodePhase.FAILED, NodePhase.ERROR}
+_CANCELLED = "cancelled by request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,73 +68,77 @@ class TemplateOptions:
 
 @dataclass
 class ExecutionReconciler:
-    store: RunStore
+    runs: RunStore
+    repositories: RepositoryStore
+    executions: ExecutionStore
     bus: MessageBus
     engine: WorkflowEngine
+    recorder: StepEventRecorder
     options: TemplateOptions
     statuses: CommitStatuses | None = None
-    poll_interval: float = 0.5
     batch: int = 10
+    name: str = "execution"
 
-    async def run(self, stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as group:
-            tasks = RunTasks(group)
-            for run in await self.store.runs_executing():
-                tasks.start(run.id, self._guard(run.id, self._follow(run.id, str(run.workflow_name))))
-            while not stop.is_set():
-                if not await self._tick(tasks):
-                    await idle(stop, self.poll_interval)
-            tasks.cancel_all()
+    async def resume(self) -> Sequence[UUID]:
+        return [run.id for run in await self.runs.runs_executing()]
 
-    async def _tick(self, tasks: RunTasks) -> bool:
-        try:
-            claimed = await self.store.claim_execution(limit=self.batch)
-            cancelled = await self.store.runs_cancel_requested()
-        except ForgeError as exc:
-            log.warning("cannot read runs: %s", exc)
-            return False
-        for run in claimed:
-            tasks.start(run.id, self._guard(run.id, self._execute(run)))
-        for run in cancelled:
-            try:
-                await self._cancel(run, tasks)
-            except ForgeError as exc:  # one run's trouble never stops the reconciler
-                log.error("run %s: cancel failed: %s", run.id, exc)
-        return bool(claimed)
+    async def claim(self) -> Sequence[UUID]:
+        return [run.id for run in await self.runs.claim_execution(limit=self.batch)]
 
-    async def _guard(self, run_id: UUID, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except ForgeError as exc:
-            log.error("run %s: %s", run_id, exc)
-            with contextlib.suppress(ForgeError):
-                await self.store.finish_run(run_id, Status.FAILED, error=str(exc))
+    async def interrupts(self) -> Sequence[UUID]:
+        """Runs whose current reconcile must stop and start over: their cancel was requested."""
+        return [run.id for run in await self.runs.runs_cancel_requested()]
+
+    async def reconcile(self, run_id: UUID) -> None:
+        run = await self.runs.get_run(run_id)
+        if run.status.is_final:
+            return
+        if run.cancel_requested_at is not None:
+            await self._cancel(run)
+        elif run.workflow_name is not None:
+            await self._follow(run, run.workflow_name)
+        else:
+            await self._execute(run)
+
+    async def fail(self, run_id: UUID, error: ForgeError) -> None:
+        run = await self.runs.get_run(run_id)
+        if run.workflow_name is not None and not run.status.is_final:
+            with contextlib.suppress(ForgeError):  # best effort: the run fails either way
+                await self.engine.stop(run.workflow_name, message=f"run failed: {error.message}")
+        await self._finish(run_id, Status.FAILED, error.message, error.code)
+
+    # -- acting -----------------------------------------------------------------------------------
 
     async def _execute(self, run: PipelineRun) -> None:
-        discovery = DiscoveryResult.model_validate(run.discovery)
-        if not has_work(discovery):
-            await self._finish(run.id, Status.SUCCESS, None)
+        if run.discovery is None:
+            raise PermanentError(f"run {run.id} has no discovery to execute", code="invalid_state")
+        if not has_work(run.discovery):
+            await self._finish(run.id, Status.SUCCESS, None, None)
             log.info("run %s: nothing affected, success", run.id)
             return
-        template = await self._template(run, discovery)
+        template = await self._template(run)
         workflow = await self._submit(run, template)
-        submitted = await self.store.set_workflow(run.id, workflow)
+        # Retried here, not by re-entering: submitting again would start a second workflow.
+        async for attempt in stamina.retry_context(on=transient, attempts=None, timeout=None, wait_max=10.0):
+            with attempt:
+                submitted = await self.runs.set_workflow(run.id, workflow)
         log.info("run %s: workflow %s submitted", run.id, workflow)
         if self.statuses is not None:
             await self.statuses.report(submitted, detail=f"{len(_step_ids_by_task(template))} steps")
-        await self._follow(run.id, workflow, _step_ids_by_task(template))
+        await self._follow(submitted, workflow, template)
 
-    async def _template(self, run: PipelineRun, discovery: DiscoveryResult) -> dict[str, Any]:
+    async def _template(self, run: PipelineRun) -> dict[str, Any]:
         """The run's WorkflowTemplate; the same inputs always give the same template."""
-        executions = await self.store.create_executions(run.id, discovery)  # idempotent
-        repo = await self.store.get_repository(run.repository)
+        assert run.discovery is not None
+        executions = await self.executions.create_executions(run.id, run.discovery)  # idempotent
+        repo = await self.repositories.get_repository(run.repository)
         spec = TemplateSpec(
             run_id=run.id,
             repository=run.repository,
             commit_sha=run.commit_sha,
             branch=run.branch,
             clone_url=repo.clone_url,
-            discovery=discovery,
+            discovery=run.discovery,
             step_ids=executions.step_ids(),
             image=self.options.image,
             namespace=self.options.namespace,
@@ -127,74 +150,62 @@ class ExecutionReconciler:
         name = await self.engine.create_template(template)
         return await self.engine.submit(name, parameters={}, labels={"forge.projectcatalyst.io/run-id": str(run.id)})
 
-    async def _resubmit(self, run_id: UUID, lost: str) -> tuple[str, dict[str, UUID]] | None:
-        """Submit a lost workflow again (once); None when the run can no longer go on."""
-        run = await self.store.get_run(run_id)
-        if run.status.is_final or run.cancel_requested_at is not None or run.discovery is None:
-            return None
-        template = await self._template(run, DiscoveryResult.model_validate(run.discovery))
+    async def _resubmit(self, run: PipelineRun, lost: str) -> tuple[str, dict[str, Any]]:
+        """Submit a lost workflow again, once."""
+        template = await self._template(run)
         workflow = await self._submit(run, template)
-        await self.store.set_workflow(run_id, workflow, replaces=lost)
-        log.warning("run %s: workflow %s was lost by the engine; resubmitted as %s", run_id, lost, workflow)
-        return workflow, _step_ids_by_task(template)
+        await self.runs.set_workflow(run.id, workflow, replaces=lost)
+        log.warning("run %s: workflow %s was lost by the engine; resubmitted as %s", run.id, lost, workflow)
+        return workflow, template
 
     async def _follow(
-        self, run_id: UUID, workflow: str, steps: Mapping[str, UUID] | None = None, *, resubmitted: bool = False
+        self, run: PipelineRun, workflow: str, template: Mapping[str, Any] | None = None, *, resubmitted: bool = False
     ) -> None:
         final: WorkflowStatus | None = None
         try:
             async for status in self.engine.watch(workflow):
                 final = status
         except NotFoundError:
-            again = None if resubmitted else await self._resubmit(run_id, workflow)
-            if again is None:
-                await self._finish(run_id, Status.FAILED, f"workflow {workflow} no longer exists")
-                return
-            await self._follow(run_id, again[0], again[1], resubmitted=True)
+            if resubmitted:
+                raise PermanentError(f"workflow {workflow} no longer exists", code="workflow_lost") from None
+            again, template = await self._resubmit(run, workflow)
+            await self._follow(run, again, template, resubmitted=True)
             return
         if final is None or not final.phase.is_final:
             return
-        run = await self.store.get_run(run_id)
-        if run.status.is_final:
+        await self.recorder.caught_up()  # every step outcome a worker published is recorded now
+        current = await self.runs.get_run(run.id)
+        if current.status.is_final:
             return
-        if run.cancel_requested_at is not None:  # the workflow ended while its cancel was handled
-            await self._finish(run_id, Status.CANCELLED, "cancelled by request")
+        if current.cancel_requested_at is not None:  # the workflow ended while its cancel was handled
+            await self._finish(run.id, Status.CANCELLED, _CANCELLED, "cancelled")
             return
-        if steps:
-            await self._settle_failed_nodes(final, steps)
+        await self._settle_failed_nodes(final, _step_ids_by_task(template or await self._template(current)))
         if final.phase is WorkflowPhase.SUCCEEDED:
-            await self._finish(run_id, Status.SUCCESS, None)
+            await self._finish(run.id, Status.SUCCESS, None, None)
         else:
-            await self._finish(run_id, Status.FAILED, final.message or f"workflow {final.phase}")
-        log.info("run %s: workflow %s %s", run_id, workflow, final.phase)
+            await self._finish(run.id, Status.FAILED, final.message or f"workflow {final.phase}", "workflow_failed")
+        log.info("run %s: workflow %s %s", run.id, workflow, final.phase)
 
     async def _settle_failed_nodes(self, status: WorkflowStatus, steps: Mapping[str, UUID]) -> None:
         for node in status.nodes.values():
             step_id = steps.get(node.name)
-            if step_id is None or node.phase not in _FAILED_NODES:
-                continue
-            step = await self.store.get_step(step_id)
-            if step.status.is_final:
-                continue
-            with contextlib.suppress(ConflictError):
-                if step.status is Status.PENDING:
-                    await self.store.set_step_status(step_id, Status.RUNNING)
-                await self.store.set_step_status(step_id, Status.FAILED, message=node.message)
+            if step_id is not None and node.phase in _FAILED_NODES:
+                await self.executions.fail_step(step_id, node.message)
 
-    async def _cancel(self, run: PipelineRun, tasks: RunTasks) -> None:
-        await tasks.cancel(run.id)  # stop following first: the cancel decides the end
-        with contextlib.suppress(ForgeError):  # workers kill the run's running steps
-            await self.bus.respond(CANCEL_SUBJECT, str(run.id).encode())
+    async def _cancel(self, run: PipelineRun) -> None:
+        # Kept in a stream: workers kill the run's running steps and never start its queued jobs.
+        await self.bus.publish(cancel_subject(run.id), str(run.id).encode(), msg_id=f"cancel.{run.id}")
         if run.workflow_name:
             with contextlib.suppress(NotFoundError):
-                await self.engine.stop(run.workflow_name, message="cancelled by request")
-        await self._finish(run.id, Status.CANCELLED, "cancelled by request")
+                await self.engine.stop(run.workflow_name, message=_CANCELLED)
+        await self._finish(run.id, Status.CANCELLED, _CANCELLED, "cancelled")
         log.info("run %s cancelled", run.id)
 
-    async def _finish(self, run_id: UUID, status: Status, error: str | None) -> None:
+    async def _finish(self, run_id: UUID, status: Status, error: str | None, code: str | None) -> None:
         """``finish_run``; a run that already ended (another path got there first) is left as it is."""
         try:
-            finished = await self.store.finish_run(run_id, status, error=error)
+            finished = await self.runs.finish_run(run_id, status, error=error, code=code)
         except ConflictError as exc:
             log.info("run %s: %s", run_id, exc)
             return

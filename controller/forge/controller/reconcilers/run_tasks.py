@@ -26,6 +26,9 @@ class RunTasks:
         self._active[run_id] = task
         task.add_done_callback(functools.partial(self._forget, run_id))
 
+    def active(self, run_id: UUID) -> bool:
+        return run_id in self._active
+
     async def cancel(self, run_id: UUID) -> None:
         """Cancel the run's task, if any, and wait until it has ended."""
         task = self._active.pop(run_id, None)

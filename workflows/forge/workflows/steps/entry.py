@@ -2,6 +2,7 @@
 
 The local workflow engine calls :func:`run_step` in-process with its own connected bus, so a
 task costs no interpreter start; ``forge-step`` (what Argo runs) calls it with a fresh one.
+Streams are the controller's to create (once, at its start), not every step's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
-from forge.domain.messages import STREAMS, Job, JobType, Payload
+from forge.domain.messages import Job, JobType, Payload
 from forge.errors import ForgeError
 from forge.jobs.dispatch import dispatch
 from forge.ports import MessageBus
@@ -86,7 +87,6 @@ async def run_step(argv: Sequence[str], *, bus: MessageBus, timeouts: TimeoutSet
     except _UsageError as exc:
         return StepOutcome(EXIT_USAGE, "", f"{exc}\n")
     try:
-        await bus.ensure_streams(STREAMS)
         result = await dispatch(bus, job, timeout=timeout)
     except ForgeError as exc:
         return StepOutcome(EXIT_FAILED, "", f"forge-step: {exc}\n")

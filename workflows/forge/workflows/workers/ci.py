@@ -1,12 +1,16 @@
 """CI jobs: one step of one project in one phase, run in a fresh checkout (DESIGN §1, §6).
 
-For a job: sync the mirror, write the commit into ``<work_dir>/<job id>``, report the step
-``running``, run it in ``<checkout>/<project_path>`` with its output streamed to
-``log_key(run, phase, project, step)``, report the outcome, remove the checkout (always).
+For a job: sync the mirror, write the commit into ``<work_dir>/<job id>``, run the step in
+``<checkout>/<project_path>`` with its output streamed to ``log_key(run, phase, project, step)``,
+publish its lifecycle events (``forge.domain.events``), remove the checkout (always).
 
-Attempts follow Argo's ``retryStrategy``: a failed attempt that is not the last leaves the step
-``running`` (with its exit code and attempt recorded) because Argo dispatches the job again with
-``attempt + 1``; only the last failed attempt reports ``failed``. A failed step is a
+Events: ``started`` goes out once the step has run for ``CiSettings.started_event_after`` seconds
+(a shorter step reports only its outcome, which implies it started), then one of ``success``,
+``failed`` or ``retrying``. Attempts follow Argo's ``retryStrategy``: a failed attempt that is not
+the last is ``retrying`` (the step stays ``running`` with its exit code and attempt recorded)
+because Argo dispatches the job again with ``attempt + 1``; only the last failed attempt is
+``failed``. The final event is stored on JetStream before the job's result, so the controller
+records every outcome the dispatcher sees. A failed step is a
 ``PermanentError(code="step_failed")``, so the runtime publishes a failed result at once instead
 of retrying at the JetStream level; an unreachable repository is a ``TransientError`` and is
 retried there.
@@ -27,22 +31,17 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forge.domain.events import EventKind, StepEvent
 from forge.domain.messages import CiPayload, Job
-from forge.domain.status import Status
-from forge.errors import (
-    ConflictError,
-    ForgeError,
-    InvalidInputError,
-    NotFoundError,
-    PermanentError,
-    TransientError,
-)
+from forge.errors import ForgeError, InvalidInputError, NotFoundError, PermanentError
+from forge.jobs.events import StepEventPublisher
 from forge.logs import LogWriter, log_key
 from forge.logs.reader import parts_prefix
-from forge.ports import GitMirrors, ObjectStore, SecretProvider, StatusReporter
+from forge.ports import GitMirrors, ObjectStore, SecretProvider
 from forge.settings import CiSettings
 from forge.workflows.workers.executors import (
     EXIT_NOT_FOUND,
@@ -60,7 +59,6 @@ __all__ = ["CiHandler"]
 log = logging.getLogger("forge.worker.ci")
 
 _BASE_ENV = ("PATH", "HOME", "LANG")
-_REPORT_TRIES = 3
 
 
 @dataclass
@@ -69,7 +67,7 @@ class CiHandler:
     objects: ObjectStore
     secrets: SecretProvider
     settings: CiSettings
-    status: StatusReporter | None = None  # None: nothing reports (jobs without step_execution_id never do)
+    events: StepEventPublisher | None = None  # None: nothing reports (jobs without step_execution_id never do)
     environ: Mapping[str, str] | None = None  # the worker environment steps inherit from; None: os.environ
 
     async def __call__(self, job: Job) -> dict[str, Any]:
@@ -89,14 +87,10 @@ class CiHandler:
         attempt = payload.attempt + 1
         key = log_key(job.run_id, payload.phase, payload.project, payload.step)
         started = time.monotonic()
+        began = datetime.now(UTC)
         earlier = await self._earlier_attempts(key, payload.attempt)
         await self._discard_log(key)  # an earlier delivery's partial output
-        if not await self._report(payload, Status.RUNNING, attempt=attempt, logs_key=key):
-            raise PermanentError(
-                f"step {payload.phase}/{payload.project}/{payload.step} was not started: its run is finished "
-                "or being cancelled",
-                code="cancelled",
-            )
+        announce = asyncio.ensure_future(self._report_started(job, payload, attempt, key, began))  # awaited below
 
         values, missing = await self._resolve_secrets(payload.secrets)
         masker = SecretMasker(values.values())
@@ -107,17 +101,23 @@ class CiHandler:
             if masked:
                 await writer.write(masked)
 
-        async with _flushing(writer, self.settings.log_interval):
-            await writer.write(earlier)  # the log of a retried step keeps every attempt, oldest first
-            await sink(_header(job, payload, attempt).encode())
-            if missing:
-                outcome = await _not_started(sink, missing)
-            else:
-                outcome = await self._execute(job, payload, checkout, values, sink)
-            tail = masker.flush()
-            if tail:
-                await writer.write(tail)
-        await writer.close()
+        try:
+            async with _flushing(writer, self.settings.log_interval):
+                await writer.write(earlier)  # the log of a retried step keeps every attempt, oldest first
+                await sink(_header(job, payload, attempt).encode())
+                if missing:
+                    outcome = await _not_started(sink, missing)
+                else:
+                    outcome = await self._execute(job, payload, checkout, values, sink)
+                tail = masker.flush()
+                if tail:
+                    await writer.write(tail)
+            await writer.close()
+        finally:
+            if not announce.done():  # a short step: its outcome says it started
+                announce.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announce
 
         data = {
             "exit_code": outcome.exit_code,
@@ -125,24 +125,27 @@ class CiHandler:
             "duration_seconds": round(time.monotonic() - started, 3),
             "attempt": attempt,
         }
-        if outcome.success:
-            await self._report(payload, Status.SUCCESS, exit_code=0, attempt=attempt, logs_key=key)
-            return data
         total = payload.retries + 1
-        if payload.attempt >= payload.retries:
-            await self._report(
-                payload,
-                Status.FAILED,
-                exit_code=outcome.exit_code,
-                attempt=attempt,
-                logs_key=key,
-                message=outcome.message,
-            )
+        kind: EventKind
+        message: str | None = outcome.message
+        if outcome.success:
+            kind, message = "success", None
+        elif payload.attempt >= payload.retries:
+            kind = "failed"
         else:  # Argo dispatches attempt + 1; the step stays running until then
-            note = f"attempt {attempt} of {total} failed: {outcome.message}; retrying"
-            await self._report(
-                payload, Status.RUNNING, exit_code=outcome.exit_code, attempt=attempt, logs_key=key, message=note
-            )
+            kind, message = "retrying", f"attempt {attempt} of {total} failed: {outcome.message}; retrying"
+        await self._report(
+            job,
+            payload,
+            kind,
+            attempt=attempt,
+            exit_code=outcome.exit_code,
+            logs_key=key,
+            message=message,
+            started_at=began,
+        )
+        if outcome.success:
+            return data
         step = f"{payload.phase}/{payload.project}/{payload.step}"
         raise PermanentError(
             f"step {step} (attempt {attempt} of {total}) {outcome.message}", code="step_failed", details=data
@@ -220,28 +223,36 @@ class CiHandler:
             await self.objects.delete(info.key)
         await self.objects.delete(key)
 
-    async def _report(self, payload: CiPayload, status: Status, **fields: Any) -> bool:
-        """Best effort: an unreachable API is logged and never fails the step. False only when the
-        API refused the status as a conflict (e.g. ``running`` for a step of a cancelled run)."""
-        if self.status is None or payload.step_execution_id is None:
-            return True
-        for attempt in range(1, _REPORT_TRIES + 1):
-            try:
-                await self.status.step_status(payload.step_execution_id, status, **fields)
-            except TransientError as exc:
-                if attempt == _REPORT_TRIES:
-                    log.warning("step %s: could not report %s: %s", payload.step_execution_id, status, exc)
-                    return True
-                await asyncio.sleep(exc.retry_after or float(attempt))
-            except ConflictError as exc:
-                log.warning("step %s: %s was refused: %s", payload.step_execution_id, status, exc)
-                return False
-            except ForgeError as exc:
-                log.warning("step %s: %s was not accepted: %s", payload.step_execution_id, status, exc)
-                return True
-            else:
-                return True
-        return True
+    async def _report_started(self, job: Job, payload: CiPayload, attempt: int, key: str, began: datetime) -> None:
+        await asyncio.sleep(self.settings.started_event_after)
+        await self._report(job, payload, "started", attempt=attempt, logs_key=key, started_at=began)
+
+    async def _report(
+        self,
+        job: Job,
+        payload: CiPayload,
+        kind: EventKind,
+        *,
+        attempt: int,
+        logs_key: str,
+        started_at: datetime,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Publish one lifecycle event of the step; ``TransientError`` when NATS stays unreachable."""
+        if self.events is None or payload.step_execution_id is None:
+            return
+        event = StepEvent(
+            run_id=job.run_id,
+            step_id=payload.step_execution_id,
+            attempt=attempt,
+            kind=kind,
+            exit_code=exit_code,
+            logs_key=logs_key,
+            message=message[:4000] if message else None,
+            started_at=started_at,
+        )
+        await self.events.publish(event)
 
 
 def _header(job: Job, payload: CiPayload, attempt: int) -> str:

@@ -42,4 +42,6 @@ class DiscoveryHandler:
             )
         key = discovery_key(job.run_id)
         await self.objects.put(key, body, content_type="application/json")
-        return {"object_key": key, "discovery": result.model_dump(mode="json")}
+        # The discovery itself lives in object storage (read once by the controller); the result
+        # says where, and how much it found.
+        return {"object_key": key, "projects": len(result.projects), "affected": len(result.affected)}

@@ -6,9 +6,14 @@
 * While a handler runs, ``+WPI`` in-progress acks keep JetStream from redelivering it.
 * ``PermanentError``: a failed result now. Anything else is retried with a delay until the
   last delivery; then the job goes to ``pipeline.dlq.<type>`` with its reason and a failed result.
-* A job whose key already has a stored result is acked without running again (idempotency).
-* ``pipeline.cancel`` (core NATS, payload: a run id) cancels the running jobs of that run: a
-  CI step's process group is killed, and the job ends with a failed ``cancelled`` result.
+* A redelivered job whose key already has a stored result is acked without running again
+  (idempotency; a first delivery cannot have one: the dispatcher looks before it publishes).
+* ``pipeline.cancel.<run>`` cancels that run's jobs: received live (core subscription), running
+  jobs are cancelled (a CI step's process group is killed); kept in ``pipeline-cancels``, a job of
+  a cancelled run pulled later is not started. Either way the job ends with a failed
+  ``cancelled`` result.
+* Jobs are pulled in batches of up to the free slots, so a busy worker makes one pull request
+  for many jobs. Streams are the process's to ensure once (``forge-worker`` does, at start).
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from forge.domain.messages import (
-    CANCEL_SUBJECT,
+    CANCEL_SUBJECTS,
+    CANCELS_STREAM,
     RESULT_INLINE_LIMIT,
     STREAM_OF,
-    STREAMS,
     Job,
     JobError,
     JobType,
     Result,
+    cancel_subject,
     job_subject,
     result_subject,
 )
@@ -65,13 +71,13 @@ class Worker:
     objects: ObjectStore
     settings: WorkerSettings
     _running: dict[UUID, set[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
+    _cancelled: set[UUID] = field(default_factory=set)
 
     @property
     def stream(self) -> str:
         return STREAM_OF[self.job_type]
 
     async def prepare(self) -> None:
-        await self.bus.ensure_streams(STREAMS)
         await self.bus.ensure_consumer(
             self.stream,
             consumer_name(self.job_type),
@@ -89,24 +95,28 @@ class Worker:
             watcher = tasks.create_task(self._watch_cancels())
             while not stop.is_set():
                 await slots.acquire()
+                wanted = 1
+                while wanted < self.settings.concurrency and not slots.locked():
+                    await slots.acquire()  # a free slot: returns at once
+                    wanted += 1
                 try:
                     messages = await self.bus.fetch(
-                        self.stream, consumer_name(self.job_type), batch=1, timeout=self.settings.fetch_wait
+                        self.stream, consumer_name(self.job_type), batch=wanted, timeout=self.settings.fetch_wait
                     )
                 except ForgeError as exc:
                     log.warning("fetch failed: %s", exc)
                     messages = []
                     await asyncio.sleep(self.settings.fetch_wait)
-                if not messages:
+                for _ in range(wanted - len(messages)):
                     slots.release()
-                    continue
-                tasks.create_task(self._guarded(messages[0], slots))
+                for msg in messages:
+                    tasks.create_task(self._guarded(msg, slots))
             watcher.cancel()
 
     async def _watch_cancels(self) -> None:
         while True:
             try:
-                async with self.bus.subscribe(CANCEL_SUBJECT) as cancels:
+                async with self.bus.subscribe(CANCEL_SUBJECTS) as cancels:
                     async for payload in cancels:
                         self._cancel(payload)
             except ForgeError as exc:
@@ -119,6 +129,7 @@ class Worker:
         except ValueError:
             log.warning("ignoring a malformed cancel request %r", payload[:100])
             return
+        self._cancelled.add(run_id)
         for job in self._running.get(run_id, set()):
             log.info("cancelling a job of run %s", run_id)
             job.cancel()
@@ -137,17 +148,20 @@ class Worker:
         except ValidationError as exc:
             await self._dead_letter(msg, f"invalid job envelope: {exc.error_count()} error(s): {exc.errors()[0]}")
             return
-        if await stored_result(self.bus, job.key) is not None:
+        if msg.num_delivered > 1 and await stored_result(self.bus, job.key) is not None:
             log.info("job %s already has a result; acking the duplicate", job.key)
             await msg.ack()
+            return
+        if await self._run_cancelled(job.run_id):
+            log.info("job %s not started: run %s was cancelled", job.key, job.run_id)
+            await self._finish(msg, job, _cancelled(job))
             return
         last_delivery = msg.num_delivered >= self.settings.max_deliver
         try:
             data = await self._with_heartbeat(msg, job, self.handler(job))
         except _RunCancelledError:
             log.info("job %s cancelled with its run", job.key)
-            cancelled = JobError(code="cancelled", message=f"run {job.run_id} was cancelled", permanent=True)
-            await self._finish(msg, job, Result(job_id=job.id, key=job.key, success=False, error=cancelled))
+            await self._finish(msg, job, _cancelled(job))
         except PermanentError as exc:
             log.info("job %s failed permanently: %s", job.key, exc)
             await self._finish(msg, job, _failure(job, exc, permanent=True))
@@ -164,6 +178,14 @@ class Worker:
             await self._finish(msg, job, _failure(job, exc, permanent=False))
         else:
             await self._finish(msg, job, await self._result(job, data))
+
+    async def _run_cancelled(self, run_id: UUID) -> bool:
+        if run_id in self._cancelled:
+            return True
+        if await self.bus.last_payload(CANCELS_STREAM, cancel_subject(run_id)) is None:
+            return False
+        self._cancelled.add(run_id)
+        return True
 
     async def _with_heartbeat(
         self, msg: BusMessage, job: Job, work: Coroutine[Any, Any, dict[str, Any]]
@@ -209,6 +231,11 @@ class Worker:
         await self.bus.publish(f"pipeline.dlq.{self.job_type.value}", msg.data, headers=headers)
         if term:
             await msg.term()
+
+
+def _cancelled(job: Job) -> Result:
+    error = JobError(code="cancelled", message=f"run {job.run_id} was cancelled", permanent=True)
+    return Result(job_id=job.id, key=job.key, success=False, error=error)
 
 
 def _failure(job: Job, exc: Exception, *, permanent: bool) -> Result:

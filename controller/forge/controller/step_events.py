@@ -1,0 +1,113 @@
+"""Step events → PostgreSQL: the controller is the only writer of execution state (DESIGN §6).
+
+Workers publish step lifecycle events on ``pipeline.events.<run>``; this consumer pulls them in
+batches (as many as are waiting, up to ``batch``), applies each batch in one transaction
+(``ExecutionStore.apply_step_events``) and acks the batch only after it committed. So:
+
+* the write rate is bounded by transactions, not by events: under load batches grow;
+* PostgreSQL down delays records but never drops or falsifies them: the batch is retried with
+  capped backoff (its messages kept alive with ``+WPI``), and anything not acked comes back;
+* an event that is not a valid ``StepEvent`` is logged and terminated, never blocking the rest.
+
+:meth:`StepEventRecorder.caught_up` is the barrier the execution reconciler passes before it ends
+a run: every event published before the call has been applied. Workers publish a step's final
+event before its job's result, so once the workflow has seen every result, the barrier means
+every outcome is in PostgreSQL and ``finish_run`` only settles steps that really never ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import stamina
+from pydantic import ValidationError
+
+from forge.domain.events import EVENTS_STREAM, EVENTS_SUBJECTS, StepEvent
+from forge.errors import ForgeError, TransientError
+from forge.ports import BusMessage, ExecutionStore, MessageBus
+from forge.retrying import transient
+
+__all__ = ["EVENTS_CONSUMER", "StepEventRecorder"]
+
+EVENTS_CONSUMER = "events-consumer"
+log = logging.getLogger("forge.controller.events")
+
+
+@dataclass
+class StepEventRecorder:
+    executions: ExecutionStore
+    bus: MessageBus
+    batch: int = 512
+    fetch_wait: float = 1.0
+    ack_wait: float = 30.0
+    backoff_max: float = 5.0
+
+    async def prepare(self) -> None:
+        await self.bus.ensure_consumer(
+            EVENTS_STREAM,
+            EVENTS_CONSUMER,
+            filter_subject=EVENTS_SUBJECTS,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,  # never give up on an event: it is the record of what a step did
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Record events until ``stop``; a batch being written is finished first."""
+        async for attempt in self._attempts():
+            with attempt:
+                await self.prepare()
+        while not stop.is_set():
+            try:
+                messages = await self.bus.fetch(
+                    EVENTS_STREAM, EVENTS_CONSUMER, batch=self.batch, timeout=self.fetch_wait
+                )
+            except TransientError as exc:
+                log.warning("cannot fetch step events: %s", exc)
+                await asyncio.sleep(self.fetch_wait)
+                continue
+            if messages:
+                await self.record(messages)
+
+    async def record(self, messages: list[BusMessage]) -> None:
+        """Apply one batch (retrying while PostgreSQL is unavailable), then ack it."""
+        valid: list[BusMessage] = []
+        events: list[StepEvent] = []
+        for msg in messages:
+            try:
+                events.append(StepEvent.model_validate_json(msg.data))
+            except ValidationError as exc:
+                log.error("dropping an invalid step event on %s: %s", msg.subject, exc.errors()[0])
+                with contextlib.suppress(ForgeError):
+                    await msg.term()
+            else:
+                valid.append(msg)
+        async for attempt in self._attempts():
+            with attempt:
+                try:
+                    await self.executions.apply_step_events(events)
+                except TransientError as exc:
+                    log.warning("cannot record %d step event(s) yet: %s", len(events), exc)
+                    await _keep_alive(valid)
+                    raise
+        for msg in valid:
+            with contextlib.suppress(ForgeError):  # not acked: redelivered, and applying twice is a no-op
+                await msg.ack()
+
+    def _attempts(self) -> AsyncIterator[stamina.Attempt]:
+        return aiter(stamina.retry_context(on=transient, attempts=None, timeout=None, wait_max=self.backoff_max))
+
+    async def caught_up(self, *, poll: float = 0.02) -> None:
+        """Return once every event published before this call has been applied and acked."""
+        _, last = await self.bus.stream_bounds(EVENTS_STREAM)
+        while (await self.bus.stream_bounds(EVENTS_STREAM))[0] <= last:  # noqa: ASYNC110 - remote state
+            await asyncio.sleep(poll)
+
+
+async def _keep_alive(messages: list[BusMessage]) -> None:
+    for msg in messages:
+        with contextlib.suppress(ForgeError):
+            await msg.in_progress()
