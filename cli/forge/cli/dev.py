@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from forge.cli.platform import describe, platform_down, platform_up, running_platform
+from forge.cli.platform import (
+    HEALTHY,
+    Platform,
+    PlatformUnhealthyError,
+    describe,
+    platform_down,
+    platform_health,
+    platform_up,
+)
 from forge.errors import ForgeError
 
 __all__ = ["dev"]
@@ -51,10 +59,25 @@ def down(home: Path) -> None:
 
 @dev.command()
 @HOME_OPTION
-def status(home: Path) -> None:
-    """Print the running platform as JSON; exit 1 when none runs."""
-    platform = running_platform(home)
-    if platform is None:
+@click.option("--json", "as_json", is_flag=True, help="Print the platform and each service's health as JSON")
+def status(home: Path, as_json: bool) -> None:
+    """Show each service's health; exit 0 when all answer, 1 when one is down or nothing runs."""
+    try:
+        platform = Platform.load(home)
+    except ForgeError as exc:
+        click.echo(f"forge dev status: {exc}", err=True)
+        sys.exit(1)
+    if platform is None or not platform.alive():
         click.echo("not running", err=True)
         sys.exit(1)
-    click.echo(json.dumps(describe(platform), indent=2))
+    health = platform_health(platform)
+    if as_json:
+        click.echo(json.dumps(describe(platform) | {"health": health}, indent=2))
+    else:
+        click.echo(f"API at {platform.api_url}, state in {home}", err=True)
+        for name, state in health.items():
+            click.echo(f"{name:<18} {platform.services.get(name, '-'):<22} {state}")
+    down = {name: state for name, state in health.items() if state != HEALTHY}
+    if down:
+        click.echo(f"forge dev status: {PlatformUnhealthyError(home, down)}", err=True)
+        sys.exit(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from forge.errors import ServiceUnavailableError
 
-__all__ = ["ServiceProcess", "binary", "free_port", "start_service", "stop_pid", "tcp_ready"]
+__all__ = ["ServiceProcess", "binary", "free_port", "process_alive", "start_service", "stop_pid", "tcp_ready"]
 
 
 def free_port() -> int:
@@ -98,7 +98,9 @@ def start_service(
 
 
 def stop_pid(pid: int, *, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, wait, then SIGKILL what is left."""
+    """SIGTERM the process group, wait, then SIGKILL what is left. A PID <= 0 (no process) is ignored."""
+    if pid <= 0:
+        return  # os.killpg(0, ...) would signal our own process group
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -115,6 +117,11 @@ def stop_pid(pid: int, *, timeout: float = 10.0) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: our exited children are reaped, anyone's zombie counts as gone."""
+    return pid > 0 and _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
@@ -124,5 +131,16 @@ def _alive(pid: int) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
-        return True
+        except PermissionError:
+            return True  # alive, run by another user
+        return not _zombie(pid)
     return waited == 0
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped (its parent is gone and PID 1 does not reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"
