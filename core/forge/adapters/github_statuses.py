@@ -1,32 +1,37 @@
 """SourceHost on GitHub's REST API: commit statuses (``POST /repos/{owner}/{repo}/statuses/{sha}``).
 
-Errors are translated at the boundary: 401/403 → ``PermanentError`` (the token cannot write
-statuses), 404 → ``NotFoundError`` (no such repository or commit for this token), 422 →
-``InvalidInputError`` (GitHub's validation message), 5xx/429 and transport errors →
-``TransientError`` / ``ServiceUnavailableError``. One retry for transient failures.
+Errors are translated at the boundary by ``forge.adapters._http`` (shared with the Argo adapter):
+401/403 → ``PermanentError`` (the token cannot write statuses), 404 → ``NotFoundError`` (no such
+repository or commit for this token), 422 → ``InvalidInputError`` (GitHub's validation message),
+5xx, 429 and rate limits (403 with ``Retry-After`` or ``x-ratelimit-remaining: 0``) →
+``TransientError`` with ``retry_after``, transport errors → ``ServiceUnavailableError``.
+
+A status is best effort and must not hold up the controller: one retry (stamina) after
+``retry_delay`` seconds, or after ``Retry-After`` when GitHub asks for at most 10 s; a longer
+rate limit is raised at once. Posting the same status twice is harmless (the latest per context
+wins), so every failure that is transient is retried.
 """
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 from typing import Literal, Self
 
 import httpx
 
-from forge.errors import (
-    ForgeError,
-    InvalidInputError,
-    NotFoundError,
-    PermanentError,
-    ServiceUnavailableError,
-    TransientError,
-)
+from forge.adapters._http import RetryPolicy, retry, send
+from forge.errors import InvalidInputError
 
 __all__ = ["GithubStatuses", "StatusState"]
 
 StatusState = Literal["pending", "success", "failure", "error"]
 _DESCRIPTION_LIMIT = 140  # GitHub rejects longer descriptions
+_SERVICE = "GitHub"
+_HINTS = {
+    401: "check the token",
+    403: "check the token's statuses permission",
+    404: "unknown repository or commit, or the token cannot see it",
+}
 
 
 class GithubStatuses:
@@ -59,44 +64,14 @@ class GithubStatuses:
         if target_url:
             body["target_url"] = target_url
         url = f"/repos/{repository}/statuses/{sha}"
-        for attempt in (1, 2):
-            try:
-                await self._post(url, body)
-            except TransientError:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(self._retry_delay)
-            else:
-                return
 
-    async def _post(self, url: str, body: dict[str, str]) -> None:
-        try:
-            response = await self._client.post(url, json=body)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(f"GitHub at {self._client.base_url} did not answer: {exc}") from None
-        if response.status_code < 300:
-            return
-        raise _error(response)
+        async def post() -> httpx.Response:
+            return await send(self._client, "POST", url, service=_SERVICE, json=body, hints=_HINTS)
 
+        await retry(post, self._policy())
 
-def _error(response: httpx.Response) -> ForgeError:
-    try:
-        message = str(response.json().get("message", response.text))
-    except ValueError:
-        message = response.text[:200]
-    where = f"GitHub {response.request.method} {response.request.url.path}"
-    code = response.status_code
-    if code in {401, 403} and response.headers.get("x-ratelimit-remaining") != "0":
-        return PermanentError(f"{where}: {code} {message} (check the token's statuses permission)")
-    if code == 404:
-        return NotFoundError(f"{where}: {message} (unknown repository or commit, or the token cannot see it)")
-    if code == 422:
-        return InvalidInputError(f"{where}: {message}")
-    return TransientError(f"{where}: {code} {message}", retry_after=_retry_after(response))
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return float(response.headers.get("retry-after", "5"))
-    except ValueError:  # an HTTP date: wait the default
-        return 5.0
+    def _policy(self) -> RetryPolicy:
+        delay = self._retry_delay
+        return RetryPolicy(
+            attempts=2, timeout=None, wait_initial=delay, wait_max=delay, wait_jitter=0.0, longest_retry_after=10.0
+        )

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from forge.workflows.engine import ArgoWorkflowEngine
+from forge.adapters.argo_workflows import ArgoWorkflowEngine
 
 from .support import FakeArgo
 

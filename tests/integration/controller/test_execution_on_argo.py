@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
+from forge.adapters.argo_workflows import ArgoWorkflowEngine
 from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
@@ -27,7 +28,6 @@ from forge.domain.messages import CANCEL_SUBJECT
 from forge.domain.status import Status
 from forge.ports.store import NewRepository, NewRun
 from forge.testing.github import FakeGithub
-from forge.workflows.engine import ArgoWorkflowEngine
 from forge.workflows.templates import validate_workflow_template
 
 from .conftest import NAMESPACE

@@ -1,17 +1,64 @@
-"""Test-side helpers shared by the LocalWorkflowEngine tests (flat and nested DAGs).
+"""Test-side helpers shared by the engine tests.
 
-Workflow templates are built as plain Argo dicts; ordering and concurrency are observed through
-``start NAME`` / ``end NAME`` lines the tasks append to a log file.
+For the LocalWorkflowEngine tests (flat and nested DAGs): workflow templates are built as plain
+Argo dicts; ordering and concurrency are observed through ``start NAME`` / ``end NAME`` lines the
+tasks append to a log file.
+
+For fake HTTP servers (the fake Argo Servers): ``Outage``, a switch that makes the server answer
+the next N requests with an error (503 by default) before it answers normally again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forge.ports.engine import NodePhase, WorkflowStatus
 from forge.workflows.engine import LocalWorkflowEngine
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One scripted answer: status, grpc-gateway JSON body, extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class Outage:
+    """Fail the next requests of a fake HTTP server, e.g. an Argo Server restarting behind its proxy.
+
+    The test calls ``fail_next(n, status=503, retry_after="1")``; the server's request handler calls
+    ``take()`` first on every request and, if it returns a ``Failure``, answers with it instead of
+    routing (the request is still recorded). ``failed`` counts the requests answered that way;
+    ``remaining`` is how many are still to fail. Thread-safe (the fakes serve from threads).
+    """
+
+    remaining: int = 0
+    failed: int = 0
+    _next: Failure | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fail_next(
+        self, n: int, *, status: int = 503, retry_after: str | None = "1", message: str = "no healthy upstream"
+    ) -> None:
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        with self._lock:
+            self.remaining, self.failed = n, 0
+            self._next = Failure(status, {"code": 14, "message": message, "details": []}, headers)  # 14: Unavailable
+
+    def take(self) -> Failure | None:
+        with self._lock:
+            if self.remaining <= 0 or self._next is None:
+                return None
+            self.remaining -= 1
+            self.failed += 1
+            return self._next
 
 
 def shell(name: str, script: str, **extra: Any) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 The fake serves Argo's real shapes, built from hera's generated Argo models
 (``model_dump(by_alias=True, exclude_none=True)``), grpc-gateway error bodies included, and
-advances a submitted workflow one step on every GET.
+advances a submitted workflow one step on every GET. ``argo.outage.fail_next(n, ...)`` (support.py)
+makes it answer the next n requests with 503 and ``Retry-After``.
+
+stamina runs in test mode here: every attempt is kept, every wait is zero.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import stamina
 from hera.workflows import models as m
 
+from forge.adapters._http import RetryPolicy
+from forge.adapters.argo_workflows import ArgoWorkflowEngine
 from forge.embedded.process import free_port
 from forge.errors import (
     ConflictError,
@@ -28,7 +34,8 @@ from forge.errors import (
     TransientError,
 )
 from forge.ports.engine import NodePhase, WorkflowPhase
-from forge.workflows.engine import ArgoWorkflowEngine
+
+from .support import Outage
 
 NS = "ci"
 TOKEN = "s3cr3t"
@@ -120,6 +127,7 @@ class FakeArgo:
         self.workflows: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.lock = threading.Lock()
+        self.outage = Outage()  # argo.outage.fail_next(n): the next n requests get 503 + Retry-After
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -132,11 +140,13 @@ class FakeArgo:
             def log_message(self, fmt: str, *args: Any) -> None:
                 pass
 
-            def _reply(self, code: int, body: Any) -> None:
+            def _reply(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -145,8 +155,13 @@ class FakeArgo:
                 body = json.loads(self.rfile.read(length)) if length else None
                 with fake.lock:
                     fake.requests.append((method, self.path, body))
-                    code, answer = fake.route(method, self.path, body, self.headers.get("Authorization"))
-                self._reply(code, answer)
+                    failure = fake.outage.take()
+                    if failure is None:
+                        code, answer = fake.route(method, self.path, body, self.headers.get("Authorization"))
+                if failure is not None:
+                    self._reply(failure.status, failure.body, failure.headers)
+                else:
+                    self._reply(code, answer)
 
             def do_GET(self) -> None:
                 self._handle("GET")
@@ -221,9 +236,16 @@ def argo() -> Iterator[FakeArgo]:
     fake.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _no_waits() -> Iterator[None]:
+    with stamina.set_testing(True, attempts=100, cap=True):  # the engine's own attempts, no backoff
+        yield
+
+
 @pytest.fixture
 async def engine(argo: FakeArgo) -> AsyncIterator[ArgoWorkflowEngine]:
     argo.requests.clear()
+    argo.outage.fail_next(0)
     async with ArgoWorkflowEngine(argo.url, namespace=NS, token=TOKEN, poll_interval=0.01) as e:
         yield e
 
@@ -318,7 +340,7 @@ async def test_stop_terminates(engine: ArgoWorkflowEngine, argo: FakeArgo) -> No
     assert status.nodes["test"].message == "Stopped with strategy 'Terminate'"
 
 
-async def test_not_found_and_invalid(engine: ArgoWorkflowEngine) -> None:
+async def test_not_found_and_invalid(engine: ArgoWorkflowEngine, argo: FakeArgo) -> None:
     with pytest.raises(NotFoundError, match=r'workflows\.argoproj\.io "nope" not found'):
         await engine.status("nope")
     with pytest.raises(NotFoundError, match=r'workflowtemplates\.argoproj\.io "missing" not found'):
@@ -326,6 +348,7 @@ async def test_not_found_and_invalid(engine: ArgoWorkflowEngine) -> None:
     with pytest.raises(InvalidInputError, match="entrypoint template 'main' not defined") as info:
         await engine.create_template(template("invalid"))
     assert info.value.details["status"] == 400
+    assert len(argo.requests) == 3  # permanent errors are never retried
 
 
 async def test_auth_and_server_errors(argo: FakeArgo) -> None:
@@ -337,13 +360,75 @@ async def test_auth_and_server_errors(argo: FakeArgo) -> None:
         with pytest.raises(PermanentError, match=r"\(403\).*cannot list resource") as info:
             await forbidden.status("x")
     assert not isinstance(info.value, TransientError)
+    argo.requests.clear()
     async with ArgoWorkflowEngine(argo.url, namespace="broken", token=f"Bearer {TOKEN}") as broken:
         with pytest.raises(TransientError, match="etcdserver: request timed out") as transient:
             await broken.status("x")
     assert not isinstance(transient.value, ServiceUnavailableError)
+    assert len(argo.requests) == RetryPolicy().attempts  # a 500 is retried until the attempts run out
 
 
 async def test_connection_refused_is_service_unavailable() -> None:
     async with ArgoWorkflowEngine(f"http://127.0.0.1:{free_port()}", namespace=NS) as engine:
         with pytest.raises(ServiceUnavailableError, match="unreachable"):
             await engine.status("x")
+
+
+async def test_an_argo_outage_is_service_unavailable_with_its_retry_after(argo: FakeArgo) -> None:
+    argo.requests.clear()
+    argo.outage.fail_next(2, retry_after="7")
+    async with ArgoWorkflowEngine(argo.url, namespace=NS, token=TOKEN, retry=RetryPolicy(attempts=1)) as once:
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailableError, match="503 no healthy upstream") as info:
+                await once.status("ci-run-1")
+            assert info.value.retry_after == 7.0
+            assert info.value.details == {"status": 503, "request": f"GET /api/v1/workflows/{NS}/ci-run-1"}
+        with pytest.raises(NotFoundError):  # Argo is back: its own answer comes through
+            await once.status("ci-run-1")
+    assert (argo.outage.failed, len(argo.requests)) == (2, 3)
+
+
+async def test_calls_are_retried_until_argo_recovers(engine: ArgoWorkflowEngine, argo: FakeArgo) -> None:
+    argo.outage.fail_next(3)
+    assert await engine.create_template(template("ci-run-6")) == "ci-run-6"
+    assert argo.outage.failed == 3
+    assert [r[:2] for r in argo.requests] == [("POST", f"/api/v1/workflow-templates/{NS}")] * 4
+    name = await engine.submit("ci-run-6", parameters={"rev": "main"}, labels={})
+    argo.outage.fail_next(4)
+    assert (await engine.status(name)).phase == WorkflowPhase.RUNNING
+    argo.outage.fail_next(RetryPolicy().attempts + 1)
+    with pytest.raises(ServiceUnavailableError) as info:  # longer than the engine's attempts
+        await engine.status(name)
+    assert info.value.retry_after == 1.0
+    assert (argo.outage.failed, argo.outage.remaining) == (RetryPolicy().attempts, 1)
+
+
+async def test_a_long_retry_after_is_left_to_the_caller(engine: ArgoWorkflowEngine, argo: FakeArgo) -> None:
+    argo.outage.fail_next(3, retry_after="60")  # above RetryPolicy.longest_retry_after
+    with pytest.raises(ServiceUnavailableError) as info:
+        await engine.status("ci-run-1")
+    assert info.value.retry_after == 60.0
+    assert argo.outage.failed == 1
+
+
+async def test_submit_is_repeated_only_when_argo_did_not_take_it(engine: ArgoWorkflowEngine, argo: FakeArgo) -> None:
+    await engine.create_template(template("ci-run-7"))
+    argo.requests.clear()
+    argo.outage.fail_next(1, status=503)  # refused: nothing was started
+    assert await engine.submit("ci-run-7", parameters={"rev": "main"}, labels={}) == "ci-run-7-x7k2p"
+    assert len(argo.requests) == 2
+    argo.outage.fail_next(1, status=504, message="upstream request timeout")  # it may have started one
+    with pytest.raises(ServiceUnavailableError, match="504 upstream request timeout"):
+        await engine.submit("ci-run-7", parameters={"rev": "main"}, labels={})
+    assert len(argo.requests) == 3
+
+
+def test_outage_switch() -> None:
+    outage = Outage()
+    assert outage.take() is None
+    outage.fail_next(2, status=502, retry_after=None)
+    first, second = outage.take(), outage.take()
+    assert first is not None
+    assert first == second
+    assert (first.status, first.headers, outage.take()) == (502, {}, None)
+    assert (outage.failed, outage.remaining) == (2, 0)

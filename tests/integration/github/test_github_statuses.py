@@ -1,14 +1,18 @@
-"""GithubStatuses against a local HTTP server answering like GitHub's commit status API."""
+"""GithubStatuses against a local HTTP server answering like GitHub's commit status API.
+
+stamina runs in test mode here: the adapter's attempts are kept, its waits are zero.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import stamina
 
 from forge.adapters.github_statuses import GithubStatuses
 from forge.embedded.process import free_port
-from forge.errors import InvalidInputError, NotFoundError, PermanentError, ServiceUnavailableError, TransientError
+from forge.errors import InvalidInputError, NotFoundError, PermanentError, ServiceUnavailableError
 from forge.testing.github import FakeGithub
 
 SHA = "ab" * 20
@@ -21,10 +25,15 @@ def github() -> Iterator[FakeGithub]:
     fake.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_waits() -> Iterator[None]:
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
+
+
 @pytest.fixture
 async def statuses(github: FakeGithub) -> AsyncIterator[GithubStatuses]:
     async with GithubStatuses.from_token(github.url, github.token) as client:
-        client._retry_delay = 0.01
         yield client
 
 
@@ -55,18 +64,27 @@ async def test_transient_failures_are_retried_once(github: FakeGithub, statuses:
     await statuses.set_commit_status("acme/mono", SHA, state="success", context="c", description="d", target_url=None)
     assert github.statuses() == [(SHA, "success", "d")]
     github.fail_next = [500, 503]
-    with pytest.raises(TransientError, match="503"):
+    with pytest.raises(ServiceUnavailableError, match="503 Server Error") as info:
         await statuses.set_commit_status(
             "acme/mono", SHA, state="success", context="c", description="d", target_url=None
         )
+    assert info.value.details["status"] == 503
+    assert [r.answered for r in github.requests] == [502, 201, 500, 503]
+    github.fail_next = [422]
+    with pytest.raises(InvalidInputError, match="Failure"):  # permanent: not retried
+        await statuses.set_commit_status(
+            "acme/mono", SHA, state="success", context="c", description="d", target_url=None
+        )
+    assert len(github.requests) == 5
 
 
 async def test_errors_name_their_cause(github: FakeGithub) -> None:
     async with GithubStatuses.from_token(github.url, "wrong") as bad_token:
-        with pytest.raises(PermanentError, match="Bad credentials"):
+        with pytest.raises(PermanentError, match=r"refused the request \(401\): Bad credentials") as denied:
             await bad_token.set_commit_status(
                 "acme/mono", SHA, state="success", context="c", description="d", target_url=None
             )
+    assert denied.value.code == "unauthorized"
     async with GithubStatuses.from_token(github.url, github.token) as client:
         with pytest.raises(NotFoundError, match="unknown repository or commit"):
             await client.set_commit_status(
@@ -76,9 +94,9 @@ async def test_errors_name_their_cause(github: FakeGithub) -> None:
             await client.set_commit_status(
                 "acme/mono", SHA, state="done", context="c", description="d", target_url=None
             )
-    assert len(github.requests) == 2  # the invalid state never left the process
+    assert len(github.requests) == 2  # the invalid state never left the process; 401 and 404 are not retried
     async with GithubStatuses.from_token(f"http://127.0.0.1:{free_port()}", "t") as unreachable:
-        with pytest.raises(ServiceUnavailableError, match="did not answer"):
+        with pytest.raises(ServiceUnavailableError, match=r"GitHub at http://127\.0\.0\.1:[0-9]+ is unreachable"):
             await unreachable.set_commit_status(
                 "acme/mono", SHA, state="success", context="c", description="d", target_url=None
             )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from forge.adapters.argo_workflows import workflow_status
 from forge.ports import NodePhase, WorkflowPhase
-from forge.workflows.engine.argo import workflow_status
 
 
 def _node(node_id: str, display: str, kind: str, phase: str, boundary: str | None, children: list[str]) -> Any:

@@ -1,8 +1,7 @@
-"""Workflow engines: Argo Server over REST for clusters, the local engine for one machine (DESIGN §1)."""
+"""The local workflow engine for one machine (DESIGN §1); Argo Server's is ``forge.adapters.argo_workflows``."""
 
-from forge.workflows.engine.argo import ArgoWorkflowEngine
 from forge.workflows.engine.containers import StepRunner
 from forge.workflows.engine.durations import parse_duration
 from forge.workflows.engine.local import LocalWorkflowEngine
 
-__all__ = ["ArgoWorkflowEngine", "LocalWorkflowEngine", "StepRunner", "parse_duration"]
+__all__ = ["LocalWorkflowEngine", "StepRunner", "parse_duration"]

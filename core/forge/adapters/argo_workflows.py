@@ -24,9 +24,29 @@ attempt (child) of a ``Retry`` node; it is reported under its ``displayName`` wi
 ``Skipped``/``Omitted``). Outputs: ``outputs.result``, ``outputs.exitCode`` and every output
 parameter by name.
 
-Errors: transport failures → ``ServiceUnavailableError``; 5xx and 429 → ``TransientError``;
-401/403 → ``PermanentError``; 404 → ``NotFoundError``; 409 → ``ConflictError``; 400/422 →
-``InvalidInputError``; each carries Argo's ``message``.
+Errors and retries: ``forge.adapters._http`` (shared with the GitHub adapter) maps responses and
+transport failures onto the error tree, each carrying Argo's ``message`` (401/403 →
+``PermanentError``, 404 → ``NotFoundError``, 409 → ``ConflictError``, 400/422 →
+``InvalidInputError``, 429/5xx → ``TransientError``/``ServiceUnavailableError`` with
+``retry_after``, transport failures → ``ServiceUnavailableError``), and retries every call on
+``TransientError`` with stamina under ``retry`` (a ``RetryPolicy``), honouring ``Retry-After``.
+Reads, ``terminate`` and template creation (a repeat ends in the 409 comparison above) are
+idempotent; ``submit`` is not (a repeat could start a second workflow), so it is retried only when
+the request provably was not processed (connect errors, 429, 503).
+
+Why httpx and not a maintained client (hera 7.1, measured against ``httpx.MockTransport`` and read):
+hera's sync ``WorkflowsService`` is built on ``requests`` (a thread per call in our async
+controller); its ``AsyncWorkflowsService`` is on httpx but (1) turns every error response into a
+``HeraException`` holding only a message string: the response and its headers are gone, so
+``Retry-After`` cannot be read and 429, 502, 503 and 504 are one bare ``HeraException`` (without
+even its ``status_code`` attribute), and a JSON error body without ``message`` escapes as
+``KeyError``; (2) serializes every POST/PUT body with pydantic's deprecated ``.json()``, a
+``PydanticDeprecatedSince20`` warning on each ``terminate``/``submit`` (an error under our
+``filterwarnings = error``); (3) parses answers into hera models that drop fields they do not
+know (a newer Argo's node fields vanish) and require ``spec``; (4) builds URLs with ``urljoin``,
+which drops a path prefix of the server URL (Argo behind ``--basehref``). The ``argo-workflows``
+package is a synchronous OpenAPI client on urllib3 and is not installed. The REST calls here are
+four endpoints, so httpx it is.
 """
 
 from __future__ import annotations
@@ -41,21 +61,19 @@ from typing import Any, Self
 
 import httpx
 
-from forge.errors import (
-    ConflictError,
-    ForgeError,
-    InvalidInputError,
-    NotFoundError,
-    PermanentError,
-    ServiceUnavailableError,
-    TransientError,
-)
+from forge.adapters._http import RetryPolicy, retry, send
+from forge.errors import ConflictError, InvalidInputError
 from forge.ports.engine import NodePhase, NodeStatus, WorkflowPhase, WorkflowStatus
 
 __all__ = ["ArgoWorkflowEngine"]
 
 _log = logging.getLogger(__name__)
 _TASK_TYPES = {"Retry", "Pod", "Skipped", "DAG"}
+_SERVICE = "Argo Server"
+_HINTS = {
+    401: "check the bearer token",
+    403: "check the bearer token and its RBAC for this namespace",
+}
 
 
 class ArgoWorkflowEngine:
@@ -71,12 +89,14 @@ class ArgoWorkflowEngine:
         timeout: float = 30.0,
         poll_interval: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ):
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
         self._ns = namespace
         self._poll_interval = poll_interval
+        self._retry = retry or RetryPolicy()
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers, verify=verify, timeout=timeout, transport=transport
         )
@@ -119,7 +139,7 @@ class ArgoWorkflowEngine:
             "resourceName": template_name,
             "submitOptions": options,
         }
-        workflow = await self._request("POST", f"/api/v1/workflows/{self._ns}/submit", body)
+        workflow = await self._request("POST", f"/api/v1/workflows/{self._ns}/submit", body, idempotent=False)
         return str(workflow["metadata"]["name"])
 
     async def status(self, workflow_name: str) -> WorkflowStatus:
@@ -142,47 +162,15 @@ class ArgoWorkflowEngine:
         body = {"namespace": self._ns, "name": workflow_name}
         await self._request("PUT", f"/api/v1/workflows/{self._ns}/{workflow_name}/terminate", body)
 
-    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            response = await self._client.request(method, path, json=body)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailableError(
-                f"Argo Server at {self._client.base_url} is unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.is_success:
-            data = response.json()
-            return data if isinstance(data, dict) else {}
-        raise _error(response, f"{method} {path}")
+    async def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        async def call() -> httpx.Response:
+            return await send(self._client, method, path, service=_SERVICE, json=body, hints=_HINTS)
 
-
-def _error(response: httpx.Response, what: str) -> ForgeError:
-    code = response.status_code
-    try:
-        payload = response.json()
-        message = str(payload.get("message") or payload) if isinstance(payload, dict) else str(payload)
-    except ValueError:
-        message = response.text.strip() or response.reason_phrase
-    details = {"status": code, "request": what}
-    text = f"Argo Server: {what}: {message}"
-    if code in {401, 403}:
-        return PermanentError(
-            f"Argo Server refused the request ({code}): {message}; check the bearer token and its RBAC "
-            f"for this namespace",
-            code="unauthorized" if code == 401 else "forbidden",
-            details=details,
-        )
-    if code == 404:
-        return NotFoundError(message, details=details)
-    if code == 409:
-        return ConflictError(message, details=details)
-    if code in {400, 422}:
-        return InvalidInputError(text, details=details)
-    if code == 429 or code >= 500:
-        retry_after = response.headers.get("Retry-After")
-        return TransientError(
-            text, retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None, details=details
-        )
-    return PermanentError(text, details=details)
+        response = await retry(call, self._retry, idempotent=idempotent)
+        data = response.json()
+        return data if isinstance(data, dict) else {}
 
 
 def _normal(value: Any) -> Any:
