@@ -13,8 +13,8 @@ from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.pygit2_git import Pygit2Mirrors
-from forge.domain.messages import JobType
-from forge.ports import StatusReporter
+from forge.domain.messages import STREAMS, JobType
+from forge.jobs.events import StepEventPublisher
 from forge.settings import CiSettings
 from forge.workflows.workers.ci import CiHandler
 from forge.workflows.workers.runtime import Worker
@@ -33,21 +33,22 @@ def ci_settings(tmp_path: Path) -> CiSettings:
 
 @pytest.fixture
 def start_worker(tmp_path: Path, bus: NatsBus, objects: MinioObjectStore, ci_settings: CiSettings) -> StartWorker:
-    """``async with start_worker(environ=..., status=...) as handler:`` runs a CI worker until the block ends."""
+    """``async with start_worker(environ=..., events=...) as handler:`` runs a CI worker until the block ends."""
 
     @contextlib.asynccontextmanager
     async def start(
-        *, environ: Mapping[str, str] | None = None, status: StatusReporter | None = None
+        *, environ: Mapping[str, str] | None = None, events: StepEventPublisher | None = None
     ) -> AsyncIterator[CiHandler]:
         handler = CiHandler(
             mirrors=Pygit2Mirrors(tmp_path / "cache"),
             objects=objects,
             secrets=EnvSecretProvider(ci_settings.secrets_dir, environ={}),
             settings=ci_settings,
-            status=status,
+            events=events,
             environ=environ,
         )
         worker = Worker(job_type=JobType.CI, handler=handler, bus=bus, objects=objects, settings=FAST)
+        await bus.ensure_streams(STREAMS)
         await worker.prepare()
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:

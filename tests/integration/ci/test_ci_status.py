@@ -1,26 +1,25 @@
-"""Step status reported by the CI worker through HttpStatusReporter to the real API on PostgreSQL.
+"""Step events published by the CI worker reach PostgreSQL through the controller's recorder.
 
-The API runs in-process over ``httpx.ASGITransport``; the worker, NATS, S3 and git are real.
+The worker, the recorder, NATS, PostgreSQL, S3 and git are real (in-process).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from forge.adapters.env_secrets import EnvSecretProvider
-from forge.adapters.httpx_reporter import HttpStatusReporter
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
-from forge.api.app import create_app
-from forge.api.services import ApiServices
+from forge.controller.step_events import StepEventRecorder
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.messages import STREAMS
 from forge.domain.status import Status
 from forge.jobs.dispatch import dispatch
+from forge.jobs.events import StepEventPublisher
 from forge.logs import LogReader, log_key
 from forge.ports.store import NewRepository, NewRun, RunExecutions
 
@@ -29,11 +28,15 @@ from .support import ci_job, standard_repo
 
 
 @pytest.fixture
-async def reporter(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[HttpStatusReporter]:
-    app = create_app(ApiServices(store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(environ={})))
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
-        yield HttpStatusReporter(client)
+async def recorder(store: PostgresStore, bus: NatsBus) -> AsyncIterator[StepEventRecorder]:
+    """The controller's step event recorder, running until the test ends."""
+    await bus.ensure_streams(STREAMS)
+    recorder = StepEventRecorder(executions=store, bus=bus, fetch_wait=0.2)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(recorder.run(stop))
+    yield recorder
+    stop.set()
+    await task
 
 
 async def _executions(store: PostgresStore, url: str, sha: str) -> RunExecutions:
@@ -55,21 +58,22 @@ async def _executions(store: PostgresStore, url: str, sha: str) -> RunExecutions
         affected=[AffectedProject(project="svc", reasons=["changed"])],
         phase_groups=[PhaseGroup(group=0, phases=["test"])],
     )
-    await store.record_discovery(run.id, found.model_dump(mode="json"), f"d/{run.id}")
+    await store.record_discovery(run.id, found, f"d/{run.id}")
     return await store.create_executions(run.id, found)
 
 
 async def test_successful_step_is_reported_running_then_success(
-    tmp_path: Path, store: PostgresStore, reporter: HttpStatusReporter, start_worker: StartWorker, bus: NatsBus
+    tmp_path: Path, store: PostgresStore, recorder: StepEventRecorder, start_worker: StartWorker, bus: NatsBus
 ) -> None:
     url = str(tmp_path / "src.git")
     sha = standard_repo(Path(url))
     ex = await _executions(store, url, sha)
     step_id = ex.step_id("test", "svc", "unit")
     job = ci_job(url, sha, "echo ok", run_id=ex.run_id, step_execution_id=step_id)
-    async with start_worker(status=reporter):
+    async with start_worker(events=StepEventPublisher(bus)):
         result = await dispatch(bus, job, timeout=60)
     assert result.success, result.error
+    await recorder.caught_up()  # the worker published the outcome before the result
     step = await store.get_step(step_id)
     assert step.status == Status.SUCCESS
     assert (step.exit_code, step.attempts) == (0, 1)
@@ -79,7 +83,7 @@ async def test_successful_step_is_reported_running_then_success(
 async def test_failed_attempt_stays_running_until_the_last_attempt_fails(
     tmp_path: Path,
     store: PostgresStore,
-    reporter: HttpStatusReporter,
+    recorder: StepEventRecorder,
     start_worker: StartWorker,
     bus: NatsBus,
     objects: MinioObjectStore,
@@ -88,11 +92,12 @@ async def test_failed_attempt_stays_running_until_the_last_attempt_fails(
     sha = standard_repo(Path(url))
     ex = await _executions(store, url, sha)
     step_id = ex.step_id("test", "svc", "unit")
-    async with start_worker(status=reporter):
+    async with start_worker(events=StepEventPublisher(bus)):
         first = await dispatch(
             bus, ci_job(url, sha, "exit 3", run_id=ex.run_id, step_execution_id=step_id, retries=1), timeout=60
         )
         assert not first.success
+        await recorder.caught_up()
         step = await store.get_step(step_id)
         assert (step.status, step.exit_code, step.attempts) == (Status.RUNNING, 3, 1)
 
@@ -104,6 +109,7 @@ async def test_failed_attempt_stays_running_until_the_last_attempt_fails(
     assert not last.success
     assert last.error is not None
     assert last.error.details["attempt"] == 2
+    await recorder.caught_up()
     step = await store.get_step(step_id)
     assert (step.status, step.exit_code, step.attempts) == (Status.FAILED, 4, 2)
     assert step.logs_key is not None
