@@ -6,6 +6,7 @@ only ever see ``MessageBus`` plus the few test-side helpers a harness provides.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg
 from forge.adapters.nats_bus import NatsBus
 from forge.embedded.process import ServiceProcess, free_port
 from forge.ports.bus import MessageBus
+from forge.ports.fakes import MemoryServer, MemorySubscription
 
 
 class BusHarness(Protocol):
@@ -71,7 +73,46 @@ class NatsHarness:
             await nc.close()
 
 
+class MemoryHarness:
+    """The in-memory fake; a stopped ``MemoryServer`` stands for an address where nothing listens."""
+
+    def __init__(self) -> None:
+        self._server = MemoryServer()
+
+    async def open(self) -> MessageBus:
+        return self._server.connect()
+
+    async def open_unreachable(self) -> MessageBus:
+        nobody = MemoryServer("unreachable")
+        nobody.stop()
+        return nobody.connect()
+
+    async def reset(self) -> None:
+        self._server.reset()
+
+    @contextlib.asynccontextmanager
+    async def responder(self, subject: str, answer: Callable[[bytes], bytes]) -> AsyncIterator[None]:
+        bus = self._server.connect()
+
+        async def serve(sub: MemorySubscription) -> None:
+            while True:
+                data, reply = await sub.testing_next_with_reply(timeout=None)
+                if reply is not None:
+                    await bus.respond(reply, answer(data))
+
+        try:
+            async with bus.subscribe(subject) as sub, asyncio.TaskGroup() as tasks:
+                serving = tasks.create_task(serve(sub))
+                try:
+                    yield
+                finally:
+                    serving.cancel()
+        finally:
+            await bus.close()
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], BusHarness]] = {
+    "memory": lambda _request: MemoryHarness(),
     "nats": lambda request: NatsHarness(request.getfixturevalue("nats_server")),
 }
 

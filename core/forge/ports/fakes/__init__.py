@@ -1,0 +1,9 @@
+"""In-memory fakes of the ports, for tests and a one-process platform (issue 6).
+
+Each fake passes the compliance suite of its port next to the real adapters, so code tested
+against a fake behaves the same on the real service.
+"""
+
+from forge.ports.fakes.memory_bus import MemoryBus, MemoryMessage, MemoryServer, MemorySubscription
+
+__all__ = ["MemoryBus", "MemoryMessage", "MemoryServer", "MemorySubscription"]
