@@ -12,7 +12,7 @@ import pytest
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.pygit2_git import Pygit2Mirrors
-from forge.domain.messages import JobType
+from forge.domain.messages import STREAMS, JobType
 from forge.workflows.workers.discovery import DiscoveryHandler
 from forge.workflows.workers.runtime import Worker
 
@@ -31,6 +31,7 @@ def start_worker(
     @contextlib.asynccontextmanager
     async def start() -> AsyncIterator[Worker]:
         worker = Worker(job_type=JobType.DISCOVERY, handler=handler, bus=bus, objects=objects, settings=FAST)
+        await bus.ensure_streams(STREAMS)  # what forge-worker does once at start
         await worker.prepare()
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from forge.adapters.env_secrets import EnvSecretProvider
+from forge.adapters.postgres_store import PostgresStore
+from forge.api.services import ApiServices
 from forge.domain.messages import Job
+from forge.ports import MessageBus, ObjectStore
 from forge.settings import WorkerSettings
 from forge.workflows.workers.discovery import DiscoveryHandler
 
@@ -23,3 +27,18 @@ class Counting:
     async def __call__(self, job: Job) -> dict[str, Any]:
         self.calls.append(job.key)
         return await self.inner(job)
+
+
+def api_services(
+    store: PostgresStore, bus: MessageBus, objects: ObjectStore, secrets: EnvSecretProvider | None = None
+) -> ApiServices:
+    """The API's services on one PostgreSQL store, as ``forge-api`` builds them."""
+    return ApiServices(
+        database=store,
+        repositories=store,
+        runs=store,
+        executions=store,
+        bus=bus,
+        objects=objects,
+        secrets=secrets or EnvSecretProvider(environ={}),
+    )

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
-from forge.api.services import ApiServices
 from forge.embedded.process import ServiceProcess
+
+from .support import api_services
 
 SHA = "a" * 40
 SHA2 = "b" * 40
@@ -23,7 +23,7 @@ SHA2 = "b" * 40
 @pytest.fixture
 async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
     """The app served in this event loop over ASGI (so asyncpg's pool stays on one loop)."""
-    app = create_app(ApiServices(store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(environ={})))
+    app = create_app(api_services(store, bus, objects))
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
     async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
         yield client

@@ -61,7 +61,8 @@ async def test_dispatch_prints_the_result_and_a_restart_reuses_it(
     assert code == 0, err
     result = json.loads(out)
     assert result["success"]
-    assert [p["name"] for p in result["data"]["discovery"]["projects"]] == ["p"]
+    assert (result["data"]["projects"], result["data"]["affected"]) == (1, 1)
+    assert result["data"]["object_key"] == f"pipeline-runs/{run}/discovery.json"
     assert json.loads(output.read_text()) == result
 
     code, again, err = await _forge_step(own_nats.url, *_args(path, sha, run, "--timeout", "2"))

@@ -28,10 +28,11 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.routes.webhooks import MAX_WEBHOOK_BODY
-from forge.api.services import ApiServices
 from forge.embedded.process import ServiceProcess
 from forge.ports import RunFilter
 from forge.testing.postgres import create_database_async
+
+from .support import api_services
 
 REPO = "acme/mono"
 SECRET = "It's a Secret to Everybody, also acme's"
@@ -73,7 +74,7 @@ def secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 async def client(
     store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, secrets_dir: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    services = ApiServices(store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(secrets_dir))
+    services = api_services(store, bus, objects, EnvSecretProvider(secrets_dir))
     transport = httpx.ASGITransport(app=create_app(services))  # type: ignore[arg-type]  # litestar's ASGI types
     async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
         await _register(client, REPO, SECRET_REF)

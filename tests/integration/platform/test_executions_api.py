@@ -1,4 +1,7 @@
-"""Internal status endpoints, executions, cancelling and step logs on real PostgreSQL, NATS and S3."""
+"""Executions, cancelling and step logs through the API on real PostgreSQL, NATS and S3.
+
+Steps move only by step events (what the controller records); the API has no way to write them.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
-from forge.api.services import ApiServices
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.events import EventKind, StepEvent
 from forge.domain.status import Status
 from forge.logs import LogWriter, log_key
 from forge.ports.store import NewRepository, NewRun, RunExecutions
+
+from .support import api_services
 
 SHA = "c" * 40
 PROBLEM = "application/problem+json"
@@ -27,7 +31,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ApiServices(store=store, bus=bus, objects=objects, secrets=EnvSecretProvider(environ={})))
+    app = create_app(api_services(store, bus, objects))
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
     async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
         yield client
@@ -59,30 +63,22 @@ async def executing_run(store: PostgresStore, commit: str = SHA) -> RunExecution
     run, _ = await store.create_run(NewRun(repository="acme/mono", commit_sha=commit))
     await store.claim_discovery(limit=10)
     found = _discovery(commit)
-    await store.record_discovery(run.id, found.model_dump(mode="json"), f"d/{run.id}")
+    await store.record_discovery(run.id, found, f"d/{run.id}")
     return await store.create_executions(run.id, found)
 
 
-async def put_step(client: httpx.AsyncClient, step_id: uuid.UUID, **body: Any) -> httpx.Response:
-    return await client.put(f"/v1/steps/{step_id}/status", json=body)
+async def step_event(
+    store: PostgresStore, ex: RunExecutions, step_id: uuid.UUID, kind: EventKind, **fields: Any
+) -> None:
+    """What the controller does with one event a worker published."""
+    await store.apply_step_events([StepEvent(run_id=ex.run_id, step_id=step_id, attempt=1, kind=kind, **fields)])
 
 
-async def test_step_status_updates_and_rolls_up(client: httpx.AsyncClient, store: PostgresStore) -> None:
+async def test_executions_show_what_step_events_recorded(client: httpx.AsyncClient, store: PostgresStore) -> None:
     ex = await executing_run(store)
     unit = ex.step_id("test", "api", "unit")
-
-    started = await put_step(client, unit, status="running", attempt=1, logs_key="logs/unit.log")
-    assert started.status_code == 200, started.text
-    body = started.json()
-    assert (body["id"], body["status"], body["attempts"], body["logs_key"]) == (
-        str(unit),
-        "running",
-        1,
-        "logs/unit.log",
-    )
-
-    done = await put_step(client, unit, status="failed", exit_code=2, message="2 tests failed")
-    assert (done.status_code, done.json()["exit_code"]) == (200, 2)
+    await step_event(store, ex, unit, "started", logs_key="logs/unit.log")
+    await step_event(store, ex, unit, "failed", exit_code=2, message="2 tests failed")
 
     tree = (await client.get(f"/v1/runs/{ex.run_id}/executions")).json()
     assert tree["run_id"] == str(ex.run_id)
@@ -99,57 +95,28 @@ async def test_step_status_updates_and_rolls_up(client: httpx.AsyncClient, store
         2,
         "2 tests failed",
     )
+    assert (steps["unit"]["attempts"], steps["unit"]["logs_key"]) == (1, "logs/unit.log")
     assert steps["unit"]["completed_at"] is not None
     assert (steps["lint"]["status"], steps["lint"]["started_at"], steps["lint"]["action"]) == ("pending", None, "run")
 
-
-async def test_step_status_errors_are_problem_json(client: httpx.AsyncClient, store: PostgresStore) -> None:
-    ex = await executing_run(store)
-    unit = ex.step_id("test", "api", "unit")
-
-    illegal = await put_step(client, unit, status="success")
-    assert illegal.status_code == 409
-    assert illegal.headers["content-type"].startswith(PROBLEM)
-    assert "cannot go from pending to success" in illegal.json()["detail"]
-
-    missing = await put_step(client, uuid.uuid4(), status="running")
+    missing = await client.get(f"/v1/runs/{uuid.uuid4()}/executions")
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith(PROBLEM)
 
-    bogus = await put_step(client, unit, status="bogus")
-    assert bogus.status_code == 400
-    assert bogus.headers["content-type"].startswith(PROBLEM)
-    extra = await put_step(client, unit, status="running", surprise=1)
-    assert extra.status_code == 400
 
-    assert (await client.get(f"/v1/runs/{uuid.uuid4()}/executions")).status_code == 404
-
-
-async def test_task_phase_and_run_status(client: httpx.AsyncClient, store: PostgresStore) -> None:
+async def test_nothing_writes_execution_state_through_the_api(client: httpx.AsyncClient, store: PostgresStore) -> None:
     ex = await executing_run(store)
-    build_phase = ex.phases[1]
-    build_task = ex.tasks_of(build_phase.id)[0]
-
-    task = await client.put(f"/v1/tasks/{build_task.id}/status", json={"status": "running"})
-    assert (task.status_code, task.json()["status"], task.json()["project"]) == (200, "running", "api")
-    back = await client.put(f"/v1/tasks/{build_task.id}/status", json={"status": "pending"})
-    assert back.status_code == 409
-    phase = await client.put(f"/v1/phases/{ex.phases[0].id}/status", json={"status": "running"})
-    assert (phase.status_code, phase.json()["status"], phase.json()["group"]) == (200, "running", 0)
-    assert (await client.put(f"/v1/phases/{uuid.uuid4()}/status", json={"status": "running"})).status_code == 404
-    assert (await client.put(f"/v1/tasks/{uuid.uuid4()}/status", json={"status": "running"})).status_code == 404
-
-    same = await client.put(f"/v1/runs/{ex.run_id}/status", json={"status": "running"})
-    assert (same.status_code, same.json()["status"]) == (200, "running")
-    failed = await client.put(f"/v1/runs/{ex.run_id}/status", json={"status": "failed", "error": "image broke"})
-    assert failed.status_code == 200, failed.text
-    assert (failed.json()["status"], failed.json()["error"]) == ("failed", "image broke")
-    tree = (await client.get(f"/v1/runs/{ex.run_id}/executions")).json()
-    all_steps = {s["status"] for p in tree["phases"] for t in p["tasks"] for s in t["steps"]}
-    assert all_steps == {"skipped"}  # finishing the run settled them
-    again = await client.put(f"/v1/runs/{ex.run_id}/status", json={"status": "success"})
-    assert again.status_code == 409
-    assert again.headers["content-type"].startswith(PROBLEM)
+    for path in (
+        f"/v1/steps/{ex.step_id('test', 'api', 'unit')}/status",
+        f"/v1/tasks/{ex.tasks[0].id}/status",
+        f"/v1/phases/{ex.phases[0].id}/status",
+        f"/v1/runs/{ex.run_id}/status",
+    ):
+        refused = await client.put(path, json={"status": "success"})
+        assert refused.status_code in {404, 405}, path
+    run = (await client.get(f"/v1/runs/{ex.run_id}")).json()
+    assert run["status"] == "running"
+    assert {s.status for s in (await store.get_executions(ex.run_id)).steps} == {Status.PENDING}
 
 
 async def test_delete_run_requests_cancel(client: httpx.AsyncClient, store: PostgresStore) -> None:
@@ -159,10 +126,6 @@ async def test_delete_run_requests_cancel(client: httpx.AsyncClient, store: Post
     assert (cancel.json()["id"], cancel.json()["status"]) == (str(ex.run_id), "running")
     assert [r.id for r in await store.runs_cancel_requested()] == [ex.run_id]
     assert (await client.delete(f"/v1/runs/{ex.run_id}")).status_code == 202  # idempotent
-
-    starting = await put_step(client, ex.step_id("test", "api", "unit"), status="running")
-    assert starting.status_code == 409
-    assert "being cancelled" in starting.json()["detail"]
 
     await store.finish_run(ex.run_id, Status.CANCELLED)
     finished = await client.delete(f"/v1/runs/{ex.run_id}")
@@ -187,7 +150,7 @@ async def test_step_logs_partial_complete_and_followed(
     other = await executing_run(store, "d" * 40)
     assert (await client.get(f"/v1/runs/{other.run_id}/steps/{unit}/logs")).status_code == 404  # not of that run
 
-    await put_step(client, unit, status="running")
+    await step_event(store, ex, unit, "started")
     writer = LogWriter(objects, log_key(ex.run_id, "test", "api", "unit"), interval=0)
     await writer.write(b"collecting 3 tests\n")
     await writer.write(b"test_a PASSED\n")
@@ -225,27 +188,20 @@ async def test_follow_ends_for_a_step_that_died_mid_log(
 ) -> None:
     ex = await executing_run(store)
     lint = ex.step_id("test", "api", "lint")
-    await store.set_step_status(lint, Status.RUNNING, logs_key="custom/lint.log")
+    await step_event(store, ex, lint, "started", logs_key="custom/lint.log")
     writer = LogWriter(objects, "custom/lint.log", interval=0)  # the key the worker reported
     await writer.write(b"half a log")
-    await store.set_step_status(lint, Status.FAILED, exit_code=137)  # killed before closing the log
+    await step_event(store, ex, lint, "failed", exit_code=137)  # killed before closing the log
     followed = await asyncio.wait_for(
         client.get(f"/v1/runs/{ex.run_id}/steps/{lint}/logs", params={"follow": "true"}), timeout=10
     )
     assert followed.text == "half a log"
 
 
-async def test_openapi_lists_the_new_endpoints(client: httpx.AsyncClient) -> None:
+async def test_openapi_lists_reads_only(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/schema/openapi.json")).json()
     paths = spec["paths"]
-    assert {
-        "/v1/steps/{step_id}/status",
-        "/v1/tasks/{task_id}/status",
-        "/v1/phases/{phase_id}/status",
-        "/v1/runs/{run_id}/status",
-        "/v1/runs/{run_id}/executions",
-        "/v1/runs/{run_id}/steps/{step_id}/logs",
-    } <= set(paths)
+    assert {"/v1/runs/{run_id}/executions", "/v1/runs/{run_id}/steps/{step_id}/logs"} <= set(paths)
+    assert not [p for p in paths if p.endswith("/status")]
     assert "delete" in paths["/v1/runs/{run_id}"]
-    assert paths["/v1/steps/{step_id}/status"]["put"]["tags"] == ["internal status"]
-    assert {t["name"] for t in spec["tags"]} >= {"runs", "internal status"}
+    assert "internal status" not in {t["name"] for t in spec["tags"]}
