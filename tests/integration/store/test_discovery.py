@@ -6,6 +6,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from forge.adapters.postgres_store import PostgresStore
+from forge.domain.discovery import DiscoveredProject, DiscoveryResult, PhaseGroup
 from forge.domain.entities import PipelineRun
 from forge.domain.status import Status
 from forge.errors import ConflictError, NotFoundError
@@ -14,6 +15,13 @@ from forge.ports.store import NewRun
 
 def sha(n: int) -> str:
     return f"{n:040x}"
+
+
+def found(commit: str = sha(0)) -> DiscoveryResult:
+    api = DiscoveredProject(name="api", path="services/api", config_blob="0" * 40, phases={}, steps=[])
+    return DiscoveryResult(
+        commit=commit, base=None, projects=[api], affected=[], phase_groups=[PhaseGroup(group=1, phases=["test"])]
+    )
 
 
 async def make_runs(store: PostgresStore, repo: str, count: int) -> list[PipelineRun]:
@@ -54,49 +62,52 @@ async def test_two_concurrent_claimers_never_share_a_run(dsn: str, store: Postgr
 async def test_record_discovery(store: PostgresStore, repo: str) -> None:
     (run,) = await make_runs(store, repo, 1)
     with pytest.raises(ConflictError, match="pending to success"):  # not claimed yet
-        await store.record_discovery(run.id, {"projects": []}, "runs/x/discovery.json")
+        await store.record_discovery(run.id, found(run.commit_sha), "runs/x/discovery.json")
     await store.claim_discovery(limit=1)
 
-    result = {"projects": [{"name": "api", "path": "services/api"}], "phases": ["test"]}
+    result = found(run.commit_sha)
     done = await store.record_discovery(run.id, result, "runs/x/discovery.json")
     assert done.discovery_status is Status.SUCCESS
     assert done.discovery == result
     assert done.discovery_key == "runs/x/discovery.json"
     assert done.status is Status.RUNNING
+    assert (done.error, done.error_code) == (None, None)
+    assert await store.get_run(run.id) == done
     assert await store.runs_discovering() == []
 
     assert await store.record_discovery(run.id, result, "runs/x/discovery.json") == done  # repeat
     with pytest.raises(ConflictError, match="already recorded"):
         await store.record_discovery(run.id, result, "runs/x/other.json")
     with pytest.raises(ConflictError, match="success to failed"):
-        await store.fail_discovery(run.id, "too late")
+        await store.fail_discovery(run.id, "too late", code="invalid_config")
 
 
 async def test_fail_discovery(store: PostgresStore, repo: str) -> None:
     (run,) = await make_runs(store, repo, 1)
     await store.claim_discovery(limit=1)
-    failed = await store.fail_discovery(run.id, "invalid .forge/project.yaml")
+    failed = await store.fail_discovery(run.id, "invalid .forge/project.yaml", code="invalid_config")
     assert failed.discovery_status is Status.FAILED
     assert failed.status is Status.FAILED
-    assert failed.error == "invalid .forge/project.yaml"
+    assert (failed.error, failed.error_code) == ("invalid .forge/project.yaml", "invalid_config")
     assert failed.completed_at is not None
-    assert await store.fail_discovery(run.id, "again") == failed  # repeat
+    assert await store.get_run(run.id) == failed
+    assert await store.fail_discovery(run.id, "again", code="other") == failed  # repeat: the first error stays
     with pytest.raises(ConflictError, match="failed to success"):
-        await store.record_discovery(run.id, {}, "k")
+        await store.record_discovery(run.id, found(), "k")
     assert await store.claim_discovery(limit=10) == []
 
 
 async def test_fail_discovery_of_a_pending_run(store: PostgresStore, repo: str) -> None:
     (run,) = await make_runs(store, repo, 1)
-    failed = await store.fail_discovery(run.id, "repository unreachable")
-    assert (failed.status, failed.discovery_status) == (Status.FAILED, Status.FAILED)
+    failed = await store.fail_discovery(run.id, "repository unreachable", code="clone_failed")
+    assert (failed.status, failed.discovery_status, failed.error_code) == (Status.FAILED, Status.FAILED, "clone_failed")
 
 
 async def test_discovery_of_unknown_run(store: PostgresStore) -> None:
     with pytest.raises(NotFoundError):
-        await store.record_discovery(uuid4(), {}, "k")
+        await store.record_discovery(uuid4(), found(), "k")
     with pytest.raises(NotFoundError):
-        await store.fail_discovery(uuid4(), "e")
+        await store.fail_discovery(uuid4(), "e", code="x")
 
 
 async def test_a_run_cancelled_during_discovery_leaves_discovery(store: PostgresStore, repo: str) -> None:
@@ -104,10 +115,11 @@ async def test_a_run_cancelled_during_discovery_leaves_discovery(store: Postgres
     await store.claim_discovery(limit=1)
     for run in (running, waiting):
         await store.request_cancel(run.id)
-        await store.finish_run(run.id, Status.CANCELLED, error="cancelled by request")
+        await store.finish_run(run.id, Status.CANCELLED, error="cancelled by request", code="cancelled")
     assert (await store.get_run(running.id)).discovery_status is Status.CANCELLED
+    assert (await store.get_run(waiting.id)).error_code == "cancelled"
     assert (await store.get_run(waiting.id)).discovery_status is Status.SKIPPED
     assert await store.runs_discovering() == []
     assert await store.claim_discovery(limit=5) == []
     with pytest.raises(ConflictError):
-        await store.record_discovery(running.id, {"commit": sha(0)}, "k")
+        await store.record_discovery(running.id, found(), "k")
