@@ -35,6 +35,8 @@ from hera.workflows import models as m
 
 from forge.embedded.process import free_port
 
+from ..engine.support import Outage
+
 __all__ = ["TERMINATED", "FakeArgo", "Outcome", "Request"]
 
 T0 = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
@@ -76,6 +78,7 @@ class FakeArgo:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)  # as Argo stores them
     workflows: dict[str, _Workflow] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    outage: Outage = field(default_factory=Outage)  # fail_next(n): answer 503 for a while
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -311,11 +314,18 @@ def _handler(fake: FakeArgo) -> type[BaseHTTPRequestHandler]:
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
+            failure = fake.outage.take()
+            headers: dict[str, str] = {}
             with fake.lock:
                 fake.requests.append(Request(method, self.path, body))
-                code, answer = fake.route(method, self.path, body)
+                if failure is None:
+                    code, answer = fake.route(method, self.path, body)
+                else:
+                    code, answer, headers = failure.status, failure.body, dict(failure.headers)
             data = json.dumps(answer).encode()
             self.send_response(code)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -21,10 +21,12 @@ from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.controller.commit_status import CommitStatuses
+from forge.controller.reconcile import ReconcileLoop
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
+from forge.controller.step_events import StepEventRecorder
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.entities import PipelineRun, Trigger
-from forge.domain.messages import CANCEL_SUBJECT
+from forge.domain.messages import CANCEL_SUBJECTS, STREAMS
 from forge.domain.status import Status
 from forge.ports.store import NewRepository, NewRun
 from forge.testing.github import FakeGithub
@@ -80,23 +82,33 @@ async def discovered_run(store: PostgresStore, trigger: Trigger = Trigger.MANUAL
     run, created = await store.create_run(NewRun(repository=REPO, commit_sha=SHA, branch="main", trigger=trigger))
     assert created
     assert [r.id for r in await store.claim_discovery(limit=10)] == [run.id]
-    return await store.record_discovery(run.id, discovery().model_dump(mode="json"), f"discovery/{run.id}.json")
+    return await store.record_discovery(run.id, discovery(), f"discovery/{run.id}.json")
 
 
 @contextlib.asynccontextmanager
 async def reconciling(
     store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, statuses: CommitStatuses | None = None
 ) -> AsyncIterator[asyncio.Task[None]]:
+    await bus.ensure_streams(STREAMS)
+    recorder = StepEventRecorder(executions=store, bus=bus, fetch_wait=0.1)
     reconciler = ExecutionReconciler(
-        store=store,
+        runs=store,
+        repositories=store,
+        executions=store,
         bus=bus,
         engine=engine,
+        recorder=recorder,
         options=TemplateOptions(image="img", namespace=NAMESPACE, parallelism=10),
         statuses=statuses,
-        poll_interval=0.05,
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(reconciler.run(stop))
+
+    async def controller() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(recorder.run(stop))
+            group.create_task(ReconcileLoop(reconciler, poll_interval=0.05, backoff_max=0.2).run(stop))
+
+    task = asyncio.create_task(controller())
     try:
         yield task
     finally:
@@ -141,7 +153,7 @@ async def test_a_workflow_that_succeeds_succeeds_the_run(
     run = await discovered_run(store)
     async with reconciling(store, bus, engine) as task:
         done = await finished(store, task, run.id)
-    assert (done.status, done.error) == (Status.SUCCESS, None)
+    assert (done.status, done.error, done.error_code) == (Status.SUCCESS, None, None)
 
     name = f"forge-run-{run.id}"
     assert list(argo.received) == [name]
@@ -176,7 +188,7 @@ async def test_a_failed_node_fails_its_step_and_the_run(
     run = await discovered_run(store)
     async with reconciling(store, bus, engine) as task:
         done = await finished(store, task, run.id)
-    assert (done.status, done.error) == (Status.FAILED, "child 'group-1' failed")
+    assert (done.status, done.error, done.error_code) == (Status.FAILED, "child 'group-1' failed", "workflow_failed")
     [workflow] = argo.workflows
     assert done.workflow_name == workflow
 
@@ -199,7 +211,7 @@ async def test_cancelling_a_run_terminates_its_workflow(
 ) -> None:
     argo.outcome = Outcome(hold=True)  # Running until terminated
     run = await discovered_run(store)
-    async with bus.subscribe(CANCEL_SUBJECT) as cancels, reconciling(store, bus, engine) as task:
+    async with bus.subscribe(CANCEL_SUBJECTS) as cancels, reconciling(store, bus, engine) as task:
 
         async def followed() -> bool:
             current = await store.get_run(run.id)
@@ -219,6 +231,18 @@ async def test_cancelling_a_run_terminates_its_workflow(
     assert terminate.body == {"namespace": NAMESPACE, "name": workflow}
     assert argo.workflows[workflow].terminated
     assert await steps_of(store, run.id) == dict.fromkeys(STEPS, (Status.SKIPPED, None))
+
+
+async def test_an_argo_server_answering_503_for_a_while_is_waited_out(
+    store: PostgresStore, bus: NatsBus, engine: ArgoWorkflowEngine, argo: FakeArgo
+) -> None:
+    argo.outage.fail_next(12, retry_after="0")  # more than the adapter's own 5 attempts: the loop retries too
+    run = await discovered_run(store)
+    async with reconciling(store, bus, engine) as task:
+        done = await finished(store, task, run.id)
+    assert argo.outage.failed == 12
+    assert (done.status, done.error) == (Status.SUCCESS, None)
+    assert len(argo.workflows) == 1  # retried, never submitted twice
 
 
 class _SlowTerminate(ArgoWorkflowEngine):
