@@ -166,6 +166,8 @@ phases:
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
     _until(lambda: marker.exists() and bool(marker.read_text().strip()), platform)
     pid = int(marker.read_text())
+    # the platform learns a step runs from its started event, within about a second
+    _until(lambda: _steps(client, run_id)["check/slow/wait"]["status"] == "running", platform)
 
     resp = client.delete(f"/v1/runs/{run_id}")
     assert resp.status_code == 202
