@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from forge.embedded.process import ServiceProcess, binary, free_port, start_service
@@ -25,22 +28,17 @@ def _ready(url: str) -> Callable[[], bool]:
     return check
 
 
-@pytest.fixture(scope="module")
-def platform(
-    tmp_path_factory: pytest.TempPathFactory,
-    nats_server: ServiceProcess,
-    s3_server: ServiceProcess,
-    postgres_server: ServiceProcess,
-) -> Iterator[Platform]:
-    home = tmp_path_factory.mktemp("platform")
+@contextlib.contextmanager
+def running_platform(home: Path, database_url: str, nats: ServiceProcess, s3: ServiceProcess) -> Iterator[Platform]:
+    """forge-api, forge-controller and the discovery and CI workers on the given services."""
     git_daemon = start_git_daemon(home / "served")
     port = free_port()
     env = {
-        "FORGE_DATABASE__URL": create_database(postgres_server.url, f"e2e_{uuid.uuid4().hex[:12]}"),
-        "FORGE_NATS__URL": nats_server.url,
-        "FORGE_OBJECTS__ENDPOINT": s3_server.url,
-        "FORGE_OBJECTS__ACCESS_KEY": s3_server.extra["access_key"],
-        "FORGE_OBJECTS__SECRET_KEY": s3_server.extra["secret_key"],
+        "FORGE_DATABASE__URL": database_url,
+        "FORGE_NATS__URL": nats.url,
+        "FORGE_OBJECTS__ENDPOINT": s3.url,
+        "FORGE_OBJECTS__ACCESS_KEY": s3.extra["access_key"],
+        "FORGE_OBJECTS__SECRET_KEY": s3.extra["secret_key"],
         "FORGE_OBJECTS__BUCKET": f"e2e-{uuid.uuid4().hex[:8]}",
         "FORGE_GIT__CACHE_DIR": str(home / "git-cache"),
         "FORGE_API__PORT": str(port),
@@ -59,14 +57,7 @@ def platform(
         git_url=git_daemon.url,
     )
     try:
-        platform.processes["api"] = start_service(
-            "api",
-            [binary("forge-api")],
-            url=platform.api_url,
-            ready=_ready(f"{platform.api_url}/readyz"),
-            log=platform.logs / "api.log",
-            env=env,
-        )
+        start_api(platform)
         platform.start("controller", ["forge-controller"])
         platform.start_worker()
         platform.start_worker("worker-ci", "ci")
@@ -75,3 +66,33 @@ def platform(
         for proc in platform.processes.values():
             proc.stop()
         git_daemon.stop()
+
+
+def start_api(platform: Platform) -> None:
+    """Start (or start again) forge-api and wait until it is ready."""
+    platform.processes["api"] = start_service(
+        "api",
+        [binary("forge-api")],
+        url=platform.api_url,
+        ready=_ready(f"{platform.api_url}/readyz"),
+        log=platform.logs / "api.log",
+        env=platform.env,
+    )
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.api_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_server: ServiceProcess,
+    s3_server: ServiceProcess,
+    postgres_server: ServiceProcess,
+) -> Iterator[Platform]:
+    database = create_database(postgres_server.url, f"e2e_{uuid.uuid4().hex[:12]}")
+    with running_platform(tmp_path_factory.mktemp("platform"), database, nats_server, s3_server) as platform:
+        yield platform

@@ -3,68 +3,15 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import pytest
 from click.testing import CliRunner
 
 from forge.cli.main import cli
-from forge.testing.gitrepos import commit_files
 from forge.testing.platform import Platform
 
-FINAL = {"success", "failed", "cancelled"}
-
-
-@pytest.fixture
-def client(platform: Platform) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api_url, timeout=10) as client:
-        yield client
-
-
-def _repo(platform: Platform, client: httpx.Client, files: dict[str, str | None]) -> tuple[str, str]:
-    name = f"acme/pipe-{uuid.uuid4().hex[:6]}"
-    sha = commit_files(platform.git_base / f"{name}.git", files, "initial")
-    resp = client.post("/v1/repositories", json={"name": name, "clone_url": f"{platform.git_url}{name}.git"})
-    assert resp.status_code == 201, resp.text
-    return name, sha
-
-
-def _wait(client: httpx.Client, run_id: str, platform: Platform, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run: dict[str, Any] = client.get(f"/v1/runs/{run_id}").json()
-        if run["status"] in FINAL:
-            return run
-        time.sleep(0.1)
-    pytest.fail(f"run {run_id} did not finish\n{platform.log_tail()}")
-
-
-def _until(condition: Callable[[], bool], platform: Platform, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, platform.log_tail()
-        time.sleep(0.1)
-
-
-def _steps(client: httpx.Client, run_id: str) -> dict[str, dict[str, Any]]:
-    executions = client.get(f"/v1/runs/{run_id}/executions").json()
-    return {
-        f"{phase['name']}/{task['project']}/{step['name']}": step
-        for phase in executions["phases"]
-        for task in phase["tasks"]
-        for step in task["steps"]
-    }
-
-
-def _log(client: httpx.Client, run_id: str, step: dict[str, Any]) -> str:
-    body = client.get(f"/v1/runs/{run_id}/steps/{step['id']}/logs").json()
-    if body["complete"]:
-        return httpx.get(body["url"], timeout=10).text
-    return str(body["content"])
-
+from .support import make_repo, step_log, step_map, wait_run, wait_until
 
 LIB = """name: lib
 phases:
@@ -89,7 +36,7 @@ phases:
 
 
 def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client: httpx.Client) -> None:
-    name, sha = _repo(
+    name, sha = make_repo(
         platform,
         client,
         {
@@ -99,9 +46,9 @@ def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client
         },
     )
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha, "branch": "main"}).json()["id"]
-    run = _wait(client, run_id, platform)
+    run = wait_run(client, run_id, platform)
     assert run["status"] == "success", f"{run['error']}\n{platform.log_tail()}"
-    steps = _steps(client, run_id)
+    steps = step_map(client, run_id)
     assert set(steps) == {"check/lib/lint", "test/lib/unit", "build/app/bundle", "test/app/unit", "test/app/after"}
     assert {s["status"] for s in steps.values()} == {"success"}
     assert all(s["exit_code"] == 0 and s["attempts"] == 1 for s in steps.values())
@@ -109,9 +56,9 @@ def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client
     details = client.get(f"/v1/runs/{run_id}/executions").json()
     by_phase = {p["name"]: p for p in details["phases"]}
     assert {p["status"] for p in by_phase.values()} == {"success"}
-    assert "linting lib" in _log(client, run_id, steps["check/lib/lint"])
-    assert "built" in _log(client, run_id, steps["build/app/bundle"])
-    assert "unit ok" in _log(client, run_id, steps["test/lib/unit"])
+    assert "linting lib" in step_log(client, run_id, steps["check/lib/lint"])
+    assert "built" in step_log(client, run_id, steps["build/app/bundle"])
+    assert "unit ok" in step_log(client, run_id, steps["test/lib/unit"])
 
     runner = CliRunner()
     one = runner.invoke(cli, ["logs", run_id, "check/lib/lint", "--api", platform.api_url])
@@ -130,7 +77,7 @@ def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client
 
 
 def test_a_failing_step_fails_the_run_and_skips_the_rest(platform: Platform, client: httpx.Client) -> None:
-    name, sha = _repo(
+    name, sha = make_repo(
         platform,
         client,
         {
@@ -140,13 +87,13 @@ def test_a_failing_step_fails_the_run_and_skips_the_rest(platform: Platform, cli
         },
     )
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    run = _wait(client, run_id, platform)
+    run = wait_run(client, run_id, platform)
     assert run["status"] == "failed"
-    steps = _steps(client, run_id)
+    steps = step_map(client, run_id)
     assert (steps["test/app/unit"]["status"], steps["test/app/unit"]["exit_code"]) == ("failed", 3)
     assert steps["test/app/after"]["status"] == "skipped"
     assert steps["check/lib/lint"]["status"] == "success"
-    log = _log(client, run_id, steps["test/app/unit"])
+    log = step_log(client, run_id, steps["test/app/unit"])
     assert "app tests" in log
     assert "exited with code 3" in log
 
@@ -162,18 +109,18 @@ phases:
     steps:
       - {{name: later, run: "true"}}
 """
-    name, sha = _repo(platform, client, {"slow/.forge/project.yaml": project})
+    name, sha = make_repo(platform, client, {"slow/.forge/project.yaml": project})
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    _until(lambda: marker.exists() and bool(marker.read_text().strip()), platform)
+    wait_until(lambda: marker.exists() and bool(marker.read_text().strip()), platform)
     pid = int(marker.read_text())
     # the platform learns a step runs from its started event, within about a second
-    _until(lambda: _steps(client, run_id)["check/slow/wait"]["status"] == "running", platform)
+    wait_until(lambda: step_map(client, run_id)["check/slow/wait"]["status"] == "running", platform)
 
     resp = client.delete(f"/v1/runs/{run_id}")
     assert resp.status_code == 202
-    run = _wait(client, run_id, platform)
+    run = wait_run(client, run_id, platform)
     assert run["status"] == "cancelled"
-    steps = _steps(client, run_id)
+    steps = step_map(client, run_id)
     assert steps["check/slow/wait"]["status"] == "cancelled"
     assert steps["test/slow/later"]["status"] == "skipped"
     deadline = time.monotonic() + 30
@@ -201,18 +148,18 @@ phases:
     steps:
       - {{name: wait, run: "echo attempt >> {started}; while [ ! -f {release} ]; do sleep 0.1; done; echo released"}}
 """
-    name, sha = _repo(platform, client, {"held/.forge/project.yaml": project})
+    name, sha = make_repo(platform, client, {"held/.forge/project.yaml": project})
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    _until(started.exists, platform)
+    wait_until(started.exists, platform)
     platform.kill("worker-ci")
     platform.start_worker("worker-ci", "ci")  # JetStream redelivers the unacked job to it
-    _until(lambda: len(started.read_text().splitlines()) >= 2, platform)
+    wait_until(lambda: len(started.read_text().splitlines()) >= 2, platform)
     release.touch()
-    run = _wait(client, run_id, platform)
+    run = wait_run(client, run_id, platform)
     assert run["status"] == "success", run["error"]
-    step = _steps(client, run_id)["test/held/wait"]
+    step = step_map(client, run_id)["test/held/wait"]
     assert (step["status"], step["exit_code"]) == ("success", 0)
-    assert "released" in _log(client, run_id, step)
+    assert "released" in step_log(client, run_id, step)
 
 
 def test_a_controller_killed_mid_run_resumes_it(platform: Platform, client: httpx.Client, tmp_path: Any) -> None:
@@ -228,18 +175,18 @@ phases:
     steps:
       - {{name: after, run: "echo after"}}
 """
-    name, sha = _repo(platform, client, {"resumed/.forge/project.yaml": project})
+    name, sha = make_repo(platform, client, {"resumed/.forge/project.yaml": project})
     run_id = client.post("/v1/runs", json={"repository": name, "commit_sha": sha}).json()["id"]
-    _until(started.exists, platform)
+    wait_until(started.exists, platform)
     first_workflow = client.get(f"/v1/runs/{run_id}").json()["workflow_name"]
     platform.kill("controller")
     platform.start("controller", ["forge-controller"])
-    _until(lambda: client.get(f"/v1/runs/{run_id}").json()["workflow_name"] != first_workflow, platform)
+    wait_until(lambda: client.get(f"/v1/runs/{run_id}").json()["workflow_name"] != first_workflow, platform)
     release.touch()
-    run = _wait(client, run_id, platform)
+    run = wait_run(client, run_id, platform)
     assert run["status"] == "success", f"{run['error']}\n{platform.log_tail()}"
     assert started.read_text().splitlines() == ["attempt"]  # the step ran once
-    steps = _steps(client, run_id)
+    steps = step_map(client, run_id)
     assert {k: s["status"] for k, s in steps.items()} == {
         "check/resumed/wait": "success",
         "test/resumed/after": "success",

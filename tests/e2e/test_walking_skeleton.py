@@ -40,12 +40,6 @@ def _wait_run(
     pytest.fail(f"run {run_id} stuck in {seen}\n{platform.log_tail()}")
 
 
-@pytest.fixture
-def client(platform: Platform) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api_url, timeout=10) as client:
-        yield client
-
-
 def _new_repo(platform: Platform, client: httpx.Client, files: dict[str, str | None]) -> tuple[str, Path, str]:
     name = f"acme/mono-{uuid.uuid4().hex[:6]}"
     path = platform.git_base / f"{name}.git"
