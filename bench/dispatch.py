@@ -4,8 +4,8 @@
 
 Starts a ``nats-server`` with JetStream, PostgreSQL (a fresh, migrated database) and an S3 server
 (the worker needs an object store). Then, for every concurrency level, ``--jobs`` CI jobs go the
-real way: ``dispatch()`` (subscribe, look up a stored result, publish with a unique key) →
-JetStream → an in-process ``Worker`` whose handler publishes the step's outcome as a
+real way: the controller's ``Dispatcher`` (look up a stored result, publish with a unique key and
+the dispatcher's inbox) → JetStream → an in-process ``Worker`` whose handler publishes the step's outcome as a
 ``StepEvent`` (what the CI worker does for a short step) and returns ``{}`` → the stored result →
 back to the dispatcher; meanwhile the controller's ``StepEventRecorder`` writes the events to
 PostgreSQL in batches. Every job has its own step execution, and a series ends only when the
@@ -51,7 +51,7 @@ from forge.domain.status import Status
 from forge.embedded.nats import start_nats
 from forge.embedded.process import ServiceProcess
 from forge.embedded.s3 import start_s3
-from forge.jobs.dispatch import dispatch
+from forge.jobs.dispatch import Dispatcher
 from forge.jobs.events import StepEventPublisher
 from forge.ports.store import NewRepository, NewRun
 from forge.settings import ObjectStoreSettings, WorkerSettings
@@ -157,6 +157,7 @@ async def _bench(urls: _Urls, jobs: int, levels: list[int], profile: Path | None
         await objects.ensure_bucket()
         worker_bus = await stack.enter_async_context(_bus(urls.nats))
         dispatch_bus = await stack.enter_async_context(_bus(urls.nats))
+        dispatcher = await stack.enter_async_context(Dispatcher(dispatch_bus))
         recorder_bus = await stack.enter_async_context(_bus(urls.nats))
         await stack.enter_async_context(_raw_responder(urls.nats))
         raw_client = await stack.enter_async_context(_raw_client(urls.nats))
@@ -183,7 +184,7 @@ async def _bench(urls: _Urls, jobs: int, levels: list[int], profile: Path | None
         async with asyncio.TaskGroup() as group:
             group.create_task(worker.run(stop))
             group.create_task(recorder.run(stop))
-            await _run(WARMUP, 4, _dispatcher(dispatch_bus, *await _steps(store, WARMUP), recorder=recorder))
+            await _run(WARMUP, 4, _dispatcher(dispatcher, *await _steps(store, WARMUP), recorder=recorder))
             await _run(WARMUP, 4, _requester(raw_client))
             for concurrency in levels:
                 raw = await _run(jobs, concurrency, _requester(raw_client))
@@ -191,12 +192,12 @@ async def _bench(urls: _Urls, jobs: int, levels: list[int], profile: Path | None
                 run_id, steps = await _steps(store, jobs)
                 if profiler is not None:
                     profiler.enable()
-                ours = await _run(jobs, concurrency, _dispatcher(dispatch_bus, run_id, steps, recorder=recorder))
+                ours = await _run(jobs, concurrency, _dispatcher(dispatcher, run_id, steps, recorder=recorder))
                 if profiler is not None:
                     profiler.disable()
                 await _all_recorded(store, run_id, jobs)
                 publish_events[0] = False
-                bare = await _run(jobs, concurrency, _dispatcher(dispatch_bus, *await _steps(store, jobs)))
+                bare = await _run(jobs, concurrency, _dispatcher(dispatcher, *await _steps(store, jobs)))
                 series = [
                     (RAW, raw),
                     ("dispatch → worker → event → PostgreSQL", ours),
@@ -268,7 +269,7 @@ async def _run(jobs: int, concurrency: int, one: Callable[[int], Awaitable[None]
 
 
 def _dispatcher(
-    bus: NatsBus, run_id: uuid.UUID, steps: list[uuid.UUID], *, recorder: StepEventRecorder | None = None
+    dispatcher: Dispatcher, run_id: uuid.UUID, steps: list[uuid.UUID], *, recorder: StepEventRecorder | None = None
 ) -> Callable[[int], Awaitable[None]]:
     """One job per step; with ``recorder``, the last job of the series waits until it caught up."""
     remaining = [len(steps)]
@@ -294,7 +295,7 @@ def _dispatcher(
             payload=payload,
             deadline=datetime.now(UTC) + timedelta(seconds=60),
         )
-        result = await dispatch(bus, job, timeout=60)
+        result = await dispatcher.dispatch(job, timeout=60)
         assert result.success, result.error
         remaining[0] -= 1
         if remaining[0] == 0 and recorder is not None:

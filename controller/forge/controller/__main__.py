@@ -14,6 +14,7 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
+from forge.jobs.dispatch import Dispatcher
 from forge.ports import MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
@@ -24,7 +25,7 @@ __all__ = ["build", "main"]
 
 
 @contextlib.asynccontextmanager
-async def _engine(settings: Settings, bus: MessageBus) -> AsyncIterator[WorkflowEngine]:
+async def _engine(settings: Settings, bus: MessageBus, dispatcher: Dispatcher) -> AsyncIterator[WorkflowEngine]:
     if settings.engine.kind == "argo":
         token = settings.engine.argo_token.get_secret_value() if settings.engine.argo_token else None
         async with ArgoWorkflowEngine(
@@ -37,7 +38,7 @@ async def _engine(settings: Settings, bus: MessageBus) -> AsyncIterator[Workflow
         return
 
     async def step_runner(argv: list[str]) -> tuple[int, str, str]:
-        outcome = await run_step(argv, bus=bus, timeouts=settings.timeouts)
+        outcome = await run_step(argv, bus=bus, timeouts=settings.timeouts, dispatcher=dispatcher)
         return outcome.exit_code, outcome.stdout, outcome.stderr
 
     async with LocalWorkflowEngine(
@@ -67,7 +68,8 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
             await bus.ensure_streams(STREAMS)
             async with (
                 MinioObjectStore.from_settings(settings.objects) as objects,
-                _engine(settings, bus) as engine,
+                Dispatcher(bus) as dispatcher,
+                _engine(settings, bus, dispatcher) as engine,
                 _source_host(settings) as source_host,
             ):
                 yield ControllerServices(
@@ -75,6 +77,7 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
                     runs=store,
                     executions=store,
                     bus=bus,
+                    dispatcher=dispatcher,
                     objects=objects,
                     engine=engine,
                     source_host=source_host,

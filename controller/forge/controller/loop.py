@@ -10,6 +10,7 @@ from forge.controller.reconcile import ReconcileLoop
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
 from forge.controller.step_events import StepEventRecorder
+from forge.jobs.dispatch import Dispatcher
 from forge.ports import ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SourceHost, WorkflowEngine
 from forge.settings import Settings
 
@@ -22,6 +23,7 @@ class ControllerServices:
     runs: RunStore
     executions: ExecutionStore
     bus: MessageBus
+    dispatcher: Dispatcher
     objects: ObjectStore
     engine: WorkflowEngine
     source_host: SourceHost | None = None
@@ -35,7 +37,7 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
     discovery = DiscoveryReconciler(
         runs=services.runs,
         repositories=services.repositories,
-        bus=services.bus,
+        dispatcher=services.dispatcher,
         objects=services.objects,
         timeout=settings.timeouts.discovery,
         statuses=statuses,

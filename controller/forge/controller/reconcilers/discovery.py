@@ -21,9 +21,8 @@ from forge.domain.entities import PipelineRun
 from forge.domain.messages import DiscoveryPayload, Job, JobType, Result
 from forge.domain.status import Status
 from forge.errors import ConflictError, ForgeError, PermanentError, TransientError
-from forge.jobs.dispatch import dispatch
+from forge.jobs.dispatch import Dispatcher
 from forge.ports import ObjectStore, RepositoryStore, RunStore
-from forge.ports.bus import MessageBus
 
 __all__ = ["DiscoveryReconciler"]
 
@@ -34,7 +33,7 @@ log = logging.getLogger("forge.controller.discovery")
 class DiscoveryReconciler:
     runs: RunStore
     repositories: RepositoryStore
-    bus: MessageBus
+    dispatcher: Dispatcher
     objects: ObjectStore
     timeout: float
     statuses: CommitStatuses | None = None
@@ -94,7 +93,7 @@ class DiscoveryReconciler:
             deadline=datetime.now(UTC) + timedelta(seconds=self.timeout),
         )
         try:
-            return await dispatch(self.bus, job, timeout=self.timeout)
+            return await self.dispatcher.dispatch(job, timeout=self.timeout)
         except TransientError as exc:
             if exc.code != "dispatch_timeout":
                 raise

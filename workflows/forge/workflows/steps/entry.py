@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from forge.domain.messages import Job, JobType, Payload
 from forge.errors import ForgeError
-from forge.jobs.dispatch import dispatch
+from forge.jobs.dispatch import Dispatcher, dispatch
 from forge.ports import MessageBus
 from forge.settings import TimeoutSettings
 
@@ -80,14 +80,22 @@ def parse_job(argv: Sequence[str], timeouts: TimeoutSettings) -> tuple[Job, floa
     return job, timeout, args.output
 
 
-async def run_step(argv: Sequence[str], *, bus: MessageBus, timeouts: TimeoutSettings) -> StepOutcome:
-    """Run one ``forge-step`` command line; never raises for bad input or a failed job."""
+async def run_step(
+    argv: Sequence[str], *, bus: MessageBus, timeouts: TimeoutSettings, dispatcher: Dispatcher | None = None
+) -> StepOutcome:
+    """Run one ``forge-step`` command line; never raises for bad input or a failed job.
+
+    A long-lived caller (the local engine) passes its ``dispatcher``; ``forge-step`` sends one job.
+    """
     try:
         job, timeout, output = parse_job(argv, timeouts)
     except _UsageError as exc:
         return StepOutcome(EXIT_USAGE, "", f"{exc}\n")
     try:
-        result = await dispatch(bus, job, timeout=timeout)
+        if dispatcher is None:
+            result = await dispatch(bus, job, timeout=timeout)
+        else:
+            result = await dispatcher.dispatch(job, timeout=timeout)
     except ForgeError as exc:
         return StepOutcome(EXIT_FAILED, "", f"forge-step: {exc}\n")
     text = result.model_dump_json()
