@@ -89,6 +89,12 @@ class CiSettings(BaseModel):
         description="Directory of secret files (<dir>/<NAME>, e.g. a mounted Kubernetes Secret); "
         "FORGE_SECRET_<NAME> environment variables are looked up first",
     )
+    tree_cache: int = Field(
+        8,
+        ge=0,
+        description="Commit trees kept in <work_dir>/trees for later steps of the same commit (least recently "
+        "used first out; trees in use are never removed)",
+    )
     kill_grace: float = Field(10.0, gt=0, description="Seconds between SIGTERM and SIGKILL of a timed-out step")
     log_interval: float = Field(1.0, gt=0, description="Seconds between uploads of a running step's log")
     started_event_after: float = Field(

@@ -1,4 +1,9 @@
-"""Read a step log, complete or in progress."""
+"""Read a step log, complete or in progress.
+
+A short step's log appears complete in one write, with no chunks before it; a long one shows
+chunks first. A writer killed mid-step leaves chunks and never the whole log: readers see it
+as incomplete (``follow`` ends after its idle timeout).
+"""
 
 from __future__ import annotations
 
@@ -37,8 +42,14 @@ class LogReader:
             return await self.objects.get(key), True
         except NotFoundError:
             pass
+        parts = await self.objects.list(parts_prefix(key))
+        if not parts:  # nothing yet, or a short step's one write landed since the first look
+            try:
+                return await self.objects.get(key), True
+            except NotFoundError:
+                return b"", False
         chunks = []
-        for info in await self.objects.list(parts_prefix(key)):
+        for info in parts:
             try:
                 chunks.append(await self.objects.get(info.key))
             except NotFoundError:  # the writer finished meanwhile: the whole log exists now

@@ -1,4 +1,11 @@
-"""Stream a step's output to object storage in chunks while it runs."""
+"""Stream a step's output to object storage in chunks while it runs.
+
+A log costs as few object writes as its step allows: a step that ends before the first flush
+(``interval`` seconds, or ``chunk_bytes`` of output) is one PUT of the whole log and nothing
+else. Chunks (``<key>.parts/<seq>``) exist only once a flush has written one; ``close`` writes
+the whole log and deletes exactly the chunks this writer wrote (by key: no listing). Chunks an
+earlier, killed writer left behind are the caller's to discard before it starts.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,11 @@ class LogWriter:
     def size(self) -> int:
         return len(self._all) + len(self._buffer)
 
+    @property
+    def parts(self) -> int:
+        """How many chunks this writer has uploaded so far."""
+        return self._seq
+
     async def write(self, data: bytes) -> None:
         self._buffer.extend(data)
         if len(self._buffer) >= self.chunk_bytes or time.monotonic() - self._last_flush >= self.interval:
@@ -42,15 +54,20 @@ class LogWriter:
             self._last_flush = time.monotonic()
             if not self._buffer:
                 return
-            chunk, self._buffer = bytes(self._buffer), bytearray()
-            await self.objects.put(f"{parts_prefix(self.key)}{self._seq:010d}", chunk, content_type="text/plain")
+            chunk = bytes(self._buffer)
+            await self.objects.put(self._part(self._seq), chunk, content_type="text/plain")
+            del self._buffer[: len(chunk)]  # only once uploaded: a failed flush keeps it for the next
             self._seq += 1
             self._all.extend(chunk)
 
     async def close(self) -> None:
-        """Write the whole log to its key, then drop the chunks."""
-        await self.flush()
+        """Write the whole log to its key (the buffer need not become a chunk first), then drop the chunks."""
         async with self._lock:
-            await self.objects.put(self.key, bytes(self._all), content_type="text/plain; charset=utf-8")
-            for info in await self.objects.list(parts_prefix(self.key)):
-                await self.objects.delete(info.key)
+            whole = bytes(self._all + self._buffer)
+            await self.objects.put(self.key, whole, content_type="text/plain; charset=utf-8")
+            self._all, self._buffer = bytearray(whole), bytearray()
+            for seq in range(self._seq):
+                await self.objects.delete(self._part(seq))
+
+    def _part(self, seq: int) -> str:
+        return f"{parts_prefix(self.key)}{seq:010d}"

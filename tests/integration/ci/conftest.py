@@ -15,6 +15,7 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, JobType
 from forge.jobs.events import StepEventPublisher
+from forge.ports import GitMirrors, ObjectStore
 from forge.settings import CiSettings
 from forge.workflows.workers.ci import CiHandler
 from forge.workflows.workers.runtime import Worker
@@ -33,15 +34,22 @@ def ci_settings(tmp_path: Path) -> CiSettings:
 
 @pytest.fixture
 def start_worker(tmp_path: Path, bus: NatsBus, objects: MinioObjectStore, ci_settings: CiSettings) -> StartWorker:
-    """``async with start_worker(environ=..., events=...) as handler:`` runs a CI worker until the block ends."""
+    """``async with start_worker(environ=..., events=...) as handler:`` runs a CI worker until the block ends.
+
+    ``store`` and ``mirrors`` replace the handler's object store and git mirrors (counting wrappers).
+    """
 
     @contextlib.asynccontextmanager
     async def start(
-        *, environ: Mapping[str, str] | None = None, events: StepEventPublisher | None = None
+        *,
+        environ: Mapping[str, str] | None = None,
+        events: StepEventPublisher | None = None,
+        store: ObjectStore | None = None,
+        mirrors: GitMirrors | None = None,
     ) -> AsyncIterator[CiHandler]:
         handler = CiHandler(
-            mirrors=Pygit2Mirrors(tmp_path / "cache"),
-            objects=objects,
+            mirrors=mirrors or Pygit2Mirrors(tmp_path / "cache"),
+            objects=store or objects,
             secrets=EnvSecretProvider(ci_settings.secrets_dir, environ={}),
             settings=ci_settings,
             events=events,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +14,10 @@ from uuid import UUID, uuid4
 import pygit2
 from pygit2.enums import FileMode
 
+from forge.adapters.minio_objects import MinioObjectStore
+from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import CiPayload, Job, JobType
+from forge.ports import GitReader, ObjectInfo
 from forge.settings import WorkerSettings
 
 FAST = WorkerSettings(concurrency=2, ack_wait=2.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.2)
@@ -118,3 +123,65 @@ def alive(pid: int) -> bool:
 
 def read_pid(path: Path) -> int:
     return int(path.read_text().strip())
+
+
+@dataclass
+class CountingObjects:
+    """The real object store, counting calls per method for keys (or prefixes) under ``scope``."""
+
+    inner: MinioObjectStore
+    scope: str = ""
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def _count(self, method: str, key: str) -> None:
+        if key.startswith(self.scope):
+            self.calls[method] += 1
+
+    async def ensure_bucket(self) -> None:
+        await self.inner.ensure_bucket()
+
+    async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+        self._count("put", key)
+        return await self.inner.put(key, data, content_type=content_type)
+
+    async def get(self, key: str) -> bytes:
+        self._count("get", key)
+        return await self.inner.get(key)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        self._count("stat", key)
+        return await self.inner.stat(key)
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        self._count("list", prefix)
+        return await self.inner.list(prefix)
+
+    async def delete(self, key: str) -> None:
+        self._count("delete", key)
+        await self.inner.delete(key)
+
+    async def presign_get(self, key: str, expires: timedelta) -> str:
+        return await self.inner.presign_get(key, expires)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+
+@dataclass
+class CountingMirrors:
+    """Real mirrors, counting how often a commit is written out of one."""
+
+    inner: Pygit2Mirrors
+    checkouts: list[str] = field(default_factory=list)
+    delay: float = 0.0  # seconds a checkout takes longer, so concurrent jobs overlap
+
+    async def sync(self, repository: str, url: str, *, want: str | None = None) -> GitReader:
+        return await self.inner.sync(repository, url, want=want)
+
+    async def open(self, repository: str) -> GitReader:
+        return await self.inner.open(repository)
+
+    async def checkout(self, repository: str, commit: str, dest: Path) -> None:
+        self.checkouts.append(commit)
+        await asyncio.sleep(self.delay)
+        await self.inner.checkout(repository, commit, dest)

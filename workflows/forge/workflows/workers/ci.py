@@ -1,8 +1,14 @@
 """CI jobs: one step of one project in one phase, run in a fresh checkout (DESIGN §1, §6).
 
-For a job: sync the mirror, write the commit into ``<work_dir>/<job id>``, run the step in
-``<checkout>/<project_path>`` with its output streamed to ``log_key(run, phase, project, step)``,
-publish its lifecycle events (``forge.domain.events``), remove the checkout (always).
+For a job: sync the mirror, make sure the commit's shared tree exists (written once per commit
+into ``<work_dir>/trees/``, ``forge.workflows.workers.trees``), copy it into the job's private
+``<work_dir>/<job id>``, run the step in ``<checkout>/<project_path>`` with its output streamed to
+``log_key(run, phase, project, step)``, publish its lifecycle events (``forge.domain.events``),
+remove the private copy (always).
+
+A first delivery of a first attempt costs its log one object write when the step ends before
+the first upload; only a redelivery (an earlier worker died mid-step) or a retry attempt looks
+for, and deletes, what an earlier run of the step left in the store.
 
 Events: ``started`` goes out once the step has run for ``CiSettings.started_event_after`` seconds
 (a shorter step reports only its outcome, which implies it started), then one of ``success``,
@@ -30,7 +36,7 @@ import shlex
 import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,8 @@ from forge.workflows.workers.executors import (
     execute,
     run_argv,
 )
+from forge.workflows.workers.runtime import delivery
+from forge.workflows.workers.trees import TreeCache, private_copy, remove_tree
 
 __all__ = ["CiHandler"]
 
@@ -69,6 +77,10 @@ class CiHandler:
     settings: CiSettings
     events: StepEventPublisher | None = None  # None: nothing reports (jobs without step_execution_id never do)
     environ: Mapping[str, str] | None = None  # the worker environment steps inherit from; None: os.environ
+    _trees: TreeCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._trees = TreeCache(self.settings.work_dir.resolve() / "trees", keep=self.settings.tree_cache)
 
     async def __call__(self, job: Job) -> dict[str, Any]:
         payload = job.payload
@@ -76,12 +88,22 @@ class CiHandler:
             raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not ci")
         await self.mirrors.sync(job.repository, payload.clone_url, want=job.commit_sha)
         checkout = self.settings.work_dir.resolve() / str(job.id)
-        await asyncio.to_thread(_remove, checkout)  # a redelivered job starts clean
+        await asyncio.to_thread(remove_tree, checkout)  # a redelivered job starts clean
         try:
-            await self.mirrors.checkout(job.repository, job.commit_sha, checkout)
+            await self._checkout(job, checkout)
             return await self._run(job, payload, checkout)
         finally:
-            await asyncio.to_thread(_remove, checkout)
+            await asyncio.to_thread(remove_tree, checkout)
+
+    async def _checkout(self, job: Job, checkout: Path) -> None:
+        """The job's private copy of the commit's shared tree (written from the mirror when missing)."""
+
+        async def materialise(dest: Path) -> None:
+            await self.mirrors.checkout(job.repository, job.commit_sha, dest)
+
+        name = f"{job.commit_sha}@{job.repository.replace('/', '+')}"  # sync checked owner/repo
+        async with self._trees.use(name, materialise) as tree:
+            await private_copy(tree, checkout)
 
     async def _run(self, job: Job, payload: CiPayload, checkout: Path) -> dict[str, Any]:
         attempt = payload.attempt + 1
@@ -89,7 +111,8 @@ class CiHandler:
         started = time.monotonic()
         began = datetime.now(UTC)
         earlier = await self._earlier_attempts(key, payload.attempt)
-        await self._discard_log(key)  # an earlier delivery's partial output
+        if payload.attempt > 0 or delivery.get() > 1:
+            await self._discard_log(key)  # an earlier attempt's log, or a dead worker's partial output
         announce = asyncio.ensure_future(self._report_started(job, payload, attempt, key, began))  # awaited below
 
         values, missing = await self._resolve_secrets(payload.secrets)
@@ -219,6 +242,7 @@ class CiHandler:
             return b""
 
     async def _discard_log(self, key: str) -> None:
+        """Delete the chunks and the log an earlier delivery or attempt left (``_earlier_attempts`` read it first)."""
         for info in await self.objects.list(parts_prefix(key)):
             await self.objects.delete(info.key)
         await self.objects.delete(key)
@@ -286,16 +310,3 @@ async def _flushing(writer: LogWriter, interval: float) -> AsyncIterator[None]:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
-
-
-def _remove(path: Path) -> None:
-    """Delete a checkout, including directories a step made read-only."""
-    if not path.exists() and not path.is_symlink():
-        return
-    try:
-        shutil.rmtree(path)
-    except OSError:
-        for folder, _, _ in os.walk(path):
-            with contextlib.suppress(OSError):
-                Path(folder).chmod(0o700)
-        shutil.rmtree(path, ignore_errors=True)

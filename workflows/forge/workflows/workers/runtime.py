@@ -11,7 +11,11 @@
 * ``pipeline.cancel.<run>`` cancels that run's jobs: received live (core subscription), running
   jobs are cancelled (a CI step's process group is killed); kept in ``pipeline-cancels``, a job of
   a cancelled run pulled later is not started. Either way the job ends with a failed
-  ``cancelled`` result.
+  ``cancelled`` result. The stream is asked once per run per worker process: once asked while
+  the live subscription is up, any later cancel of that run arrives live.
+* ``delivery`` (a context variable) holds the JetStream delivery count of the job a handler runs
+  (1 for a first delivery), so a handler can tell a redelivery (an earlier worker may have left
+  partial output) from a first try without a ``Handler`` signature change.
 * Jobs are pulled in batches of up to the free slots, so a busy worker makes one pull request
   for many jobs. Streams are the process's to ensure once (``forge-worker`` does, at start).
 """
@@ -22,7 +26,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -47,7 +53,7 @@ from forge.jobs.dispatch import stored_result
 from forge.ports import BusMessage, MessageBus, ObjectStore
 from forge.settings import WorkerSettings
 
-__all__ = ["Handler", "Worker", "consumer_name"]
+__all__ = ["Handler", "Worker", "consumer_name", "delivery"]
 
 log = logging.getLogger("forge.worker")
 
@@ -57,6 +63,10 @@ class _RunCancelledError(Exception):
 
 
 Handler = Callable[[Job], Coroutine[Any, Any, dict[str, Any]]]
+_CHECKED_RUNS = 10_000
+
+#: The delivery count of the job the current handler runs (1: first delivery).
+delivery: ContextVar[int] = ContextVar("delivery", default=1)
 
 
 def consumer_name(job_type: JobType) -> str:
@@ -72,6 +82,8 @@ class Worker:
     settings: WorkerSettings
     _running: dict[UUID, set[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
     _cancelled: set[UUID] = field(default_factory=set)
+    _checked: OrderedDict[UUID, None] = field(default_factory=OrderedDict)  # not cancelled when asked
+    _watching: asyncio.Event = field(default_factory=asyncio.Event)  # the live cancel subscription is up
 
     @property
     def stream(self) -> str:
@@ -117,11 +129,14 @@ class Worker:
         while True:
             try:
                 async with self.bus.subscribe(CANCEL_SUBJECTS) as cancels:
+                    self._watching.set()
                     async for payload in cancels:
                         self._cancel(payload)
             except ForgeError as exc:
                 log.warning("cancel requests are not received (%s); retrying", exc)
-                await asyncio.sleep(self.settings.fetch_wait)
+            self._watching.clear()  # cancels may have been missed: ask the stream again
+            self._checked.clear()
+            await asyncio.sleep(self.settings.fetch_wait)
 
     def _cancel(self, payload: bytes) -> None:
         try:
@@ -157,6 +172,7 @@ class Worker:
             await self._finish(msg, job, _cancelled(job))
             return
         last_delivery = msg.num_delivered >= self.settings.max_deliver
+        delivery.set(msg.num_delivered)  # this task's context: each job is handled in its own task
         try:
             data = await self._with_heartbeat(msg, job, self.handler(job))
         except _RunCancelledError:
@@ -182,10 +198,17 @@ class Worker:
     async def _run_cancelled(self, run_id: UUID) -> bool:
         if run_id in self._cancelled:
             return True
-        if await self.bus.last_payload(CANCELS_STREAM, cancel_subject(run_id)) is None:
+        if run_id in self._checked:
             return False
-        self._cancelled.add(run_id)
-        return True
+        watching = self._watching.is_set()  # before asking: a cancel after the answer arrives live
+        if await self.bus.last_payload(CANCELS_STREAM, cancel_subject(run_id)) is not None:
+            self._cancelled.add(run_id)
+            return True
+        if watching and self._watching.is_set():
+            self._checked[run_id] = None
+            if len(self._checked) > _CHECKED_RUNS:
+                self._checked.popitem(last=False)
+        return False
 
     async def _with_heartbeat(
         self, msg: BusMessage, job: Job, work: Coroutine[Any, Any, dict[str, Any]]

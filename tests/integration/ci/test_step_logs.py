@@ -1,0 +1,102 @@
+"""What a step's log costs in object store calls: one PUT for a short step, chunks only when due.
+
+The store is the real one (S3 server) behind a counting wrapper scoped to the run's logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forge.adapters.minio_objects import MinioObjectStore
+from forge.adapters.nats_bus import NatsBus
+from forge.jobs.dispatch import dispatch
+from forge.logs import log_key
+from forge.settings import CiSettings
+from forge.workflows.workers.runtime import delivery
+
+from .conftest import StartWorker
+from .support import CountingObjects, ci_job, standard_repo
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[str, str]:
+    path = tmp_path / "src" / "mono.git"
+    return str(path), standard_repo(path)
+
+
+async def test_short_step_log_is_one_put_and_nothing_else(
+    repo: tuple[str, str], ci_settings: CiSettings, start_worker: StartWorker, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    ci_settings.log_interval = 10.0  # the step ends long before a first upload is due
+    url, sha = repo
+    job = ci_job(url, sha, "echo short and sweet")
+    counting = CountingObjects(objects, scope=f"pipeline-runs/{job.run_id}/")
+    async with start_worker(store=counting):
+        result = await dispatch(bus, job, timeout=60)
+    assert result.success, result.error
+    assert dict(counting.calls) == {"put": 1}
+    key = log_key(job.run_id, "test", "svc", "unit")
+    assert b"short and sweet\n" in await objects.get(key)
+    assert await objects.list(f"{key}.parts/") == []
+
+
+async def test_long_step_writes_chunks_and_deletes_exactly_those(
+    repo: tuple[str, str], start_worker: StartWorker, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    url, sha = repo
+    job = ci_job(url, sha, "echo one; sleep 0.7; echo two")  # log_interval is 0.2 s
+    counting = CountingObjects(objects, scope=f"pipeline-runs/{job.run_id}/")
+    async with start_worker(store=counting):
+        result = await dispatch(bus, job, timeout=60)
+    assert result.success, result.error
+    parts = counting.calls["delete"]
+    assert parts >= 1
+    assert dict(counting.calls) == {"put": parts + 1, "delete": parts}  # no listing
+    key = log_key(job.run_id, "test", "svc", "unit")
+    assert await objects.list(f"{key}.parts/") == []
+    log = await objects.get(key)
+    assert log.endswith(b"\none\ntwo\n")
+
+
+async def test_retry_attempt_starts_from_the_earlier_log_and_discards_leftovers(
+    repo: tuple[str, str], start_worker: StartWorker, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    url, sha = repo
+    job = ci_job(url, sha, "echo second try", retries=1, attempt=1)
+    key = log_key(job.run_id, "test", "svc", "unit")
+    await objects.put(key, b"first attempt log\n")
+    await objects.put(f"{key}.parts/0000000000", b"first attempt log\n")  # as if its close failed half-way
+    async with start_worker():
+        result = await dispatch(bus, job, timeout=60)
+    assert result.success, result.error
+    log = await objects.get(key)
+    assert log.startswith(b"first attempt log\n")
+    assert log.count(b"first attempt log") == 1
+    assert b"second try\n" in log
+    assert await objects.list(f"{key}.parts/") == []
+
+
+@pytest.mark.parametrize("deliveries", [1, 2])
+async def test_only_a_redelivery_looks_for_a_dead_worker_s_chunks(
+    deliveries: int, repo: tuple[str, str], start_worker: StartWorker, objects: MinioObjectStore
+) -> None:
+    url, sha = repo
+    job = ci_job(url, sha, "echo fresh")
+    key = log_key(job.run_id, "test", "svc", "unit")
+    await objects.put(f"{key}.parts/0000000000", b"stale output of a killed worker\n")
+    counting = CountingObjects(objects, scope=f"pipeline-runs/{job.run_id}/")
+    async with start_worker(store=counting) as handler:
+        delivery.set(deliveries)  # what Worker.handle sets from JetStream's delivery count
+        await handler(job)
+    log = await objects.get(key)
+    assert b"fresh\n" in log
+    assert b"stale output" not in log  # the whole log is this delivery's output either way
+    leftovers = await objects.list(f"{key}.parts/")
+    if deliveries == 1:
+        assert counting.calls["list"] == 0
+        assert len(leftovers) == 1  # a first delivery never looks (and nothing can be there)
+    else:
+        assert counting.calls["list"] == 1
+        assert leftovers == []
