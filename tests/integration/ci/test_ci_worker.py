@@ -229,7 +229,7 @@ async def test_missing_earthly_fails_the_step_with_a_clear_message(
     assert b"forge: executable 'earthly' not found on PATH" in await objects.get(failure["logs_key"])
 
 
-async def test_step_runs_in_a_checkout_of_the_commit_that_is_removed_after(
+async def test_step_runs_in_a_private_checkout_of_the_commit_that_is_removed_after(
     repo: tuple[str, str], out: Path, ci_settings: CiSettings, start_worker: StartWorker, bus: NatsBus
 ) -> None:
     url, sha = repo
@@ -249,7 +249,7 @@ async def test_step_runs_in_a_checkout_of_the_commit_that_is_removed_after(
     assert (out / "readme").read_text() == "root\n"
     assert (out / "root").read_text().split() == ["README.md", "svc"]  # no .git
     assert not checkout.parent.exists()
-    assert list(ci_settings.work_dir.iterdir()) == []
+    assert [p.name for p in ci_settings.work_dir.iterdir()] == ["trees"]  # the shared tree stays for later steps
 
 
 async def test_unreachable_repository_fails_transiently(start_worker: StartWorker, bus: NatsBus) -> None:
@@ -259,3 +259,33 @@ async def test_unreachable_repository_fails_transiently(start_worker: StartWorke
     failure = _failure(result)
     assert failure["permanent"] is False
     assert failure["code"] == "service_unavailable"
+
+
+async def test_processes_a_step_leaves_running_are_killed_even_in_their_own_session(
+    repo: tuple[str, str], out: Path, start_worker: StartWorker, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    url, sha = repo
+    script = 'sleep 300 & echo $! > "$OUT/child"; setsid sleep 300 & echo $! > "$OUT/escapee"; echo leaving'
+    job = ci_job(url, sha, script, env={"OUT": str(out)})
+    async with start_worker():
+        result = await dispatch(bus, job, timeout=60)
+    assert result.success, result.error
+    assert result.data is not None
+    log = await objects.get(result.data["logs_key"])
+    assert b"forge: killed processes the step left running" in log
+    pids = [read_pid(out / "child"), read_pid(out / "escapee")]
+    async with asyncio.timeout(5):
+        while any(alive(pid) for pid in pids):
+            await asyncio.sleep(0.05)
+
+
+async def test_step_starts_with_no_signal_ignored_or_blocked(
+    repo: tuple[str, str], out: Path, start_worker: StartWorker, bus: NatsBus
+) -> None:
+    url, sha = repo
+    job = ci_job(url, sha, 'grep -E "^Sig(Ign|Blk):" /proc/self/status > "$OUT/signals"', env={"OUT": str(out)})
+    async with start_worker():
+        result = await dispatch(bus, job, timeout=60)
+    assert result.success, result.error
+    masks = dict(line.split(":\t") for line in (out / "signals").read_text().splitlines())
+    assert masks == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}

@@ -1,4 +1,5 @@
-"""``forge-worker ci`` as a real process: SIGKILLed mid-step, its job is redelivered to the next worker."""
+"""``forge-worker ci`` as a real process: SIGKILLed mid-step, its step's processes die with it and
+its job is redelivered to the next worker."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import STREAMS
 from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.jobs.dispatch import dispatch
+from forge.logs import log_key
+from forge.ports import ObjectStore
 from forge.settings import ObjectStoreSettings
 
-from .support import ci_job, read_pid, standard_repo
+from .support import alive, ci_job, read_pid, standard_repo
 
 
 def _worker(name: str, env: dict[str, str], logs: Path) -> ServiceProcess:
@@ -23,15 +26,9 @@ def _worker(name: str, env: dict[str, str], logs: Path) -> ServiceProcess:
     )
 
 
-async def test_sigkilled_worker_job_is_redelivered_and_succeeds(
-    tmp_path: Path, own_nats: ServiceProcess, bus: NatsBus, object_settings: ObjectStoreSettings
-) -> None:
-    src = tmp_path / "src" / "mono.git"
-    sha = standard_repo(src)
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {
-        "FORGE_NATS__URL": own_nats.url,
+def _env(tmp_path: Path, nats_url: str, object_settings: ObjectStoreSettings) -> dict[str, str]:
+    return {
+        "FORGE_NATS__URL": nats_url,
         "FORGE_OBJECTS__ENDPOINT": object_settings.endpoint,
         "FORGE_OBJECTS__ACCESS_KEY": object_settings.access_key,
         "FORGE_OBJECTS__SECRET_KEY": object_settings.secret_key.get_secret_value(),
@@ -41,7 +38,22 @@ async def test_sigkilled_worker_job_is_redelivered_and_succeeds(
         "FORGE_WORKER__ACK_WAIT": "2",
         "FORGE_WORKER__HEARTBEAT": "0.5",
         "FORGE_WORKER__FETCH_WAIT": "0.2",
+        "FORGE_CI__LOG_INTERVAL": "0.2",
     }
+
+
+async def test_sigkilled_worker_job_is_redelivered_and_succeeds(
+    tmp_path: Path,
+    own_nats: ServiceProcess,
+    bus: NatsBus,
+    objects: ObjectStore,
+    object_settings: ObjectStoreSettings,
+) -> None:
+    src = tmp_path / "src" / "mono.git"
+    sha = standard_repo(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = _env(tmp_path, own_nats.url, object_settings)
     go = out / "go"
     script = 'echo $$ > "$OUT/started.$$"; while [ ! -f "$GO" ]; do sleep 0.05; done; echo done'
     job = ci_job(str(src), sha, script, env={"OUT": str(out), "GO": str(go)})
@@ -56,7 +68,11 @@ async def test_sigkilled_worker_job_is_redelivered_and_succeeds(
                 while not (started := list(out.glob("started.*"))):
                     await asyncio.sleep(0.05)
             steps.append(read_pid(started[0]))
-            # the worker dies without acking; its step (own session) is orphaned and ends when go appears
+            key = log_key(job.run_id, "test", "svc", "unit")
+            async with asyncio.timeout(30):  # the dead worker leaves a partial log behind
+                while not await objects.list(f"{key}.parts/"):
+                    await asyncio.sleep(0.05)
+            # the worker dies without acking; its step dies with it
             os.killpg(first.pid, signal.SIGKILL)
             second = _worker("worker-2", env, tmp_path / "logs")
             async with asyncio.timeout(30):  # redelivered after ack_wait, run again by the second worker
@@ -76,3 +92,43 @@ async def test_sigkilled_worker_job_is_redelivered_and_succeeds(
     assert result.data is not None
     assert result.data["exit_code"] == 0
     assert len(steps) == 2
+    log = await objects.get(key)  # the redelivery's own log: the dead worker's chunks were discarded
+    assert log.count(b"forge: test/svc/unit attempt 1 of 1") == 1
+    assert log.endswith(b"done\n")
+    assert await objects.list(f"{key}.parts/") == []
+
+
+async def test_a_sigkilled_worker_takes_its_step_s_processes_with_it(
+    tmp_path: Path, own_nats: ServiceProcess, bus: NatsBus, object_settings: ObjectStoreSettings
+) -> None:
+    src = tmp_path / "src" / "mono.git"
+    sha = standard_repo(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (
+        'sleep 300 & echo $! > "$OUT/child"; setsid sleep 300 & echo $! > "$OUT/grandchild";'
+        ' echo $$ > "$OUT/shell"; wait'
+    )
+    job = ci_job(str(src), sha, script, env={"OUT": str(out)})
+    await bus.ensure_streams(STREAMS)
+    worker = _worker("worker", _env(tmp_path, own_nats.url, object_settings), tmp_path / "logs")
+    pids: list[int] = []
+    pending = asyncio.ensure_future(dispatch(bus, job, timeout=90))  # never answered: cancelled below
+    try:
+        async with asyncio.timeout(30):
+            while not (out / "shell").exists() or not (out / "shell").read_text().strip():
+                await asyncio.sleep(0.05)
+        pids = [read_pid(out / name) for name in ("shell", "child", "grandchild")]
+        assert all(alive(pid) for pid in pids)
+        os.killpg(worker.pid, signal.SIGKILL)
+        async with asyncio.timeout(10):  # generous: it takes milliseconds
+            while any(alive(pid) for pid in pids):
+                await asyncio.sleep(0.05)
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        worker.stop()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

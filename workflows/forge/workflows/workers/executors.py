@@ -10,6 +10,10 @@
   bytes arrive. A timeout sends SIGTERM to the whole group, SIGKILL after a grace, and counts as
   exit code 124 (``timeout(1)``'s). Whatever the step leaves running when its main process
   exits is killed too.
+* On Linux the step runs under ``forge.workflows.workers.reaper`` (a subreaper with a parent-death
+  signal, started as ``python -I -S reaper.py``), so its whole tree, ``setsid`` escapees
+  included, dies when the step ends, when it is stopped, and when the worker dies (even by
+  SIGKILL). Stopping asks the reaper first (``SIGUSR1``), then SIGKILLs the group.
 * ``SecretMasker`` replaces every secret value with ``***`` before output reaches the log,
   across chunk boundaries: it holds back the longest tail of the output that is a prefix of
   some secret until the next chunk decides it.
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import marshal
 import os
 import shlex
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,8 +53,13 @@ MASK = b"***"
 _MIN_LINE_SECRET = 4  # lines of a multi-line secret shorter than this are not masked on their own
 _READ_SIZE = 64 * 1024
 _DRAIN_SECONDS = 5.0
+_REAPER_GRACE = 5.0  # seconds the reaper gets to kill a tree before its group is SIGKILLed
+_KILL_TREE = signal.SIGUSR1  # forge.workflows.workers.reaper.KILL_TREE (that module is a script)
+_REAPER = Path(__file__).with_name("reaper.py")
 
 Sink = Callable[[bytes], Awaitable[None]]
+
+_REAPER_USABLE = sys.platform == "linux" and _REAPER.is_file()
 
 
 def run_argv(target: str, args: Sequence[str]) -> list[str]:
@@ -137,15 +148,7 @@ async def execute(step: StepProcess, sink: Sink, *, kill_grace: float = 10.0) ->
     executable). Cancelling the coroutine kills the whole process group.
     """
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *step.argv,
-            cwd=step.cwd,
-            env=dict(step.env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = await _spawn(step)
     except FileNotFoundError:
         message = f"executable {step.argv[0]!r} not found"
         await sink(f"forge: {message}\n".encode())
@@ -180,11 +183,9 @@ async def execute(step: StepProcess, sink: Sink, *, kill_grace: float = 10.0) ->
             if still_reading:  # a process that left the group still holds the pipe
                 reading.cancel()
     finally:
-        _kill_group(proc.pid, signal.SIGKILL)  # cancelled: stop everything
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.shield(proc.wait())
+        if proc.returncode is None:  # cancelled: stop everything
+            await asyncio.shield(_kill(proc))
+        _kill_group(proc.pid, signal.SIGKILL)
 
     return await _outcome(returncode, time.monotonic() - started, step.timeout if timed_out else None, sink)
 
@@ -207,15 +208,63 @@ async def _outcome(returncode: int, elapsed: float, timed_out_after: float | Non
     return StepOutcome(returncode, message)
 
 
+async def _spawn(step: StepProcess) -> asyncio.subprocess.Process:
+    """The step's process: its reaper (Linux), which runs ``step.argv``, or ``step.argv`` itself."""
+    if not _REAPER_USABLE:
+        return await asyncio.create_subprocess_exec(
+            *step.argv,
+            cwd=step.cwd,
+            env=dict(step.env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    if not step.cwd.is_dir():  # what the direct spawn raises, before anything runs
+        raise FileNotFoundError(step.cwd)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-S",
+        str(_REAPER),
+        cwd=step.cwd,
+        env={},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    spec = {"argv": list(step.argv), "env": dict(step.env), "parent": os.getpid()}
+    proc.stdin.write(marshal.dumps(spec))
+    with contextlib.suppress(ConnectionError):  # it died at start; its exit code says why
+        await proc.stdin.drain()
+    proc.stdin.close()
+    return proc
+
+
 async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
-    """SIGTERM the group, SIGKILL it after ``grace`` seconds; the main process's return code."""
+    """SIGTERM the group, kill everything after ``grace`` seconds; the main process's return code."""
     _kill_group(proc.pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(grace):
             return await proc.wait()
     except TimeoutError:
-        _kill_group(proc.pid, signal.SIGKILL)
-        return await proc.wait()
+        return await _kill(proc)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> int:
+    """Have the reaper kill the step's whole tree; SIGKILL the group when it does not in time."""
+    if _REAPER_USABLE:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, _KILL_TREE)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_REAPER_GRACE):
+                return await proc.wait()
+    _kill_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    return await proc.wait()
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> bool:
