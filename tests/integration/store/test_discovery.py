@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 import pytest
 
-from forge.adapters.postgres_store import PostgresStore
 from forge.domain.discovery import DiscoveredProject, DiscoveryResult, PhaseGroup
 from forge.domain.entities import PipelineRun
 from forge.domain.status import Status
 from forge.errors import ConflictError, NotFoundError
 from forge.ports.store import NewRun
+
+if TYPE_CHECKING:
+    from tests.integration.store.conftest import Store, StoreHarness
 
 
 def sha(n: int) -> str:
@@ -24,11 +27,11 @@ def found(commit: str = sha(0)) -> DiscoveryResult:
     )
 
 
-async def make_runs(store: PostgresStore, repo: str, count: int) -> list[PipelineRun]:
+async def make_runs(store: Store, repo: str, count: int) -> list[PipelineRun]:
     return [(await store.create_run(NewRun(repository=repo, commit_sha=sha(n))))[0] for n in range(count)]
 
 
-async def test_claim_moves_pending_to_running_oldest_first(store: PostgresStore, repo: str) -> None:
+async def test_claim_moves_pending_to_running_oldest_first(store: Store, repo: str) -> None:
     runs = await make_runs(store, repo, 3)
     claimed = await store.claim_discovery(limit=2)
     assert [r.id for r in claimed] == [runs[0].id, runs[1].id]
@@ -39,11 +42,11 @@ async def test_claim_moves_pending_to_running_oldest_first(store: PostgresStore,
     assert await store.claim_discovery(limit=5) == []
 
 
-async def test_two_concurrent_claimers_never_share_a_run(dsn: str, store: PostgresStore, repo: str) -> None:
+async def test_two_concurrent_claimers_never_share_a_run(harness: StoreHarness, store: Store, repo: str) -> None:
     runs = await make_runs(store, repo, 40)
-    other = await PostgresStore.connect(dsn)
+    other = await harness.open()
 
-    async def drain(st: PostgresStore) -> list[UUID]:
+    async def drain(st: Store) -> list[UUID]:
         got: list[UUID] = []
         while batch := await st.claim_discovery(limit=3):
             got.extend(r.id for r in batch)
@@ -59,7 +62,7 @@ async def test_two_concurrent_claimers_never_share_a_run(dsn: str, store: Postgr
     assert set(claimed) == {r.id for r in runs}
 
 
-async def test_record_discovery(store: PostgresStore, repo: str) -> None:
+async def test_record_discovery(store: Store, repo: str) -> None:
     (run,) = await make_runs(store, repo, 1)
     with pytest.raises(ConflictError, match="pending to success"):  # not claimed yet
         await store.record_discovery(run.id, found(run.commit_sha), "runs/x/discovery.json")
@@ -82,7 +85,7 @@ async def test_record_discovery(store: PostgresStore, repo: str) -> None:
         await store.fail_discovery(run.id, "too late", code="invalid_config")
 
 
-async def test_fail_discovery(store: PostgresStore, repo: str) -> None:
+async def test_fail_discovery(store: Store, repo: str) -> None:
     (run,) = await make_runs(store, repo, 1)
     await store.claim_discovery(limit=1)
     failed = await store.fail_discovery(run.id, "invalid .forge/project.yaml", code="invalid_config")
@@ -97,20 +100,20 @@ async def test_fail_discovery(store: PostgresStore, repo: str) -> None:
     assert await store.claim_discovery(limit=10) == []
 
 
-async def test_fail_discovery_of_a_pending_run(store: PostgresStore, repo: str) -> None:
+async def test_fail_discovery_of_a_pending_run(store: Store, repo: str) -> None:
     (run,) = await make_runs(store, repo, 1)
     failed = await store.fail_discovery(run.id, "repository unreachable", code="clone_failed")
     assert (failed.status, failed.discovery_status, failed.error_code) == (Status.FAILED, Status.FAILED, "clone_failed")
 
 
-async def test_discovery_of_unknown_run(store: PostgresStore) -> None:
+async def test_discovery_of_unknown_run(store: Store) -> None:
     with pytest.raises(NotFoundError):
         await store.record_discovery(uuid4(), found(), "k")
     with pytest.raises(NotFoundError):
         await store.fail_discovery(uuid4(), "e", code="x")
 
 
-async def test_a_run_cancelled_during_discovery_leaves_discovery(store: PostgresStore, repo: str) -> None:
+async def test_a_run_cancelled_during_discovery_leaves_discovery(store: Store, repo: str) -> None:
     running, waiting = await make_runs(store, repo, 2)
     await store.claim_discovery(limit=1)
     for run in (running, waiting):

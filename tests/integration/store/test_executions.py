@@ -1,4 +1,4 @@
-"""Phases, tasks and steps of a run on real PostgreSQL: creation, step events and their roll-up, failing a
+"""Phases, tasks and steps of a run on every store adapter: creation, step events and their roll-up, failing a
 step, finishing, cancelling, claiming."""
 
 from __future__ import annotations
@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from forge.adapters.postgres_store import PostgresStore
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.entities import PipelineRun
 from forge.domain.events import EventKind, StepEvent
@@ -19,6 +18,9 @@ from forge.domain.rollup import rollup
 from forge.domain.status import Status
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import ExecutionDetail, NewRun, RunExecutions
+
+if TYPE_CHECKING:
+    from tests.integration.store.conftest import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,7 +57,7 @@ def discovery(commit: str = sha(1)) -> DiscoveryResult:
     )
 
 
-async def discovered_runs(store: PostgresStore, repo: str, count: int = 1) -> list[PipelineRun]:
+async def discovered_runs(store: Store, repo: str, count: int = 1) -> list[PipelineRun]:
     """Runs whose discovery succeeded (status running), as the controller leaves them."""
     made = [(await store.create_run(NewRun(repository=repo, commit_sha=sha(100 + i))))[0] for i in range(count)]
     claimed = await store.claim_discovery(limit=count)
@@ -67,7 +69,7 @@ async def discovered_runs(store: PostgresStore, repo: str, count: int = 1) -> li
     return done
 
 
-async def executing(store: PostgresStore, repo: str) -> tuple[PipelineRun, RunExecutions]:
+async def executing(store: Store, repo: str) -> tuple[PipelineRun, RunExecutions]:
     [run] = await discovered_runs(store, repo)
     return run, await store.create_executions(run.id, discovery(run.commit_sha))
 
@@ -114,7 +116,7 @@ def statuses(ex: RunExecutions) -> dict[str, Status]:
     return out
 
 
-async def test_create_executions_from_discovery_is_idempotent(store: PostgresStore, repo: str) -> None:
+async def test_create_executions_from_discovery_is_idempotent(store: Store, repo: str) -> None:
     [run] = await discovered_runs(store, repo)
     found = discovery(run.commit_sha)
     results = await asyncio.gather(*(store.create_executions(run.id, found) for _ in range(4)))
@@ -155,7 +157,7 @@ async def test_create_executions_from_discovery_is_idempotent(store: PostgresSto
     assert first.detail(lint.id).started_at is None
 
 
-async def test_create_executions_errors(store: PostgresStore, repo: str) -> None:
+async def test_create_executions_errors(store: Store, repo: str) -> None:
     with pytest.raises(NotFoundError):
         await store.create_executions(uuid4(), discovery())
     [run] = await discovered_runs(store, repo)
@@ -169,7 +171,7 @@ async def test_create_executions_errors(store: PostgresStore, repo: str) -> None
         await store.get_step(uuid4())
 
 
-async def test_steps_roll_up_into_tasks_and_phases(store: PostgresStore, repo: str) -> None:
+async def test_steps_roll_up_into_tasks_and_phases(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit, lint = ex.step_id("test", "api", "unit"), ex.step_id("test", "api", "lint")
     web = ex.step_id("test", "web", "unit")
@@ -213,7 +215,7 @@ async def test_steps_roll_up_into_tasks_and_phases(store: PostgresStore, repo: s
     assert (await store.get_run(run.id)).status == Status.RUNNING  # the run is the controller's business
 
 
-async def test_a_failed_step_fails_task_and_phase_at_once(store: PostgresStore, repo: str) -> None:
+async def test_a_failed_step_fails_task_and_phase_at_once(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit, web = ex.step_id("test", "api", "unit"), ex.step_id("test", "web", "unit")
     assert await store.apply_step_events([event(run, web, "started"), event(run, unit, "started")]) == 2
@@ -234,7 +236,7 @@ async def test_a_failed_step_fails_task_and_phase_at_once(store: PostgresStore, 
     assert (failed.status, failed.exit_code, failed.attempts) == (Status.FAILED, 2, 1)
 
 
-async def test_a_batch_spans_steps_of_two_runs_and_applies_in_order(store: PostgresStore, repo: str) -> None:
+async def test_a_batch_spans_steps_of_two_runs_and_applies_in_order(store: Store, repo: str) -> None:
     a, b = await discovered_runs(store, repo, count=2)
     ex_a = await store.create_executions(a.id, discovery(a.commit_sha))
     ex_b = await store.create_executions(b.id, discovery(b.commit_sha))
@@ -281,14 +283,14 @@ async def test_a_batch_spans_steps_of_two_runs_and_applies_in_order(store: Postg
     assert await store.get_executions(b.id) == now_b
 
 
-async def test_events_apply_in_the_order_given(store: PostgresStore, repo: str) -> None:
+async def test_events_apply_in_the_order_given(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit = ex.step_id("test", "api", "unit")
     assert await store.apply_step_events([event(run, unit, "success", exit_code=0), event(run, unit, "started")]) == 1
     assert (await store.get_step(unit)).status == Status.SUCCESS  # the started after it came too late
 
 
-async def test_duplicate_and_stale_events_change_nothing(store: PostgresStore, repo: str) -> None:
+async def test_duplicate_and_stale_events_change_nothing(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit = ex.step_id("test", "api", "unit")
     first = [event(run, unit, "started", at=at(1))]
@@ -324,7 +326,7 @@ async def test_duplicate_and_stale_events_change_nothing(store: PostgresStore, r
     assert after.detail(unit) == ExecutionDetail(started_at=at(1), completed_at=at(3), message="boom")
 
 
-async def test_events_of_unknown_steps_are_skipped(store: PostgresStore, repo: str) -> None:
+async def test_events_of_unknown_steps_are_skipped(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit = ex.step_id("test", "api", "unit")
     assert await store.apply_step_events([]) == 0
@@ -339,7 +341,7 @@ async def test_events_of_unknown_steps_are_skipped(store: PostgresStore, repo: s
     assert statuses(await store.get_executions(run.id))["test/api"] == Status.RUNNING
 
 
-async def test_retrying_keeps_the_step_running(store: PostgresStore, repo: str) -> None:
+async def test_retrying_keeps_the_step_running(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit, lint = ex.step_id("test", "api", "unit"), ex.step_id("test", "api", "lint")
     await store.apply_step_events([event(run, unit, "started", at=at(1))])
@@ -368,7 +370,7 @@ async def test_retrying_keeps_the_step_running(store: PostgresStore, repo: str) 
     assert (ex.detail(lint).started_at, ex.detail(lint).completed_at) == (at(6), None)
 
 
-async def test_fail_step(store: PostgresStore, repo: str) -> None:
+async def test_fail_step(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit, lint = ex.step_id("test", "api", "unit"), ex.step_id("test", "api", "lint")
     web, image = ex.step_id("test", "web", "unit"), ex.step_id("build", "api", "image")
@@ -402,7 +404,7 @@ async def test_fail_step(store: PostgresStore, repo: str) -> None:
         await store.fail_step(uuid4(), "x")
 
 
-async def test_sibling_steps_racing_roll_up_consistently(store: PostgresStore, repo: str) -> None:
+async def test_sibling_steps_racing_roll_up_consistently(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     ids = [s.id for s in ex.steps]
     assert await asyncio.gather(*(store.apply_step_events([event(run, i, "started")]) for i in ids)) == [1] * 4
@@ -411,7 +413,7 @@ async def test_sibling_steps_racing_roll_up_consistently(store: PostgresStore, r
     assert set(statuses(await store.get_executions(run.id)).values()) == {Status.SUCCESS}
 
 
-async def test_concurrent_batches_and_finish_run_never_deadlock(store: PostgresStore, repo: str) -> None:
+async def test_concurrent_batches_and_finish_run_never_deadlock(store: Store, repo: str) -> None:
     runs = await discovered_runs(store, repo, count=10)
     for position, (a, b) in enumerate(zip(runs[::2], runs[1::2], strict=True)):
         ex_a = await store.create_executions(a.id, discovery(a.commit_sha))
@@ -465,7 +467,7 @@ def assert_consistent(ex: RunExecutions) -> None:
         assert phase.status == rollup(t.status for t in ex.tasks_of(phase.id)), (phase, ex.tasks_of(phase.id))
 
 
-async def test_finish_run_failed_settles_every_step(store: PostgresStore, repo: str) -> None:
+async def test_finish_run_failed_settles_every_step(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit, lint = ex.step_id("test", "api", "unit"), ex.step_id("test", "api", "lint")
     image = ex.step_id("build", "api", "image")
@@ -503,7 +505,7 @@ async def test_finish_run_failed_settles_every_step(store: PostgresStore, repo: 
         await store.finish_run(uuid4(), Status.FAILED)
 
 
-async def test_finish_run_success(store: PostgresStore, repo: str) -> None:
+async def test_finish_run_success(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     batch = [event(run, s.id, kind, exit_code=0) for s in ex.steps for kind in ("started", "success")]
     assert await store.apply_step_events(batch) == 4
@@ -512,7 +514,7 @@ async def test_finish_run_success(store: PostgresStore, repo: str) -> None:
     assert set(statuses(await store.get_executions(run.id)).values()) == {Status.SUCCESS}
 
 
-async def test_cancel_request_then_finish_cancelled(store: PostgresStore, repo: str) -> None:
+async def test_cancel_request_then_finish_cancelled(store: Store, repo: str) -> None:
     run, ex = await executing(store, repo)
     unit = ex.step_id("test", "api", "unit")
     await store.apply_step_events([event(run, unit, "started")])
@@ -546,7 +548,7 @@ async def test_cancel_request_then_finish_cancelled(store: PostgresStore, repo: 
         await store.request_cancel(uuid4())
 
 
-async def test_cancel_a_pending_run(store: PostgresStore, repo: str) -> None:
+async def test_cancel_a_pending_run(store: Store, repo: str) -> None:
     run, _ = await store.create_run(NewRun(repository=repo, commit_sha=sha(9)))
     with pytest.raises(ConflictError, match="cannot go from pending to success"):
         await store.finish_run(run.id, Status.SUCCESS)  # nothing ran
@@ -557,7 +559,7 @@ async def test_cancel_a_pending_run(store: PostgresStore, repo: str) -> None:
     assert cancelled.discovery_status == Status.SKIPPED
 
 
-async def test_claim_execution_hands_each_run_to_one_claimer(store: PostgresStore, repo: str) -> None:
+async def test_claim_execution_hands_each_run_to_one_claimer(store: Store, repo: str) -> None:
     runs = await discovered_runs(store, repo, count=6)
     pending, _ = await store.create_run(NewRun(repository=repo, commit_sha=sha(1)))  # discovery not done
     first, second = await asyncio.gather(store.claim_execution(limit=4), store.claim_execution(limit=4))

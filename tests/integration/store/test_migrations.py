@@ -23,9 +23,9 @@ TABLES = {
 }
 
 
-def test_postgres_store_implements_the_port(store: PostgresStore) -> None:
-    port: RunStore = store  # checked by mypy
-    assert port is store
+def test_postgres_store_implements_the_port(pg_store: PostgresStore) -> None:
+    port: RunStore = pg_store  # checked by mypy
+    assert port is pg_store
 
 
 def test_migration_files_are_ordered_sql() -> None:
@@ -66,10 +66,10 @@ async def test_concurrent_migrate_from_two_pools_applies_once(dsn: str) -> None:
     assert sorted(applied) == [name for name, _ in migration_files()]
 
 
-async def test_one_active_deployment_per_environment_and_project(dsn: str, store: PostgresStore, repo: str) -> None:
+async def test_one_active_deployment_per_environment_and_project(dsn: str, pg_repo: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", repo)
+        repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", pg_repo)
         release_ids = [
             await conn.fetchval(
                 "INSERT INTO releases (repository_id, project, commit_sha, number, oci_ref, oci_digest, trigger,"

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from forge.adapters.postgres_store import PostgresStore
 from forge.errors import InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository
 
+if TYPE_CHECKING:
+    from tests.integration.store.conftest import Store
 
-async def test_register_is_idempotent_and_updates_clone_url(store: PostgresStore) -> None:
+
+async def test_register_is_idempotent_and_updates_clone_url(store: Store) -> None:
     first, created = await store.register_repository(NewRepository("acme/app", "https://a.example/app.git"))
     assert created is True
     assert first.enabled is True
@@ -25,23 +29,23 @@ async def test_register_is_idempotent_and_updates_clone_url(store: PostgresStore
     assert await store.get_repository("acme/app") == second
 
 
-async def test_register_keeps_webhook_secret_ref_when_not_given(store: PostgresStore) -> None:
+async def test_register_keeps_webhook_secret_ref_when_not_given(store: Store) -> None:
     await store.register_repository(NewRepository("acme/app", "u", webhook_secret_ref="vault:gh/acme"))
     again, _ = await store.register_repository(NewRepository("acme/app", "u2"))
     assert again.webhook_secret_ref == "vault:gh/acme"
 
 
-async def test_get_unknown_repository(store: PostgresStore) -> None:
+async def test_get_unknown_repository(store: Store) -> None:
     with pytest.raises(NotFoundError, match="acme/nope"):
         await store.get_repository("acme/nope")
 
 
-async def test_invalid_repository_name_is_invalid_input(store: PostgresStore) -> None:
+async def test_invalid_repository_name_is_invalid_input(store: Store) -> None:
     with pytest.raises(InvalidInputError, match="repositories_name_format"):
         await store.register_repository(NewRepository("no-slash", "https://x.example/r.git"))
 
 
-async def test_list_repositories_pages_by_name(store: PostgresStore) -> None:
+async def test_list_repositories_pages_by_name(store: Store) -> None:
     for name in ("org/c", "org/a", "org/b"):
         await store.register_repository(NewRepository(name, f"https://x.example/{name}.git"))
     page = await store.list_repositories(limit=2, offset=0)
@@ -55,6 +59,6 @@ async def test_list_repositories_pages_by_name(store: PostgresStore) -> None:
 
 
 @pytest.mark.parametrize(("limit", "offset"), [(0, 0), (1001, 0), (10, -1)])
-async def test_bad_page_bounds(store: PostgresStore, limit: int, offset: int) -> None:
+async def test_bad_page_bounds(store: Store, limit: int, offset: int) -> None:
     with pytest.raises(InvalidInputError):
         await store.list_repositories(limit=limit, offset=offset)

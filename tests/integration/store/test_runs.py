@@ -1,23 +1,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
-import asyncpg
 import pytest
 
-from forge.adapters.postgres_store import PostgresStore
 from forge.domain.entities import Trigger
 from forge.domain.status import Status
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository, NewRun, RunFilter
+
+if TYPE_CHECKING:
+    from tests.integration.store.conftest import Store, StoreHarness
 
 
 def sha(n: int) -> str:
     return f"{n:040x}"
 
 
-async def test_create_run_is_idempotent(store: PostgresStore, repo: str) -> None:
+async def test_create_run_is_idempotent(store: Store, repo: str) -> None:
     new = NewRun(
         repository=repo,
         commit_sha=sha(1),
@@ -42,40 +44,36 @@ async def test_create_run_is_idempotent(store: PostgresStore, repo: str) -> None
     assert await store.get_run(run.id) == run
 
 
-async def test_concurrent_create_run_creates_exactly_once(store: PostgresStore, repo: str) -> None:
+async def test_concurrent_create_run_creates_exactly_once(store: Store, repo: str) -> None:
     results = await asyncio.gather(*(store.create_run(NewRun(repository=repo, commit_sha=sha(7))) for _ in range(10)))
     assert sorted(created for _, created in results) == [False] * 9 + [True]
     assert len({run.id for run, _ in results}) == 1
 
 
-async def test_create_run_unknown_repository(store: PostgresStore) -> None:
+async def test_create_run_unknown_repository(store: Store) -> None:
     with pytest.raises(NotFoundError, match="acme/ghost") as info:
         await store.create_run(NewRun(repository="acme/ghost", commit_sha=sha(1)))
     assert info.value.details == {"repository": "acme/ghost"}
 
 
-async def test_create_run_disabled_repository(dsn: str, store: PostgresStore, repo: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("UPDATE repositories SET enabled = false WHERE name = $1", repo)
-    finally:
-        await conn.close()
+async def test_create_run_disabled_repository(harness: StoreHarness, store: Store, repo: str) -> None:
+    await harness.disable_repository(repo)
     with pytest.raises(ConflictError, match="disabled"):
         await store.create_run(NewRun(repository=repo, commit_sha=sha(1)))
 
 
-async def test_create_run_rejects_bad_sha(store: PostgresStore, repo: str) -> None:
+async def test_create_run_rejects_bad_sha(store: Store, repo: str) -> None:
     with pytest.raises(InvalidInputError, match="pipeline_runs_commit_sha_format"):
         await store.create_run(NewRun(repository=repo, commit_sha="HEAD"))
 
 
-async def test_get_run_unknown(store: PostgresStore) -> None:
+async def test_get_run_unknown(store: Store) -> None:
     run_id = uuid4()
     with pytest.raises(NotFoundError, match=str(run_id)):
         await store.get_run(run_id)
 
 
-async def test_list_runs_filters_pagination_and_total(dsn: str, store: PostgresStore, repo: str) -> None:
+async def test_list_runs_filters_pagination_and_total(harness: StoreHarness, store: Store, repo: str) -> None:
     await store.register_repository(NewRepository("acme/other", "https://x.example/other.git"))
     made = []
     for n in range(7):
@@ -104,11 +102,7 @@ async def test_list_runs_filters_pagination_and_total(dsn: str, store: PostgresS
     by_sha = await store.list_runs(RunFilter(commit_sha=sha(100)), limit=10, offset=0)
     assert [r.id for r in by_sha.items] == [other.id]
 
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("UPDATE pipeline_runs SET status = 'success' WHERE id = $1", made[3].id)
-    finally:
-        await conn.close()
+    await harness.set_run_status(made[3].id, Status.SUCCESS)
     done = await store.list_runs(RunFilter(status=Status.SUCCESS), limit=10, offset=0)
     assert [r.id for r in done.items] == [made[3].id]
     assert done.items[0].status is Status.SUCCESS
@@ -119,6 +113,6 @@ async def test_list_runs_filters_pagination_and_total(dsn: str, store: PostgresS
     assert by_trigger.total == 8
 
 
-async def test_list_runs_unknown_filter(store: PostgresStore) -> None:
+async def test_list_runs_unknown_filter(store: Store) -> None:
     with pytest.raises(InvalidInputError, match="colour"):
         await store.list_runs(RunFilter(extra={"colour": "red"}), limit=10, offset=0)

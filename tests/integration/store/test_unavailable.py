@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from forge.adapters.postgres_store import PostgresStore
 from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from tests.integration.store.conftest import StoreHarness
 
 
 async def test_connect_to_a_closed_port() -> None:
@@ -17,8 +22,8 @@ async def test_unknown_database_is_unavailable(postgres_server: ServiceProcess) 
         await PostgresStore.connect(postgres_server.url.rsplit("/", 1)[0] + "/no_such_database")
 
 
-async def test_closed_store_is_unavailable(dsn: str) -> None:
-    store = await PostgresStore.connect(dsn)
+async def test_closed_store_is_unavailable(harness: StoreHarness) -> None:
+    store = await harness.open()
     await store.ping()
     await store.close()
     with pytest.raises(ServiceUnavailableError):

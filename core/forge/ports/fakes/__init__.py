@@ -6,5 +6,6 @@ against a fake behaves the same on the real service.
 
 from forge.ports.fakes.memory_bus import MemoryBus, MemoryMessage, MemoryServer, MemorySubscription
 from forge.ports.fakes.memory_engine import MemoryEngine as MemoryEngine
+from forge.ports.fakes.memory_store import MemoryStore as MemoryStore
 
 __all__ = ["MemoryBus", "MemoryMessage", "MemoryServer", "MemorySubscription"]

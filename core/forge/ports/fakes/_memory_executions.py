@@ -1,0 +1,219 @@
+"""Phases, tasks and steps of the in-memory store: planned from a discovery, read in ``PostgresStore``'s
+order, changed by step events and rolled up exactly as ``forge.adapters._postgres_executions`` does.
+
+Every function here runs without awaiting, so each call of the store is one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from forge.domain.discovery import DiscoveryResult
+from forge.domain.events import StepEvent, StepState, advance
+from forge.domain.rollup import settle
+from forge.domain.status import Status
+from forge.errors import InvalidInputError
+from forge.ports.fakes._memory_rows import (
+    PhaseRow,
+    RunRow,
+    StepRow,
+    Tables,
+    TaskRow,
+    check_int32,
+    check_text,
+    check_violation,
+    detail_of,
+    phase_entity,
+    step_entity,
+    task_entity,
+    utc,
+)
+from forge.ports.store import RunExecutions
+
+__all__ = [
+    "Plan",
+    "apply_events",
+    "create_executions",
+    "plan_executions",
+    "read_executions",
+    "roll_up_run",
+    "roll_up_tasks",
+    "stamp",
+    "sweep_steps",
+]
+
+_log = logging.getLogger("forge.store.executions")
+#: started_at is stamped when work begins (or ends having run); ``STAMPS`` of ``_postgres_sql``.
+_STARTS = frozenset({Status.RUNNING, Status.SUCCESS, Status.FAILED})
+_UNFINISHED = frozenset({Status.PENDING, Status.RUNNING})
+
+#: (phase -> group), tasks (phase, project, path), steps (phase, project, name, action, target, position).
+Plan = tuple[dict[str, int], list[tuple[str, str, str]], list[tuple[str, str, str, str, str, int]]]
+
+
+def plan_executions(discovery: DiscoveryResult) -> Plan:
+    """The phases, tasks and steps of ``discovery``'s affected projects (``InvalidInputError`` as PostgreSQL)."""
+    groups = {phase: group.group for group in discovery.phase_groups for phase in group.phases}
+    projects = {project.name: project for project in discovery.projects}
+    phases: dict[str, int] = {}
+    tasks: list[tuple[str, str, str]] = []
+    steps: list[tuple[str, str, str, str, str, int]] = []
+    for name in discovery.affected_names():
+        project = projects.get(name)
+        if project is None:
+            raise InvalidInputError(
+                f"discovery: affected project {name!r} is not among the discovered projects",
+                details={"project": name},
+            )
+        positions: dict[str, int] = {}
+        for step in project.steps:
+            if step.phase not in groups:
+                raise InvalidInputError(
+                    f"discovery: phase {step.phase!r} of project {name!r} is in no phase group",
+                    details={"project": name, "phase": step.phase},
+                )
+            if step.phase not in positions:
+                positions[step.phase] = 0
+                phases[step.phase] = groups[step.phase]
+                tasks.append((step.phase, name, project.path))
+            steps.append((step.phase, name, step.name, step.action, step.target, positions[step.phase]))
+            positions[step.phase] += 1
+    return phases, tasks, steps
+
+
+def create_executions(tables: Tables, run: RunRow, plan: Plan, now: datetime, what: str) -> None:
+    """Insert the planned rows; a repeated (phase, project) or (task, step name) is dropped (ON CONFLICT DO NOTHING)."""
+    phases, tasks, steps = plan
+    if any(group < 0 for group in phases.values()):
+        raise check_violation(what, "phase_executions", "phase_executions_group_number_range")
+    check_text(what, *phases, *(v for task in tasks for v in task), *(v for s in steps for v in s[:5]))
+    check_int32(what, phases.values())
+    phase_ids: dict[str, UUID] = {}
+    for name, group in phases.items():
+        phase = PhaseRow(uuid4(), run.id, name, group, now, now)
+        tables.phases[phase.id] = phase
+        tables.phases_of.setdefault(run.id, []).append(phase.id)
+        tables.tasks_of[phase.id] = []
+        phase_ids[name] = phase.id
+    task_ids: dict[tuple[str, str], UUID] = {}
+    for phase_name, project, path in tasks:
+        if (phase_name, project) in task_ids:
+            continue
+        task = TaskRow(uuid4(), phase_ids[phase_name], project, path, now, now)
+        tables.tasks[task.id] = task
+        tables.tasks_of[task.phase_id].append(task.id)
+        tables.steps_of[task.id] = []
+        task_ids[phase_name, project] = task.id
+    for phase_name, project, name, action, target, position in steps:
+        task_id = task_ids[phase_name, project]
+        if any(tables.steps[s].name == name for s in tables.steps_of[task_id]):
+            continue
+        step = StepRow(uuid4(), task_id, name, action, target, position, now, now)
+        tables.steps[step.id] = step
+        tables.steps_of[task_id].append(step.id)
+
+
+def read_executions(tables: Tables, run_id: UUID) -> RunExecutions:
+    """Phases by group then name, tasks by phase then project, steps by task then position and name."""
+    phases = sorted((tables.phases[p] for p in tables.phases_of.get(run_id, ())), key=lambda p: (p.group, p.name))
+    tasks = [t for p in phases for t in sorted((tables.tasks[i] for i in tables.tasks_of[p.id]), key=_project)]
+    steps = [s for t in tasks for s in sorted((tables.steps[i] for i in tables.steps_of[t.id]), key=_position_and_name)]
+    return RunExecutions(
+        run_id=run_id,
+        phases=[phase_entity(p) for p in phases],
+        tasks=[task_entity(t) for t in tasks],
+        steps=[step_entity(s) for s in steps],
+        details={row.id: detail_of(row) for rows in (phases, tasks, steps) for row in rows},
+    )
+
+
+def apply_events(tables: Tables, events: Sequence[StepEvent], now: datetime, what: str) -> int:
+    """Apply ``events`` in order, write the changed steps and roll their tasks and phases up; steps changed."""
+    states: dict[UUID, StepState] = {}
+    changed: dict[UUID, StepState] = {}
+    for event in events:
+        row = tables.steps.get(event.step_id)
+        if row is None:
+            _log.warning("event %s names no known step; dropped", event.key)
+            continue
+        new = advance(states.get(row.id) or _state(row), event)
+        if new is not None:
+            states[row.id] = changed[row.id] = new
+    if not changed:
+        return 0
+    check_int32(what, (v for s in changed.values() for v in (s.attempts, s.exit_code)))
+    check_text(what, *(v for s in changed.values() for v in (s.logs_key, s.message)))
+    for step_id, state in changed.items():
+        row = tables.steps[step_id]
+        row.status, row.attempts, row.exit_code = state.status, state.attempts, state.exit_code
+        row.logs_key, row.message = state.logs_key, state.message
+        row.started_at = None if state.started_at is None else utc(state.started_at)
+        row.completed_at = None if state.completed_at is None else utc(state.completed_at)
+        row.updated_at = now
+    roll_up_tasks(tables, {tables.steps[i].task_id for i in changed}, now)
+    return len(changed)
+
+
+def roll_up_tasks(tables: Tables, task_ids: Collection[UUID], now: datetime) -> None:
+    """Settle the tasks from their steps, then the phases of the tasks that changed."""
+    phases: set[UUID] = set()
+    for task_id in task_ids:
+        task = tables.tasks[task_id]
+        children = [tables.steps[s].status for s in tables.steps_of[task_id]]
+        if children and _settle(task, children, now):
+            phases.add(task.phase_id)
+    for phase_id in phases:
+        phase = tables.phases[phase_id]
+        _settle(phase, [tables.tasks[t].status for t in tables.tasks_of[phase_id]], now)
+
+
+def roll_up_run(tables: Tables, run_id: UUID, now: datetime) -> None:
+    """Settle every task, then every phase, of the run (a task or phase without children too)."""
+    for task in tables.run_tasks(run_id):
+        _settle(task, [tables.steps[s].status for s in tables.steps_of[task.id]], now)
+    for phase_id in tables.phases_of.get(run_id, ()):
+        _settle(tables.phases[phase_id], [tables.tasks[t].status for t in tables.tasks_of[phase_id]], now)
+
+
+def sweep_steps(tables: Tables, run_id: UUID, now: datetime) -> None:
+    """A finished run leaves nothing pending (now skipped) or running (now cancelled)."""
+    for step in tables.run_steps(run_id):
+        if step.status in _UNFINISHED:
+            step.status = Status.SKIPPED if step.status is Status.PENDING else Status.CANCELLED
+            step.completed_at = step.completed_at or now
+            step.updated_at = now
+
+
+def stamp(row: RunRow | PhaseRow | TaskRow, status: Status, now: datetime) -> None:
+    """Set ``status`` with the timestamps it implies (``STAMPS`` of ``_postgres_sql``)."""
+    row.status = status
+    if status in _STARTS and row.started_at is None:
+        row.started_at = now
+    if status.is_final and row.completed_at is None:
+        row.completed_at = now
+    row.updated_at = now
+
+
+def _settle(row: PhaseRow | TaskRow, children: list[Status], now: datetime) -> bool:
+    new = settle(row.status, children)
+    if new == row.status:
+        return False
+    stamp(row, new, now)
+    return True
+
+
+def _state(row: StepRow) -> StepState:
+    return StepState(
+        row.status, row.attempts, row.exit_code, row.logs_key, row.message, row.started_at, row.completed_at
+    )
+
+
+def _project(task: TaskRow) -> str:
+    return task.project
+
+
+def _position_and_name(step: StepRow) -> tuple[int, str]:
+    return step.position, step.name

@@ -1,0 +1,335 @@
+"""Every store port (``Database``, ``RepositoryStore``, ``RunStore``, ``ExecutionStore``) in memory, for
+tests and a one-process platform: no PostgreSQL, same behaviour.
+
+It passes the store compliance suite (``tests/integration/store``) next to ``PostgresStore`` and
+follows its rules one for one: the natural keys that make writes idempotent, the schema's checks
+(``InvalidInputError`` naming the constraint), ``NotFoundError``/``ConflictError`` with the same
+messages, the orderings, ``now()`` stamps and the roll-up of step events. Each call runs without
+awaiting after its first checkpoint, so it is one transaction; concurrent callers never share a
+claim. ``MemoryStore()`` is a private database; ``store.connect()`` opens another connection to the
+same one (two processes on one database).
+
+``available = False`` or ``fail_with(error)`` stands for PostgreSQL being down: every call of every
+connection raises ``ServiceUnavailableError`` (checks PostgresStore makes before touching the
+database still come first) until ``available = True``. A closed connection is unavailable too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from forge.domain.discovery import DiscoveryResult
+from forge.domain.entities import PipelineRun, Repository, StepExecution
+from forge.domain.events import StepEvent
+from forge.domain.status import Status
+from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from forge.ports.fakes import _memory_runs as runs
+from forge.ports.fakes._memory_executions import (
+    apply_events,
+    create_executions,
+    plan_executions,
+    read_executions,
+    roll_up_tasks,
+)
+from forge.ports.fakes._memory_rows import (
+    REPO_NAME,
+    Clock,
+    RepositoryRow,
+    RunRow,
+    StepRow,
+    Tables,
+    check_text,
+    check_violation,
+    repository_entity,
+    run_entity,
+    step_entity,
+)
+from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
+
+__all__ = ["MAX_PAGE", "MemoryStore"]
+
+#: As ``PostgresStore``.
+MAX_PAGE = 1000
+_ENDINGS = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
+
+
+class _Database:
+    """What every connection shares: the tables and whether PostgreSQL is up."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.tables = Tables(clock)
+        self.failure: ServiceUnavailableError | None = None
+        self.down = False
+
+
+class MemoryStore:
+    """Every store port in memory; ``clock`` (UTC datetimes) replaces the wall clock of ``now()``."""
+
+    def __init__(self, *, clock: Callable[[], datetime] | None = None, _database: _Database | None = None) -> None:
+        self._db = _database or _Database(Clock(clock))
+        self._t = self._db.tables
+        self._closed = False
+
+    def connect(self) -> MemoryStore:
+        """Another connection to the same database."""
+        return MemoryStore(_database=self._db)
+
+    # -- PostgreSQL down (shared by every connection) -------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return not self._db.down
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        self._db.down = not value
+        if value:
+            self._db.failure = None
+
+    def fail_with(self, error: ServiceUnavailableError) -> None:
+        """Every call raises (a copy of) ``error`` until ``available = True``."""
+        self._db.failure = error
+        self._db.down = True
+
+    # -- test hooks, not part of the ports (what a test does with SQL on PostgreSQL) ------------------
+
+    def testing_set_repository_enabled(self, name: str, enabled: bool) -> None:
+        row = self._t.repositories[self._t.repository_by_name[name]]
+        row.enabled, row.updated_at = enabled, self._t.clock.now()
+
+    def testing_set_run_status(self, run_id: UUID, status: Status) -> None:
+        """Set the status alone, as ``UPDATE pipeline_runs SET status = ...`` would."""
+        row = self._t.runs[run_id]
+        row.status, row.updated_at = status, self._t.clock.now()
+
+    # -- Database -------------------------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Nothing to apply: memory always has the latest schema."""
+        await self._enter("migrating the database")
+        return []
+
+    async def ping(self) -> None:
+        await self._enter("ping")
+
+    async def close(self) -> None:
+        self._closed = True
+
+    # -- repositories ---------------------------------------------------------------------------------
+
+    async def register_repository(self, new: NewRepository) -> tuple[Repository, bool]:
+        what = f"registering repository {new.name!r}"
+        now = await self._enter(what)
+        check_text(what, new.name, new.clone_url, new.default_branch, new.webhook_secret_ref)
+        for constraint, ok in (
+            ("repositories_clone_url_present", new.clone_url != ""),
+            ("repositories_default_branch_present", new.default_branch != ""),
+            ("repositories_name_format", REPO_NAME.fullmatch(new.name) is not None and len(new.name) <= 200),
+        ):
+            if not ok:
+                raise check_violation(what, "repositories", constraint)
+        existing = self._t.repository_by_name.get(new.name)
+        if existing is not None:
+            row = self._t.repositories[existing]
+            row.clone_url, row.default_branch = new.clone_url, new.default_branch
+            if new.webhook_secret_ref is not None:  # COALESCE(new, old)
+                row.webhook_secret_ref = new.webhook_secret_ref
+            row.updated_at = now
+            return repository_entity(row), False
+        row = RepositoryRow(uuid4(), new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, now, now)
+        self._t.repositories[row.id] = row
+        self._t.repository_by_name[row.name] = row.id
+        return repository_entity(row), True
+
+    async def get_repository(self, name: str) -> Repository:
+        what = f"reading repository {name!r}"
+        await self._enter(what)
+        check_text(what, name)
+        found = self._t.repository_by_name.get(name)
+        if found is None:
+            raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
+        return repository_entity(self._t.repositories[found])
+
+    async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]:
+        _check_page(limit, offset)
+        await self._enter("listing repositories")
+        rows = sorted(self._t.repositories.values(), key=lambda r: r.name)
+        return Page([repository_entity(r) for r in rows[offset : offset + limit]], len(rows), limit, offset)
+
+    # -- runs -----------------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:
+        what = f"creating a run of {new.repository}@{new.commit_sha}"
+        row, created = runs.insert_run(self._t, new, await self._enter(what), what)
+        return self._entity(row), created
+
+    async def get_run(self, run_id: UUID) -> PipelineRun:
+        await self._enter(f"reading run {run_id}")
+        return self._entity(self._row(run_id))
+
+    async def list_runs(self, flt: RunFilter, *, limit: int, offset: int) -> Page[PipelineRun]:
+        _check_page(limit, offset)
+        tests = runs.run_filter(flt)
+        await self._enter("listing runs")
+        rows = runs.filter_runs(self._t, tests, "listing runs")
+        return Page([self._entity(r) for r in rows[offset : offset + limit]], len(rows), limit, offset)
+
+    # -- discovery ------------------------------------------------------------------------------------
+
+    async def claim_discovery(self, *, limit: int) -> list[PipelineRun]:
+        if limit < 1:
+            raise InvalidInputError(f"claim_discovery: limit must be at least 1, got {limit}")
+        now = await self._enter("claiming discovery work")
+        return [self._entity(r) for r in runs.claim_discovery(self._t, limit, now)]
+
+    async def runs_discovering(self) -> list[PipelineRun]:
+        await self._enter("listing runs in discovery")
+        return self._unfinished(r for r in self._t.runs.values() if r.discovery_status == Status.RUNNING)
+
+    async def record_discovery(self, run_id: UUID, discovery: DiscoveryResult, object_key: str) -> PipelineRun:
+        what = f"recording the discovery of run {run_id}"
+        now = await self._enter(what)
+        row = self._row(run_id)
+        runs.record_discovery(row, discovery, object_key, now, what)
+        return self._entity(row)
+
+    async def fail_discovery(self, run_id: UUID, error: str, *, code: str) -> PipelineRun:
+        what = f"failing the discovery of run {run_id}"
+        now = await self._enter(what)
+        row = self._row(run_id)
+        runs.fail_discovery(row, error, code, now, what)
+        return self._entity(row)
+
+    # -- execution control (the controller) -----------------------------------------------------------
+
+    async def set_workflow(self, run_id: UUID, workflow_name: str, *, replaces: str | None = None) -> PipelineRun:
+        if not workflow_name:
+            raise InvalidInputError(f"run {run_id}: the workflow name must not be empty")
+        what = f"recording the workflow of run {run_id}"
+        now = await self._enter(what)
+        row = self._row(run_id)
+        runs.set_workflow(row, workflow_name, replaces, now, what)
+        return self._entity(row)
+
+    async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
+        if limit < 1:
+            raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
+        if stale_after <= 0:
+            raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
+        now = await self._enter("claiming runs to execute")
+        return [self._entity(r) for r in runs.claim_execution(self._t, limit, float(stale_after), now)]
+
+    async def runs_executing(self) -> list[PipelineRun]:
+        await self._enter("listing executing runs")
+        rows = self._t.runs.values()
+        return self._unfinished(r for r in rows if r.status == Status.RUNNING and r.workflow_name is not None)
+
+    async def finish_run(
+        self, run_id: UUID, status: Status, *, error: str | None = None, code: str | None = None
+    ) -> PipelineRun:
+        if status not in _ENDINGS:
+            raise InvalidInputError(
+                f"run {run_id}: a run finishes as success, failed or cancelled, not {status}",
+                details={"run_id": str(run_id), "requested": str(status)},
+            )
+        what = f"finishing run {run_id}"
+        now = await self._enter(what)
+        return runs.finish_run(self._t, self._row(run_id), status, error, code, now, what)
+
+    async def request_cancel(self, run_id: UUID) -> PipelineRun:
+        now = await self._enter(f"requesting the cancel of run {run_id}")
+        row = self._row(run_id)
+        runs.request_cancel(row, now)
+        return self._entity(row)
+
+    async def runs_cancel_requested(self) -> list[PipelineRun]:
+        await self._enter("listing runs to cancel")
+        asked = [r for r in self._t.runs.values() if r.cancel_requested_at is not None and r.status in runs.UNFINISHED]
+        asked.sort(key=lambda r: (r.cancel_requested_at, r.id))
+        return [self._entity(r) for r in asked]
+
+    # -- executions (phases, tasks, steps) ------------------------------------------------------------
+
+    async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
+        plan = plan_executions(discovery)
+        what = f"creating the executions of run {run_id}"
+        now = await self._enter(what)
+        row = self._row(run_id)
+        if not self._t.phases_of.get(run_id):
+            create_executions(self._t, row, plan, now, what)
+        return read_executions(self._t, run_id)
+
+    async def get_executions(self, run_id: UUID) -> RunExecutions:
+        await self._enter(f"reading the executions of run {run_id}")
+        self._row(run_id)
+        return read_executions(self._t, run_id)
+
+    async def get_step(self, step_id: UUID) -> StepExecution:
+        await self._enter(f"reading step {step_id}")
+        return step_entity(self._step(step_id))
+
+    async def apply_step_events(self, events: Sequence[StepEvent]) -> int:
+        if not events:
+            return 0
+        what = f"applying {len(events)} step event(s)"
+        now = await self._enter(what)
+        return apply_events(self._t, events, now, what)
+
+    async def fail_step(self, step_id: UUID, message: str | None) -> StepExecution:
+        what = f"failing step {step_id}"
+        now = await self._enter(what)
+        row = self._step(step_id)
+        if row.status.is_final:
+            return step_entity(row)
+        check_text(what, message)
+        row.status = Status.FAILED
+        row.message = message if message is not None else row.message
+        row.started_at = row.started_at or now
+        row.completed_at = row.updated_at = now
+        roll_up_tasks(self._t, [row.task_id], now)
+        return step_entity(row)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    async def _enter(self, what: str) -> datetime:
+        """A checkpoint (other callers run here, as during a round trip), then the transaction's ``now()``."""
+        await asyncio.sleep(0)
+        if self._closed:
+            raise ServiceUnavailableError(f"{what}: PostgreSQL is unavailable: pool is closed", retry_after=1.0)
+        if self._db.down:
+            if self._db.failure is not None:
+                raise copy.copy(self._db.failure).with_traceback(None)
+            raise ServiceUnavailableError(
+                f"{what}: PostgreSQL is unavailable: connection refused (the memory store is down)", retry_after=1.0
+            )
+        return self._t.clock.now()
+
+    def _row(self, run_id: UUID) -> RunRow:
+        row = self._t.runs.get(run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+        return row
+
+    def _entity(self, row: RunRow) -> PipelineRun:
+        return run_entity(self._t, row)
+
+    def _unfinished(self, rows: Iterable[RunRow]) -> list[PipelineRun]:
+        """The unfinished runs among ``rows``, oldest first."""
+        return [self._entity(r) for r in runs.oldest_first(r for r in rows if r.status in runs.UNFINISHED)]
+
+    def _step(self, step_id: UUID) -> StepRow:
+        row = self._t.steps.get(step_id)
+        if row is None:
+            raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
+        return row
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE}, got {limit}", details={"limit": limit})
+    if offset < 0:
+        raise InvalidInputError(f"offset must not be negative, got {offset}", details={"offset": offset})
