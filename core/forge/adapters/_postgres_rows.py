@@ -17,6 +17,7 @@ from forge.errors import (
     InvalidInputError,
     NotFoundError,
     ServiceUnavailableError,
+    TransientError,
 )
 from forge.ports.store import ExecutionDetail
 
@@ -100,14 +101,19 @@ def translate_errors(what: str) -> Iterator[None]:
             f"{what}: {exc.detail or exc}", details={"constraint": exc.constraint_name, "table": exc.table_name}
         ) from exc
     except (asyncpg.CheckViolationError, asyncpg.NotNullViolationError) as exc:
+        # Never the server's DETAIL ("Failing row contains (…)"): it would echo the whole row, secrets
+        # references and URLs included, into a message that can reach API clients.
+        where = exc.constraint_name or exc.column_name or "a constraint"
         raise InvalidInputError(
-            f"{what}: {exc} ({exc.detail or 'no detail'})",
+            f"{what}: the value violates {where} of {exc.table_name or 'the table'}",
             details={"constraint": exc.constraint_name, "table": exc.table_name, "column": exc.column_name},
         ) from exc
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise ConflictError(f"{what}: {exc}", details={"constraint": exc.constraint_name}) from exc
     except asyncpg.DataError as exc:  # invalid text representation, value out of range, ...
         raise InvalidInputError(f"{what}: {exc}") from exc
+    except asyncpg.TransactionRollbackError as exc:  # deadlock or serialization failure: try again
+        raise TransientError(f"{what}: {exc}", retry_after=0.1, code="transaction_rollback") from exc
     except (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedTableError) as exc:
         raise ServiceUnavailableError(f"{what}: the database is not usable (not migrated?): {exc}") from exc
     except (
@@ -119,5 +125,6 @@ def translate_errors(what: str) -> Iterator[None]:
         asyncpg.exceptions.InvalidCatalogNameError,
         asyncpg.exceptions.InvalidAuthorizationSpecificationError,
         asyncpg.InterfaceError,
+        asyncpg.InternalClientError,  # a connection that died while the pool released it
     ) as exc:
         raise ServiceUnavailableError(f"{what}: PostgreSQL is unavailable: {exc}", retry_after=1.0) from exc

@@ -41,8 +41,13 @@ async def test_get_unknown_repository(store: Store) -> None:
 
 
 async def test_invalid_repository_name_is_invalid_input(store: Store) -> None:
-    with pytest.raises(InvalidInputError, match="repositories_name_format"):
-        await store.register_repository(NewRepository("no-slash", "https://x.example/r.git"))
+    with pytest.raises(InvalidInputError, match="repositories_name_format") as refused:
+        await store.register_repository(
+            NewRepository("no-slash", "https://user:token@x.example/r.git", webhook_secret_ref="HOOK_SECRET")
+        )
+    # the message names the rule, never the row (it may reach API clients)
+    assert "token" not in refused.value.message
+    assert "HOOK_SECRET" not in refused.value.message
 
 
 async def test_list_repositories_pages_by_name(store: Store) -> None:

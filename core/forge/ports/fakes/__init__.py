@@ -5,7 +5,7 @@ against a fake behaves the same on the real service.
 """
 
 from forge.ports.fakes.memory_bus import MemoryBus, MemoryMessage, MemoryServer, MemorySubscription
-from forge.ports.fakes.memory_engine import MemoryEngine as MemoryEngine
-from forge.ports.fakes.memory_store import MemoryStore as MemoryStore
+from forge.ports.fakes.memory_engine import MemoryEngine
+from forge.ports.fakes.memory_store import MemoryStore
 
-__all__ = ["MemoryBus", "MemoryMessage", "MemoryServer", "MemorySubscription"]
+__all__ = ["MemoryBus", "MemoryEngine", "MemoryMessage", "MemoryServer", "MemoryStore", "MemorySubscription"]

@@ -182,7 +182,7 @@ def utc(moment: datetime) -> datetime:
 def check_violation(what: str, table: str, constraint: str) -> InvalidInputError:
     """What ``translate_errors`` makes of PostgreSQL's CheckViolationError."""
     return InvalidInputError(
-        f'{what}: new row for relation "{table}" violates check constraint "{constraint}" (no detail)',
+        f"{what}: the value violates {constraint} of {table}",
         details={"constraint": constraint, "table": table, "column": None},
     )
 
