@@ -289,3 +289,24 @@ async def test_step_starts_with_no_signal_ignored_or_blocked(
     assert result.success, result.error
     masks = dict(line.split(":\t") for line in (out / "signals").read_text().splitlines())
     assert masks == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}
+
+
+async def test_timeout_kills_a_step_that_ignores_sigterm_with_its_whole_tree(
+    repo: tuple[str, str], out: Path, start_worker: StartWorker, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    url, sha = repo
+    script = (
+        'trap "" TERM; sleep 300 & echo $! > "$OUT/child"; setsid sleep 300 & echo $! > "$OUT/escapee";'
+        ' echo $$ > "$OUT/main"; wait'
+    )
+    job = ci_job(url, sha, script, env={"OUT": str(out)}, timeout_seconds=1)
+    async with start_worker():
+        result = await dispatch(bus, job, timeout=60)
+    failure = _failure(result)
+    assert failure["exit_code"] == 124
+    log = await objects.get(failure["logs_key"])
+    assert b"Traceback" not in log
+    pids = [read_pid(out / name) for name in ("main", "child", "escapee")]
+    async with asyncio.timeout(5):
+        while any(alive(pid) for pid in pids):
+            await asyncio.sleep(0.05)

@@ -59,7 +59,7 @@ def main() -> int:
     status = _supervise(step)
     leftovers = _kill_tree()
     if status is None:  # told to stop, or the worker died: the step was killed with its tree
-        status = signal.SIGKILL
+        status = signal.SIGKILL  # the wait status of a process killed by SIGKILL
     elif leftovers:
         try:  # noqa: SIM105 - contextlib would cost milliseconds of start-up
             os.write(1, b"forge: killed processes the step left running\n")
@@ -161,7 +161,8 @@ def _exit_like(status: int) -> int:
         return os.WEXITSTATUS(status)
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else status
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(sig, signal.SIG_DFL)
+    if sig != signal.SIGKILL:  # its disposition cannot be changed (nor needs to be)
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
     os.kill(os.getpid(), sig)
     return 128 + sig
