@@ -107,9 +107,12 @@ class ReconcileLoop:
         if failure is None:
             return
         self._log.error("run %s failed: %s", run_id, failure)
-        async for attempt in self._attempts():
-            with attempt:
-                await self.reconciler.fail(run_id, failure)
+        try:
+            async for attempt in self._attempts():
+                with attempt:
+                    await self.reconciler.fail(run_id, failure)
+        except Exception:  # one run's trouble never takes the loop (and the other runs) down
+            self._log.exception("run %s: recording its failure failed; it is retried on the next start", run_id)
 
     async def _retrying(self, what: str, call: _Call) -> Sequence[UUID]:
         async for attempt in self._attempts():

@@ -34,46 +34,21 @@ from forge.adapters._postgres_sql import (
     SQL_TASKS_OF_RUN,
     SQL_UPDATE_STEPS,
 )
-from forge.domain.discovery import DiscoveryResult
 from forge.domain.events import StepEvent, StepState, advance
+from forge.domain.plan import ExecutionPlan
 from forge.domain.rollup import settle
 from forge.domain.status import Status
-from forge.errors import InvalidInputError
 from forge.ports.store import RunExecutions
 
 _log = logging.getLogger("forge.store.executions")
 
 
-def plan_executions(discovery: DiscoveryResult) -> tuple[list[Any], list[Any], list[Any]]:
-    """Column arrays for the phases, tasks and steps of ``discovery``'s affected projects."""
-    groups = {phase: group.group for group in discovery.phase_groups for phase in group.phases}
-    projects = {project.name: project for project in discovery.projects}
-    phases: dict[str, int] = {}
-    tasks: list[tuple[str, str, str]] = []
-    steps: list[tuple[str, str, str, str, str, int]] = []
-    for name in discovery.affected_names():
-        project = projects.get(name)
-        if project is None:
-            raise InvalidInputError(
-                f"discovery: affected project {name!r} is not among the discovered projects",
-                details={"project": name},
-            )
-        positions: dict[str, int] = {}
-        for step in project.steps:
-            if step.phase not in groups:
-                raise InvalidInputError(
-                    f"discovery: phase {step.phase!r} of project {name!r} is in no phase group",
-                    details={"project": name, "phase": step.phase},
-                )
-            if step.phase not in positions:
-                positions[step.phase] = 0
-                phases[step.phase] = groups[step.phase]
-                tasks.append((step.phase, name, project.path))
-            steps.append((step.phase, name, step.name, step.action, step.target, positions[step.phase]))
-            positions[step.phase] += 1
+def plan_columns(plan: ExecutionPlan) -> tuple[list[Any], list[Any], list[Any]]:
+    """Column arrays (for ``unnest``) of the planned phases, tasks and steps."""
+    steps = [(s.phase, s.project, s.name, s.action, s.target, s.position) for s in plan.steps]
     return (
-        [list(phases), list(phases.values())],
-        [list(column) for column in zip(*tasks, strict=True)] if tasks else [[], [], []],
+        [list(plan.phases), list(plan.phases.values())],
+        [list(column) for column in zip(*plan.tasks, strict=True)] if plan.tasks else [[], [], []],
         [list(column) for column in zip(*steps, strict=True)] if steps else [[], [], [], [], [], []],
     )
 

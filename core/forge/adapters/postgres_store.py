@@ -20,7 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from forge.adapters._postgres_executions import (
     apply_events,
-    plan_executions,
+    plan_columns,
     read_executions,
     roll_up_run,
     roll_up_tasks,
@@ -55,6 +55,7 @@ from forge.adapters._postgres_sql import (
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun, Repository, StepExecution
 from forge.domain.events import StepEvent
+from forge.domain.plan import plan_executions
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
@@ -383,7 +384,7 @@ class PostgresStore:
     # -- executions (phases, tasks, steps) ------------------------------------------------------------
 
     async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
-        phases, tasks, steps = plan_executions(discovery)
+        phases, tasks, steps = plan_columns(plan_executions(discovery))
         with translate_errors(f"creating the executions of run {run_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
                 await _lock_run(conn, run_id)  # serialises concurrent creators of this run's rows

@@ -165,6 +165,12 @@ async def test_create_executions_errors(store: Store, repo: str) -> None:
     with pytest.raises(InvalidInputError, match="phase 'build' of project 'api' is in no phase group"):
         await store.create_executions(run.id, broken)
     assert (await store.get_executions(run.id)).phases == []  # nothing half-written
+    api = discovery().projects[0]
+    twice = api.model_copy(update={"steps": [*api.steps, api.steps[0]]})
+    repeated = discovery().model_copy(update={"projects": [twice, *discovery().projects[1:]]})
+    with pytest.raises(InvalidInputError, match="two steps named 'unit' in phase 'test'"):
+        await store.create_executions(run.id, repeated)
+    assert (await store.get_executions(run.id)).phases == []
     with pytest.raises(NotFoundError):
         await store.get_executions(uuid4())
     with pytest.raises(NotFoundError):

@@ -41,8 +41,9 @@ class RunTasks:
         for task in self._active.values():
             task.cancel()
 
-    def _forget(self, run_id: UUID, _task: asyncio.Task[None]) -> None:
-        self._active.pop(run_id, None)
+    def _forget(self, run_id: UUID, task: asyncio.Task[None]) -> None:
+        if self._active.get(run_id) is task:  # not a newer task started for the run meanwhile
+            del self._active[run_id]
 
 
 async def idle(stop: asyncio.Event, seconds: float) -> None:

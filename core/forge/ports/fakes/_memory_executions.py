@@ -11,11 +11,10 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from forge.domain.discovery import DiscoveryResult
 from forge.domain.events import StepEvent, StepState, advance
+from forge.domain.plan import ExecutionPlan
 from forge.domain.rollup import settle
 from forge.domain.status import Status
-from forge.errors import InvalidInputError
 from forge.ports.fakes._memory_rows import (
     PhaseRow,
     RunRow,
@@ -34,10 +33,8 @@ from forge.ports.fakes._memory_rows import (
 from forge.ports.store import RunExecutions
 
 __all__ = [
-    "Plan",
     "apply_events",
     "create_executions",
-    "plan_executions",
     "read_executions",
     "roll_up_run",
     "roll_up_tasks",
@@ -50,43 +47,11 @@ _log = logging.getLogger("forge.store.executions")
 _STARTS = frozenset({Status.RUNNING, Status.SUCCESS, Status.FAILED})
 _UNFINISHED = frozenset({Status.PENDING, Status.RUNNING})
 
-#: (phase -> group), tasks (phase, project, path), steps (phase, project, name, action, target, position).
-Plan = tuple[dict[str, int], list[tuple[str, str, str]], list[tuple[str, str, str, str, str, int]]]
 
-
-def plan_executions(discovery: DiscoveryResult) -> Plan:
-    """The phases, tasks and steps of ``discovery``'s affected projects (``InvalidInputError`` as PostgreSQL)."""
-    groups = {phase: group.group for group in discovery.phase_groups for phase in group.phases}
-    projects = {project.name: project for project in discovery.projects}
-    phases: dict[str, int] = {}
-    tasks: list[tuple[str, str, str]] = []
-    steps: list[tuple[str, str, str, str, str, int]] = []
-    for name in discovery.affected_names():
-        project = projects.get(name)
-        if project is None:
-            raise InvalidInputError(
-                f"discovery: affected project {name!r} is not among the discovered projects",
-                details={"project": name},
-            )
-        positions: dict[str, int] = {}
-        for step in project.steps:
-            if step.phase not in groups:
-                raise InvalidInputError(
-                    f"discovery: phase {step.phase!r} of project {name!r} is in no phase group",
-                    details={"project": name, "phase": step.phase},
-                )
-            if step.phase not in positions:
-                positions[step.phase] = 0
-                phases[step.phase] = groups[step.phase]
-                tasks.append((step.phase, name, project.path))
-            steps.append((step.phase, name, step.name, step.action, step.target, positions[step.phase]))
-            positions[step.phase] += 1
-    return phases, tasks, steps
-
-
-def create_executions(tables: Tables, run: RunRow, plan: Plan, now: datetime, what: str) -> None:
+def create_executions(tables: Tables, run: RunRow, plan: ExecutionPlan, now: datetime, what: str) -> None:
     """Insert the planned rows; a repeated (phase, project) or (task, step name) is dropped (ON CONFLICT DO NOTHING)."""
-    phases, tasks, steps = plan
+    phases, tasks = plan.phases, plan.tasks
+    steps = [(s.phase, s.project, s.name, s.action, s.target, s.position) for s in plan.steps]
     if any(group < 0 for group in phases.values()):
         raise check_violation(what, "phase_executions", "phase_executions_group_number_range")
     check_text(what, *phases, *(v for task in tasks for v in task), *(v for s in steps for v in s[:5]))

@@ -25,13 +25,13 @@ from uuid import UUID, uuid4
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun, Repository, StepExecution
 from forge.domain.events import StepEvent
+from forge.domain.plan import plan_executions
 from forge.domain.status import Status
 from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
 from forge.ports.fakes import _memory_runs as runs
 from forge.ports.fakes._memory_executions import (
     apply_events,
     create_executions,
-    plan_executions,
     read_executions,
     roll_up_tasks,
 )
