@@ -111,7 +111,7 @@ class ReconcileLoop:
             async for attempt in self._attempts():
                 with attempt:
                     await self.reconciler.fail(run_id, failure)
-        except Exception:  # one run's trouble never takes the loop (and the other runs) down
+        except Exception:  # noqa: BLE001 - one run's trouble never takes the loop (and other runs) down
             self._log.exception("run %s: recording its failure failed; it is retried on the next start", run_id)
 
     async def _retrying(self, what: str, call: _Call) -> Sequence[UUID]:

@@ -7,7 +7,8 @@ batches (as many as are waiting, up to ``batch``), applies each batch in one tra
 * the write rate is bounded by transactions, not by events: under load batches grow;
 * PostgreSQL down delays records but never drops or falsifies them: the batch is retried with
   capped backoff (its messages kept alive with ``+WPI``), and anything not acked comes back;
-* an event that is not a valid ``StepEvent`` is logged and terminated, never blocking the rest.
+* an event that is not a valid ``StepEvent``, or one the store refuses, is logged and terminated,
+  never blocking the rest (a refused batch is applied again one event at a time).
 
 :meth:`StepEventRecorder.caught_up` is the barrier the execution reconciler passes before it ends
 a run: every event published before the call has been applied. Workers publish a step's final
@@ -27,7 +28,7 @@ import stamina
 from pydantic import ValidationError
 
 from forge.domain.events import EVENTS_STREAM, EVENTS_SUBJECTS, StepEvent
-from forge.errors import ForgeError, TransientError
+from forge.errors import ForgeError, PermanentError, TransientError
 from forge.ports import BusMessage, ExecutionStore, MessageBus
 from forge.retrying import transient
 
@@ -85,17 +86,35 @@ class StepEventRecorder:
                     await msg.term()
             else:
                 valid.append(msg)
+        try:
+            await self._apply(events, valid)
+        except PermanentError as exc:  # one event the store refuses: apply them one by one
+            log.warning("a batch of %d step event(s) was refused (%s); applying one at a time", len(events), exc)
+            for msg, event in zip(valid, events, strict=True):
+                try:
+                    await self._apply([event], [msg])
+                except PermanentError as refused:
+                    log.error("dropping step event %s: %s", event.key, refused)
+                    with contextlib.suppress(ForgeError):
+                        await msg.term()
+                else:
+                    with contextlib.suppress(ForgeError):
+                        await msg.ack()
+            return
+        for msg in valid:
+            with contextlib.suppress(ForgeError):  # not acked: redelivered, and applying twice is a no-op
+                await msg.ack()
+
+    async def _apply(self, events: list[StepEvent], messages: list[BusMessage]) -> None:
+        """Apply ``events`` in one transaction, retrying while the store is unavailable."""
         async for attempt in self._attempts():
             with attempt:
                 try:
                     await self.executions.apply_step_events(events)
                 except TransientError as exc:
                     log.warning("cannot record %d step event(s) yet: %s", len(events), exc)
-                    await _keep_alive(valid)
+                    await _keep_alive(messages)
                     raise
-        for msg in valid:
-            with contextlib.suppress(ForgeError):  # not acked: redelivered, and applying twice is a no-op
-                await msg.ack()
 
     def _attempts(self) -> AsyncIterator[stamina.Attempt]:
         return aiter(stamina.retry_context(on=transient, attempts=None, timeout=None, wait_max=self.backoff_max))
