@@ -44,9 +44,7 @@ async def stored_result(bus: MessageBus, key: str) -> Result | None:
 
 
 def _timed_out(job: Job, timeout: float) -> TransientError:
-    return TransientError(
-        f"no result for job {job.key} within {timeout:.0f}s", retry_after=5, code="dispatch_timeout"
-    )
+    return TransientError(f"no result for job {job.key} within {timeout:g}s", retry_after=5, code="dispatch_timeout")
 
 
 async def dispatch(bus: MessageBus, job: Job, *, timeout: float) -> Result:

@@ -97,7 +97,7 @@ class DiscoveryReconciler:
         except TransientError as exc:
             if exc.code != "dispatch_timeout":
                 raise
-            raise PermanentError(f"discovery did not finish within {self.timeout:.0f}s", code="timeout") from exc
+            raise PermanentError(f"discovery did not finish within {self.timeout:g}s", code="timeout") from exc
 
     async def _discovery_of(self, result: Result) -> tuple[DiscoveryResult, str]:
         """The discovery the worker stored; the result carries only where it is."""
