@@ -25,6 +25,12 @@ class StepEventPublisher:
     async def publish(self, event: StepEvent) -> None:
         data = event.model_dump_json().encode()
         subject = event_subject(event.run_id)
+        try:  # the common case, without building a retry context per event
+            await self._bus.publish(subject, data, msg_id=event.key)
+        except TransientError:
+            pass
+        else:
+            return
         async for attempt in stamina.retry_context(
             on=TransientError, attempts=None, timeout=self._retry_for, wait_initial=0.1, wait_max=2.0
         ):
