@@ -4,6 +4,7 @@ id order, so concurrent writers wait for each other instead of deadlocking."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -19,7 +20,9 @@ from forge.adapters._postgres_rows import (
     task_from_row,
 )
 from forge.adapters._postgres_sql import (
+    SQL_INSERT_CHANGES,
     SQL_LOCK_PHASES,
+    SQL_LOCK_RUNS_OF_STEPS,
     SQL_LOCK_STEPS,
     SQL_LOCK_TASKS,
     SQL_LOCK_TASKS_OF_RUN,
@@ -27,7 +30,7 @@ from forge.adapters._postgres_sql import (
     SQL_PHASE_CHILDREN_OF_RUN,
     SQL_PHASES_OF_RUN,
     SQL_SET_PHASE_STATUS,
-    SQL_SET_TASK_STATUS,
+    SQL_SET_TASK_STATUS_OF_RUN,
     SQL_STEPS_OF_RUN,
     SQL_TASK_CHILDREN,
     SQL_TASK_CHILDREN_OF_RUN,
@@ -38,6 +41,7 @@ from forge.domain.events import StepEvent, StepState, advance
 from forge.domain.plan import ExecutionPlan
 from forge.domain.rollup import settle
 from forge.domain.status import Status
+from forge.ports.changes import STEP_FIELDS, NewChange, change_of, created
 from forge.ports.store import RunExecutions
 
 _log = logging.getLogger("forge.store.executions")
@@ -68,8 +72,11 @@ async def read_executions(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUI
 
 async def apply_events(conn: PoolConnectionProxy[asyncpg.Record], events: Sequence[StepEvent]) -> int:
     """Apply ``events`` in order to their (locked) steps, write the changed steps in one statement and
-    roll their tasks and phases up; the number of steps that changed."""
-    rows = await conn.fetch(SQL_LOCK_STEPS, sorted({e.step_id for e in events}))
+    roll their tasks and phases up; the number of steps that changed. Their runs are locked first
+    (run -> steps -> tasks -> phases) and every change is recorded (``record_changes``)."""
+    step_ids = sorted({e.step_id for e in events})
+    run_of = {r["step_id"]: r["run_id"] for r in await conn.fetch(SQL_LOCK_RUNS_OF_STEPS, step_ids)}
+    rows = await conn.fetch(SQL_LOCK_STEPS, step_ids)
     states = {r["id"]: _state(r) for r in rows}
     task_of = {r["id"]: r["task_id"] for r in rows}
     changed: dict[UUID, StepState] = {}
@@ -86,8 +93,38 @@ async def apply_events(conn: PoolConnectionProxy[asyncpg.Record], events: Sequen
     ids = list(changed)
     columns = [[getattr(changed[i], name) for i in ids] for name in _STATE_COLUMNS]
     await conn.execute(SQL_UPDATE_STEPS, ids, *columns)
-    await roll_up_tasks(conn, {task_of[i] for i in ids})
+    changes = [change_of(run_of[i], "step", i, _state_values(changed[i])) for i in ids]
+    changes += await roll_up_tasks(conn, {task_of[i] for i in ids})
+    await record_changes(conn, changes)
     return len(changed)
+
+
+def _state_values(state: StepState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in STEP_FIELDS}
+
+
+async def record_changes(conn: PoolConnectionProxy[asyncpg.Record], changes: Sequence[NewChange]) -> None:
+    """Insert ``changes`` in order (one statement) and NOTIFY their runs; the caller's transaction has
+    locked every run they are of (so a run's change ids commit in order)."""
+    if not changes:
+        return
+    await conn.execute(
+        SQL_INSERT_CHANGES,
+        [c.run_id for c in changes],
+        [c.kind for c in changes],
+        [c.entity_id for c in changes],
+        [c.status for c in changes],
+        [json.dumps(c.body) for c in changes],
+    )
+
+
+async def created_changes(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> list[NewChange]:
+    """The first change of every phase, task and step of the run (just created, ``pending``)."""
+    phase_rows = await conn.fetch(SQL_PHASES_OF_RUN, run_id)
+    phases = [created(run_id, "phase", r["id"], {**dict(r), "group": r["group_number"]}) for r in phase_rows]
+    tasks = [created(run_id, "task", r["id"], r) for r in await conn.fetch(SQL_TASKS_OF_RUN, run_id)]
+    steps = [created(run_id, "step", r["id"], r) for r in await conn.fetch(SQL_STEPS_OF_RUN, run_id)]
+    return phases + tasks + steps
 
 
 _STATE_COLUMNS = ("status", "attempts", "exit_code", "logs_key", "message", "started_at", "completed_at")
@@ -97,37 +134,53 @@ def _state(row: asyncpg.Record) -> StepState:
     return StepState(Status(row["status"]), *(row[name] for name in _STATE_COLUMNS[1:]))
 
 
-async def roll_up_tasks(conn: PoolConnectionProxy[asyncpg.Record], task_ids: Collection[UUID]) -> None:
-    """Settle the tasks from their steps, then the phases of the tasks that changed."""
+async def roll_up_tasks(conn: PoolConnectionProxy[asyncpg.Record], task_ids: Collection[UUID]) -> list[NewChange]:
+    """Settle the tasks from their steps, then the phases of the tasks that changed; their changes."""
     await conn.fetch(SQL_LOCK_TASKS, sorted(task_ids))
     phases: set[UUID] = set()
+    changes: list[NewChange] = []
     for row in await conn.fetch(SQL_TASK_CHILDREN, list(task_ids)):
         current = Status(row["status"])
         new = settle(current, (Status(c) for c in row["children"]))
         if new != current:
-            await conn.execute(SQL_SET_TASK_STATUS, row["id"], new)
+            changes.append(await _set_task(conn, row["id"], new))
             phases.add(row["phase_id"])
     if not phases:
-        return
+        return changes
     await conn.fetch(SQL_LOCK_PHASES, sorted(phases))
     for row in await conn.fetch(SQL_PHASE_CHILDREN, list(phases)):
         current = Status(row["status"])
         new = settle(current, (Status(c) for c in row["children"]))
         if new != current:
-            await conn.execute(SQL_SET_PHASE_STATUS, row["id"], new)
+            changes.append(await _set_phase(conn, row["id"], new))
+    return changes
 
 
-async def roll_up_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> None:
-    """Settle every task, then every phase, of the run (after its steps changed in bulk)."""
+async def roll_up_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> list[NewChange]:
+    """Settle every task, then every phase, of the run (after its steps changed in bulk); their changes."""
+    changes: list[NewChange] = []
     await conn.fetch(SQL_LOCK_TASKS_OF_RUN, run_id)
     for row in await conn.fetch(SQL_TASK_CHILDREN_OF_RUN, run_id):
         current = Status(row["status"])
         new = settle(current, (Status(s) for s in row["children"]))
         if new != current:
-            await conn.execute(SQL_SET_TASK_STATUS, row["id"], new)
+            changes.append(await _set_task(conn, row["id"], new))
     await conn.fetch("SELECT id FROM phase_executions WHERE run_id = $1 ORDER BY id FOR UPDATE", run_id)
     for row in await conn.fetch(SQL_PHASE_CHILDREN_OF_RUN, run_id):
         current = Status(row["status"])
         new = settle(current, (Status(s) for s in row["children"]))
         if new != current:
-            await conn.execute(SQL_SET_PHASE_STATUS, row["id"], new)
+            changes.append(await _set_phase(conn, row["id"], new))
+    return changes
+
+
+async def _set_task(conn: PoolConnectionProxy[asyncpg.Record], task_id: UUID, status: Status) -> NewChange:
+    row = await conn.fetchrow(SQL_SET_TASK_STATUS_OF_RUN, task_id, status)
+    assert row is not None
+    return change_of(row["run_id"], "task", task_id, row)
+
+
+async def _set_phase(conn: PoolConnectionProxy[asyncpg.Record], phase_id: UUID, status: Status) -> NewChange:
+    row = await conn.fetchrow(SQL_SET_PHASE_STATUS, phase_id, status)
+    assert row is not None
+    return change_of(row["run_id"], "phase", phase_id, row)

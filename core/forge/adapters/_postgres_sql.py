@@ -187,3 +187,213 @@ SQL_PHASE_CHILDREN_OF_RUN = """
     FROM phase_executions p LEFT JOIN task_executions t ON t.phase_id = p.id
     WHERE p.run_id = $1 GROUP BY p.id
 """
+# -- run changes (the outbox GET /v1/runs/{id}/events reads; 0004_run_changes.sql) ------------------
+#: One statement per transaction: the changes in order (ids follow it), then one NOTIFY per run
+#: (delivered at COMMIT, so a watcher never hears of an uncommitted change).
+SQL_INSERT_CHANGES = """
+    WITH c AS (
+        INSERT INTO run_changes (run_id, kind, entity_id, status, body)
+        SELECT x.run_id, x.kind, x.entity_id, x.status, x.body::jsonb
+        FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY
+            AS x(run_id, kind, entity_id, status, body, n)
+        ORDER BY x.n
+        RETURNING run_id
+    )
+    SELECT pg_notify('run_changes', n.run_id::text) FROM (SELECT DISTINCT run_id FROM c) AS n
+"""
+#: The runs of the steps an event batch changes, locked (in id order) before the steps: a run's
+#: changes are written by one transaction at a time, so its change ids commit in order.
+SQL_LOCK_RUNS_OF_STEPS = """
+    SELECT s.id AS step_id, r.id AS run_id
+    FROM step_executions s JOIN task_executions t ON t.id = s.task_id
+    JOIN phase_executions p ON p.id = t.phase_id JOIN pipeline_runs r ON r.id = p.run_id
+    WHERE s.id = ANY($1::uuid[]) ORDER BY r.id FOR NO KEY UPDATE OF r
+"""
+SQL_RUN_OF_STEP = """
+    SELECT p.run_id FROM step_executions s JOIN task_executions t ON t.id = s.task_id
+    JOIN phase_executions p ON p.id = t.phase_id WHERE s.id = $1
+"""
+SQL_LOCK_RUN = "SELECT id FROM pipeline_runs WHERE id = $1 FOR NO KEY UPDATE"
+SQL_SET_TASK_STATUS_OF_RUN = f"""
+    WITH t AS (UPDATE task_executions SET status = $2, {STAMPS} WHERE id = $1 RETURNING *)
+    SELECT t.*, p.run_id FROM t JOIN phase_executions p ON p.id = t.phase_id
+"""  # noqa: S608
+#: finish_run's sweep, returning the swept steps (their changes).
+SQL_SWEEP_STEPS_RETURNING = f"""
+    UPDATE step_executions s SET
+        status = CASE WHEN s.status = 'pending' THEN 'skipped' ELSE 'cancelled' END,
+        completed_at = COALESCE(s.completed_at, now())
+    FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
+    WHERE s.task_id = t.id AND p.run_id = $1 AND s.status IN {UNFINISHED}
+    RETURNING s.*
+"""  # noqa: S608
+#: Changes of runs that finished more than $1 seconds ago (bounded per call; finish_run runs it).
+SQL_PRUNE_CHANGES = f"""
+    DELETE FROM run_changes WHERE id IN (
+        SELECT c.id FROM run_changes c JOIN pipeline_runs r ON r.id = c.run_id
+        WHERE c.at < now() - make_interval(secs => $1) AND r.status IN {FINAL}
+          AND r.completed_at < now() - make_interval(secs => $1)
+        LIMIT 10000
+    )
+"""  # noqa: S608
+SQL_CHANGES_SINCE = """
+    SELECT id, run_id, kind, entity_id, status, body, at FROM run_changes
+    WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+SQL_LAST_CHANGE = "SELECT COALESCE(max(id), 0) FROM run_changes WHERE run_id = $1"
+
+# -- reads answered as JSON built by PostgreSQL (``RunStore.run_json`` and friends) ---------------------
+# Text is concatenated, not ``json_build_object``'d: that one writes ``"key" : value`` and the API sends
+# compact JSON. ``to_json(text)`` escapes exactly as msgspec (Litestar's encoder) does; timestamps are
+# written as pydantic writes an aware UTC datetime. A row's version is its ``xmin``: every UPDATE
+# writes a new one, a lock does not.
+
+
+def _json_str(column: str) -> str:
+    return f"COALESCE(to_json({column})::text, 'null')"
+
+
+def _json_uuid(column: str) -> str:
+    return f"""('"' || {column}::text || '"')"""
+
+
+def _json_int(column: str) -> str:
+    return f"COALESCE({column}::text, 'null')"
+
+
+def _json_time(column: str) -> str:
+    """``"2024-05-01T10:00:00.123400Z"``, or ``"...T10:00:00Z"`` on a whole second (as pydantic)."""
+    text = f"""replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '.000000', '')"""
+    return f"""COALESCE('"' || {text} || 'Z"', 'null')"""
+
+
+def _json_object(fields: list[tuple[str, str]]) -> str:
+    """``{"name":<sql>,...}`` from (name, SQL expression yielding the JSON text) pairs; names are constants."""
+    parts = [f"'{'{' if i == 0 else ','}\"{name}\":' || {sql}" for i, (name, sql) in enumerate(fields)]
+    return "(" + " || ".join(parts) + " || '}')"
+
+
+#: A ``RunOut`` object of ``pipeline_runs r`` joined with ``repositories repo`` (no ``github_context``).
+RUN_JSON = _json_object(
+    [
+        ("id", _json_uuid("r.id")),
+        ("repository", _json_str("repo.name")),
+        ("branch", _json_str("r.branch")),
+        ("commit_sha", _json_str("r.commit_sha")),
+        ("base_sha", _json_str("r.base_sha")),
+        ("trigger", _json_str("r.trigger")),
+        ("triggered_by", _json_str("r.triggered_by")),
+        ("status", _json_str("r.status")),
+        ("discovery_status", _json_str("r.discovery_status")),
+        ("discovery", "COALESCE(r.discovery::text, 'null')"),
+        ("discovery_key", _json_str("r.discovery_key")),
+        ("error", _json_str("r.error")),
+        ("error_code", _json_str("r.error_code")),
+        ("workflow_name", _json_str("r.workflow_name")),
+        ("cancel_requested_at", _json_time("r.cancel_requested_at")),
+        ("created_at", _json_time("r.created_at")),
+        ("updated_at", _json_time("r.updated_at")),
+        ("started_at", _json_time("r.started_at")),
+        ("completed_at", _json_time("r.completed_at")),
+    ]
+)
+SQL_RUN_JSON = f"""
+    SELECT convert_to({RUN_JSON}, 'UTF8') AS body, r.xmin::text AS version FROM {RUNS} WHERE r.id = $1
+"""  # noqa: S608
+#: ``runs_json``: ``{where}`` (a WHERE of ``$1..$n``), ``{limit}`` and ``{offset}`` (``$n+1``, ``$n+2``)
+#: replaced by the caller (``str.replace``: the JSON has braces of its own). One statement: the count
+#: and the page.
+SQL_RUNS_JSON = f"""
+    WITH page AS (
+        SELECT r.created_at, r.id, r.xmin::text AS v, {RUN_JSON} AS doc FROM {RUNS} {{where}}
+        ORDER BY r.created_at DESC, r.id LIMIT {{limit}}::bigint OFFSET {{offset}}::bigint
+    )
+    SELECT convert_to('{{"items":[' || COALESCE(string_agg(doc, ',' ORDER BY created_at DESC, id), '')
+                      || '],"total":' || t.total || ',"limit":' || {{limit}}::bigint
+                      || ',"offset":' || {{offset}}::bigint || '}}', 'UTF8') AS body,
+           t.total, md5(t.total || ':' || COALESCE(string_agg(v, ',' ORDER BY created_at DESC, id), '')) AS version
+    FROM (SELECT count(*) AS total FROM {RUNS} {{where}}) t LEFT JOIN page ON true
+    GROUP BY t.total
+"""  # noqa: S608
+_STEP_JSON = _json_object(
+    [
+        ("id", _json_uuid("s.id")),
+        ("task_id", _json_uuid("s.task_id")),
+        ("name", _json_str("s.name")),
+        ("action", _json_str("s.action")),
+        ("target", _json_str("s.target")),
+        ("status", _json_str("s.status")),
+        ("exit_code", _json_int("s.exit_code")),
+        ("attempts", _json_int("s.attempts")),
+        ("logs_key", _json_str("s.logs_key")),
+        ("created_at", _json_time("s.created_at")),
+        ("updated_at", _json_time("s.updated_at")),
+        ("started_at", _json_time("s.started_at")),
+        ("completed_at", _json_time("s.completed_at")),
+        ("message", _json_str("s.message")),
+    ]
+)
+_TASK_JSON = _json_object(
+    [
+        ("id", _json_uuid("t.id")),
+        ("phase_id", _json_uuid("t.phase_id")),
+        ("project", _json_str("t.project")),
+        ("project_path", _json_str("t.project_path")),
+        ("status", _json_str("t.status")),
+        ("created_at", _json_time("t.created_at")),
+        ("updated_at", _json_time("t.updated_at")),
+        ("started_at", _json_time("t.started_at")),
+        ("completed_at", _json_time("t.completed_at")),
+        ("steps", "'[' || COALESCE(ts.docs, '') || ']'"),
+    ]
+)
+_PHASE_JSON = _json_object(
+    [
+        ("id", _json_uuid("p.id")),
+        ("run_id", _json_uuid("p.run_id")),
+        ("name", _json_str("p.name")),
+        ("group", _json_int("p.group_number")),
+        ("status", _json_str("p.status")),
+        ("created_at", _json_time("p.created_at")),
+        ("updated_at", _json_time("p.updated_at")),
+        ("started_at", _json_time("p.started_at")),
+        ("completed_at", _json_time("p.completed_at")),
+        ("tasks", "'[' || COALESCE(pt.docs, '') || ']'"),
+    ]
+)
+#: ``executions_json(run_id=$1, offset=$2, limit=$3)``: the run's steps numbered in tree order, the page
+#: of them grouped by task once, tasks by phase once; every row's xmin goes into the version.
+SQL_EXECUTIONS_JSON = f"""
+    WITH phases AS (SELECT p.*, p.xmin::text AS v FROM phase_executions p WHERE p.run_id = $1),
+    tasks AS (SELECT t.*, t.xmin::text AS v FROM task_executions t JOIN phases p ON p.id = t.phase_id),
+    steps AS (
+        SELECT s.*, s.xmin::text AS v,
+               row_number() OVER (ORDER BY p.group_number, p.name, t.project, s.position, s.name) - 1 AS n
+        FROM step_executions s JOIN tasks t ON t.id = s.task_id JOIN phases p ON p.id = t.phase_id
+    ),
+    task_steps AS (
+        SELECT s.task_id, string_agg({_STEP_JSON}, ',' ORDER BY s.n) AS docs, string_agg(s.v, ',' ORDER BY s.n) AS v
+        FROM steps s WHERE s.n >= $2 AND s.n < $2 + $3 GROUP BY s.task_id
+    ),
+    page_tasks AS (
+        SELECT t.phase_id, t.project, t.v || '(' || COALESCE(ts.v, '') || ')' AS v, {_TASK_JSON} AS doc
+        FROM tasks t LEFT JOIN task_steps ts ON ts.task_id = t.id
+        WHERE ts.task_id IS NOT NULL OR ($2 = 0 AND NOT EXISTS (SELECT FROM steps s WHERE s.task_id = t.id))
+    ),
+    phase_tasks AS (
+        SELECT phase_id, string_agg(doc, ',' ORDER BY project) AS docs, string_agg(v, ',' ORDER BY project) AS v
+        FROM page_tasks GROUP BY phase_id
+    ),
+    page_phases AS (
+        SELECT p.group_number, p.name, p.v || '(' || COALESCE(pt.v, '') || ')' AS v, {_PHASE_JSON} AS doc
+        FROM phases p LEFT JOIN phase_tasks pt ON pt.phase_id = p.id
+        WHERE pt.phase_id IS NOT NULL OR ($2 = 0 AND NOT EXISTS (SELECT FROM tasks t WHERE t.phase_id = p.id))
+    )
+    SELECT convert_to('{{"run_id":"' || r.id::text || '","phases":['
+                      || COALESCE((SELECT string_agg(doc, ',' ORDER BY group_number, name) FROM page_phases), '')
+                      || ']}}', 'UTF8') AS body,
+           (SELECT count(*) FROM steps) AS total,
+           md5((SELECT count(*) FROM steps) || ':'
+               || COALESCE((SELECT string_agg(v, ',' ORDER BY group_number, name) FROM page_phases), '')) AS version
+    FROM pipeline_runs r WHERE r.id = $1
+"""  # noqa: S608

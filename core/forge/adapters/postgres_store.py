@@ -20,8 +20,10 @@ from asyncpg.pool import PoolConnectionProxy
 
 from forge.adapters._postgres_executions import (
     apply_events,
+    created_changes,
     plan_columns,
     read_executions,
+    record_changes,
     roll_up_run,
     roll_up_tasks,
 )
@@ -36,20 +38,28 @@ from forge.adapters._postgres_rows import (
 from forge.adapters._postgres_sql import (
     RUNS,
     SELECT_RUNS,
+    SQL_CHANGES_SINCE,
     SQL_CLAIM_DISCOVERY,
     SQL_CLAIM_EXECUTION,
+    SQL_EXECUTIONS_JSON,
     SQL_FAIL_DISCOVERY,
     SQL_INSERT_PHASES,
     SQL_INSERT_RUN,
     SQL_INSERT_STEPS,
     SQL_INSERT_TASKS,
+    SQL_LAST_CHANGE,
+    SQL_LOCK_RUN,
     SQL_LOCK_STEPS_OF_RUN,
+    SQL_PRUNE_CHANGES,
     SQL_RECORD_DISCOVERY,
     SQL_REQUEST_CANCEL,
+    SQL_RUN_JSON,
+    SQL_RUN_OF_STEP,
+    SQL_RUNS_JSON,
     SQL_SET_RUN_STATUS,
     SQL_SET_WORKFLOW,
     SQL_SETTLE_DISCOVERY,
-    SQL_SWEEP_STEPS,
+    SQL_SWEEP_STEPS_RETURNING,
     UNFINISHED,
 )
 from forge.domain.discovery import DiscoveryResult
@@ -58,11 +68,23 @@ from forge.domain.events import StepEvent
 from forge.domain.plan import plan_executions
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
-from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
+from forge.ports.changes import CHANGES_KEPT, change_of, run_change
+from forge.ports.store import (
+    JsonDocument,
+    NewRepository,
+    NewRun,
+    Page,
+    RunChange,
+    RunExecutions,
+    RunFilter,
+    RunSnapshot,
+)
 
-__all__ = ["MAX_PAGE", "PostgresStore", "migration_files"]
+__all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "PostgresStore", "migration_files"]
 
 MAX_PAGE = 1000
+#: The most steps one ``executions_json`` page holds.
+MAX_STEPS_PAGE = 10_000
 #: ``pg_advisory_xact_lock`` key serialising migrations across processes ("forge" in ASCII).
 _MIGRATION_LOCK = 0x666F726765
 
@@ -185,18 +207,21 @@ class PostgresStore:
                     f"repository {new.repository!r} is disabled; enable it to accept runs",
                     details={"repository": new.repository},
                 )
-            row = await self._pool.fetchrow(
-                SQL_INSERT_RUN,
-                repo["id"],
-                new.branch,
-                new.commit_sha,
-                new.base_sha,
-                str(new.trigger),
-                new.triggered_by,
-                new.github_context,
-            )
-            if row is not None:
-                return run_from_row(row), True
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    SQL_INSERT_RUN,
+                    repo["id"],
+                    new.branch,
+                    new.commit_sha,
+                    new.base_sha,
+                    str(new.trigger),
+                    new.triggered_by,
+                    new.github_context,
+                )
+                if row is not None:
+                    run = run_from_row(row)
+                    await record_changes(conn, [run_change(run)])
+                    return run, True
             # Lost the race or a repeat: the conflicting row is committed, so this statement sees it.
             row = await self._pool.fetchrow(
                 f"{SELECT_RUNS} WHERE r.repository_id = $1 AND r.commit_sha = $2", repo["id"], new.commit_sha
@@ -214,26 +239,7 @@ class PostgresStore:
 
     async def list_runs(self, flt: RunFilter, *, limit: int, offset: int) -> Page[PipelineRun]:
         _check_page(limit, offset)
-        wanted: dict[str, Any] = {
-            "repository": flt.repository,
-            "branch": flt.branch,
-            "status": flt.status,
-            "commit_sha": flt.commit_sha,
-            **flt.extra,
-        }
-        unknown = sorted(set(wanted) - set(_FILTER_COLUMNS))
-        if unknown:
-            raise InvalidInputError(
-                f"unknown run filter(s) {', '.join(unknown)}; known: {', '.join(_FILTER_COLUMNS)}",
-                details={"filters": unknown},
-            )
-        clauses: list[str] = []
-        args: list[Any] = []
-        for key, value in wanted.items():
-            if value is not None:
-                args.append(str(value))
-                clauses.append(f"{_FILTER_COLUMNS[key]} = ${len(args)}")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _run_where(flt)
         n = len(args)
         with translate_errors("listing runs"):
             rows = await self._pool.fetch(
@@ -249,17 +255,37 @@ class PostgresStore:
                 total = await self._pool.fetchval(f"SELECT count(*) FROM {RUNS} {where}", *args)  # noqa: S608
         return Page([run_from_row(r) for r in rows], int(total), limit, offset)
 
+    async def run_json(self, run_id: UUID) -> JsonDocument:
+        with translate_errors(f"reading run {run_id}"):
+            row = await self._pool.fetchrow(SQL_RUN_JSON, run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+        return JsonDocument(row["body"], row["version"])
+
+    async def runs_json(self, flt: RunFilter, *, limit: int, offset: int) -> JsonDocument:
+        _check_page(limit, offset)
+        where, args = _run_where(flt)
+        n = len(args)
+        sql = SQL_RUNS_JSON.replace("{where}", where).replace("{limit}", f"${n + 1}").replace("{offset}", f"${n + 2}")
+        with translate_errors("listing runs"):
+            row = await self._pool.fetchrow(sql, *args, limit, offset)
+        assert row is not None  # an aggregate over one count row
+        return JsonDocument(row["body"], row["version"], int(row["total"]))
+
     # -- discovery ------------------------------------------------------------------------------------
 
     async def claim_discovery(self, *, limit: int) -> list[PipelineRun]:
         if limit < 1:
             raise InvalidInputError(f"claim_discovery: limit must be at least 1, got {limit}")
         with translate_errors("claiming discovery work"):
-            rows = await self._pool.fetch(
-                SQL_CLAIM_DISCOVERY,
-                limit,
-            )
-        return [run_from_row(r) for r in rows]
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    SQL_CLAIM_DISCOVERY,
+                    limit,
+                )
+                claimed = [run_from_row(r) for r in rows]
+                await record_changes(conn, [run_change(r) for r in claimed])
+        return claimed
 
     async def runs_discovering(self) -> list[PipelineRun]:
         with translate_errors("listing runs in discovery"):
@@ -282,8 +308,10 @@ class PostgresStore:
                     )
                 ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.SUCCESS)
                 row = await conn.fetchrow(SQL_RECORD_DISCOVERY, run_id, discovery.model_dump(mode="json"), object_key)
-        assert row is not None
-        return run_from_row(row)
+                assert row is not None
+                recorded = run_from_row(row)
+                await record_changes(conn, [run_change(recorded)])
+        return recorded
 
     async def fail_discovery(self, run_id: UUID, error: str, *, code: str) -> PipelineRun:
         with translate_errors(f"failing the discovery of run {run_id}"):
@@ -294,8 +322,10 @@ class PostgresStore:
                 ensure_transition(f"run {run_id} discovery", current.discovery_status, Status.FAILED)
                 ensure_transition(f"run {run_id}", current.status, Status.FAILED)
                 row = await conn.fetchrow(SQL_FAIL_DISCOVERY, run_id, error, code)
-        assert row is not None
-        return run_from_row(row)
+                assert row is not None
+                failed = run_from_row(row)
+                await record_changes(conn, [run_change(failed)])
+        return failed
 
     # -- execution control (the controller) -----------------------------------------------------------
 
@@ -315,8 +345,10 @@ class PostgresStore:
                 if current.status.is_final:
                     raise ConflictError(f"run {run_id} is already {current.status}", details={"run_id": str(run_id)})
                 row = await conn.fetchrow(SQL_SET_WORKFLOW, run_id, workflow_name)
-        assert row is not None
-        return run_from_row(row)
+                assert row is not None
+                updated = run_from_row(row)
+                await record_changes(conn, [run_change(updated)])
+        return updated
 
     async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
         if limit < 1:
@@ -352,14 +384,21 @@ class PostgresStore:
                     )
                 ensure_transition(f"run {run_id}", current.status, status)
                 await conn.fetch(SQL_LOCK_STEPS_OF_RUN, run_id)
-                await conn.execute(SQL_SWEEP_STEPS, run_id)
-                await conn.execute(SQL_SETTLE_DISCOVERY, run_id)
-                await roll_up_run(conn, run_id)
+                swept = await conn.fetch(SQL_SWEEP_STEPS_RETURNING, run_id)
+                changes = [change_of(run_id, "step", r["id"], r) for r in swept]
+                settled = await conn.execute(SQL_SETTLE_DISCOVERY, run_id)
+                changes += await roll_up_run(conn, run_id)
                 if current.status == status:
+                    if settled != "UPDATE 0":
+                        changes.append(run_change(await _lock_run(conn, run_id)))
+                    await record_changes(conn, changes)
                     return current
                 row = await conn.fetchrow(SQL_SET_RUN_STATUS, run_id, status, error, code)
-        assert row is not None
-        return run_from_row(row)
+                assert row is not None
+                finished = run_from_row(row)
+                await record_changes(conn, [*changes, run_change(finished)])
+                await conn.execute(SQL_PRUNE_CHANGES, CHANGES_KEPT.total_seconds())
+        return finished
 
     async def request_cancel(self, run_id: UUID) -> PipelineRun:
         with translate_errors(f"requesting the cancel of run {run_id}"):
@@ -371,7 +410,11 @@ class PostgresStore:
                         details={"run_id": str(run_id), "run_status": str(current.status)},
                     )
                 row = await conn.fetchrow(SQL_REQUEST_CANCEL, run_id)
-        return current if row is None else run_from_row(row)  # None: asked before
+                if row is None:
+                    return current  # asked before
+                asked = run_from_row(row)
+                await record_changes(conn, [run_change(asked)])
+        return asked
 
     async def runs_cancel_requested(self) -> list[PipelineRun]:
         with translate_errors("listing runs to cancel"):
@@ -393,6 +436,7 @@ class PostgresStore:
                     await conn.execute(SQL_INSERT_PHASES, run_id, *phases)
                     await conn.execute(SQL_INSERT_TASKS, run_id, *tasks)
                     await conn.execute(SQL_INSERT_STEPS, run_id, *steps)
+                    await record_changes(conn, await created_changes(conn, run_id))
                 return await read_executions(conn, run_id)
 
     async def get_executions(self, run_id: UUID) -> RunExecutions:
@@ -401,6 +445,14 @@ class PostgresStore:
                 if not await conn.fetchval("SELECT true FROM pipeline_runs WHERE id = $1", run_id):
                     raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
                 return await read_executions(conn, run_id)
+
+    async def executions_json(self, run_id: UUID, *, limit: int, offset: int) -> JsonDocument:
+        _check_page(limit, offset, maximum=MAX_STEPS_PAGE)
+        with translate_errors(f"reading the executions of run {run_id}"):
+            row = await self._pool.fetchrow(SQL_EXECUTIONS_JSON, run_id, offset, limit)
+        if row is None:
+            raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+        return JsonDocument(row["body"], row["version"], int(row["total"]))
 
     async def get_step(self, step_id: UUID) -> StepExecution:
         with translate_errors(f"reading step {step_id}"):
@@ -419,6 +471,9 @@ class PostgresStore:
     async def fail_step(self, step_id: UUID, message: str | None) -> StepExecution:
         with translate_errors(f"failing step {step_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
+                run_id = await conn.fetchval(SQL_RUN_OF_STEP, step_id)
+                if run_id is not None:  # locked before the step, as every writer of a run's changes does
+                    await conn.execute(SQL_LOCK_RUN, run_id)
                 row = await conn.fetchrow("SELECT * FROM step_executions WHERE id = $1 FOR UPDATE", step_id)
                 if row is None:
                     raise NotFoundError(f"step {step_id} does not exist", details={"step_id": str(step_id)})
@@ -433,8 +488,27 @@ class PostgresStore:
                     now,
                 )
                 assert row is not None
-                await roll_up_tasks(conn, [row["task_id"]])
+                changes = [change_of(run_id, "step", step_id, row), *await roll_up_tasks(conn, [row["task_id"]])]
+                await record_changes(conn, changes)
         return step_from_row(row)
+
+    # -- watching runs (GET /v1/runs/{id}/events) -----------------------------------------------------
+
+    async def changes_since(self, run_id: UUID, after: int, *, limit: int) -> list[RunChange]:
+        _check_page(limit, 0)
+        with translate_errors(f"reading the changes of run {run_id}"):
+            rows = await self._pool.fetch(SQL_CHANGES_SINCE, run_id, max(after, 0), limit)
+        return [_change_from_row(r) for r in rows]
+
+    async def run_snapshot(self, run_id: UUID) -> RunSnapshot:
+        with translate_errors(f"reading run {run_id} with its executions"):
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                row = await conn.fetchrow(f"{SELECT_RUNS} WHERE r.id = $1", run_id)
+                if row is None:
+                    raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
+                executions = await read_executions(conn, run_id)
+                last = await conn.fetchval(SQL_LAST_CHANGE, run_id)
+        return RunSnapshot(run_from_row(row), executions, int(last))
 
 
 # -- executions: one transaction each, locks taken in the order run -> steps -> tasks -> phases ---------
@@ -447,8 +521,38 @@ async def _lock_run(conn: PoolConnectionProxy[asyncpg.Record], run_id: UUID) -> 
     return run_from_row(row)
 
 
-def _check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE}, got {limit}", details={"limit": limit})
+def _change_from_row(row: asyncpg.Record) -> RunChange:
+    return RunChange(
+        row["id"], row["run_id"], row["kind"], row["entity_id"], Status(row["status"]), row["body"], row["at"]
+    )
+
+
+def _run_where(flt: RunFilter) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (``$1..$n``) and its arguments of a run filter; ``InvalidInputError`` for an unknown one."""
+    wanted: dict[str, Any] = {
+        "repository": flt.repository,
+        "branch": flt.branch,
+        "status": flt.status,
+        "commit_sha": flt.commit_sha,
+        **flt.extra,
+    }
+    unknown = sorted(set(wanted) - set(_FILTER_COLUMNS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown run filter(s) {', '.join(unknown)}; known: {', '.join(_FILTER_COLUMNS)}",
+            details={"filters": unknown},
+        )
+    clauses: list[str] = []
+    args: list[Any] = []
+    for key, value in wanted.items():
+        if value is not None:
+            args.append(str(value))
+            clauses.append(f"{_FILTER_COLUMNS[key]} = ${len(args)}")
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
+def _check_page(limit: int, offset: int, *, maximum: int = MAX_PAGE) -> None:
+    if not 1 <= limit <= maximum:
+        raise InvalidInputError(f"limit must be between 1 and {maximum}, got {limit}", details={"limit": limit})
     if offset < 0:
         raise InvalidInputError(f"offset must not be negative, got {offset}", details={"offset": offset})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
 from forge.domain.discovery import DiscoveryResult
@@ -21,15 +21,19 @@ from forge.domain.status import Status
 from forge.errors import NotFoundError
 
 __all__ = [
+    "ChangeKind",
     "Database",
     "ExecutionDetail",
     "ExecutionStore",
+    "JsonDocument",
     "NewRepository",
     "NewRun",
     "Page",
     "RepositoryStore",
+    "RunChange",
     "RunExecutions",
     "RunFilter",
+    "RunSnapshot",
     "RunStore",
 ]
 
@@ -85,6 +89,25 @@ _NO_DETAIL = ExecutionDetail()
 
 
 @dataclass(frozen=True, slots=True)
+class JsonDocument:
+    """A read already encoded as the JSON the API sends (UTF-8), built from one consistent snapshot.
+
+    The ``*_json`` reads of ``RunStore`` and ``ExecutionStore`` return these so that a hot read costs
+    one round trip and no model is built per row: the database (or the memory store) writes the
+    bytes. Each method documents its shape; the API's response models (``forge.api.schemas``) are
+    the schema, and the compliance suite checks every adapter byte for byte against them.
+    """
+
+    body: bytes
+    version: str
+    """Opaque and cheap: equal while the rows the body was built from are unchanged, different as
+    soon as any of them changed (an ``ETag`` is made from it). Only comparable between reads of the
+    same method with the same arguments on the same adapter."""
+    total: int = 1
+    """For a page: how many items there are in all (steps of the run, runs matching the filter)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunExecutions:
     """The execution tree of one run: phases (by group, then name), tasks (by project), steps (declared order)."""
 
@@ -134,6 +157,37 @@ class RunExecutions:
         return phase, task, step
 
 
+ChangeKind = Literal["run", "phase", "task", "step"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """One status change of a run or of one of its phases, tasks or steps (``GET /v1/runs/{id}/events``).
+
+    Written by the store in the transaction that made the change; ``id`` grows with every change of
+    the store and, within one run, in commit order. ``body`` is what a watcher needs to update its view
+    (``forge.ports.changes``: the entity's status fields; the first change of a phase, task or step
+    also names it and its parent).
+    """
+
+    id: int
+    run_id: UUID
+    kind: ChangeKind
+    entity_id: UUID
+    status: Status
+    body: dict[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """A run and its executions as of ``last_change``, the newest change of the run they include."""
+
+    run: PipelineRun
+    executions: RunExecutions
+    last_change: int
+
+
 class Database(Protocol):
     async def migrate(self) -> list[str]:
         """Apply pending migrations in order (one at a time across processes); names applied."""
@@ -163,6 +217,17 @@ class RunStore(Protocol):
     async def get_run(self, run_id: UUID) -> PipelineRun: ...
 
     async def list_runs(self, flt: RunFilter, *, limit: int, offset: int) -> Page[PipelineRun]: ...
+
+    async def run_json(self, run_id: UUID) -> JsonDocument:
+        """``get_run`` as JSON: an object with the fields of ``PipelineRun`` in declaration order but
+        ``github_context``; timestamps ISO 8601 in UTC with ``Z``, microseconds only when non-zero
+        (pydantic's form). ``discovery`` is the stored JSON as is, in jsonb's text form (keys by
+        length then bytes, ``", "`` and ``": "`` separators), never parsed. ``NotFoundError`` for no run.
+        """
+
+    async def runs_json(self, flt: RunFilter, *, limit: int, offset: int) -> JsonDocument:
+        """``list_runs`` as ``{"items": [run_json objects], "total": n, "limit": limit, "offset": offset}``
+        (no spaces); ``total`` also in ``JsonDocument.total``."""
 
     async def claim_discovery(self, *, limit: int) -> list[PipelineRun]:
         """Atomically move runs whose discovery is ``pending`` to ``running`` and return them.
@@ -210,6 +275,16 @@ class RunStore(Protocol):
     async def runs_cancel_requested(self) -> list[PipelineRun]:
         """Unfinished runs whose cancel was requested, oldest request first."""
 
+    async def changes_since(self, run_id: UUID, after: int, *, limit: int) -> list[RunChange]:
+        """The run's changes with an id above ``after``, oldest first, at most ``limit`` (1..1000).
+
+        An unknown run has none. Changes of runs finished more than 24 h ago are pruned.
+        """
+
+    async def run_snapshot(self, run_id: UUID) -> RunSnapshot:
+        """The run, its executions and its newest change id, read at one moment (one snapshot), so the
+        changes after ``last_change`` are exactly what happened since; ``NotFoundError`` for no run."""
+
 
 class ExecutionStore(Protocol):
     async def create_executions(self, run_id: UUID, discovery: DiscoveryResult) -> RunExecutions:
@@ -221,6 +296,18 @@ class ExecutionStore(Protocol):
 
     async def get_executions(self, run_id: UUID) -> RunExecutions:
         """The run's executions (empty before ``create_executions``); ``NotFoundError`` for no run."""
+
+    async def executions_json(self, run_id: UUID, *, limit: int, offset: int) -> JsonDocument:
+        """``get_executions`` as the tree ``{"run_id", "phases": [phase + started_at, completed_at,
+        "tasks": [task + started_at, completed_at, "steps": [step + started_at, completed_at,
+        message]]]}`` (the fields of the entities in declaration order, encoded as ``run_json`` does).
+
+        Paged over steps in tree order (phase group and name, task project, step position and name):
+        the steps ``offset`` to ``offset + limit``, under the phases and tasks they belong to. Tasks
+        and phases without steps appear on the page at offset 0 only, so one page holding every step
+        is the whole tree. ``JsonDocument.total`` is the number of steps of the run. ``NotFoundError``
+        for no run.
+        """
 
     async def get_step(self, step_id: UUID) -> StepExecution: ...
 

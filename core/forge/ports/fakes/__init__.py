@@ -5,7 +5,16 @@ against a fake behaves the same on the real service.
 """
 
 from forge.ports.fakes.memory_bus import MemoryBus, MemoryMessage, MemoryServer, MemorySubscription
+from forge.ports.fakes.memory_changes import MemoryChangeFeed
 from forge.ports.fakes.memory_engine import MemoryEngine
 from forge.ports.fakes.memory_store import MemoryStore
 
-__all__ = ["MemoryBus", "MemoryEngine", "MemoryMessage", "MemoryServer", "MemoryStore", "MemorySubscription"]
+__all__ = [
+    "MemoryBus",
+    "MemoryChangeFeed",
+    "MemoryEngine",
+    "MemoryMessage",
+    "MemoryServer",
+    "MemoryStore",
+    "MemorySubscription",
+]

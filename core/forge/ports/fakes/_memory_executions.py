@@ -15,6 +15,8 @@ from forge.domain.events import StepEvent, StepState, advance
 from forge.domain.plan import ExecutionPlan
 from forge.domain.rollup import settle
 from forge.domain.status import Status
+from forge.ports.changes import NewChange, change_of, created
+from forge.ports.fakes._memory_changes import record_changes, values_of
 from forge.ports.fakes._memory_rows import (
     PhaseRow,
     RunRow,
@@ -38,7 +40,9 @@ __all__ = [
     "read_executions",
     "roll_up_run",
     "roll_up_tasks",
+    "run_of_step",
     "stamp",
+    "step_change",
     "sweep_steps",
 ]
 
@@ -79,6 +83,19 @@ def create_executions(tables: Tables, run: RunRow, plan: ExecutionPlan, now: dat
         step = StepRow(uuid4(), task_id, name, action, target, position, now, now)
         tables.steps[step.id] = step
         tables.steps_of[task_id].append(step.id)
+    record_changes(tables, _created(tables, run.id), now)
+
+
+def _created(tables: Tables, run_id: UUID) -> list[NewChange]:
+    """The first change of every phase, task and step of the run, in ``read_executions``' order."""
+    phases = sorted((tables.phases[p] for p in tables.phases_of.get(run_id, ())), key=lambda p: (p.group, p.name))
+    tasks = [t for p in phases for t in sorted((tables.tasks[i] for i in tables.tasks_of[p.id]), key=_project)]
+    steps = [s for t in tasks for s in sorted((tables.steps[i] for i in tables.steps_of[t.id]), key=_position_and_name)]
+    return [
+        *(created(run_id, "phase", p.id, values_of(p)) for p in phases),
+        *(created(run_id, "task", t.id, values_of(t)) for t in tasks),
+        *(created(run_id, "step", s.id, values_of(s)) for s in steps),
+    ]
 
 
 def read_executions(tables: Tables, run_id: UUID) -> RunExecutions:
@@ -118,38 +135,65 @@ def apply_events(tables: Tables, events: Sequence[StepEvent], now: datetime, wha
         row.started_at = None if state.started_at is None else utc(state.started_at)
         row.completed_at = None if state.completed_at is None else utc(state.completed_at)
         row.updated_at = now
-    roll_up_tasks(tables, {tables.steps[i].task_id for i in changed}, now)
+    changes = [change_of(run_of_step(tables, i), "step", i, values_of(tables.steps[i])) for i in changed]
+    changes += roll_up_tasks(tables, {tables.steps[i].task_id for i in changed}, now)
+    record_changes(tables, changes, now)
     return len(changed)
 
 
-def roll_up_tasks(tables: Tables, task_ids: Collection[UUID], now: datetime) -> None:
-    """Settle the tasks from their steps, then the phases of the tasks that changed."""
+def run_of_step(tables: Tables, step_id: UUID) -> UUID:
+    return tables.phases[tables.tasks[tables.steps[step_id].task_id].phase_id].run_id
+
+
+def step_change(tables: Tables, step: StepRow) -> NewChange:
+    return change_of(run_of_step(tables, step.id), "step", step.id, values_of(step))
+
+
+def roll_up_tasks(tables: Tables, task_ids: Collection[UUID], now: datetime) -> list[NewChange]:
+    """Settle the tasks from their steps, then the phases of the tasks that changed; their changes."""
     phases: set[UUID] = set()
+    changes: list[NewChange] = []
     for task_id in task_ids:
         task = tables.tasks[task_id]
         children = [tables.steps[s].status for s in tables.steps_of[task_id]]
         if children and _settle(task, children, now):
             phases.add(task.phase_id)
+            changes.append(_task_change(tables, task))
     for phase_id in phases:
         phase = tables.phases[phase_id]
-        _settle(phase, [tables.tasks[t].status for t in tables.tasks_of[phase_id]], now)
+        if _settle(phase, [tables.tasks[t].status for t in tables.tasks_of[phase_id]], now):
+            changes.append(change_of(phase.run_id, "phase", phase.id, values_of(phase)))
+    return changes
 
 
-def roll_up_run(tables: Tables, run_id: UUID, now: datetime) -> None:
-    """Settle every task, then every phase, of the run (a task or phase without children too)."""
-    for task in tables.run_tasks(run_id):
-        _settle(task, [tables.steps[s].status for s in tables.steps_of[task.id]], now)
+def roll_up_run(tables: Tables, run_id: UUID, now: datetime) -> list[NewChange]:
+    """Settle every task, then every phase, of the run (a task or phase without children too); their changes."""
+    changes = [
+        _task_change(tables, task)
+        for task in tables.run_tasks(run_id)
+        if _settle(task, [tables.steps[s].status for s in tables.steps_of[task.id]], now)
+    ]
     for phase_id in tables.phases_of.get(run_id, ()):
-        _settle(tables.phases[phase_id], [tables.tasks[t].status for t in tables.tasks_of[phase_id]], now)
+        phase = tables.phases[phase_id]
+        if _settle(phase, [tables.tasks[t].status for t in tables.tasks_of[phase_id]], now):
+            changes.append(change_of(run_id, "phase", phase_id, values_of(phase)))
+    return changes
 
 
-def sweep_steps(tables: Tables, run_id: UUID, now: datetime) -> None:
-    """A finished run leaves nothing pending (now skipped) or running (now cancelled)."""
+def _task_change(tables: Tables, task: TaskRow) -> NewChange:
+    return change_of(tables.phases[task.phase_id].run_id, "task", task.id, values_of(task))
+
+
+def sweep_steps(tables: Tables, run_id: UUID, now: datetime) -> list[NewChange]:
+    """A finished run leaves nothing pending (now skipped) or running (now cancelled); the swept steps' changes."""
+    changes: list[NewChange] = []
     for step in tables.run_steps(run_id):
         if step.status in _UNFINISHED:
             step.status = Status.SKIPPED if step.status is Status.PENDING else Status.CANCELLED
             step.completed_at = step.completed_at or now
             step.updated_at = now
+            changes.append(change_of(run_id, "step", step.id, values_of(step)))
+    return changes
 
 
 def stamp(row: RunRow | PhaseRow | TaskRow, status: Status, now: datetime) -> None:

@@ -25,6 +25,7 @@ from forge.ports.store import ExecutionDetail
 __all__ = [
     "REPO_NAME",
     "SHA",
+    "ChangeRow",
     "Clock",
     "PhaseRow",
     "RepositoryRow",
@@ -151,6 +152,17 @@ class StepRow:
     completed_at: datetime | None = None
 
 
+@dataclass(slots=True)
+class ChangeRow:
+    id: int
+    run_id: UUID
+    kind: str
+    entity_id: UUID
+    status: str
+    body: str  # jsonb text
+    at: datetime
+
+
 class Tables:
     """Every row, by id, with the unique keys and child lists the store looks rows up by."""
 
@@ -166,6 +178,9 @@ class Tables:
         self.phases_of: dict[UUID, list[UUID]] = {}  # run -> phases
         self.tasks_of: dict[UUID, list[UUID]] = {}  # phase -> tasks
         self.steps_of: dict[UUID, list[UUID]] = {}  # task -> steps
+        self.changes_of: dict[UUID, list[ChangeRow]] = {}  # run -> run_changes, by id
+        self.last_change_id = 0  # the bigserial of run_changes
+        self.change_listeners: list[Callable[[UUID], None]] = []  # NOTIFY run_changes
 
     def run_tasks(self, run_id: UUID) -> list[TaskRow]:
         return [self.tasks[t] for p in self.phases_of.get(run_id, ()) for t in self.tasks_of[p]]

@@ -16,6 +16,8 @@ from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
+from forge.ports.changes import run_change
+from forge.ports.fakes._memory_changes import prune_changes, record_changes
 from forge.ports.fakes._memory_executions import roll_up_run, stamp, sweep_steps
 from forge.ports.fakes._memory_rows import SHA, RunRow, Tables, check_text, check_violation, jsonb, run_entity
 from forge.ports.store import NewRun, RunFilter
@@ -94,6 +96,7 @@ def insert_run(tables: Tables, new: NewRun, now: datetime, what: str) -> tuple[R
     )
     tables.runs[row.id] = row
     tables.run_by_commit[repo_id, row.commit_sha] = row.id
+    record_changes(tables, [run_change(run_entity(tables, row))], now)
     return row, True
 
 
@@ -131,10 +134,13 @@ def claim_discovery(tables: Tables, limit: int, now: datetime) -> list[RunRow]:
         row.discovery_status = row.status = Status.RUNNING
         row.started_at = row.started_at or now
         row.updated_at = now
+    record_changes(tables, [run_change(run_entity(tables, r)) for r in claimed], now)
     return claimed
 
 
-def record_discovery(row: RunRow, discovery: DiscoveryResult, object_key: str, now: datetime, what: str) -> None:
+def record_discovery(
+    tables: Tables, row: RunRow, discovery: DiscoveryResult, object_key: str, now: datetime, what: str
+) -> None:
     if row.discovery_status == Status.SUCCESS:
         if row.discovery_key == object_key:
             return  # the same result delivered twice
@@ -146,9 +152,10 @@ def record_discovery(row: RunRow, discovery: DiscoveryResult, object_key: str, n
     check_text(what, object_key)
     row.discovery = jsonb(what, discovery.model_dump(mode="json"))
     row.discovery_status, row.discovery_key, row.updated_at = Status.SUCCESS, object_key, now
+    record_changes(tables, [run_change(run_entity(tables, row))], now)
 
 
-def fail_discovery(row: RunRow, error: str, code: str, now: datetime, what: str) -> None:
+def fail_discovery(tables: Tables, row: RunRow, error: str, code: str, now: datetime, what: str) -> None:
     if row.discovery_status == Status.FAILED and row.status == Status.FAILED:
         return  # repeat: the first error stays
     ensure_transition(f"run {row.id} discovery", row.discovery_status, Status.FAILED)
@@ -158,9 +165,12 @@ def fail_discovery(row: RunRow, error: str, code: str, now: datetime, what: str)
     row.error, row.error_code = error, code
     row.completed_at = row.completed_at or now
     row.updated_at = now
+    record_changes(tables, [run_change(run_entity(tables, row))], now)
 
 
-def set_workflow(row: RunRow, workflow_name: str, replaces: str | None, now: datetime, what: str) -> None:
+def set_workflow(
+    tables: Tables, row: RunRow, workflow_name: str, replaces: str | None, now: datetime, what: str
+) -> None:
     if row.workflow_name == workflow_name:
         return
     if row.workflow_name is not None and row.workflow_name != replaces:
@@ -172,6 +182,7 @@ def set_workflow(row: RunRow, workflow_name: str, replaces: str | None, now: dat
         raise ConflictError(f"run {row.id} is already {row.status}", details={"run_id": str(row.id)})
     check_text(what, workflow_name)
     row.workflow_name, row.updated_at = workflow_name, now
+    record_changes(tables, [run_change(run_entity(tables, row))], now)
 
 
 def claim_execution(tables: Tables, limit: int, stale_after: float, now: datetime) -> list[RunRow]:
@@ -204,20 +215,27 @@ def finish_run(
     if row.status != status:
         check_text(what, error, code)
     before = run_entity(tables, row)
-    sweep_steps(tables, row.id, now)
-    if row.discovery_status in UNFINISHED:  # a run that ends before its discovery did
+    changes = sweep_steps(tables, row.id, now)
+    settled = row.discovery_status in UNFINISHED
+    if settled:  # a run that ends before its discovery did
         row.discovery_status = Status.CANCELLED if row.discovery_status == Status.RUNNING else Status.SKIPPED
         row.updated_at = now
-    roll_up_run(tables, row.id, now)
+    changes += roll_up_run(tables, row.id, now)
     if before.status == status:
+        if settled:
+            changes.append(run_change(run_entity(tables, row)))
+        record_changes(tables, changes, now)
         return before
     row.error = error if error is not None else row.error
     row.error_code = code if code is not None else row.error_code
     stamp(row, status, now)
-    return run_entity(tables, row)
+    finished = run_entity(tables, row)
+    record_changes(tables, [*changes, run_change(finished)], now)
+    prune_changes(tables, now)
+    return finished
 
 
-def request_cancel(row: RunRow, now: datetime) -> None:
+def request_cancel(tables: Tables, row: RunRow, now: datetime) -> None:
     if row.status.is_final:
         raise ConflictError(
             f"run {row.id} is already {row.status}",
@@ -225,3 +243,4 @@ def request_cancel(row: RunRow, now: datetime) -> None:
         )
     if row.cancel_requested_at is None:
         row.cancel_requested_at = row.updated_at = now
+        record_changes(tables, [run_change(run_entity(tables, row))], now)

@@ -28,12 +28,15 @@ from forge.domain.events import StepEvent
 from forge.domain.plan import plan_executions
 from forge.domain.status import Status
 from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from forge.ports.fakes import _memory_json as documents
 from forge.ports.fakes import _memory_runs as runs
+from forge.ports.fakes._memory_changes import changes_since, last_change, record_changes
 from forge.ports.fakes._memory_executions import (
     apply_events,
     create_executions,
     read_executions,
     roll_up_tasks,
+    step_change,
 )
 from forge.ports.fakes._memory_rows import (
     REPO_NAME,
@@ -48,12 +51,22 @@ from forge.ports.fakes._memory_rows import (
     run_entity,
     step_entity,
 )
-from forge.ports.store import NewRepository, NewRun, Page, RunExecutions, RunFilter
+from forge.ports.store import (
+    JsonDocument,
+    NewRepository,
+    NewRun,
+    Page,
+    RunChange,
+    RunExecutions,
+    RunFilter,
+    RunSnapshot,
+)
 
-__all__ = ["MAX_PAGE", "MemoryStore"]
+__all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "MemoryStore"]
 
 #: As ``PostgresStore``.
 MAX_PAGE = 1000
+MAX_STEPS_PAGE = 10_000
 _ENDINGS = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
 
 
@@ -100,6 +113,10 @@ class MemoryStore:
     def testing_set_repository_enabled(self, name: str, enabled: bool) -> None:
         row = self._t.repositories[self._t.repository_by_name[name]]
         row.enabled, row.updated_at = enabled, self._t.clock.now()
+
+    def testing_change_listeners(self) -> list[Callable[[UUID], None]]:
+        """What ``MemoryChangeFeed`` LISTENs with: called with the run id of every committed change."""
+        return self._t.change_listeners
 
     def testing_set_run_status(self, run_id: UUID, status: Status) -> None:
         """Set the status alone, as ``UPDATE pipeline_runs SET status = ...`` would."""
@@ -178,6 +195,17 @@ class MemoryStore:
         rows = runs.filter_runs(self._t, tests, "listing runs")
         return Page([self._entity(r) for r in rows[offset : offset + limit]], len(rows), limit, offset)
 
+    async def run_json(self, run_id: UUID) -> JsonDocument:
+        await self._enter(f"reading run {run_id}")
+        return documents.run_json(self._t, self._row(run_id))
+
+    async def runs_json(self, flt: RunFilter, *, limit: int, offset: int) -> JsonDocument:
+        _check_page(limit, offset)
+        tests = runs.run_filter(flt)
+        await self._enter("listing runs")
+        rows = runs.filter_runs(self._t, tests, "listing runs")
+        return documents.runs_json(self._t, rows[offset : offset + limit], len(rows), limit, offset)
+
     # -- discovery ------------------------------------------------------------------------------------
 
     async def claim_discovery(self, *, limit: int) -> list[PipelineRun]:
@@ -194,14 +222,14 @@ class MemoryStore:
         what = f"recording the discovery of run {run_id}"
         now = await self._enter(what)
         row = self._row(run_id)
-        runs.record_discovery(row, discovery, object_key, now, what)
+        runs.record_discovery(self._t, row, discovery, object_key, now, what)
         return self._entity(row)
 
     async def fail_discovery(self, run_id: UUID, error: str, *, code: str) -> PipelineRun:
         what = f"failing the discovery of run {run_id}"
         now = await self._enter(what)
         row = self._row(run_id)
-        runs.fail_discovery(row, error, code, now, what)
+        runs.fail_discovery(self._t, row, error, code, now, what)
         return self._entity(row)
 
     # -- execution control (the controller) -----------------------------------------------------------
@@ -212,7 +240,7 @@ class MemoryStore:
         what = f"recording the workflow of run {run_id}"
         now = await self._enter(what)
         row = self._row(run_id)
-        runs.set_workflow(row, workflow_name, replaces, now, what)
+        runs.set_workflow(self._t, row, workflow_name, replaces, now, what)
         return self._entity(row)
 
     async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
@@ -243,7 +271,7 @@ class MemoryStore:
     async def request_cancel(self, run_id: UUID) -> PipelineRun:
         now = await self._enter(f"requesting the cancel of run {run_id}")
         row = self._row(run_id)
-        runs.request_cancel(row, now)
+        runs.request_cancel(self._t, row, now)
         return self._entity(row)
 
     async def runs_cancel_requested(self) -> list[PipelineRun]:
@@ -268,6 +296,12 @@ class MemoryStore:
         self._row(run_id)
         return read_executions(self._t, run_id)
 
+    async def executions_json(self, run_id: UUID, *, limit: int, offset: int) -> JsonDocument:
+        _check_page(limit, offset, maximum=MAX_STEPS_PAGE)
+        await self._enter(f"reading the executions of run {run_id}")
+        self._row(run_id)
+        return documents.executions_json(self._t, run_id, limit, offset)
+
     async def get_step(self, step_id: UUID) -> StepExecution:
         await self._enter(f"reading step {step_id}")
         return step_entity(self._step(step_id))
@@ -290,8 +324,20 @@ class MemoryStore:
         row.message = message if message is not None else row.message
         row.started_at = row.started_at or now
         row.completed_at = row.updated_at = now
-        roll_up_tasks(self._t, [row.task_id], now)
+        record_changes(self._t, [step_change(self._t, row), *roll_up_tasks(self._t, [row.task_id], now)], now)
         return step_entity(row)
+
+    # -- watching runs (GET /v1/runs/{id}/events) -----------------------------------------------------
+
+    async def changes_since(self, run_id: UUID, after: int, *, limit: int) -> list[RunChange]:
+        _check_page(limit, 0)
+        await self._enter(f"reading the changes of run {run_id}")
+        return changes_since(self._t, run_id, after, limit)
+
+    async def run_snapshot(self, run_id: UUID) -> RunSnapshot:
+        await self._enter(f"reading run {run_id} with its executions")
+        row = self._row(run_id)
+        return RunSnapshot(self._entity(row), read_executions(self._t, run_id), last_change(self._t, run_id))
 
     # -- helpers --------------------------------------------------------------------------------------
 
@@ -328,8 +374,8 @@ class MemoryStore:
         return row
 
 
-def _check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE}, got {limit}", details={"limit": limit})
+def _check_page(limit: int, offset: int, *, maximum: int = MAX_PAGE) -> None:
+    if not 1 <= limit <= maximum:
+        raise InvalidInputError(f"limit must be between 1 and {maximum}, got {limit}", details={"limit": limit})
     if offset < 0:
         raise InvalidInputError(f"offset must not be negative, got {offset}", details={"offset": offset})
