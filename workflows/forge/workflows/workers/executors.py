@@ -11,9 +11,11 @@
   exit code 124 (``timeout(1)``'s). Whatever the step leaves running when its main process
   exits is killed too.
 * On Linux the step runs under ``forge.workflows.workers.reaper`` (a subreaper with a parent-death
-  signal, started as ``python -I -S reaper.py``), so its whole tree, ``setsid`` escapees
-  included, dies when the step ends, when it is stopped, and when the worker dies (even by
-  SIGKILL). Stopping asks the reaper first (``SIGUSR1``), then SIGKILLs the group.
+  signal), so its whole tree, ``setsid`` escapees included, dies when the step ends, when it is
+  stopped, and when the worker dies (even by SIGKILL). The reaper is forked by the worker's
+  zygote (``forge.workflows.workers.zygote``: one ``python -I -S reaper.py --zygote`` per worker
+  process); when no zygote can start, each step starts ``python -I -S reaper.py`` itself.
+  Stopping asks the reaper first (``SIGUSR1``), then SIGKILLs the group.
 * ``SecretMasker`` replaces every secret value with ``***`` before output reaches the log,
   across chunk boundaries: it holds back the longest tail of the output that is a prefix of
   some secret until the next chunk decides it.
@@ -32,6 +34,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from forge.workflows.workers import zygote
 
 __all__ = [
     "EXIT_NOT_EXECUTABLE",
@@ -58,6 +63,20 @@ _KILL_TREE = signal.SIGUSR1  # forge.workflows.workers.reaper.KILL_TREE (that mo
 _REAPER = Path(__file__).with_name("reaper.py")
 
 Sink = Callable[[bytes], Awaitable[None]]
+
+
+class _Process(Protocol):
+    """What ``execute`` uses of a step's process: an ``asyncio`` one, or a zygote-forked reaper."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+    async def wait(self) -> int: ...
+    def kill(self) -> None: ...
+
 
 _REAPER_USABLE = sys.platform == "linux" and _REAPER.is_file()
 
@@ -186,6 +205,8 @@ async def execute(step: StepProcess, sink: Sink, *, kill_grace: float = 10.0) ->
         if proc.returncode is None:  # cancelled: stop everything
             await asyncio.shield(_kill(proc))
         _kill_group(proc.pid, signal.SIGKILL)
+        if isinstance(proc, zygote.ReapedStep):
+            proc.close()
 
     return await _outcome(returncode, time.monotonic() - started, step.timeout if timed_out else None, sink)
 
@@ -208,7 +229,7 @@ async def _outcome(returncode: int, elapsed: float, timed_out_after: float | Non
     return StepOutcome(returncode, message)
 
 
-async def _spawn(step: StepProcess) -> asyncio.subprocess.Process:
+async def _spawn(step: StepProcess) -> _Process:
     """The step's process: its reaper (Linux), which runs ``step.argv``, or ``step.argv`` itself."""
     if not _REAPER_USABLE:
         return await asyncio.create_subprocess_exec(
@@ -222,6 +243,9 @@ async def _spawn(step: StepProcess) -> asyncio.subprocess.Process:
         )
     if not step.cwd.is_dir():  # what the direct spawn raises, before anything runs
         raise FileNotFoundError(step.cwd)
+    forked = await zygote.spawn(step.argv, step.env, step.cwd)
+    if forked is not None:
+        return forked
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-I",
@@ -243,7 +267,7 @@ async def _spawn(step: StepProcess) -> asyncio.subprocess.Process:
     return proc
 
 
-async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
+async def _terminate(proc: _Process, grace: float) -> int:
     """SIGTERM the group, kill everything after ``grace`` seconds; the main process's return code."""
     _kill_group(proc.pid, signal.SIGTERM)
     try:
@@ -253,7 +277,7 @@ async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
         return await _kill(proc)
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> int:
+async def _kill(proc: _Process) -> int:
     """Have the reaper kill the step's whole tree; SIGKILL the group when it does not in time."""
     if _REAPER_USABLE:
         with contextlib.suppress(ProcessLookupError):

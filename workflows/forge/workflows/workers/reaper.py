@@ -20,6 +20,20 @@ interpreter's own, which Python may adjust).
 Signals are taken with ``sigwaitinfo`` (blocked, never handled asynchronously); the step gets
 the original mask and default dispositions back before ``exec`` (``SIGPIPE`` and ``SIGXFSZ``
 included, which Python ignores, as ``subprocess``'s ``restore_signals`` does).
+
+Zygote (``python -I -S reaper.py --zygote <fd> <worker pid>``): one per worker process, so the
+interpreter starts once per worker instead of once per step. ``<fd>`` is the zygote's end of a
+Unix ``socketpair`` with the worker; the zygote has ``PR_SET_PDEATHSIG(SIGKILL)`` (it dies with
+the worker; ``getppid()`` checked after the ``prctl``) and says ``{"ready": <pid>}`` (or
+``{"error": ...}``). A request is a 4-byte big-endian length and a ``marshal``-ed ``{"id",
+"argv", "env", "cwd"}``, with the write end of the step's output pipe attached (``SCM_RIGHTS``).
+The zygote ``fork()``s; the child is that step's reaper exactly as above (its own session, a
+subreaper, ``PR_SET_PDEATHSIG(SIGUSR1)`` towards the zygote, stdout and stderr the passed pipe,
+stdin ``/dev/null``). The zygote answers ``{"id", "pid"}`` once the child has its session and its
+``prctl``s, and ``{"id", "status"}`` (the raw wait status) when it reaps it. Its loop waits on the
+socket and on a ``set_wakeup_fd`` pipe (SIGCHLD); it reaps with ``WNOHANG`` after every wake-up,
+so no SIGCHLD is lost. When the worker closes the socket (or dies), the zygote exits; every step
+reaper then gets SIGUSR1 and kills its tree.
 """
 
 from __future__ import annotations
@@ -31,6 +45,10 @@ import resource
 import signal
 import sys
 
+TYPE_CHECKING = False  # typing's would cost milliseconds of start-up; mypy knows the name
+if TYPE_CHECKING:
+    import socket
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 KILL_TREE = signal.SIGUSR1
@@ -41,6 +59,8 @@ _MAX_ROUNDS = 1000
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--zygote"]:
+        return _zygote(int(sys.argv[2]), int(sys.argv[3]))
     original = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 or libc.prctl(_PR_SET_PDEATHSIG, KILL_TREE, 0, 0, 0) != 0:
@@ -55,7 +75,12 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    step = _spawn(list(spec["argv"]), dict(spec["env"]), original)
+    return _run(list(spec["argv"]), dict(spec["env"]), original)
+
+
+def _run(argv: list[str], env: dict[str, str], mask: set[int | signal.Signals]) -> int:
+    """Run the step, kill what it leaves, and exit as it did (the reaper's signals already blocked)."""
+    step = _spawn(argv, env, mask)
     status = _supervise(step)
     leftovers = _kill_tree()
     if status is None:  # told to stop, or the worker died: the step was killed with its tree
@@ -111,6 +136,8 @@ def _kill_tree() -> bool:
     me = os.getpid()
     found = False
     for _ in range(_MAX_ROUNDS):
+        if not _reap():  # no child left, so no descendant either (orphans come to us before they die)
+            break
         descendants = _descendants(me)
         for pid in descendants:
             try:
@@ -118,8 +145,8 @@ def _kill_tree() -> bool:
             except ProcessLookupError:
                 continue
             found = True
-        _reap()
         if not descendants:
+            _reap()
             break
     return found
 
@@ -145,14 +172,15 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _reap() -> None:
+def _reap() -> bool:
+    """Reap every exited child; whether any child is left."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
 def _exit_like(status: int) -> int:
@@ -166,6 +194,178 @@ def _exit_like(status: int) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
     os.kill(os.getpid(), sig)
     return 128 + sig
+
+
+def _zygote(fd: int, parent: int) -> int:
+    """Serve step requests from the worker on socket ``fd`` until it closes (or dies)."""
+    import select  # only the zygote pays for these imports
+    import socket
+
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        _tell(sock, {"error": f"prctl failed: {os.strerror(ctypes.get_errno())}"})
+        return 125
+    if os.getppid() != parent:
+        return 125  # the worker is gone already
+    original = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, _noop)  # a handler (not SIG_IGN: that would reap for us) that wakes select
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    zygote = os.getpid()
+    inherited = (sock.fileno(), wake_r, wake_w)
+    running: dict[int, object] = {}  # step reaper pid -> request id
+    try:
+        _tell(sock, {"ready": zygote})
+        while True:
+            readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
+            if wake_r in readable:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            _reap_steps(sock, running)  # after every wake-up: a SIGCHLD merged with another is never lost
+            if sock.fileno() in readable:
+                received = _receive(sock)
+                if received is None:
+                    return 0  # the worker closed the socket: the step reapers get SIGUSR1 as we exit
+                request, fds = received
+                _fork_step(sock, request, fds, running, original, libc, zygote, inherited)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the worker is gone
+
+
+def _noop(_signum: int, _frame: object) -> None:
+    return
+
+
+def _tell(sock: socket.socket, message: dict[str, object]) -> None:
+    data = marshal.dumps(message)
+    sock.sendall(len(data).to_bytes(4, "big") + data)
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, object], list[int]] | None:
+    """The next request and the fds sent with it; ``None`` at end of stream."""
+    import socket  # imported already by _zygote
+
+    header, fds, _, _ = socket.recv_fds(sock, 4, 4)
+    while header and len(header) < 4:  # the fds came with the first byte
+        more = sock.recv(4 - len(header))
+        if not more:
+            break
+        header += more
+    if len(header) < 4:
+        for fd in fds:
+            os.close(fd)
+        return None
+    size = int.from_bytes(header, "big")
+    body = bytearray()
+    while len(body) < size:
+        chunk = sock.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            for fd in fds:
+                os.close(fd)
+            return None
+        body += chunk
+    try:
+        request = marshal.loads(body)  # noqa: S302 - written by our parent, over a socketpair
+    except (EOFError, ValueError, TypeError):
+        request = None
+    return (request if isinstance(request, dict) else {}), fds
+
+
+def _fork_step(
+    sock: socket.socket,
+    request: dict[str, object],
+    fds: list[int],
+    running: dict[int, object],
+    mask: set[int | signal.Signals],
+    libc: ctypes.CDLL,
+    zygote: int,
+    inherited: tuple[int, ...],
+) -> None:
+    ident = request.get("id")
+    if len(fds) != 1 or not {"argv", "env", "cwd"} <= request.keys():
+        for fd in fds:
+            os.close(fd)
+        _tell(sock, {"id": ident, "error": "bad request", "errno": 22})
+        return
+    out = fds[0]
+    ready_r, ready_w = os.pipe()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)  # the child starts with them blocked
+    try:
+        pid = os.fork()
+    except OSError as error:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for fd in (out, ready_r, ready_w):
+            os.close(fd)
+        _tell(sock, {"id": ident, "error": str(error), "errno": error.errno or 0})
+        return
+    if pid == 0:
+        code = 125
+        try:
+            os.close(ready_r)
+            code = _step_reaper(request, out, ready_w, mask, libc, zygote, inherited)
+        finally:
+            os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    os.close(out)
+    os.close(ready_w)
+    os.read(ready_r, 1)  # end of file once the child has its session and its prctls (or died)
+    os.close(ready_r)
+    running[pid] = ident
+    _tell(sock, {"id": ident, "pid": pid})
+
+
+def _step_reaper(
+    request: dict[str, object],
+    out: int,
+    ready: int,
+    mask: set[int | signal.Signals],
+    libc: ctypes.CDLL,
+    zygote: int,
+    inherited: tuple[int, ...],
+) -> int:
+    """The forked child: the step's reaper, as ``main`` makes one (its signals are blocked already)."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for fd in inherited:  # the zygote's socket must close when the zygote dies
+        os.close(fd)
+    os.setsid()  # the step's process group: the worker's group signals reach the step
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 or libc.prctl(_PR_SET_PDEATHSIG, KILL_TREE, 0, 0, 0) != 0:
+        os.write(out, f"forge: reaper: prctl failed: {os.strerror(ctypes.get_errno())}\n".encode())
+        return 125
+    if os.getppid() != zygote:
+        return 125  # the zygote died before the prctl: run nothing
+    os.close(ready)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    try:
+        os.chdir(str(request["cwd"]))
+    except OSError as error:
+        os.write(1, f"forge: working directory {request['cwd']!r}: {error.strerror}\n".encode())
+        return 127
+    return _run(list(request["argv"]), dict(request["env"]), mask)  # type: ignore[call-overload]
+
+
+def _reap_steps(sock: socket.socket, running: dict[int, object]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid in running:
+            _tell(sock, {"id": running.pop(pid), "status": status})
 
 
 if __name__ == "__main__":
