@@ -16,8 +16,10 @@ The shared tree is read-only by convention: nothing but this module writes under
   taken exclusively at once is in use (here or in another process) and is never removed.
   Eviction renames the tree away and unlinks its lock file while holding the lock; a job that
   opened the old lock file sees it was replaced (inode check) and starts over.
-* The private copy is ``cp -a --reflink=auto`` (symbolic links stay links, modes kept, cloned
-  extents on file systems that share them); measured in ``docs/architecture.md``.
+* The private copy is ``shutil.copytree(symlinks=True)`` in a thread (symbolic links stay links,
+  modes and times kept, data through ``sendfile``): 1.6 ms of CPU for the 21-file bench tree where
+  ``cp -a --reflink=auto`` took 10 ms (its process plus ``--preserve=all``'s extra system calls);
+  measured in ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -176,22 +178,16 @@ async def _flock(fd: int, operation: int) -> None:
 
 
 async def private_copy(tree: Path, dest: Path) -> None:
-    """Copy ``tree`` to the new directory ``dest``: links stay links, modes and times are kept."""
+    """Copy ``tree`` to the new directory ``dest`` (in a thread): links stay links, modes and times kept."""
+    try:
+        await asyncio.to_thread(_copy, tree, dest)
+    except OSError as exc:
+        raise ServiceUnavailableError(f"cannot copy {tree} to {dest}: {exc}") from exc
+
+
+def _copy(tree: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        "cp",
-        "-a",
-        "--reflink=auto",
-        "--no-target-directory",
-        str(tree),
-        str(dest),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise ServiceUnavailableError(f"cannot copy {tree} to {dest}: {err.decode(errors='replace').strip()}")
+    shutil.copytree(tree, dest, symlinks=True)
 
 
 def remove_tree(path: Path) -> None:
