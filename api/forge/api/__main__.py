@@ -13,6 +13,7 @@ from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
+from forge.adapters.postgres_changes import PostgresChangeFeed
 from forge.api.app import create_app
 from forge.api.services import ApiServices
 from forge.runtime import configure_logging, run_service
@@ -29,7 +30,10 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
     try:
         bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
         try:
-            async with MinioObjectStore.from_settings(settings.objects) as objects:
+            async with (
+                MinioObjectStore.from_settings(settings.objects) as objects,
+                PostgresChangeFeed.open(settings.database.url) as feed,  # one LISTEN connection per process
+            ):
                 await objects.ensure_bucket()
                 yield ApiServices(
                     database=store,
@@ -40,6 +44,7 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     objects=objects,
                     secrets=EnvSecretProvider(settings.ci.secrets_dir),
                 )
+                    feed=feed,
         finally:
             await bus.close()
     finally:

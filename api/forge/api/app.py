@@ -8,6 +8,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
 
 from forge.api.errors import EXCEPTION_HANDLERS
+from forge.api.routes.events import run_events
 from forge.api.routes.health import healthz, readyz
 from forge.api.routes.logs import step_logs
 from forge.api.routes.repositories import RepositoriesController
@@ -31,6 +32,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
             RepositoriesController,
             RunsController,
             step_logs,
+            run_events,
             WebhooksController,
         ],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from litestar.di import NamedDependency
 
 from forge.ports import Database, ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SecretProvider
+from forge.ports.changes import ChangeFeed
 
 __all__ = ["ApiServices", "Services"]
 
@@ -22,6 +23,8 @@ class ApiServices:
     objects: ObjectStore
     secrets: SecretProvider
     """Resolves repositories' webhook secrets (``Repository.webhook_secret_ref``)."""
+    feed: ChangeFeed | None = None
+    """Wakes run watchers (``GET /v1/runs/{id}/events``); without one they read every second."""
 
 
 Services = NamedDependency[ApiServices]
