@@ -17,6 +17,7 @@ import httpx
 
 from forge.cli.dev import HOME_OPTION
 from forge.cli.platform import require_running
+from forge.cli.sse import Event, stream_events
 from forge.errors import ForgeError, NotFoundError
 
 __all__ = ["logs"]
@@ -81,11 +82,63 @@ def _print_log(client: httpx.Client, run_id: str, step_id: str, *, follow: bool)
         text = body["content"] if not body["complete"] else httpx.get(body["url"], timeout=30).text
         click.echo(text, nl=False)
         return
-    while True:  # the step may not have started yet
+    known: str | None = None
+    while True:  # the step may not have started yet: wait for it on the run's event stream
         with client.stream("GET", url, params={"follow": "true"}, timeout=None) as response:
             if response.status_code != 404:
                 response.raise_for_status()
                 for chunk in response.iter_text():
                     click.echo(chunk, nl=False)
                 return
-        time.sleep(0.5)
+        status = _step_moved(client, run_id, step_id, known)
+        if status in _FINAL and known in _FINAL:
+            click.echo("(no log)", err=True)
+            return
+        known = status
+
+
+_FINAL = {"success", "failed", "cancelled", "skipped"}
+#: A running step's first log part is written within a second or so of its start.
+_LOG_PATIENCE = 2.0
+
+
+def _step_moved(client: httpx.Client, run_id: str, step_id: str, known: str | None) -> str:
+    """The step's status once it is not ``known`` any more (at once when it already is not): read from
+    ``GET /v1/runs/{id}/events``. A running or final step is waited for at most ``_LOG_PATIENCE``
+    seconds (its log may just not be written yet), a pending one for as long as it takes."""
+    status: str | None = None
+    deadline = time.monotonic() + _LOG_PATIENCE
+    last_id: str | None = None
+    while True:
+        patient = status is not None and status != "pending"
+        read = max(0.1, deadline - time.monotonic()) if patient else 40.0
+        try:
+            stream = stream_events(client, f"/v1/runs/{run_id}/events", last_id=last_id, read_timeout=read)
+            for events, seen in stream:
+                last_id = seen  # a reconnect resumes after it
+                for event in events:
+                    status = _status_of(event, step_id, status)
+                    if status is not None and status != known:
+                        return status
+                    if event.event == "end":
+                        return status or "skipped"
+                if status is not None and status != "pending" and time.monotonic() >= deadline:
+                    return status
+        except httpx.ReadTimeout:
+            if status is not None and status != "pending" and time.monotonic() >= deadline:
+                return status
+
+
+def _status_of(event: Event, step_id: str, status: str | None) -> str | None:
+    """The step's status after ``event`` (a snapshot or a change of it), else ``status``."""
+    if event.event == "snapshot":
+        for phase in event.json()["executions"]["phases"]:
+            for task in phase["tasks"]:
+                for step in task["steps"]:
+                    if step["id"] == step_id:
+                        return str(step["status"])
+    elif event.event == "change":
+        change = event.json()
+        if change["entity_id"] == step_id:
+            return str(change["status"])
+    return status

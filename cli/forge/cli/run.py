@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import itertools
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import httpx
 from forge.cli.dev import HOME_OPTION
 from forge.cli.localrepo import local_source
 from forge.cli.platform import PlatformUnhealthyError, platform_down, platform_up
+from forge.cli.progress import RunView
+from forge.cli.sse import Event, stream_events
 from forge.errors import ForgeError, ServiceUnavailableError
 
 __all__ = ["run"]
@@ -77,13 +81,16 @@ def _run(
             created = _call(client, "POST", "/v1/runs", body)
             run_url = f"{api}/v1/runs/{created['id']}"
             click.echo(f"run {created['id']}: {run_url}", err=True)
-            run = _wait(client, created["id"], timeout)
+            events = _RunEvents(client, created["id"], time.monotonic() + timeout)
+            updates = events.updates()
+            run = _wait(client, updates, created["id"], timeout)
             if run["discovery_status"] != "success":
                 click.echo(run.get("error") or f"discovery {run['discovery_status']}", err=True)
                 return 2 if run.get("error_code") == "invalid_config" else 1
             if not as_json:
                 _print_discovery(run["discovery"])
-            run, executions = _follow(client, run, timeout, quiet=as_json)
+            events.deadline = time.monotonic() + timeout
+            run, executions = _follow(client, events, updates, quiet=as_json)
     except ForgeError as exc:
         click.echo(f"forge run: {exc}", err=True)
         return 1
@@ -97,18 +104,69 @@ def _run(
 
 
 def _follow(
-    client: httpx.Client, run: dict[str, Any], timeout: float, *, quiet: bool
+    client: httpx.Client, events: _RunEvents, updates: Iterator[RunView], *, quiet: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Redraw the run as its events come until it ends (or the deadline); then the run and its
+    executions as the API answers them (what ``--json`` prints and a failure report reads)."""
     from rich.console import Console
 
     from forge.cli.progress import follow_run
 
-    def fetch() -> tuple[dict[str, Any], dict[str, Any]]:
-        current = _call(client, "GET", f"/v1/runs/{run['id']}")
-        return current, _call(client, "GET", f"/v1/runs/{run['id']}/executions")
-
+    assert events.view is not None  # the discovery ended: the snapshot came first
     console = Console(stderr=True, quiet=quiet)
-    return follow_run(fetch, timeout=timeout, console=console)
+    views = ((view.run, view.executions) for view in itertools.chain([events.view], updates))
+    follow_run(views, console=console)
+    run_id = events.view.run["id"]
+    return _call(client, "GET", f"/v1/runs/{run_id}"), _call(client, "GET", f"/v1/runs/{run_id}/executions")
+
+
+#: Seconds without a byte before a watch reconnects (the API sends a keep-alive every 15 s).
+_READ_TIMEOUT = 40.0
+
+
+class _RunEvents:
+    """The run's view after each batch of events of ``GET /v1/runs/{id}/events``, until the run ends or
+    ``deadline`` (``time.monotonic()``) passes; a broken or silent stream is resumed with Last-Event-ID."""
+
+    def __init__(self, client: httpx.Client, run_id: str, deadline: float) -> None:
+        self._client = client
+        self._path = f"/v1/runs/{run_id}/events"
+        self.deadline = deadline
+        self.view: RunView | None = None
+        self._last_id: str | None = None
+        self._ended = False
+
+    def updates(self) -> Iterator[RunView]:
+        failures = 0
+        while not self._ended and time.monotonic() < self.deadline:
+            resume = self._last_id if self.view is not None else None
+            read = max(0.1, min(self.deadline - time.monotonic(), _READ_TIMEOUT))
+            try:
+                for events, last_id in stream_events(self._client, self._path, last_id=resume, read_timeout=read):
+                    for event in events:
+                        self._apply(event)
+                    self._last_id = last_id
+                    failures = 0
+                    if self.view is not None:
+                        yield self.view
+                    if self._ended or time.monotonic() >= self.deadline:
+                        return
+            except httpx.ReadTimeout:
+                continue  # silent for too long: resume (or stop at the deadline)
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > 5:
+                    raise ServiceUnavailableError(f"the API at {self._client.base_url} did not answer: {exc}") from None
+                time.sleep(min(0.1 * 2**failures, 2.0))
+
+    def _apply(self, event: Event) -> None:
+        if event.event == "snapshot":
+            data = event.json()
+            self.view = RunView(data["run"], data["executions"])
+        elif event.event == "change" and self.view is not None:
+            self.view.apply(event.json())
+        elif event.event == "end":
+            self._ended = True
 
 
 def _print_failure(*, client_url: str, run: dict[str, Any], executions: dict[str, Any]) -> None:
@@ -152,15 +210,11 @@ def _call(client: httpx.Client, method: str, url: str, body: dict[str, Any] | No
     return data
 
 
-def _wait(client: httpx.Client, run_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = _call(client, "GET", f"/v1/runs/{run_id}")
-        if current["discovery_status"] in _FINAL:
-            return current
-        if time.monotonic() > deadline:
-            raise ForgeError(f"run {run_id} did not finish discovery within {timeout:.0f}s")
-        time.sleep(0.1)
+def _wait(client: httpx.Client, updates: Iterator[RunView], run_id: str, timeout: float) -> dict[str, Any]:
+    """Follow the run's events until its discovery ended; then the run (with its discovery)."""
+    if not any(view.run["discovery_status"] in _FINAL for view in updates):
+        raise ForgeError(f"run {run_id} did not finish discovery within {timeout:.0f}s")
+    return _call(client, "GET", f"/v1/runs/{run_id}")
 
 
 def _print_discovery(discovery: dict[str, Any]) -> None:
