@@ -297,8 +297,11 @@ RUN_JSON = _json_object(
         ("completed_at", _json_time("r.completed_at")),
     ]
 )
+#: ``run_json(run_id=$1)``; ``body`` is NULL when the version is ``$2`` (the caller has those bytes).
 SQL_RUN_JSON = f"""
-    SELECT convert_to({RUN_JSON}, 'UTF8') AS body, r.xmin::text AS version FROM {RUNS} WHERE r.id = $1
+    SELECT r.xmin::text AS version,
+           CASE WHEN r.xmin::text = $2 THEN NULL ELSE convert_to({RUN_JSON}, 'UTF8') END AS body
+    FROM {RUNS} WHERE r.id = $1
 """  # noqa: S608
 #: ``runs_json``: ``{where}`` (a WHERE of ``$1..$n``), ``{limit}`` and ``{offset}`` (``$n+1``, ``$n+2``)
 #: replaced by the caller (``str.replace``: the JSON has braces of its own). One statement: the count
@@ -361,39 +364,51 @@ _PHASE_JSON = _json_object(
         ("tasks", "'[' || COALESCE(pt.docs, '') || ']'"),
     ]
 )
-#: ``executions_json(run_id=$1, offset=$2, limit=$3)``: the run's steps numbered in tree order, the page
-#: of them grouped by task once, tasks by phase once; every row's xmin goes into the version.
+#: ``executions_json(run_id=$1, offset=$2, limit=$3)``. The version covers every row of the run: counts
+#: and sums of xmin (an UPDATE gives its row a newer xid, so a sum only grows: equal sums over the same
+#: rows mean no row changed, short of the 32-bit xid wrapping exactly onto an older sum). It costs three
+#: index scans; the body, built only when the version is not ``$4`` (the caller holds those bytes), is
+#: in CTEs referenced only inside the CASE, which PostgreSQL never runs for an unchanged run. Steps are
+#: numbered in tree order and paged; the page's steps are grouped by task once, tasks by phase once.
 SQL_EXECUTIONS_JSON = f"""
-    WITH phases AS (SELECT p.*, p.xmin::text AS v FROM phase_executions p WHERE p.run_id = $1),
-    tasks AS (SELECT t.*, t.xmin::text AS v FROM task_executions t JOIN phases p ON p.id = t.phase_id),
+    WITH phases AS (SELECT p.* FROM phase_executions p WHERE p.run_id = $1),
+    tasks AS (SELECT t.* FROM task_executions t JOIN phases p ON p.id = t.phase_id),
     steps AS (
-        SELECT s.*, s.xmin::text AS v,
-               row_number() OVER (ORDER BY p.group_number, p.name, t.project, s.position, s.name) - 1 AS n
+        SELECT s.*, row_number() OVER (ORDER BY p.group_number, p.name, t.project, s.position, s.name) - 1 AS n
         FROM step_executions s JOIN tasks t ON t.id = s.task_id JOIN phases p ON p.id = t.phase_id
     ),
-    task_steps AS (
-        SELECT s.task_id, string_agg({_STEP_JSON}, ',' ORDER BY s.n) AS docs, string_agg(s.v, ',' ORDER BY s.n) AS v
-        FROM steps s WHERE s.n >= $2 AND s.n < $2 + $3 GROUP BY s.task_id
+    page AS (SELECT * FROM steps WHERE n >= $2 AND n < $2 + $3),
+    kept_tasks AS (
+        SELECT t.* FROM tasks t
+        WHERE EXISTS (SELECT FROM page s WHERE s.task_id = t.id)
+           OR ($2 = 0 AND NOT EXISTS (SELECT FROM steps s WHERE s.task_id = t.id))
     ),
-    page_tasks AS (
-        SELECT t.phase_id, t.project, t.v || '(' || COALESCE(ts.v, '') || ')' AS v, {_TASK_JSON} AS doc
-        FROM tasks t LEFT JOIN task_steps ts ON ts.task_id = t.id
-        WHERE ts.task_id IS NOT NULL OR ($2 = 0 AND NOT EXISTS (SELECT FROM steps s WHERE s.task_id = t.id))
+    kept_phases AS (
+        SELECT p.* FROM phases p
+        WHERE EXISTS (SELECT FROM kept_tasks t WHERE t.phase_id = p.id)
+           OR ($2 = 0 AND NOT EXISTS (SELECT FROM tasks t WHERE t.phase_id = p.id))
     ),
-    phase_tasks AS (
-        SELECT phase_id, string_agg(doc, ',' ORDER BY project) AS docs, string_agg(v, ',' ORDER BY project) AS v
-        FROM page_tasks GROUP BY phase_id
+    step_docs AS (SELECT s.task_id, string_agg({_STEP_JSON}, ',' ORDER BY s.n) AS docs FROM page s GROUP BY s.task_id),
+    task_docs AS (
+        SELECT t.phase_id, string_agg({_TASK_JSON}, ',' ORDER BY t.project) AS docs
+        FROM kept_tasks t LEFT JOIN step_docs ts ON ts.task_id = t.id GROUP BY t.phase_id
     ),
-    page_phases AS (
-        SELECT p.group_number, p.name, p.v || '(' || COALESCE(pt.v, '') || ')' AS v, {_PHASE_JSON} AS doc
-        FROM phases p LEFT JOIN phase_tasks pt ON pt.phase_id = p.id
-        WHERE pt.phase_id IS NOT NULL OR ($2 = 0 AND NOT EXISTS (SELECT FROM tasks t WHERE t.phase_id = p.id))
+    phase_docs AS (
+        SELECT string_agg({_PHASE_JSON}, ',' ORDER BY p.group_number, p.name) AS docs
+        FROM kept_phases p LEFT JOIN task_docs pt ON pt.phase_id = p.id
+    ),
+    sums AS (
+        SELECT concat_ws('.', ps.n, ps.x, ts.n, ts.x, ss.n, ss.x) AS v, ss.n AS total
+        FROM (SELECT count(*) AS n, sum(p.xmin::text::bigint) AS x FROM phase_executions p WHERE p.run_id = $1) ps,
+             (SELECT count(*) AS n, sum(t.xmin::text::bigint) AS x
+              FROM phase_executions p JOIN task_executions t ON t.phase_id = p.id WHERE p.run_id = $1) ts,
+             (SELECT count(*) AS n, sum(s.xmin::text::bigint) AS x
+              FROM phase_executions p JOIN task_executions t ON t.phase_id = p.id
+              JOIN step_executions s ON s.task_id = t.id WHERE p.run_id = $1) ss
     )
-    SELECT convert_to('{{"run_id":"' || r.id::text || '","phases":['
-                      || COALESCE((SELECT string_agg(doc, ',' ORDER BY group_number, name) FROM page_phases), '')
-                      || ']}}', 'UTF8') AS body,
-           (SELECT count(*) FROM steps) AS total,
-           md5((SELECT count(*) FROM steps) || ':'
-               || COALESCE((SELECT string_agg(v, ',' ORDER BY group_number, name) FROM page_phases), '')) AS version
-    FROM pipeline_runs r WHERE r.id = $1
+    SELECT sums.v AS version, sums.total,
+           CASE WHEN sums.v = $4 THEN NULL
+                ELSE convert_to('{{"run_id":"' || r.id::text || '","phases":['
+                                || COALESCE((SELECT docs FROM phase_docs), '') || ']}}', 'UTF8') END AS body
+    FROM pipeline_runs r, sums WHERE r.id = $1
 """  # noqa: S608

@@ -9,7 +9,7 @@ processes starting at once never apply one twice. Status changes go through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from forge.adapters._postgres_documents import DocumentCache
 from forge.adapters._postgres_executions import (
     apply_events,
     created_changes,
@@ -114,6 +115,7 @@ class PostgresStore:
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
+        self._documents = DocumentCache()
 
     @classmethod
     async def connect(
@@ -256,11 +258,13 @@ class PostgresStore:
         return Page([run_from_row(r) for r in rows], int(total), limit, offset)
 
     async def run_json(self, run_id: UUID) -> JsonDocument:
+        key = ("run", run_id)
+        held = self._documents.get(key)
         with translate_errors(f"reading run {run_id}"):
-            row = await self._pool.fetchrow(SQL_RUN_JSON, run_id)
+            row = await self._pool.fetchrow(SQL_RUN_JSON, run_id, None if held is None else held.version)
         if row is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
-        return JsonDocument(row["body"], row["version"])
+        return self._document(key, held, row)
 
     async def runs_json(self, flt: RunFilter, *, limit: int, offset: int) -> JsonDocument:
         _check_page(limit, offset)
@@ -448,11 +452,23 @@ class PostgresStore:
 
     async def executions_json(self, run_id: UUID, *, limit: int, offset: int) -> JsonDocument:
         _check_page(limit, offset, maximum=MAX_STEPS_PAGE)
+        key = ("executions", run_id, limit, offset)
+        held = self._documents.get(key)
         with translate_errors(f"reading the executions of run {run_id}"):
-            row = await self._pool.fetchrow(SQL_EXECUTIONS_JSON, run_id, offset, limit)
+            row = await self._pool.fetchrow(
+                SQL_EXECUTIONS_JSON, run_id, offset, limit, None if held is None else held.version
+            )
         if row is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
-        return JsonDocument(row["body"], row["version"], int(row["total"]))
+        return self._document(key, held, row)
+
+    def _document(self, key: Hashable, held: JsonDocument | None, row: asyncpg.Record) -> JsonDocument:
+        """The document of a ``*_JSON`` row: the bytes held when the version is theirs (no body sent)."""
+        if row["body"] is None and held is not None:
+            return held
+        document = JsonDocument(row["body"], row["version"], int(row.get("total", 1)))
+        self._documents.put(key, document)
+        return document
 
     async def get_step(self, step_id: UUID) -> StepExecution:
         with translate_errors(f"reading step {step_id}"):
