@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,8 +13,8 @@ import uvicorn
 from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
-from forge.adapters.postgres_store import PostgresStore
 from forge.adapters.postgres_changes import PostgresChangeFeed
+from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.services import ApiServices
 from forge.runtime import configure_logging, run_service
@@ -43,8 +44,8 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     bus=bus,
                     objects=objects,
                     secrets=EnvSecretProvider(settings.ci.secrets_dir),
-                )
                     feed=feed,
+                )
         finally:
             await bus.close()
     finally:
@@ -59,6 +60,14 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _freeze_startup_objects() -> None:
+    """Move everything alive after start-up (modules, the app and its routes, pydantic and Litestar
+    internals: ~85k objects) out of the cyclic GC's reach, so its full collections stop walking them
+    on every request's garbage (issue 12 measured 20-24 ms pauses, the p99 at one request in flight)."""
+    gc.collect()
+    gc.freeze()
+
+
 def main() -> int:
     configure_logging("forge-api")
     settings = Settings()
@@ -69,6 +78,8 @@ def main() -> int:
             config = uvicorn.Config(
                 create_app(services), host=settings.api.host, port=settings.api.port, log_level="warning"
             )
+            config.load()
+            _freeze_startup_objects()
             server = _Server(config)
             async with asyncio.TaskGroup() as group:
                 group.create_task(server.serve())

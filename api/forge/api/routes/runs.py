@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from forge.api.schemas import CreateRun, ExecutionsOut, PageOut, RunOut
+from forge.api.schemas.documents import ETAG_HEADER, NOT_MODIFIED, TOTAL_HEADER, document_response
 from forge.api.services import Services
 from forge.domain.status import Status
 from forge.ports import NewRun, RunFilter
 
-__all__ = ["RunsController"]
+__all__ = ["DEFAULT_STEPS_PAGE", "MAX_STEPS_PAGE", "RunsController"]
+
+#: Steps of one executions page by default: every run up to this size is answered whole, as before paging.
+DEFAULT_STEPS_PAGE = 1000
+MAX_STEPS_PAGE = 10_000
 
 
 class RunsController(Controller):
@@ -29,9 +34,16 @@ class RunsController(Controller):
         run, created = await services.runs.create_run(NewRun(**data.model_dump()))
         return Response(RunOut.of(run), status_code=201 if created else 200, headers={"Location": f"/v1/runs/{run.id}"})
 
-    @get("/", summary="List pipeline runs, newest first")
+    @get(
+        "/",
+        summary="List pipeline runs, newest first",
+        description="Conditional: If-None-Match with the page's ETag answers 304 while the page is unchanged.",
+        response_headers=[ETAG_HEADER],
+        responses=NOT_MODIFIED,
+    )
     async def list_runs(
         self,
+        request: Request[Any, Any, Any],
         services: Services,
         repository: FromQuery[str | None] = None,
         branch: FromQuery[str | None] = None,
@@ -39,22 +51,47 @@ class RunsController(Controller):
         commit_sha: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-f]{40}$")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
-    ) -> PageOut[RunOut]:
+    ) -> Response[PageOut[RunOut]]:
         flt = RunFilter(repository=repository, branch=branch, status=status, commit_sha=commit_sha)
-        page = await services.runs.list_runs(flt, limit=limit, offset=offset)
-        return PageOut(items=[RunOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
+        return document_response(request, await services.runs.runs_json(flt, limit=limit, offset=offset), "l")
 
-    @get("/{run_id:uuid}", summary="One pipeline run with its discovery")
-    async def get_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
-        return RunOut.of(await services.runs.get_run(run_id))
+    @get(
+        "/{run_id:uuid}",
+        summary="One pipeline run with its discovery",
+        description="The discovery is served as stored (JSON object keys in PostgreSQL jsonb order). "
+        "Conditional: the ETag changes whenever the run does; If-None-Match with it answers 304.",
+        response_headers=[ETAG_HEADER],
+        responses=NOT_MODIFIED,
+    )
+    async def get_run(
+        self, request: Request[Any, Any, Any], run_id: FromPath[UUID], services: Services
+    ) -> Response[RunOut]:
+        return document_response(request, await services.runs.run_json(run_id), "r")
 
     @get(
         "/{run_id:uuid}/executions",
         summary="The run's phases, tasks and steps",
-        description="Statuses, timestamps, exit codes, attempts and log keys; empty before the workflow is planned.",
+        description="Statuses, timestamps, exit codes, attempts and log keys; empty before the workflow is planned. "
+        f"Paged over steps in tree order: a page holds at most `limit` steps (default {DEFAULT_STEPS_PAGE}, so "
+        f"every run of up to {DEFAULT_STEPS_PAGE} steps is answered whole) under the phases and tasks they "
+        "belong to; phases and tasks without steps are on the page at offset 0. X-Total-Count is the number "
+        "of steps of the run. Conditional: the ETag changes whenever the page does; If-None-Match with it "
+        "answers 304.",
+        response_headers=[ETAG_HEADER, TOTAL_HEADER],
+        responses=NOT_MODIFIED,
     )
-    async def get_executions(self, run_id: FromPath[UUID], services: Services) -> ExecutionsOut:
-        return ExecutionsOut.of(await services.executions.get_executions(run_id))
+    async def get_executions(
+        self,
+        request: Request[Any, Any, Any],
+        run_id: FromPath[UUID],
+        services: Services,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_STEPS_PAGE, description="Steps per page")
+        ] = DEFAULT_STEPS_PAGE,
+        offset: Annotated[int, QueryParameter(ge=0, description="Steps to skip, in tree order")] = 0,
+    ) -> Response[ExecutionsOut]:
+        executions = await services.executions.executions_json(run_id, limit=limit, offset=offset)
+        return document_response(request, executions, f"x{limit}.{offset}.", total=True)
 
     @delete(
         "/{run_id:uuid}",
