@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -78,6 +78,7 @@ class ExecutionReconciler:
     statuses: CommitStatuses | None = None
     batch: int = 10
     name: str = "execution"
+    _resubmitted: set[UUID] = field(default_factory=set)  # runs whose lost workflow was submitted again
 
     async def resume(self) -> Sequence[UUID]:
         return [run.id for run in await self.runs.runs_executing()]
@@ -158,18 +159,17 @@ class ExecutionReconciler:
         log.warning("run %s: workflow %s was lost by the engine; resubmitted as %s", run.id, lost, workflow)
         return workflow, template
 
-    async def _follow(
-        self, run: PipelineRun, workflow: str, template: Mapping[str, Any] | None = None, *, resubmitted: bool = False
-    ) -> None:
+    async def _follow(self, run: PipelineRun, workflow: str, template: Mapping[str, Any] | None = None) -> None:
         final: WorkflowStatus | None = None
         try:
             async for status in self.engine.watch(workflow):
                 final = status
         except NotFoundError:
-            if resubmitted:
+            if run.id in self._resubmitted:  # lost twice (a retried follow is the same run: still once)
                 raise PermanentError(f"workflow {workflow} no longer exists", code="workflow_lost") from None
+            self._resubmitted.add(run.id)
             again, template = await self._resubmit(run, workflow)
-            await self._follow(run, again, template, resubmitted=True)
+            await self._follow(run, again, template)
             return
         if final is None or not final.phase.is_final:
             return
@@ -204,6 +204,7 @@ class ExecutionReconciler:
 
     async def _finish(self, run_id: UUID, status: Status, error: str | None, code: str | None) -> None:
         """``finish_run``; a run that already ended (another path got there first) is left as it is."""
+        self._resubmitted.discard(run_id)
         try:
             finished = await self.runs.finish_run(run_id, status, error=error, code=code)
         except ConflictError as exc:
