@@ -367,7 +367,8 @@ _PHASE_JSON = _json_object(
 #: ``executions_json(run_id=$1, offset=$2, limit=$3)``. The version covers every row of the run: counts
 #: and sums of xmin (an UPDATE gives its row a newer xid, so a sum only grows: equal sums over the same
 #: rows mean no row changed, short of the 32-bit xid wrapping exactly onto an older sum). It costs three
-#: index scans; the body, built only when the version is not ``$4`` (the caller holds those bytes), is
+#: bitmap index scans (``= ANY(ARRAY(...))``: a nested loop would probe the steps' index once per task);
+#: the body, built only when the version is not ``$4`` (the caller holds those bytes), is
 #: in CTEs referenced only inside the CASE, which PostgreSQL never runs for an unchanged run. Steps are
 #: numbered in tree order and paged; the page's steps are grouped by task once, tasks by phase once.
 SQL_EXECUTIONS_JSON = f"""
@@ -399,12 +400,12 @@ SQL_EXECUTIONS_JSON = f"""
     ),
     sums AS (
         SELECT concat_ws('.', ps.n, ps.x, ts.n, ts.x, ss.n, ss.x) AS v, ss.n AS total
-        FROM (SELECT count(*) AS n, sum(p.xmin::text::bigint) AS x FROM phase_executions p WHERE p.run_id = $1) ps,
-             (SELECT count(*) AS n, sum(t.xmin::text::bigint) AS x
-              FROM phase_executions p JOIN task_executions t ON t.phase_id = p.id WHERE p.run_id = $1) ts,
-             (SELECT count(*) AS n, sum(s.xmin::text::bigint) AS x
-              FROM phase_executions p JOIN task_executions t ON t.phase_id = p.id
-              JOIN step_executions s ON s.task_id = t.id WHERE p.run_id = $1) ss
+        FROM (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM phase_executions WHERE run_id = $1) ps,
+             (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM task_executions
+              WHERE phase_id = ANY(ARRAY(SELECT id FROM phase_executions WHERE run_id = $1))) ts,
+             (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM step_executions
+              WHERE task_id = ANY(ARRAY(SELECT t.id FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
+                                        WHERE p.run_id = $1))) ss
     )
     SELECT sums.v AS version, sums.total,
            CASE WHEN sums.v = $4 THEN NULL

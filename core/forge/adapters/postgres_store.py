@@ -124,7 +124,12 @@ class PostgresStore:
         """Open a pool; ``ServiceUnavailableError`` when PostgreSQL cannot be reached."""
         with translate_errors("connecting to PostgreSQL"):
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout, init=init_connection
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout,
+                init=init_connection,
+                reset=_no_session_state,
             )
         return cls(pool)
 
@@ -541,6 +546,12 @@ def _change_from_row(row: asyncpg.Record) -> RunChange:
     return RunChange(
         row["id"], row["run_id"], row["kind"], row["entity_id"], Status(row["status"]), row["body"], row["at"]
     )
+
+
+async def _no_session_state(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """How a released connection is reset: not at all beyond what asyncpg always does (roll back an open
+    transaction). The store keeps no session state (no SET, LISTEN, cursors or session advisory locks),
+    so the default ``RESET ALL; UNLISTEN *; ...`` would only cost a second round trip per call."""
 
 
 def _run_where(flt: RunFilter) -> tuple[str, list[Any]]:
