@@ -326,6 +326,7 @@ async def test_an_idle_stream_is_kept_alive(
     app: Litestar, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(events_module, "KEEPALIVE", 0.1)
+    monkeypatch.setattr(events_module, "TICK", 0.05)
     ex = await executing_run(store)
     async with watch(app, ex.run_id).open() as stream:
         await stream.next_event()
