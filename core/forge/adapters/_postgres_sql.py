@@ -164,14 +164,6 @@ SQL_LOCK_STEPS_OF_RUN = """
     JOIN task_executions t ON t.id = s.task_id JOIN phase_executions p ON p.id = t.phase_id
     WHERE p.run_id = $1 ORDER BY s.id FOR UPDATE OF s
 """
-#: finish_run: nothing of a finished run is left pending or running.
-SQL_SWEEP_STEPS = f"""
-    UPDATE step_executions s SET
-        status = CASE WHEN s.status = 'pending' THEN 'skipped' ELSE 'cancelled' END,
-        completed_at = COALESCE(s.completed_at, now())
-    FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
-    WHERE s.task_id = t.id AND p.run_id = $1 AND s.status IN {UNFINISHED}
-"""  # noqa: S608
 SQL_LOCK_TASKS_OF_RUN = """
     SELECT t.id FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
     WHERE p.run_id = $1 ORDER BY t.id FOR UPDATE OF t
