@@ -1,0 +1,372 @@
+"""API reads: forge-api against a bare Litestar app returning the same bytes (issue 12).
+
+    .venv/bin/python bench/api.py [--seconds 10 --concurrency 1 32 --projects 100 --json]
+
+Starts PostgreSQL (a fresh, migrated database), NATS and an S3 server (forge-api connects to all
+three), and writes one finished run through the store ports: ``--projects`` projects of one step
+each, discovered, planned, every step started (with a log key) and succeeded, the run ended as
+``success`` — the run ``forge run`` shows when it is done.
+
+Two servers, each uvicorn in its own process with the same settings (asyncio loop, h11, no access
+log), pinned to CPU 0 when the machine has more than one (the embedded PostgreSQL and the load
+generator, at nice 10, share CPU 1, so the database never takes CPU from the server under test nor
+waits behind the generator):
+
+- **forge**: ``forge-api`` itself, configured by ``FORGE_*`` variables as ``forge platform up``
+  starts it;
+- **bare**: a Litestar app (this file with ``--serve-bare``) with the same two routes returning,
+  from memory, the bytes forge-api answered for them — the floor of uvicorn + Litestar.
+
+Then, for ``GET /v1/runs/{id}`` and ``GET /v1/runs/{id}/executions`` at every ``--concurrency``:
+a keep-alive HTTP/1.1 load generator in this process (raw asyncio sockets, one connection per
+request in flight, pinned to CPU 1) sends requests for ``--seconds`` (after one second of warm-up)
+and records every latency. Each series also reports the CPU the server and the generator used
+(``/proc``): the bare app's server at ~100% while the generator stays below its core shows the
+generator is not the bottleneck. ``--json`` ends the output with one JSON line of headline
+figures: the forge ÷ bare throughput ratios and forge's p99 at the highest concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from litestar import Litestar, Response, get
+
+from forge.adapters.postgres_store import PostgresStore
+from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.events import StepEvent
+from forge.domain.status import Status
+from forge.embedded.nats import start_nats
+from forge.embedded.process import ServiceProcess, binary, free_port, start_service
+from forge.embedded.s3 import start_s3
+from forge.ports.store import NewRepository, NewRun
+from forge.testing.postgres import create_database, start_postgres
+
+SHA = "e" * 40
+WARMUP = 1.0
+ENDPOINTS = {"run": "/v1/runs/{id}", "executions": "/v1/runs/{id}/executions"}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measured series: requests answered in ``seconds``, each one's latency, CPU seconds used."""
+
+    requests: int
+    seconds: float
+    latencies: list[float]
+    server_cpu: float
+    client_cpu: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured series")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], help="requests in flight")
+    parser.add_argument("--projects", type=int, default=100, help="projects (one step each) of the run")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
+    parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        _serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]))
+        return
+    with tempfile.TemporaryDirectory(prefix="forge-bench-api-") as tmp:
+        results, sizes = _bench(Path(tmp), args.projects, args.seconds, args.concurrency)
+    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"a finished run of {args.projects} projects x 1 step; {args.seconds:g} s per series, keep-alive")
+    print(
+        f"{'endpoint':<28} {'in flight':>9} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'srv CPU':>7} {'gen CPU':>7} {'forge ÷ bare':>12}"
+    )
+    headline: dict[str, float] = {}
+    top = max(args.concurrency)
+    for (name, concurrency), (forge, bare) in results.items():
+        label = f"{ENDPOINTS[name]} ({sizes[name] / 1000:.0f} KB)"
+        for server, sample in (("forge", forge), ("bare", bare)):
+            ratio = f"{forge.per_second / bare.per_second:12.3f}" if server == "forge" else ""
+            print(
+                f"{label:<28} {concurrency:>9} {server:<6} {sample.per_second:8.0f} {sample.quantile(0.5) * 1000:8.2f}"
+                f" {sample.quantile(0.99) * 1000:8.2f} {sample.server_cpu / sample.seconds:7.0%}"
+                f" {sample.client_cpu / sample.seconds:7.0%} {ratio}"
+            )
+        if concurrency == top:
+            headline[f"{name}_ratio_c{top}"] = round(forge.per_second / bare.per_second, 3)
+            headline[f"{name}_p99_ms_c{top}"] = round(forge.quantile(0.99) * 1000, 2)
+    if args.json:
+        order = [f"run_ratio_c{top}", f"executions_ratio_c{top}", f"run_p99_ms_c{top}", f"executions_p99_ms_c{top}"]
+        print(json.dumps({key: headline[key] for key in order}))
+
+
+def _bench(
+    tmp: Path, projects: int, seconds: float, levels: list[int]
+) -> tuple[dict[tuple[str, int], tuple[Sample, Sample]], dict[str, int]]:
+    with _services(tmp) as env:
+        run_id = asyncio.run(_finished_run(env["FORGE_DATABASE__URL"], projects))
+        paths = {name: path.format(id=run_id) for name, path in ENDPOINTS.items()}
+        api_port, bare_port = free_port(), free_port()
+        api = start_service(
+            "forge-api",
+            [binary("forge-api")],
+            url=f"http://127.0.0.1:{api_port}",
+            ready=_http_ok(f"http://127.0.0.1:{api_port}/readyz"),
+            log=tmp / "api.log",
+            env={**env, "FORGE_API__PORT": str(api_port), "FORGE_API__PUBLIC_URL": f"http://127.0.0.1:{api_port}"},
+        )
+        try:
+            bodies = tmp / "bodies"
+            bodies.mkdir()
+            for name, path in paths.items():
+                with urllib.request.urlopen(f"{api.url}{path}", timeout=10) as resp:
+                    (bodies / f"{name}.json").write_bytes(resp.read())
+                (bodies / f"{name}.path").write_text(path)
+            bare = start_service(
+                "bare",
+                [sys.executable, __file__, "--serve-bare", str(bare_port), str(bodies)],
+                url=f"http://127.0.0.1:{bare_port}",
+                ready=_http_ok(f"http://127.0.0.1:{bare_port}{paths['run']}"),
+                log=tmp / "bare.log",
+            )
+            try:
+                _pin(api.pid, 0)
+                _pin(bare.pid, 0)
+                _pin(0, 1)
+                os.nice(10)  # on CPU 1 PostgreSQL comes first: the generator only adds load
+                results: dict[tuple[str, int], tuple[Sample, Sample]] = {}
+                for name, path in paths.items():
+                    for concurrency in levels:
+                        forge = asyncio.run(_load(api_port, path, concurrency, seconds, api.pid))
+                        floor = asyncio.run(_load(bare_port, path, concurrency, seconds, bare.pid))
+                        results[name, concurrency] = (forge, floor)
+            finally:
+                bare.stop()
+        finally:
+            api.stop()
+        sizes = {name: (bodies / f"{name}.json").stat().st_size for name in paths}
+    return results, sizes
+
+
+@contextlib.contextmanager
+def _services(tmp: Path) -> Iterator[dict[str, str]]:
+    """PostgreSQL (a new database), NATS and S3; the ``FORGE_*`` environment of forge-api."""
+    started: list[ServiceProcess] = []
+    try:
+        postgres = start_postgres(tmp / "postgres")
+        started.append(postgres)
+        if postgres.pid > 0:  # embedded: its backends (forked later) share CPU 1 with the load generator
+            _pin(postgres.pid, 1)
+        nats = start_nats(tmp / "nats")
+        started.append(nats)
+        s3 = start_s3(tmp / "s3")
+        started.append(s3)
+        yield {
+            "FORGE_DATABASE__URL": create_database(postgres.url, f"bench_{uuid.uuid4().hex[:12]}"),
+            "FORGE_NATS__URL": nats.url,
+            "FORGE_OBJECTS__ENDPOINT": s3.url,
+            "FORGE_OBJECTS__ACCESS_KEY": s3.extra["access_key"],
+            "FORGE_OBJECTS__SECRET_KEY": s3.extra["secret_key"],
+            "FORGE_OBJECTS__BUCKET": "bench",
+            "FORGE_GIT__CACHE_DIR": str(tmp / "git-cache"),
+            "FORGE_CI__WORK_DIR": str(tmp / "work"),
+        }
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+async def _finished_run(dsn: str, projects: int) -> uuid.UUID:
+    """A run of ``projects`` projects x 1 step, every step started and succeeded, the run a success."""
+    store = await PostgresStore.connect(dsn)
+    try:
+        await store.migrate()
+        await store.register_repository(NewRepository("bench/mono", "https://git.example/bench/mono.git"))
+        run, _ = await store.create_run(NewRun(repository="bench/mono", commit_sha=SHA, branch="main"))
+        await store.claim_discovery(limit=1)
+        names = [f"services/team{i % 10:02d}/p{i:04d}" for i in range(projects)]
+        found = DiscoveryResult(
+            commit=SHA,
+            base="d" * 40,
+            branch="main",
+            repository="bench/mono",
+            projects=[
+                DiscoveredProject(
+                    name=name,
+                    path=name,
+                    config_blob=f"{i:040x}",
+                    depends_on=[names[i - 1]] if i else [],
+                    phases={"test": ["unit"]},
+                    steps=[
+                        DiscoveredStep(
+                            phase="test",
+                            name="unit",
+                            action="run",
+                            target="make test",
+                            env={"GOFLAGS": "-count=1"},
+                            timeout_seconds=600,
+                        )
+                    ],
+                )
+                for i, name in enumerate(names)
+            ],
+            affected=[AffectedProject(project=name, reasons=["changed: go.mod"]) for name in names],
+            phase_groups=[PhaseGroup(group=0, phases=["test"])],
+            changed_files=projects,
+        )
+        await store.record_discovery(run.id, found, f"discovery/{run.id}.json")
+        ex = await store.create_executions(run.id, found)
+        events = [
+            StepEvent(run_id=run.id, step_id=s.id, attempt=1, kind="started", logs_key=f"logs/{run.id}/{s.id}.log")
+            for s in ex.steps
+        ] + [StepEvent(run_id=run.id, step_id=s.id, attempt=1, kind="success", exit_code=0) for s in ex.steps]
+        await store.apply_step_events(events)
+        await store.finish_run(run.id, Status.SUCCESS)
+        return run.id
+    finally:
+        await store.close()
+
+
+async def _load(port: int, path: str, concurrency: int, seconds: float, server_pid: int) -> Sample:
+    """``concurrency`` keep-alive connections, each sending ``GET path`` as soon as the last answer came."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n".encode()
+    loop = asyncio.get_running_loop()
+    connections = [
+        (await loop.create_connection(lambda: _Connection(request), "127.0.0.1", port))[1] for _ in range(concurrency)
+    ]
+    latencies: list[float] = []
+    recording = False
+    stop_at = time.perf_counter() + WARMUP + seconds
+
+    async def lane(conn: _Connection) -> None:
+        while (now := time.perf_counter()) < stop_at:
+            await conn.get()
+            if recording:
+                latencies.append(time.perf_counter() - now)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for conn in connections:
+                group.create_task(lane(conn))
+            await asyncio.sleep(WARMUP)
+            recording = True
+            started, server0, client0 = time.perf_counter(), _cpu_seconds(server_pid), time.process_time()
+            await asyncio.sleep(seconds)
+            elapsed = time.perf_counter() - started
+            server_cpu, client_cpu = _cpu_seconds(server_pid) - server0, time.process_time() - client0
+    finally:
+        for conn in connections:
+            conn.close()
+    return Sample(len(latencies), elapsed, latencies, server_cpu, client_cpu)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: one request at a time, responses framed by Content-Length."""
+
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._need = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    async def get(self) -> None:
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(self._request)
+        await self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._need < 0:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self._buffer[: end + 2]).lower()
+            if not head.startswith(b"http/1.1 200"):
+                raise RuntimeError(f"unexpected response: {bytes(self._buffer[:200])!r}")
+            start = head.index(b"content-length:") + 15
+            self._need = end + 4 + int(head[start : head.index(b"\r\n", start)])
+        if len(self._buffer) >= self._need:
+            del self._buffer[: self._need]
+            self._need = -1
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc or ConnectionError("server closed the connection"))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _serve_bare(port: int, bodies: Path) -> None:
+    """The floor: Litestar + uvicorn (as forge-api runs them) answering with bytes kept in memory."""
+    handlers = []
+    for name in ENDPOINTS:
+        body = (bodies / f"{name}.json").read_bytes()
+
+        def answer(body: bytes = body) -> Response[bytes]:
+            return Response(body, media_type="application/json")
+
+        handlers.append(get((bodies / f"{name}.path").read_text(), name=name, sync_to_thread=False)(answer))
+    uvicorn.run(Litestar(route_handlers=handlers), host="127.0.0.1", port=port, log_level="warning")
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Run ``pid`` (0: this process) on ``cpu`` alone, when the machine has that many."""
+    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    return check
+
+
+def _cpu() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    main()
