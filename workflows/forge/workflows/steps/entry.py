@@ -60,12 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PARSER = _parser()  # built once: the local engine parses a command line per step
+_PAYLOAD: TypeAdapter[Payload] = TypeAdapter(Payload)
+
+
 def parse_job(argv: Sequence[str], timeouts: TimeoutSettings) -> tuple[Job, float, Path | None]:
     """The job a ``forge-step dispatch`` command line describes; ``_UsageError`` when it is invalid."""
-    args = _parser().parse_args(list(argv))
+    args = _PARSER.parse_args(list(argv))
     timeout = float(args.timeout or getattr(timeouts, args.job_type))
     try:
-        payload = TypeAdapter(Payload).validate_python({"type": args.job_type, **json.loads(args.payload)})
+        payload = _PAYLOAD.validate_python({"type": args.job_type, **json.loads(args.payload)})
         job = Job(
             key=args.key,
             type=JobType(args.job_type),
