@@ -23,7 +23,9 @@ request in flight, pinned to CPU 1) sends requests for ``--seconds`` (after one 
 and records every latency. Each series also reports the CPU the server and the generator used
 (``/proc``): the bare app's server at ~100% while the generator stays below its core shows the
 generator is not the bottleneck. ``--json`` ends the output with one JSON line of headline
-figures: the forge ÷ bare throughput ratios and forge's p99 at the highest concurrency.
+figures: the forge ÷ bare throughput ratios and forge's p99 at the highest concurrency, and the
+watcher figures of ``bench/watch.py`` (run after the reads, as its own process, unless
+``--no-watch``: 100 SSE watchers of a running pipeline against one poller).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32], help="requests in flight")
     parser.add_argument("--projects", type=int, default=100, help="projects (one step each) of the run")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
+    parser.add_argument("--no-watch", action="store_true", help="skip the watchers (bench/watch.py)")
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -113,9 +117,21 @@ def main() -> None:
         if concurrency == top:
             headline[f"{name}_ratio_c{top}"] = round(forge.per_second / bare.per_second, 3)
             headline[f"{name}_p99_ms_c{top}"] = round(forge.quantile(0.99) * 1000, 2)
+    order = [f"run_ratio_c{top}", f"executions_ratio_c{top}", f"run_p99_ms_c{top}", f"executions_p99_ms_c{top}"]
+    figures: dict[str, float] = {key: headline[key] for key in order}
+    if not args.no_watch:
+        figures |= _watchers()
     if args.json:
-        order = [f"run_ratio_c{top}", f"executions_ratio_c{top}", f"run_p99_ms_c{top}", f"executions_p99_ms_c{top}"]
-        print(json.dumps({key: headline[key] for key in order}))
+        print(json.dumps(figures))
+
+
+def _watchers() -> dict[str, float]:
+    """Run ``bench/watch.py --json`` (its output goes through) and take its headline figures."""
+    watch = Path(__file__).with_name("watch.py")
+    done = subprocess.run([sys.executable, str(watch), "--json"], capture_output=True, text=True, check=True)
+    sys.stdout.write(done.stdout)
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"watchers": last["watchers"], "watch_cpu_ms_per_event": last["watch_cpu_ms_per_event"]}
 
 
 def _bench(
