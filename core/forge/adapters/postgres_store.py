@@ -167,19 +167,36 @@ class PostgresStore:
                 """
                 INSERT INTO repositories (name, clone_url, default_branch, webhook_secret_ref)
                 VALUES ($1, $2, $3, $4)
-                ON CONFLICT (name) DO UPDATE SET
-                    clone_url = EXCLUDED.clone_url,
-                    default_branch = EXCLUDED.default_branch,
-                    webhook_secret_ref = COALESCE(EXCLUDED.webhook_secret_ref, repositories.webhook_secret_ref)
-                RETURNING *, (xmax = 0) AS inserted
+                ON CONFLICT (name) DO NOTHING
+                RETURNING *
                 """,
                 new.name,
                 new.clone_url,
                 new.default_branch,
                 new.webhook_secret_ref,
             )
-        assert row is not None
-        return repository_from_row(row), bool(row["inserted"])
+            if row is not None:
+                return repository_from_row(row), True
+            row = await self._pool.fetchrow("SELECT * FROM repositories WHERE name = $1", new.name)
+        assert row is not None  # repositories are never deleted
+        existing = repository_from_row(row)
+        differ = [
+            field
+            for field, old, wanted in (
+                ("clone_url", existing.clone_url, new.clone_url),
+                ("default_branch", existing.default_branch, new.default_branch),
+                ("webhook_secret_ref", existing.webhook_secret_ref, new.webhook_secret_ref),
+            )
+            if wanted is not None and wanted != old  # an absent webhook_secret_ref is no change
+        ]
+        if differ:
+            # Field names only: the values (a clone URL, a secret's name) never reach the reply.
+            raise ConflictError(
+                f"repository {new.name} is already registered with a different {', '.join(differ)}; "
+                "a registration never changes an existing repository",
+                details={"repository": new.name, "fields": differ},
+            )
+        return existing, False
 
     async def get_repository(self, name: str) -> Repository:
         with translate_errors(f"reading repository {name!r}"):

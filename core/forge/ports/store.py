@@ -200,7 +200,13 @@ class Database(Protocol):
 
 class RepositoryStore(Protocol):
     async def register_repository(self, new: NewRepository) -> tuple[Repository, bool]:
-        """Insert, or update clone_url/default branch of, the repository; True when created."""
+        """Insert the repository (True), or return the registered one unchanged (False).
+
+        Idempotent, never an update: a repository of that name with another ``clone_url``,
+        ``default_branch`` or ``webhook_secret_ref`` (``None`` means "not given") is a
+        ``ConflictError`` naming the repository and the fields (never their values); nothing is
+        written.
+        """
 
     async def get_repository(self, name: str) -> Repository:
         """``NotFoundError`` when unknown."""

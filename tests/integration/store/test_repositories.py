@@ -4,34 +4,63 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from forge.errors import InvalidInputError, NotFoundError
+from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository
 
 if TYPE_CHECKING:
     from tests.integration.store.conftest import Store
 
 
-async def test_register_is_idempotent_and_updates_clone_url(store: Store) -> None:
-    first, created = await store.register_repository(NewRepository("acme/app", "https://a.example/app.git"))
+async def test_register_is_idempotent_on_the_same_values(store: Store) -> None:
+    first, created = await store.register_repository(
+        NewRepository("acme/app", "https://a.example/app.git", webhook_secret_ref="HOOK")
+    )
     assert created is True
     assert first.enabled is True
     assert first.default_branch == "main"
 
     second, created_again = await store.register_repository(
-        NewRepository("acme/app", "https://b.example/app.git", default_branch="trunk")
+        NewRepository("acme/app", "https://a.example/app.git", webhook_secret_ref="HOOK")
     )
     assert created_again is False
-    assert second.id == first.id
-    assert second.clone_url == "https://b.example/app.git"
-    assert second.default_branch == "trunk"
-    assert second.created_at == first.created_at
-    assert second.updated_at >= first.updated_at
-    assert await store.get_repository("acme/app") == second
+    assert second == first  # nothing written, not even updated_at
+    assert await store.get_repository("acme/app") == first
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        ({"clone_url": "https://evil.example/app.git"}, ["clone_url"]),
+        ({"default_branch": "trunk"}, ["default_branch"]),
+        ({"webhook_secret_ref": "MINE"}, ["webhook_secret_ref"]),
+        (
+            {"clone_url": "https://evil.example/app.git", "webhook_secret_ref": "MINE"},
+            ["clone_url", "webhook_secret_ref"],
+        ),
+    ],
+)
+async def test_register_never_changes_an_existing_repository(
+    store: Store, change: dict[str, str], fields: list[str]
+) -> None:
+    """A second create with other values is a conflict (no hijack), naming the fields, not their values."""
+    first, _ = await store.register_repository(
+        NewRepository("acme/app", "https://a.example/app.git", webhook_secret_ref="HOOK")
+    )
+    values = {"clone_url": "https://a.example/app.git", "webhook_secret_ref": "HOOK", **change}
+    with pytest.raises(ConflictError) as refused:
+        await store.register_repository(NewRepository("acme/app", **values))
+    assert refused.value.details == {"repository": "acme/app", "fields": fields}
+    assert "acme/app" in refused.value.message
+    assert all(field in refused.value.message for field in fields)
+    assert "evil" not in refused.value.message
+    assert "MINE" not in refused.value.message
+    assert await store.get_repository("acme/app") == first
 
 
 async def test_register_keeps_webhook_secret_ref_when_not_given(store: Store) -> None:
-    await store.register_repository(NewRepository("acme/app", "u", webhook_secret_ref="vault:gh/acme"))
-    again, _ = await store.register_repository(NewRepository("acme/app", "u2"))
+    first, _ = await store.register_repository(NewRepository("acme/app", "u", webhook_secret_ref="vault:gh/acme"))
+    again, created = await store.register_repository(NewRepository("acme/app", "u"))
+    assert (again, created) == (first, False)
     assert again.webhook_secret_ref == "vault:gh/acme"
 
 
