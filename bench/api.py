@@ -204,6 +204,7 @@ def _services(tmp: Path) -> Iterator[dict[str, str]]:
             "FORGE_OBJECTS__BUCKET": "bench",
             "FORGE_GIT__CACHE_DIR": str(tmp / "git-cache"),
             "FORGE_CI__WORK_DIR": str(tmp / "work"),
+            "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",
         }
     finally:
         for proc in reversed(started):

@@ -58,6 +58,11 @@ class ApiSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the API binds to")
     port: int = Field(8080, ge=0, le=65535, description="Port the API binds to")
     public_url: str = Field("http://127.0.0.1:8080", description="URL users and workers reach the API at")
+    allow_local_clone_urls: bool = Field(
+        False,
+        description="Accept repositories whose clone URL is a local absolute path or a loopback, link-local or "
+        "private address (the embedded platform, tests); never a path inside the platform's own directories",
+    )
 
 
 class TimeoutSettings(BaseModel):

@@ -43,6 +43,7 @@ def running_platform(home: Path, database_url: str, nats: ServiceProcess, s3: Se
         "FORGE_GIT__CACHE_DIR": str(home / "git-cache"),
         "FORGE_API__PORT": str(port),
         "FORGE_API__PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",  # local mirrors and git daemons
         "FORGE_CI__WORK_DIR": str(home / "work"),
         "FORGE_WORKER__ACK_WAIT": "2",
         "FORGE_WORKER__HEARTBEAT": "0.5",

@@ -6,6 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
+from litestar.routes import HTTPRoute
 
 from forge.api.errors import EXCEPTION_HANDLERS
 from forge.api.routes.events import run_events
@@ -25,7 +26,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
     def _services() -> ApiServices:
         return services
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             readyz,
@@ -50,3 +51,25 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         ),
         debug=debug,
     )
+    _answer_options_with_every_method(app)
+    return app
+
+
+def _answer_options_with_every_method(app: Litestar) -> None:
+    """Make ``OPTIONS`` name every method of its path (``Allow``), not only the first handler's.
+
+    Litestar (2.25) registers a controller's handlers one at a time: the ``OPTIONS`` handler it
+    generates for a path closes over the route built for the path's first handler, and routes
+    rebuilt for the later handlers keep that handler (``OPTIONS /v1/runs`` answered
+    ``Allow: OPTIONS, POST``). Each generated handler is pointed at its final route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = getattr(handler.fn, "__closure__", None) and handler.fn
+            if fn is None or fn.__name__ != "options_handler" or "OPTIONS" not in handler.http_methods:
+                continue
+            for cell in fn.__closure__ or ():
+                if isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route

@@ -7,6 +7,8 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from pydantic import BaseModel, ConfigDict, Field
 
 from forge.errors import (
     ConfigError,
@@ -20,7 +22,7 @@ from forge.errors import (
     TransientError,
 )
 
-__all__ = ["EXCEPTION_HANDLERS", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "ProblemOut", "problem", "problem_spec"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("forge.api")
@@ -35,6 +37,23 @@ _STATUS: list[tuple[type[ForgeError], int]] = [
     (ServiceUnavailableError, 503),
     (TransientError, 503),
 ]
+
+
+class ProblemOut(BaseModel):
+    """An error (RFC 9457); extension members (``errors``, ``repository``, ``field``, ...) may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field("about:blank", description="about:blank")
+    title: str = Field(description="A code: not_found, conflict, invalid_input, invalid_request, ...")
+    status: int = Field(description="The HTTP status")
+    detail: str = Field(description="What is wrong, for people")
+    instance: str | None = Field(None, description="The request path")
+
+
+def problem_spec(description: str) -> ResponseSpec:
+    """The OpenAPI entry of an ``application/problem+json`` response."""
+    return ResponseSpec(ProblemOut, description=description, media_type=PROBLEM_JSON, generate_examples=False)
 
 
 _RESERVED = frozenset({"type", "title", "status", "detail", "instance"})

@@ -208,6 +208,7 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
             "FORGE_CI__WORK_DIR": str((home / "work").resolve()),
             "FORGE_API__PORT": str(api_port),
             "FORGE_API__PUBLIC_URL": api_url,
+            "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",  # local mirrors and git daemons
         }
         logs = home / "logs"
         on_start("api")

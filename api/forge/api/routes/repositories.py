@@ -1,38 +1,151 @@
-"""``/v1/repositories``: repositories are registered before runs are accepted for them."""
+"""``/v1/repositories``: repositories are registered before runs are accepted for them.
+
+A clone URL is where workers fetch from, so it is checked before it is stored (400 naming
+``clone_url``; the message never repeats the URL, which may hold credentials):
+
+- ``https://``, ``http://``, ``ssh://``, ``git://`` or scp-style ``user@host:path``; nothing else;
+- no credentials (``https://user:token@...``): they belong in secrets, not in a URL every reader sees;
+- hosts given as loopback, link-local, private or otherwise reserved IP addresses (``localhost``,
+  ``127.0.0.1``, ``169.254.169.254``, ``[::1]``, ``2130706433``) would make workers reach the
+  platform's own network (SSRF); refused unless ``FORGE_API__ALLOW_LOCAL_CLONE_URLS`` (the embedded
+  platform and tests), which also allows local absolute paths, but never one inside the platform's
+  own directories (``FORGE_GIT__CACHE_DIR``, ``FORGE_CI__WORK_DIR``, the secrets directory: another
+  repository's mirror registered under a new name would expose its files).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
+from pathlib import Path, PurePosixPath
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from litestar import Controller, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from forge.api.schemas import CreateRepository, PageOut, RepositoryOut
+from forge.api.errors import problem_spec as _problem
+from forge.api.schemas import MAX_OFFSET, CreateRepository, PageOut, RepositoryOut
 from forge.api.services import Services
+from forge.errors import InvalidInputError
 from forge.ports import NewRepository
+from forge.settings import Settings
 
-__all__ = ["RepositoriesController"]
+__all__ = ["RepositoriesController", "check_clone_url"]
+
+_SCHEMES = frozenset({"https", "http", "ssh", "git"})
+_SCP_LIKE = re.compile(r"^(?P<user>[^/:@]+)@(?P<host>[^/:]+):(?!//)")  # git@github.com:owner/repo.git
+_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)  # 2130706433, 0x7f.1, 017700000001
+
+
+def _refuse(reason: str) -> InvalidInputError:
+    return InvalidInputError(f"clone_url {reason}", details={"field": "clone_url"})
+
+
+def _local_address(host: str) -> bool:
+    """Whether ``host`` names this machine or a non-public network (as an IP literal or ``localhost``)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+    except ValueError:
+        if not _NUMERIC_HOST.fullmatch(host):
+            return False
+        try:  # the legacy forms resolvers accept: 2130706433, 0x7f.0.0.1, 0177.1 ...
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    path, directory = path.resolve(), directory.resolve()
+    return path == directory or directory in path.parents
+
+
+def check_clone_url(url: str, settings: Settings) -> None:
+    """``InvalidInputError`` (field ``clone_url``) unless workers may fetch from ``url``."""
+    allow_local = settings.api.allow_local_clone_urls
+    if url.startswith("/"):
+        if not allow_local:
+            raise _refuse("must be a remote URL (https://, ssh://, git:// or user@host:path), not a local path")
+        if ".." in PurePosixPath(url).parts:
+            raise _refuse("must be a normalised absolute path (no '..')")
+        own = [settings.git.cache_dir, settings.ci.work_dir, settings.ci.secrets_dir]
+        if any(_inside(Path(url), directory) for directory in own if directory is not None):
+            raise _refuse("must not point inside the platform's own directories (git cache, work or secrets)")
+        return
+    scp = _SCP_LIKE.match(url)
+    if scp is not None:
+        host = scp.group("host")
+    else:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            password, user = parts.password, parts.username
+        except ValueError:
+            raise _refuse("is not a valid URL") from None
+        if parts.scheme not in _SCHEMES:
+            raise _refuse(
+                "must be an https://, http://, ssh:// or git:// URL or user@host:path"
+                + (" (or an absolute path)" if allow_local else "")
+            )
+        if password is not None or (user is not None and parts.scheme in {"http", "https", "git"}):
+            raise _refuse("must not contain credentials: give the repository's credentials as a secret, not in the URL")
+        if not host:
+            raise _refuse("has no host")
+    if not allow_local and _local_address(host):
+        raise _refuse("must not name a loopback, link-local or private address")
 
 
 class RepositoriesController(Controller):
     path = "/v1/repositories"
     tags = ["repositories"]
 
-    @post("/", summary="Register a repository (idempotent on name)")
+    @post(
+        "/",
+        summary="Register a repository (idempotent on name)",
+        description="201 with the new repository; 200 with the registered one when the name exists with the same "
+        "`clone_url`, `default_branch` and `webhook_secret_ref` (an omitted `webhook_secret_ref` is no change); "
+        "409 naming the fields when any differs: a registration never changes an existing repository.\n\n"
+        "`clone_url`: `https://`, `http://`, `ssh://`, `git://` or `user@host:path`, without credentials; "
+        "loopback, link-local and private addresses and local absolute paths only when the platform allows "
+        "local clone URLs (`FORGE_API__ALLOW_LOCAL_CLONE_URLS`, the embedded platform), and never a path inside "
+        "the platform's own directories. Otherwise 400 naming `clone_url`.",
+        responses={
+            400: _problem("Invalid body or clone_url (the problem names the field)"),
+            409: _problem("The name is registered with other values (the problem names the fields)"),
+        },
+    )
     async def register(self, data: JSONBody[CreateRepository], services: Services) -> Response[RepositoryOut]:
+        check_clone_url(data.clone_url, Settings())
         repo, created = await services.repositories.register_repository(NewRepository(**data.model_dump()))
         return Response(RepositoryOut.of(repo), status_code=201 if created else 200)
 
-    @get("/", summary="List repositories")
+    @get(
+        "/",
+        summary="List repositories",
+        responses={400: _problem("limit or offset out of range (the problem names the parameter)")},
+    )
     async def list_repositories(
         self,
         services: Services,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="Repositories per page")] = 50,
+        offset: Annotated[
+            int, QueryParameter(ge=0, le=MAX_OFFSET, description=f"Repositories to skip (at most {MAX_OFFSET:,})")
+        ] = 0,
     ) -> PageOut[RepositoryOut]:
         page = await services.repositories.list_repositories(limit=limit, offset=offset)
         return PageOut(items=[RepositoryOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
 
-    @get("/{owner:str}/{name:str}", summary="One repository")
+    @get(
+        "/{owner:str}/{name:str}",
+        summary="One repository",
+        responses={404: _problem("The repository is not registered")},
+    )
     async def get_repository(self, owner: FromPath[str], name: FromPath[str], services: Services) -> RepositoryOut:
         return RepositoryOut.of(await services.repositories.get_repository(f"{owner}/{name}"))

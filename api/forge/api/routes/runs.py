@@ -8,7 +8,8 @@ from uuid import UUID
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from forge.api.schemas import CreateRun, ExecutionsOut, PageOut, RunOut
+from forge.api.errors import problem_spec as _problem
+from forge.api.schemas import MAX_OFFSET, CreateRun, ExecutionsOut, PageOut, RunOut
 from forge.api.schemas.documents import ETAG_HEADER, NOT_MODIFIED, TOTAL_HEADER, document_response
 from forge.api.services import Services
 from forge.domain.status import Status
@@ -21,6 +22,10 @@ DEFAULT_STEPS_PAGE = 1000
 MAX_STEPS_PAGE = 10_000
 
 
+_BAD_PAGE = {400: _problem("A query parameter is out of range or malformed (the problem names it)")}
+_NO_RUN = {404: _problem("No such run")}
+
+
 class RunsController(Controller):
     path = "/v1/runs"
     tags = ["runs"]
@@ -29,6 +34,11 @@ class RunsController(Controller):
         "/",
         summary="Create a pipeline run",
         description="Returns 201 with the new run, or 200 with the existing run of the same repository and commit.",
+        responses={
+            400: _problem("Invalid body (the problem names the field)"),
+            404: _problem("The repository is not registered"),
+            409: _problem("The repository is disabled"),
+        },
     )
     async def create_run(self, data: JSONBody[CreateRun], services: Services) -> Response[RunOut]:
         run, created = await services.runs.create_run(NewRun(**data.model_dump()))
@@ -39,7 +49,7 @@ class RunsController(Controller):
         summary="List pipeline runs, newest first",
         description="Conditional: If-None-Match with the page's ETag answers 304 while the page is unchanged.",
         response_headers=[ETAG_HEADER],
-        responses=NOT_MODIFIED,
+        responses={**NOT_MODIFIED, **_BAD_PAGE},
     )
     async def list_runs(
         self,
@@ -49,8 +59,10 @@ class RunsController(Controller):
         branch: FromQuery[str | None] = None,
         status: FromQuery[Status | None] = None,
         commit_sha: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-f]{40}$")] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="Runs per page")] = 50,
+        offset: Annotated[
+            int, QueryParameter(ge=0, le=MAX_OFFSET, description=f"Runs to skip (at most {MAX_OFFSET:,})")
+        ] = 0,
     ) -> Response[PageOut[RunOut]]:
         flt = RunFilter(repository=repository, branch=branch, status=status, commit_sha=commit_sha)
         return document_response(request, await services.runs.runs_json(flt, limit=limit, offset=offset), "l")
@@ -61,7 +73,7 @@ class RunsController(Controller):
         description="The discovery is served as stored (JSON object keys in PostgreSQL jsonb order). "
         "Conditional: the ETag changes whenever the run does; If-None-Match with it answers 304.",
         response_headers=[ETAG_HEADER],
-        responses=NOT_MODIFIED,
+        responses={**NOT_MODIFIED, **_NO_RUN},
     )
     async def get_run(
         self, request: Request[Any, Any, Any], run_id: FromPath[UUID], services: Services
@@ -78,7 +90,7 @@ class RunsController(Controller):
         "of steps of the run. Conditional: the ETag changes whenever the page does; If-None-Match with it "
         "answers 304.",
         response_headers=[ETAG_HEADER, TOTAL_HEADER],
-        responses=NOT_MODIFIED,
+        responses={**NOT_MODIFIED, **_BAD_PAGE, **_NO_RUN},
     )
     async def get_executions(
         self,
@@ -88,7 +100,9 @@ class RunsController(Controller):
         limit: Annotated[
             int, QueryParameter(ge=1, le=MAX_STEPS_PAGE, description="Steps per page")
         ] = DEFAULT_STEPS_PAGE,
-        offset: Annotated[int, QueryParameter(ge=0, description="Steps to skip, in tree order")] = 0,
+        offset: Annotated[
+            int, QueryParameter(ge=0, le=MAX_OFFSET, description=f"Steps to skip in tree order (≤ {MAX_OFFSET:,})")
+        ] = 0,
     ) -> Response[ExecutionsOut]:
         executions = await services.executions.executions_json(run_id, limit=limit, offset=offset)
         return document_response(request, executions, f"x{limit}.{offset}.", total=True)
@@ -99,6 +113,7 @@ class RunsController(Controller):
         summary="Cancel a pipeline run",
         description="Records the request and returns 202 with the run; the controller stops its workflow and "
         "ends it as cancelled. 409 when the run has already finished.",
+        responses={**_NO_RUN, 409: _problem("The run has already finished")},
     )
     async def cancel_run(self, run_id: FromPath[UUID], services: Services) -> RunOut:
         return RunOut.of(await services.runs.request_cancel(run_id))

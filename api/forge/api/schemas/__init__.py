@@ -23,6 +23,7 @@ from forge.domain.status import Status
 from forge.ports.store import RunExecutions
 
 __all__ = [
+    "MAX_OFFSET",
     "CreateRepository",
     "CreateRun",
     "ExecutionsOut",
@@ -40,6 +41,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+MAX_OFFSET = 1_000_000
+"""The largest ``?offset=`` of a paged list (400 beyond: never a database error)."""
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -47,7 +51,12 @@ class _In(BaseModel):
 
 class CreateRepository(_In):
     name: RepoName = Field(description="owner/repo")
-    clone_url: str = Field(min_length=1, max_length=2000, description="URL or local path workers clone from")
+    clone_url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Where workers clone from: https://, http://, ssh://, git:// or user@host:path, without "
+        "credentials (local absolute paths and private addresses only where the platform allows them)",
+    )
     default_branch: str = Field("main", min_length=1, max_length=255)
     webhook_secret_ref: str | None = Field(None, max_length=255)
 
