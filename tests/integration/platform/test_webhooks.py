@@ -396,23 +396,38 @@ async def test_signature_of_another_body_is_refused(client: httpx.AsyncClient, s
     assert await _runs(store) == 0
 
 
-async def test_unknown_repository(client: httpx.AsyncClient) -> None:
-    payload = push_payload()
-    payload["repository"] = _repository("acme/ghost")
-    resp = await deliver(client, "push", payload)
-    assert resp.status_code == 404
-    assert resp.headers["content-type"].startswith(PROBLEM)
-    assert "acme/ghost" in resp.json()["detail"]
-
-
-async def test_repository_without_a_secret_ref(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("signed", [False, True])
+async def test_unknown_repositories_are_answered_as_a_bad_signature(client: httpx.AsyncClient, signed: bool) -> None:
+    """No name enumeration: an unknown repository, one without a webhook secret and a registered one
+    under a wrong signature get the same status and body shape, valid-looking signature or not."""
     await _register(client, "acme/nosecret", None)
-    payload = push_payload()
-    payload["repository"] = _repository("acme/nosecret")
-    resp = await deliver(client, "push", payload)
-    assert resp.status_code == 403
+    answers = {}
+    for name in ("acme/ghost", "acme/nosecret", REPO):
+        payload = push_payload()
+        payload["repository"] = _repository(name)
+        body = json.dumps(payload).encode()
+        signature = sign(body, "a guess") if name == REPO or not signed else sign(body)
+        resp = await deliver(client, "push", body, signature=signature)
+        assert resp.status_code == 401, resp.text
+        assert resp.headers["content-type"].startswith(PROBLEM)
+        problem = resp.json()
+        answers[name] = {**problem, "detail": problem["detail"].replace(name, "<name>")}
+    assert answers["acme/ghost"] == answers["acme/nosecret"] == answers[REPO]
+    assert "does not match" in answers[REPO]["detail"]
+
+
+@pytest.mark.parametrize("event", ["x" * 101, "Push", "pu-sh", "push,ping", "push1", "../push"])
+async def test_malformed_event_names_are_refused(client: httpx.AsyncClient, event: str) -> None:
+    resp = await deliver(client, event, push_payload())
+    assert resp.status_code == 400, resp.text
     assert resp.headers["content-type"].startswith(PROBLEM)
-    assert resp.json()["detail"] == "webhooks are not configured for acme/nosecret"
+    assert "X-GitHub-Event" in resp.json()["detail"]
+
+
+async def test_a_10_kb_event_name_is_refused(client: httpx.AsyncClient) -> None:
+    resp = await deliver(client, "a" * 10_000, push_payload())
+    assert resp.status_code == 400
+    assert "a" * 101 not in resp.text
 
 
 async def test_disabled_repository(client: httpx.AsyncClient, dsn: str) -> None:
@@ -527,7 +542,8 @@ async def test_openapi_documents_the_webhook(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/schema/openapi.json")).json()
     operation = spec["paths"]["/v1/webhooks/github"]["post"]
     assert operation["summary"] == "Receive a GitHub webhook delivery"
-    assert {"200", "201", "202", "401", "403"} <= set(operation["responses"])
+    assert {"200", "201", "202", "400", "401", "409", "413", "503"} <= set(operation["responses"])
+    assert "404" not in operation["responses"]
     assert {p["name"] for p in operation["parameters"]} >= {"X-GitHub-Event", "X-Hub-Signature-256"}
 
 

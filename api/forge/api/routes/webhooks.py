@@ -3,13 +3,16 @@
 A delivery is checked in this order; the body is untrusted until step 5 passes:
 
 1. the body is at most ``MAX_WEBHOOK_BODY`` bytes (413), read raw because it is what was signed;
-2. ``X-GitHub-Event`` is present (400) and ``X-Hub-Signature-256`` is ``sha256=<64 hex>`` (401);
+2. ``X-GitHub-Event`` is present and at most 100 of ``[a-z_]`` (400), and ``X-Hub-Signature-256``
+   is ``sha256=<64 hex>`` (401);
 3. a minimal parse reads ``repository.full_name`` only (400);
-4. that repository is registered (404), enabled (409), has a webhook secret ref (403) whose
-   secret resolves through the ``SecretProvider`` (503);
+4. that repository is registered with a webhook secret ref whose secret resolves through the
+   ``SecretProvider`` (503 when it does not);
 5. the HMAC-SHA256 of the raw body with that secret equals the signature, compared in constant
-   time (401; the expected value is never revealed);
-6. the event is parsed fully (400 naming the field) and handled.
+   time (401; the expected value is never revealed). An unknown repository, or one without a
+   webhook secret ref, gets the very same 401 after an HMAC with a throwaway key: which names are
+   registered is not revealed (the reason is logged);
+6. the repository is enabled (409); the event is parsed fully (400 naming the field) and handled.
 
 Runs are idempotent on (repository, commit): a redelivery (same ``X-GitHub-Delivery``) or another
 push of the same commit answers 200 with the existing run.
@@ -21,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Request, Response, post
@@ -29,12 +33,19 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from pydantic import BaseModel, ValidationError
 
-from forge.api.errors import PROBLEM_JSON, problem
+from forge.api.errors import problem, problem_spec
 from forge.api.schemas import RunOut
 from forge.api.schemas.github import NULL_SHA, PingEvent, PushEvent, WebhookIgnored, WebhookPong, WebhookTarget
 from forge.api.services import Services
 from forge.domain.entities import Repository, Trigger
-from forge.errors import ConflictError, ForgeError, InvalidInputError, LimitExceededError, ServiceUnavailableError
+from forge.errors import (
+    ConflictError,
+    ForgeError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from forge.ports import NewRun
 
 __all__ = ["MAX_WEBHOOK_BODY", "WebhooksController"]
@@ -43,6 +54,9 @@ MAX_WEBHOOK_BODY = 5 * 1024 * 1024
 """Bytes; larger deliveries are refused before they are parsed."""
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+_EVENT = re.compile(r"[a-z_]{1,100}")
+_NO_SECRET = secrets.token_bytes(32)
+"""The key an unverifiable delivery is checked with, so that it costs what a real check does."""
 _MESSAGE_CHARS = 10_000
 _BRANCH_PREFIX = "refs/heads/"
 _TAG_PREFIX = "refs/tags/"
@@ -52,7 +66,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _RefusedError(Exception):
-    """A delivery refused with a status the error tree has no class for (401, 403)."""
+    """A delivery refused with a status the error tree has no class for (401)."""
 
     def __init__(self, status: int, title: str, detail: str, **extra: Any):
         super().__init__(detail)
@@ -86,19 +100,24 @@ class WebhooksController(Controller):
             "commit. 201 with the new run, 200 with the existing run of the same commit (redeliveries). "
             "A deleted branch or tag, another ref or another event: 202 with the reason it was ignored. "
             "`ping`: 200.\n\n"
-            "Errors (`application/problem+json`): 400 missing `X-GitHub-Event`, malformed JSON or a missing "
-            "field (named); 401 missing, malformed or wrong signature; 403 the repository has no webhook "
-            "secret; 404 unknown repository; 409 disabled repository; 413 body over 5 MiB; 503 the "
-            "repository's secret cannot be resolved."
+            "Errors (`application/problem+json`): 400 missing or malformed `X-GitHub-Event` (at most 100 of "
+            "`a-z` and `_`), malformed JSON or a missing field (named); 401 missing, malformed or wrong "
+            "signature, and the same 401 for an unknown repository or one without a webhook secret (which "
+            "names are registered is not revealed); 409 disabled repository (after a valid signature); 413 "
+            "body over 5 MiB; 503 the repository's secret cannot be resolved."
         ),
         responses={
             200: _spec(RunOut | WebhookPong, "The existing run of this commit, or the ping reply"),
             201: _spec(RunOut, "The run the push created"),
             202: _spec(WebhookIgnored, "Verified, but nothing to run"),
-            401: ResponseSpec(None, description="Missing, malformed or wrong signature", media_type=PROBLEM_JSON),
-            403: ResponseSpec(
-                None, description="Webhooks are not configured for the repository", media_type=PROBLEM_JSON
+            400: problem_spec("Missing or malformed X-GitHub-Event, malformed JSON or a missing field (named)"),
+            401: problem_spec(
+                "Missing, malformed or wrong signature; also an unknown repository or one without a webhook secret "
+                "(the same answer: names are not revealed)"
             ),
+            409: problem_spec("The repository is disabled (after a valid signature)"),
+            413: problem_spec("Body over 5 MiB"),
+            503: problem_spec("The repository's webhook secret cannot be resolved"),
         },
     )
     async def github(
@@ -124,6 +143,10 @@ class WebhooksController(Controller):
             ) from None
         if not event:
             raise InvalidInputError("missing X-GitHub-Event header", details={"header": "X-GitHub-Event"})
+        if not _EVENT.fullmatch(event):
+            raise InvalidInputError(
+                "X-GitHub-Event must be an event name: 1 to 100 of a-z and _", details={"header": "X-GitHub-Event"}
+            )
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             raise InvalidInputError(
                 "the webhook's content type must be application/json, not application/x-www-form-urlencoded",
@@ -131,17 +154,22 @@ class WebhooksController(Controller):
             )
         digest = _signature_digest(signature)
         name = _parse(WebhookTarget, body, "webhook").repository.full_name
-        repo = await services.repositories.get_repository(name)
+        repo = await _repository(services, name)
+        if repo is not None and repo.webhook_secret_ref is not None:
+            key = (await _secret(services, repo, repo.webhook_secret_ref)).encode()
+        else:
+            log.warning(
+                "webhook delivery for %s refused: %s",
+                name,
+                "no such repository" if repo is None else "the repository has no webhook_secret_ref",
+            )
+            key = _NO_SECRET
+        expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, digest) or key is _NO_SECRET:
+            raise _unauthorized(f"X-Hub-Signature-256 does not match the body signed with the webhook secret of {name}")
+        assert repo is not None
         if not repo.enabled:
             raise ConflictError(f"repository {name} is disabled", details={"repository": name})
-        if repo.webhook_secret_ref is None:
-            raise _RefusedError(
-                403, "webhooks_not_configured", f"webhooks are not configured for {name}", repository=name
-            )
-        secret = await _secret(services, repo, repo.webhook_secret_ref)
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, digest):
-            raise _unauthorized(f"X-Hub-Signature-256 does not match the body signed with the webhook secret of {name}")
 
         if event == "ping":
             ping = _parse(PingEvent, body, "ping")
@@ -194,6 +222,13 @@ def _signature_digest(header: str | None) -> str:
     if match is None:
         raise _unauthorized("X-Hub-Signature-256 must be 'sha256=' followed by 64 hexadecimal digits")
     return match.group(1).lower()
+
+
+async def _repository(services: Services, name: str) -> Repository | None:
+    try:
+        return await services.repositories.get_repository(name)
+    except NotFoundError:
+        return None
 
 
 async def _secret(services: Services, repo: Repository, ref: str) -> str:
