@@ -16,7 +16,7 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_changes import PostgresChangeFeed
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
-from forge.api.services import ApiServices
+from forge.api.services import ApiServices, ClonePolicy
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
 
@@ -45,6 +45,12 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     objects=objects,
                     secrets=EnvSecretProvider(settings.ci.secrets_dir),
                     feed=feed,
+                    clones=ClonePolicy(
+                        allow_local=settings.api.allow_local_clone_urls,
+                        own_dirs=tuple(
+                            d for d in (settings.git.cache_dir, settings.ci.work_dir, settings.ci.secrets_dir) if d
+                        ),
+                    ),
                 )
         finally:
             await bus.close()

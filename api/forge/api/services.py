@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from litestar.di import NamedDependency
 
 from forge.ports import Database, ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SecretProvider
 from forge.ports.changes import ChangeFeed
 
-__all__ = ["ApiServices", "Services"]
+__all__ = ["ApiServices", "ClonePolicy", "Services"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClonePolicy:
+    """Which clone URLs a registration may name (``FORGE_API__ALLOW_LOCAL_CLONE_URLS``)."""
+
+    allow_local: bool = False
+    """Local absolute paths and loopback/private hosts (the embedded platform's mirrors and daemons)."""
+    own_dirs: tuple[Path, ...] = ()
+    """The platform's own directories (git cache, work, secrets): never a clone URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +36,8 @@ class ApiServices:
     """Resolves repositories' webhook secrets (``Repository.webhook_secret_ref``)."""
     feed: ChangeFeed | None = None
     """Wakes run watchers (``GET /v1/runs/{id}/events``); without one they read every second."""
+    clones: ClonePolicy = ClonePolicy()
+    """Remote clone URLs only, unless the settings allow local ones."""
 
 
 Services = NamedDependency[ApiServices]

@@ -7,7 +7,7 @@ from typing import Any
 
 from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.postgres_store import PostgresStore
-from forge.api.services import ApiServices
+from forge.api.services import ApiServices, ClonePolicy
 from forge.domain.messages import Job
 from forge.ports import MessageBus, ObjectStore
 from forge.settings import WorkerSettings
@@ -30,7 +30,11 @@ class Counting:
 
 
 def api_services(
-    store: PostgresStore, bus: MessageBus, objects: ObjectStore, secrets: EnvSecretProvider | None = None
+    store: PostgresStore,
+    bus: MessageBus,
+    objects: ObjectStore,
+    secrets: EnvSecretProvider | None = None,
+    clones: ClonePolicy | None = None,
 ) -> ApiServices:
     """The API's services on one PostgreSQL store, as ``forge-api`` builds them."""
     return ApiServices(
@@ -41,4 +45,5 @@ def api_services(
         bus=bus,
         objects=objects,
         secrets=secrets or EnvSecretProvider(environ={}),
+        clones=clones or ClonePolicy(),
     )

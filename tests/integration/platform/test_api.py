@@ -14,6 +14,7 @@ from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
+from forge.api.services import ClonePolicy
 from forge.embedded.process import ServiceProcess
 
 from .support import api_services
@@ -140,12 +141,17 @@ async def test_remote_clone_urls_are_accepted(client: httpx.AsyncClient, url: st
 
 
 async def test_local_clone_urls_where_the_platform_allows_them(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, tmp_path: Path
 ) -> None:
     cache = tmp_path / "git-cache"
-    monkeypatch.setenv("FORGE_API__ALLOW_LOCAL_CLONE_URLS", "true")
-    monkeypatch.setenv("FORGE_GIT__CACHE_DIR", str(cache))
-    monkeypatch.setenv("FORGE_CI__WORK_DIR", str(tmp_path / "work"))
+    policy = ClonePolicy(allow_local=True, own_dirs=(cache, tmp_path / "work"))
+    app = create_app(api_services(store, bus, objects, clones=policy))
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
+    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
+        await _local_clone_urls(client, tmp_path, cache)
+
+
+async def _local_clone_urls(client: httpx.AsyncClient, tmp_path: Path, cache: Path) -> None:
     for name, url in (("acme/a", str(tmp_path / "src" / "a")), ("acme/b", "http://127.0.0.1:9418/b.git")):
         resp = await client.post("/v1/repositories", json={"name": name, "clone_url": url})
         assert resp.status_code == 201, resp.text

@@ -27,10 +27,9 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from forge.api.errors import problem_spec as _problem
 from forge.api.schemas import MAX_OFFSET, CreateRepository, PageOut, RepositoryOut
-from forge.api.services import Services
+from forge.api.services import ClonePolicy, Services
 from forge.errors import InvalidInputError
 from forge.ports import NewRepository
-from forge.settings import Settings
 
 __all__ = ["RepositoriesController", "check_clone_url"]
 
@@ -67,16 +66,15 @@ def _inside(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
 
 
-def check_clone_url(url: str, settings: Settings) -> None:
+def check_clone_url(url: str, policy: ClonePolicy) -> None:
     """``InvalidInputError`` (field ``clone_url``) unless workers may fetch from ``url``."""
-    allow_local = settings.api.allow_local_clone_urls
+    allow_local = policy.allow_local
     if url.startswith("/"):
         if not allow_local:
             raise _refuse("must be a remote URL (https://, ssh://, git:// or user@host:path), not a local path")
         if ".." in PurePosixPath(url).parts:
             raise _refuse("must be a normalised absolute path (no '..')")
-        own = [settings.git.cache_dir, settings.ci.work_dir, settings.ci.secrets_dir]
-        if any(_inside(Path(url), directory) for directory in own if directory is not None):
+        if any(_inside(Path(url), directory) for directory in policy.own_dirs):
             raise _refuse("must not point inside the platform's own directories (git cache, work or secrets)")
         return
     scp = _SCP_LIKE.match(url)
@@ -122,7 +120,7 @@ class RepositoriesController(Controller):
         },
     )
     async def register(self, data: JSONBody[CreateRepository], services: Services) -> Response[RepositoryOut]:
-        check_clone_url(data.clone_url, Settings())
+        check_clone_url(data.clone_url, services.clones)
         repo, created = await services.repositories.register_repository(NewRepository(**data.model_dump()))
         return Response(RepositoryOut.of(repo), status_code=201 if created else 200)
 
