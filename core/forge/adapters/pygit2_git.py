@@ -309,7 +309,8 @@ def _fetch(repo: pygit2.Repository, source: str, url: str) -> None:
     try:
         remote.fetch(list(_REFSPECS), prune=FetchPrune.PRUNE)
     except pygit2.GitError as exc:
-        raise ServiceUnavailableError(f"cannot fetch {url}: {exc}", details={"url": url}) from exc
+        reason = str(exc).replace(repo.path.rstrip("/"), "<mirror>")  # the cache's path is nobody's business
+        raise ServiceUnavailableError(f"cannot fetch {url}: {reason}", details={"url": url}) from exc
 
 
 def _clone(path: Path, source: str, url: str) -> None:
