@@ -227,6 +227,8 @@ async def test_openapi_documents_the_problem_responses(client: httpx.AsyncClient
         ("/v1/runs/{run_id}", "delete"): {"404", "409"},
         ("/v1/runs/{run_id}/executions", "get"): {"400", "404"},
         ("/v1/webhooks/github", "post"): {"400", "401", "409", "413", "503"},
+        ("/v1/runs/{run_id}/steps/{step_id}/logs", "get"): {"400", "404", "503"},
+        ("/v1/runs/{run_id}/events", "get"): {"400", "404", "503"},
     }
     for (path, method), statuses in expected.items():
         responses = spec["paths"][path][method]["responses"]

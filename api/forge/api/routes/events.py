@@ -32,6 +32,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
+from forge.api.errors import problem_spec
 from forge.api.schemas import ExecutionsOut, RunOut
 from forge.api.services import Services
 from forge.domain.status import Status
@@ -71,7 +72,12 @@ RING = 4096
     "`: keep-alive` comments every 15 s. Changes are kept until 24 h after the run finished.",
     tags=["runs"],
     media_type="text/event-stream",
-    responses={200: ResponseSpec(str, description="An event stream", media_type="text/event-stream")},
+    responses={
+        200: ResponseSpec(str, description="An event stream", media_type="text/event-stream"),
+        400: problem_spec("Invalid run id or Last-Event-ID"),
+        404: problem_spec("No such run"),
+        503: problem_spec("PostgreSQL unavailable"),
+    },
 )
 async def run_events(
     run_id: FromPath[UUID],

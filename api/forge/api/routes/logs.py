@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
+from forge.api.errors import problem_spec
 from forge.api.schemas import LogOut
 from forge.api.services import Services
 from forge.errors import NotFoundError
@@ -37,7 +38,12 @@ _FOLLOW_POLL = 0.5
     "`{complete: false, content}` with the log so far. With `follow=true`: `text/plain` streamed as it "
     "is written, ending when the log is complete. 404 when the step is not of this run or has no log yet.",
     tags=["runs"],
-    responses={200: ResponseSpec(LogOut, description="The log, or where to fetch it")},
+    responses={
+        200: ResponseSpec(LogOut, description="The log, or where to fetch it"),
+        400: problem_spec("Invalid run or step id, or query parameter"),
+        404: problem_spec("No such step in this run, or no log yet"),
+        503: problem_spec("Object storage or PostgreSQL unavailable"),
+    },
 )
 async def step_logs(
     run_id: FromPath[UUID],
