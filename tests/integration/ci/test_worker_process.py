@@ -10,8 +10,9 @@ import signal
 from pathlib import Path
 
 from forge.adapters.nats_bus import NatsBus
-from forge.domain.messages import STREAMS
+from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType
 from forge.embedded.process import ServiceProcess, binary, start_service
+from forge.errors import NotFoundError, ServiceUnavailableError
 from forge.jobs.dispatch import dispatch
 from forge.logs import log_key
 from forge.ports import ObjectStore
@@ -132,3 +133,47 @@ async def test_a_sigkilled_worker_takes_its_step_s_processes_with_it(
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_one_process_serves_several_job_types(
+    tmp_path: Path, own_nats: ServiceProcess, bus: NatsBus, object_settings: ObjectStoreSettings
+) -> None:
+    """``forge-worker discovery ci``: both job types served by one process (the registry), streams
+    ensured by the process itself."""
+    src = tmp_path / "src" / "mono.git"
+    sha = standard_repo(src)
+    env = _env(tmp_path, own_nats.url, object_settings)
+    both = start_service(
+        "worker-both",
+        [binary("forge-worker"), "discovery", "ci"],
+        url="",
+        ready=lambda: True,
+        log=tmp_path / "logs" / "worker-both.log",
+        env=env,
+    )
+    try:
+        ci = ci_job(str(src), sha, "echo ci ran")
+        discovery = Job(
+            key=f"discovery.{ci.run_id}",
+            type=JobType.DISCOVERY,
+            run_id=ci.run_id,
+            repository=ci.repository,
+            commit_sha=sha,
+            payload=DiscoveryPayload(clone_url=str(src)),
+            deadline=ci.deadline,
+        )
+        async with asyncio.timeout(60):
+            while True:  # the process creates the streams; until then a look-up finds none
+                with contextlib.suppress(NotFoundError, ServiceUnavailableError):
+                    await bus.last_payload("pipeline-tasks", "pipeline.tasks.none")
+                    break
+                await asyncio.sleep(0.1)
+        found, ran = await asyncio.gather(dispatch(bus, discovery, timeout=60), dispatch(bus, ci, timeout=60))
+    finally:
+        both.stop()
+    assert found.success, found.error
+    assert found.data is not None
+    assert found.data["object_key"] == f"pipeline-runs/{ci.run_id}/discovery.json"
+    assert ran.success, ran.error
+    assert ran.data is not None
+    assert ran.data["exit_code"] == 0
