@@ -32,17 +32,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +50,9 @@ from forge.adapters.postgres_store import PostgresStore
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.events import StepEvent
 from forge.domain.status import Status
-from forge.embedded.nats import start_nats
-from forge.embedded.process import ServiceProcess, binary, free_port, start_service
-from forge.embedded.s3 import start_s3
+from forge.embedded.process import binary, free_port, http_ready, start_service
 from forge.ports.store import NewRepository, NewRun
-from forge.testing.postgres import create_database, start_postgres
+from forge.testing.measure import api_services, cpu_seconds, machine, pin
 
 SHA = "e" * 40
 WARMUP = 1.0
@@ -97,7 +92,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="forge-bench-api-") as tmp:
         results, sizes = _bench(Path(tmp), args.projects, args.seconds, args.concurrency)
-    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"a finished run of {args.projects} projects x 1 step; {args.seconds:g} s per series, keep-alive")
     print(
         f"{'endpoint':<28} {'in flight':>9} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
@@ -137,7 +132,7 @@ def _watchers() -> dict[str, float]:
 def _bench(
     tmp: Path, projects: int, seconds: float, levels: list[int]
 ) -> tuple[dict[tuple[str, int], tuple[Sample, Sample]], dict[str, int]]:
-    with _services(tmp) as env:
+    with api_services(tmp, postgres_cpu=1) as env:  # its backends share CPU 1 with the generator
         run_id = asyncio.run(_finished_run(env["FORGE_DATABASE__URL"], projects))
         paths = {name: path.format(id=run_id) for name, path in ENDPOINTS.items()}
         api_port, bare_port = free_port(), free_port()
@@ -145,7 +140,7 @@ def _bench(
             "forge-api",
             [binary("forge-api")],
             url=f"http://127.0.0.1:{api_port}",
-            ready=_http_ok(f"http://127.0.0.1:{api_port}/readyz"),
+            ready=http_ready(f"http://127.0.0.1:{api_port}/readyz"),
             log=tmp / "api.log",
             env={**env, "FORGE_API__PORT": str(api_port), "FORGE_API__PUBLIC_URL": f"http://127.0.0.1:{api_port}"},
         )
@@ -160,13 +155,13 @@ def _bench(
                 "bare",
                 [sys.executable, __file__, "--serve-bare", str(bare_port), str(bodies)],
                 url=f"http://127.0.0.1:{bare_port}",
-                ready=_http_ok(f"http://127.0.0.1:{bare_port}{paths['run']}"),
+                ready=http_ready(f"http://127.0.0.1:{bare_port}{paths['run']}"),
                 log=tmp / "bare.log",
             )
             try:
-                _pin(api.pid, 0)
-                _pin(bare.pid, 0)
-                _pin(0, 1)
+                pin(api.pid, 0)
+                pin(bare.pid, 0)
+                pin(0, 1)
                 os.nice(10)  # on CPU 1 PostgreSQL comes first: the generator only adds load
                 results: dict[tuple[str, int], tuple[Sample, Sample]] = {}
                 for name, path in paths.items():
@@ -180,35 +175,6 @@ def _bench(
             api.stop()
         sizes = {name: (bodies / f"{name}.json").stat().st_size for name in paths}
     return results, sizes
-
-
-@contextlib.contextmanager
-def _services(tmp: Path) -> Iterator[dict[str, str]]:
-    """PostgreSQL (a new database), NATS and S3; the ``FORGE_*`` environment of forge-api."""
-    started: list[ServiceProcess] = []
-    try:
-        postgres = start_postgres(tmp / "postgres")
-        started.append(postgres)
-        if postgres.pid > 0:  # embedded: its backends (forked later) share CPU 1 with the load generator
-            _pin(postgres.pid, 1)
-        nats = start_nats(tmp / "nats")
-        started.append(nats)
-        s3 = start_s3(tmp / "s3")
-        started.append(s3)
-        yield {
-            "FORGE_DATABASE__URL": create_database(postgres.url, f"bench_{uuid.uuid4().hex[:12]}"),
-            "FORGE_NATS__URL": nats.url,
-            "FORGE_OBJECTS__ENDPOINT": s3.url,
-            "FORGE_OBJECTS__ACCESS_KEY": s3.extra["access_key"],
-            "FORGE_OBJECTS__SECRET_KEY": s3.extra["secret_key"],
-            "FORGE_OBJECTS__BUCKET": "bench",
-            "FORGE_GIT__CACHE_DIR": str(tmp / "git-cache"),
-            "FORGE_CI__WORK_DIR": str(tmp / "work"),
-            "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",
-        }
-    finally:
-        for proc in reversed(started):
-            proc.stop()
 
 
 async def _finished_run(dsn: str, projects: int) -> uuid.UUID:
@@ -285,10 +251,10 @@ async def _load(port: int, path: str, concurrency: int, seconds: float, server_p
                 group.create_task(lane(conn))
             await asyncio.sleep(WARMUP)
             recording = True
-            started, server0, client0 = time.perf_counter(), _cpu_seconds(server_pid), time.process_time()
+            started, server0, client0 = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
             await asyncio.sleep(seconds)
             elapsed = time.perf_counter() - started
-            server_cpu, client_cpu = _cpu_seconds(server_pid) - server0, time.process_time() - client0
+            server_cpu, client_cpu = cpu_seconds(server_pid) - server0, time.process_time() - client0
     finally:
         for conn in connections:
             conn.close()
@@ -352,37 +318,6 @@ def _serve_bare(port: int, bodies: Path) -> None:
 
         handlers.append(get((bodies / f"{name}.path").read_text(), name=name, sync_to_thread=False)(answer))
     uvicorn.run(Litestar(route_handlers=handlers), host="127.0.0.1", port=port, log_level="warning")
-
-
-def _pin(pid: int, cpu: int) -> None:
-    """Run ``pid`` (0: this process) on ``cpu`` alone, when the machine has that many."""
-    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(pid, {cpu})
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` used so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    return check
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from forge.testing.measure import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / ".data"
@@ -59,7 +58,7 @@ def main() -> None:
     _forge_discover_process(reader_path, base, base, disk)  # the previous push filled the disk cache
     process_warm = _median(runs, lambda: _forge_discover_process(reader_path, base, commit, disk))
 
-    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"repo: {args.projects} projects, {_count_files(source, commit)} files; {CHANGED_PROJECTS} projects changed")
     rows = [
         ("git floor (ls-tree -r + diff --name-only)", floor),
@@ -71,14 +70,6 @@ def main() -> None:
     ]
     for label, seconds in rows:
         print(f"{label:<45} {seconds * 1000:8.1f} ms   {seconds / floor:5.2f}x floor")
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def _median(runs: int, fn: Callable[[], float | None]) -> float:

@@ -25,8 +25,6 @@ import asyncio
 import contextlib
 import cProfile
 import json
-import os
-import platform
 import pstats
 import tempfile
 import time
@@ -55,6 +53,7 @@ from forge.jobs.dispatch import Dispatcher
 from forge.jobs.events import StepEventPublisher
 from forge.ports.store import NewRepository, NewRun
 from forge.settings import ObjectStoreSettings, WorkerSettings
+from forge.testing.measure import machine
 from forge.testing.postgres import create_database, start_postgres
 from forge.workflows.workers.runtime import Worker
 
@@ -100,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="forge-bench-dispatch-") as tmp, _services(Path(tmp)) as urls:
         rows = asyncio.run(_bench(urls, args.jobs, args.concurrency, args.profile))
-    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"{args.jobs} jobs per series; dispatcher, worker and event recorder in this process")
     print(
         f"{'concurrency':>11}  {'series':<38} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
@@ -341,14 +340,6 @@ async def _raw_responder(url: str) -> AsyncIterator[None]:
         await nc.subscribe(ECHO_SUBJECT, cb=respond)
         await nc.flush()
         yield
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -41,6 +39,7 @@ import httpx
 from forge.cli.platform import Platform, platform_down, platform_up
 from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.testing.gitrepos import commit_files
+from forge.testing.measure import machine
 
 FINAL = {"success", "failed", "cancelled"}
 PHASES = ("check", "build", "test")
@@ -96,7 +95,7 @@ def main() -> None:
 
     ok = sum(run["status"] == "success" for run in outcome.runs)
     durations = sorted(_seconds(run["created_at"], run["completed_at"]) for run in outcome.runs if run["completed_at"])
-    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(
         f"{args.runs} runs x {args.projects} projects x {len(PHASES)} phases x 1 step = {steps} steps; "
         f"FORGE_WORKER__CONCURRENCY={args.concurrency} FORGE_ENGINE__MAX_PARALLEL={args.concurrency}, "
@@ -248,14 +247,6 @@ def _seconds(start: str, end: str) -> float:
 
 def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -28,14 +28,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +42,9 @@ from forge.cli.sse import EventParser
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.events import StepEvent
 from forge.domain.status import Status
-from forge.embedded.nats import start_nats
-from forge.embedded.process import ServiceProcess, binary, free_port, start_service
-from forge.embedded.s3 import start_s3
+from forge.embedded.process import binary, free_port, http_ready, start_service
 from forge.ports.store import NewRepository, NewRun, RunExecutions
-from forge.testing.postgres import create_database, start_postgres
+from forge.testing.measure import api_services, cpu_seconds, machine, pin
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="forge-bench-watch-") as tmp:
         series, connect = asyncio.run(_bench(Path(tmp), args.watchers, args.steps, args.seconds))
     _, watchers, poller = series
-    print(f"machine: {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(
         f"a running run of {args.steps} projects x 1 step; {2 * args.steps} step events (one transaction each)"
         f" over {args.seconds:g} s, then finish_run"
@@ -109,7 +103,7 @@ def main() -> None:
 
 
 async def _bench(tmp: Path, watchers: int, steps: int, seconds: float) -> tuple[list[Series], float]:
-    with _services(tmp) as env:
+    with api_services(tmp) as env:
         dsn = env["FORGE_DATABASE__URL"]
         store = await PostgresStore.connect(dsn)
         await store.migrate()
@@ -119,13 +113,13 @@ async def _bench(tmp: Path, watchers: int, steps: int, seconds: float) -> tuple[
             "forge-api",
             [binary("forge-api")],
             url=f"http://127.0.0.1:{port}",
-            ready=_http_ok(f"http://127.0.0.1:{port}/readyz"),
+            ready=http_ready(f"http://127.0.0.1:{port}/readyz"),
             log=tmp / "api.log",
             env={**env, "FORGE_API__PORT": str(port), "FORGE_API__PUBLIC_URL": f"http://127.0.0.1:{port}"},
         )
         try:
-            _pin(api.pid, 0)
-            _pin(0, 1)
+            pin(api.pid, 0)
+            pin(0, 1)
             limits = httpx.Limits(max_connections=watchers + 10, max_keepalive_connections=watchers + 10)
             async with httpx.AsyncClient(base_url=api.url, limits=limits, timeout=60) as client:
                 await client.get("/readyz")
@@ -210,11 +204,11 @@ async def _series(
         if poll
         else []
     )
-    cpu, start = _cpu_seconds(pid), time.monotonic()
+    cpu, start = cpu_seconds(pid), time.monotonic()
     await _write(store, ex, seconds)
     stop.set()
     await asyncio.gather(*pollers)
-    return Series(name, time.monotonic() - start, _cpu_seconds(pid) - cpu, requests=requests[0])
+    return Series(name, time.monotonic() - start, cpu_seconds(pid) - cpu, requests=requests[0])
 
 
 async def _watched(
@@ -237,79 +231,21 @@ async def _watched(
                     elif event.event == "end":
                         return
 
-    cpu = _cpu_seconds(pid)
+    cpu = cpu_seconds(pid)
     tasks = [asyncio.create_task(watcher(i)) for i in range(watchers)]
     for event in connected:
         await event.wait()
-    connect_cpu = _cpu_seconds(pid) - cpu
-    cpu, start = _cpu_seconds(pid), time.monotonic()
+    connect_cpu = cpu_seconds(pid) - cpu
+    cpu, start = cpu_seconds(pid), time.monotonic()
     await _write(store, ex, seconds)
     await asyncio.gather(*tasks)
-    elapsed, used = time.monotonic() - start, _cpu_seconds(pid) - cpu
+    elapsed, used = time.monotonic() - start, cpu_seconds(pid) - cpu
     expected = [c.id for c in await store.changes_since(ex.run_id, 0, limit=1000)]
     for ids in received:  # every change once, in order, none before the snapshot's
         if ids != expected[len(expected) - len(ids) :] or len(ids) < 4 * steps:
             sys.exit(f"a watcher got {len(ids)} changes out of order or missing some")
     events = sum(len(ids) for ids in received)
     return Series("watchers", elapsed, used, events=events), connect_cpu
-
-
-@contextlib.contextmanager
-def _services(tmp: Path) -> Iterator[dict[str, str]]:
-    """PostgreSQL (a new database), NATS and S3; the ``FORGE_*`` environment of forge-api."""
-    started: list[ServiceProcess] = []
-    try:
-        postgres = start_postgres(tmp / "postgres")
-        started.append(postgres)
-        nats = start_nats(tmp / "nats")
-        started.append(nats)
-        s3 = start_s3(tmp / "s3")
-        started.append(s3)
-        yield {
-            "FORGE_DATABASE__URL": create_database(postgres.url, f"bench_{uuid.uuid4().hex[:12]}"),
-            "FORGE_NATS__URL": nats.url,
-            "FORGE_OBJECTS__ENDPOINT": s3.url,
-            "FORGE_OBJECTS__ACCESS_KEY": s3.extra["access_key"],
-            "FORGE_OBJECTS__SECRET_KEY": s3.extra["secret_key"],
-            "FORGE_OBJECTS__BUCKET": "bench",
-            "FORGE_GIT__CACHE_DIR": str(tmp / "git-cache"),
-            "FORGE_CI__WORK_DIR": str(tmp / "work"),
-            "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",
-        }
-    finally:
-        for proc in reversed(started):
-            proc.stop()
-
-
-def _pin(pid: int, cpu: int) -> None:
-    """Run ``pid`` (0: this process) on ``cpu`` alone, when the machine has that many."""
-    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(pid, {cpu})
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` used so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    return check
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":

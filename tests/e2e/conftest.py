@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from forge.embedded.process import ServiceProcess, binary, free_port, start_service
+from forge.embedded.process import ServiceProcess, binary, free_port, http_ready, start_service
 from forge.testing.git_daemon import start_git_daemon
 from forge.testing.platform import Platform
 from forge.testing.postgres import create_database
-
-
-def _ready(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    return check
 
 
 @contextlib.contextmanager
@@ -75,7 +63,7 @@ def start_api(platform: Platform) -> None:
         "api",
         [binary("forge-api")],
         url=platform.api_url,
-        ready=_ready(f"{platform.api_url}/readyz"),
+        ready=http_ready(f"{platform.api_url}/readyz"),
         log=platform.logs / "api.log",
         env=platform.env,
     )

@@ -23,7 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from forge.embedded.process import ServiceProcess, binary, free_port, process_alive, start_service, stop_pid
+from forge.embedded.process import (
+    ServiceProcess,
+    binary,
+    free_port,
+    http_ready,
+    process_alive,
+    start_service,
+    stop_pid,
+)
 from forge.errors import ServiceUnavailableError
 
 __all__ = [
@@ -99,17 +107,6 @@ class PlatformUnhealthyError(ServiceUnavailableError):
         self.down = down
 
 
-def _http_ok(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback URL we built
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    return check
-
-
 def _address(url: str) -> str:
     """``host:port`` of a service URL (``nats://h:p``, ``postgresql://u@h:p/db``, ``h:p``)."""
     parts = urlsplit(url if "://" in url else f"//{url}")
@@ -162,7 +159,7 @@ def platform_health(platform: Platform) -> dict[str, str]:
 def running_platform(home: Path) -> Platform | None:
     """The platform recorded in ``home`` when its API still answers, else None."""
     platform = Platform.load(home)
-    if platform is not None and _http_ok(f"{platform.api_url}/readyz")():
+    if platform is not None and http_ready(f"{platform.api_url}/readyz")():
         return platform
     return None
 
@@ -216,7 +213,7 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
             "api",
             [binary("forge-api")],
             url=api_url,
-            ready=_http_ok(f"{api_url}/readyz"),
+            ready=http_ready(f"{api_url}/readyz"),
             log=logs / "api.log",
             env=env,
         )

@@ -10,13 +10,23 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from forge.errors import ServiceUnavailableError
 
-__all__ = ["ServiceProcess", "binary", "free_port", "process_alive", "start_service", "stop_pid", "tcp_ready"]
+__all__ = [
+    "ServiceProcess",
+    "binary",
+    "free_port",
+    "http_ready",
+    "process_alive",
+    "start_service",
+    "stop_pid",
+    "tcp_ready",
+]
 
 
 def free_port() -> int:
@@ -42,6 +52,19 @@ def tcp_ready(port: int) -> Callable[[], bool]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.2)
             return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    return check
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    """A readiness check: ``url`` answers 200 (a loopback URL of a service we started)."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback URL we built
+                return bool(resp.status == 200)
+        except OSError:
+            return False
 
     return check
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from .support import api_services
 SHA = "a" * 40
 SHA2 = "b" * 40
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
-    """The app served in this event loop over ASGI (so asyncpg's pool stays on one loop)."""
-    app = create_app(api_services(store, bus, objects))
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
-        yield client
 
 
 async def _register(client: httpx.AsyncClient, name: str = "acme/mono") -> None:

@@ -7,34 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
 from forge.adapters.minio_objects import MinioObjectStore
-from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
-from forge.api.app import create_app
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.events import EventKind, StepEvent
 from forge.domain.status import Status
 from forge.logs import LogWriter, log_key
 from forge.ports.store import NewRepository, NewRun, RunExecutions
 
-from .support import api_services
-
 SHA = "c" * 40
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(api_services(store, bus, objects))
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
-        yield client
 
 
 def _discovery(commit: str) -> DiscoveryResult:

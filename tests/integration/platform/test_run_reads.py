@@ -6,36 +6,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import msgspec
-import pytest
 
-from forge.adapters.minio_objects import MinioObjectStore
-from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
-from forge.api.app import create_app
 from forge.api.schemas import ExecutionsOut, PageOut, RunOut
 from forge.domain.entities import PipelineRun
 from forge.domain.status import Status
 from forge.ports.fakes._memory_json import jsonb_text
 from forge.ports.store import NewRun, RunExecutions, RunFilter
 
-from .support import api_services
 from .test_executions_api import executing_run, step_event
 
 PENDING_SHA = "e" * 40
 NASTY = 'step "unit" failed:\n\ttab \x01 naïve ✓ \u2028 😀'
-
-
-@pytest.fixture
-async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(api_services(store, bus, objects))
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
-        yield client
 
 
 def litestar_bytes(model: Any) -> bytes:
