@@ -79,6 +79,7 @@ from forge.ports.store import (
     RunExecutions,
     RunFilter,
     RunSnapshot,
+    ensure_same_registration,
 )
 
 __all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "PostgresStore", "migration_files"]
@@ -180,22 +181,7 @@ class PostgresStore:
             row = await self._pool.fetchrow("SELECT * FROM repositories WHERE name = $1", new.name)
         assert row is not None  # repositories are never deleted
         existing = repository_from_row(row)
-        differ = [
-            field
-            for field, old, wanted in (
-                ("clone_url", existing.clone_url, new.clone_url),
-                ("default_branch", existing.default_branch, new.default_branch),
-                ("webhook_secret_ref", existing.webhook_secret_ref, new.webhook_secret_ref),
-            )
-            if wanted is not None and wanted != old  # an absent webhook_secret_ref is no change
-        ]
-        if differ:
-            # Field names only: the values (a clone URL, a secret's name) never reach the reply.
-            raise ConflictError(
-                f"repository {new.name} is already registered with a different {', '.join(differ)}; "
-                "a registration never changes an existing repository",
-                details={"repository": new.name, "fields": differ},
-            )
+        ensure_same_registration(existing, new)
         return existing, False
 
     async def get_repository(self, name: str) -> Repository:
@@ -572,27 +558,10 @@ async def _no_session_state(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 
 
 def _run_where(flt: RunFilter) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (``$1..$n``) and its arguments of a run filter; ``InvalidInputError`` for an unknown one."""
-    wanted: dict[str, Any] = {
-        "repository": flt.repository,
-        "branch": flt.branch,
-        "status": flt.status,
-        "commit_sha": flt.commit_sha,
-        **flt.extra,
-    }
-    unknown = sorted(set(wanted) - set(_FILTER_COLUMNS))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown run filter(s) {', '.join(unknown)}; known: {', '.join(_FILTER_COLUMNS)}",
-            details={"filters": unknown},
-        )
-    clauses: list[str] = []
-    args: list[Any] = []
-    for key, value in wanted.items():
-        if value is not None:
-            args.append(str(value))
-            clauses.append(f"{_FILTER_COLUMNS[key]} = ${len(args)}")
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+    """The ``WHERE`` clause (``$1..$n``) and its arguments of a run filter."""
+    conditions = flt.conditions()
+    clauses = [f"{_FILTER_COLUMNS[key]} = ${n}" for n, key in enumerate(conditions, start=1)]
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), list(conditions.values())
 
 
 def _check_page(limit: int, offset: int, *, maximum: int = MAX_PAGE) -> None:

@@ -18,9 +18,10 @@ from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution, Trigger
 from forge.domain.events import StepEvent
 from forge.domain.status import Status
-from forge.errors import NotFoundError
+from forge.errors import ConflictError, InvalidInputError, NotFoundError
 
 __all__ = [
+    "RUN_FILTERS",
     "ChangeKind",
     "Database",
     "ExecutionDetail",
@@ -35,6 +36,7 @@ __all__ = [
     "RunFilter",
     "RunSnapshot",
     "RunStore",
+    "ensure_same_registration",
 ]
 
 T = TypeVar("T")
@@ -74,6 +76,48 @@ class RunFilter:
     status: Status | None = None
     commit_sha: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def conditions(self) -> dict[str, str]:
+        """Filter name -> the text a listed run must have (``RUN_FILTERS``); ``InvalidInputError``
+        for an unknown filter. One rule for every store adapter."""
+        wanted: dict[str, Any] = {
+            "repository": self.repository,
+            "branch": self.branch,
+            "status": self.status,
+            "commit_sha": self.commit_sha,
+            **self.extra,
+        }
+        unknown = sorted(set(wanted) - set(RUN_FILTERS))
+        if unknown:
+            raise InvalidInputError(
+                f"unknown run filter(s) {', '.join(unknown)}; known: {', '.join(RUN_FILTERS)}",
+                details={"filters": unknown},
+            )
+        return {key: str(value) for key, value in wanted.items() if value is not None}
+
+
+#: The run filters every store understands, in the order they are listed to users.
+RUN_FILTERS = ("repository", "branch", "status", "commit_sha", "trigger", "triggered_by", "discovery_status")
+
+
+def ensure_same_registration(existing: Repository, new: NewRepository) -> None:
+    """``ConflictError`` naming the fields (never their values) where ``new`` differs from the registered
+    repository: a registration never changes one. An absent ``webhook_secret_ref`` is no change."""
+    differ = [
+        name
+        for name, old, wanted in (
+            ("clone_url", existing.clone_url, new.clone_url),
+            ("default_branch", existing.default_branch, new.default_branch),
+            ("webhook_secret_ref", existing.webhook_secret_ref, new.webhook_secret_ref),
+        )
+        if wanted is not None and wanted != old
+    ]
+    if differ:
+        raise ConflictError(
+            f"repository {new.name} is already registered with a different {', '.join(differ)}; "
+            "a registration never changes an existing repository",
+            details={"repository": new.name, "fields": differ},
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import uuid4
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
 from forge.domain.status import Status, ensure_transition
-from forge.errors import ConflictError, InvalidInputError, NotFoundError
+from forge.errors import ConflictError, NotFoundError
 from forge.ports.changes import run_change
 from forge.ports.fakes._memory_changes import prune_changes, record_changes
 from forge.ports.fakes._memory_executions import roll_up_run, stamp, sweep_steps
@@ -102,20 +101,7 @@ def insert_run(tables: Tables, new: NewRun, now: datetime, what: str) -> tuple[R
 
 def run_filter(flt: RunFilter) -> list[tuple[_Column, str]]:
     """(column, text) pairs a listed run must match; ``InvalidInputError`` for an unknown filter."""
-    wanted: dict[str, Any] = {
-        "repository": flt.repository,
-        "branch": flt.branch,
-        "status": flt.status,
-        "commit_sha": flt.commit_sha,
-        **flt.extra,
-    }
-    unknown = sorted(set(wanted) - set(_FILTERS))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown run filter(s) {', '.join(unknown)}; known: {', '.join(_FILTERS)}",
-            details={"filters": unknown},
-        )
-    return [(_FILTERS[key], str(value)) for key, value in wanted.items() if value is not None]
+    return [(_FILTERS[key], value) for key, value in flt.conditions().items()]
 
 
 def filter_runs(tables: Tables, tests: list[tuple[_Column, str]], what: str) -> list[RunRow]:

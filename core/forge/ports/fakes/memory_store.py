@@ -27,7 +27,7 @@ from forge.domain.entities import PipelineRun, Repository, StepExecution
 from forge.domain.events import StepEvent
 from forge.domain.plan import plan_executions
 from forge.domain.status import Status
-from forge.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
 from forge.ports.fakes import _memory_json as documents
 from forge.ports.fakes import _memory_runs as runs
 from forge.ports.fakes._memory_changes import changes_since, last_change, record_changes
@@ -60,6 +60,7 @@ from forge.ports.store import (
     RunExecutions,
     RunFilter,
     RunSnapshot,
+    ensure_same_registration,
 )
 
 __all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "MemoryStore"]
@@ -152,21 +153,7 @@ class MemoryStore:
         existing = self._t.repository_by_name.get(new.name)
         if existing is not None:
             row = self._t.repositories[existing]
-            differ = [
-                field
-                for field, old, wanted in (
-                    ("clone_url", row.clone_url, new.clone_url),
-                    ("default_branch", row.default_branch, new.default_branch),
-                    ("webhook_secret_ref", row.webhook_secret_ref, new.webhook_secret_ref),
-                )
-                if wanted is not None and wanted != old  # an absent webhook_secret_ref is no change
-            ]
-            if differ:
-                raise ConflictError(
-                    f"repository {new.name} is already registered with a different {', '.join(differ)}; "
-                    "a registration never changes an existing repository",
-                    details={"repository": new.name, "fields": differ},
-                )
+            ensure_same_registration(repository_entity(row), new)
             return repository_entity(row), False
         row = RepositoryRow(uuid4(), new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, now, now)
         self._t.repositories[row.id] = row
