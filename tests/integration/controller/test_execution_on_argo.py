@@ -24,11 +24,12 @@ from forge.controller.commit_status import CommitStatuses
 from forge.controller.reconcile import ReconcileLoop
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
 from forge.controller.step_events import StepEventRecorder
-from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun, Trigger
 from forge.domain.messages import CANCEL_SUBJECTS, STREAMS
 from forge.domain.status import Status
 from forge.ports.store import NewRepository, NewRun
+from forge.testing.discoveries import LIB_AND_APP_STEPS, lib_and_app
 from forge.testing.github import FakeGithub
 from forge.workflows.templates import validate_workflow_template
 
@@ -39,41 +40,11 @@ REPO = "acme/mono"
 CLONE_URL = "https://git.example.com/acme/mono.git"
 SHA = "c0ffee" + "0" * 34
 RUN_LABEL = "forge.projectcatalyst.io/run-id"
-STEPS = ["check/lib/lint", "build/app/bundle", "test/lib/unit", "test/app/unit"]
-
-
-def _step(phase: str, name: str) -> DiscoveredStep:
-    return DiscoveredStep(phase=phase, name=name, action="run", target=f"make {name}", timeout_seconds=300)
+STEPS = LIB_AND_APP_STEPS
 
 
 def discovery() -> DiscoveryResult:
-    lib = DiscoveredProject(
-        name="lib",
-        path="lib",
-        config_blob="1" * 40,
-        phases={"check": ["lint"], "test": ["unit"]},
-        steps=[_step("check", "lint"), _step("test", "unit")],
-    )
-    app = DiscoveredProject(
-        name="app",
-        path="app",
-        config_blob="2" * 40,
-        depends_on=["lib"],
-        phases={"build": ["bundle"], "test": ["unit"]},
-        steps=[_step("build", "bundle"), _step("test", "unit")],
-    )
-    return DiscoveryResult(
-        commit=SHA,
-        base=None,
-        branch="main",
-        repository=REPO,
-        projects=[app, lib],
-        affected=[
-            AffectedProject(project="app", reasons=["no base: all"]),
-            AffectedProject(project="lib", reasons=["x"]),
-        ],
-        phase_groups=[PhaseGroup(group=1, phases=["build", "check"]), PhaseGroup(group=2, phases=["test"])],
-    )
+    return lib_and_app(SHA, REPO)
 
 
 async def discovered_run(store: PostgresStore, trigger: Trigger = Trigger.MANUAL) -> PipelineRun:

@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from forge.controller.reconcile import Reconciler
-from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
+from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
 from forge.domain.events import StepEvent
 from forge.domain.status import Status
@@ -26,6 +26,7 @@ from forge.errors import ForgeError, NotFoundError, TransientError
 from forge.ports import ObjectInfo
 from forge.ports.fakes import MemoryStore
 from forge.ports.store import NewRepository, NewRun
+from forge.testing.discoveries import LIB_AND_APP_STEPS, lib_and_app
 
 __all__ = [
     "ATTEMPTS",
@@ -55,7 +56,7 @@ REPO = "acme/mono"
 CLONE_URL = "https://git.example.com/acme/mono.git"
 SHA = "c0ffee" + "0" * 34
 #: ``phase/project/step`` of every step of :func:`discovery`.
-STEPS = ["check/lib/lint", "build/app/bundle", "test/lib/unit", "test/app/unit"]
+STEPS = LIB_AND_APP_STEPS
 
 
 # -- waiting ------------------------------------------------------------------------------------------
@@ -208,41 +209,8 @@ class DictObjects:
 # -- runs -----------------------------------------------------------------------------------------------
 
 
-def _step(phase: str, name: str) -> DiscoveredStep:
-    return DiscoveredStep(phase=phase, name=name, action="run", target=f"make {name}", timeout_seconds=300)
-
-
 def discovery(*, affected: bool = True) -> DiscoveryResult:
-    """``lib`` (check/lint, test/unit) and ``app`` on it (build/bundle, test/unit); groups 1: check+build, 2: test."""
-    lib = DiscoveredProject(
-        name="lib",
-        path="lib",
-        config_blob="1" * 40,
-        phases={"check": ["lint"], "test": ["unit"]},
-        steps=[_step("check", "lint"), _step("test", "unit")],
-    )
-    app = DiscoveredProject(
-        name="app",
-        path="app",
-        config_blob="2" * 40,
-        depends_on=["lib"],
-        phases={"build": ["bundle"], "test": ["unit"]},
-        steps=[_step("build", "bundle"), _step("test", "unit")],
-    )
-    return DiscoveryResult(
-        commit=SHA,
-        base=None,
-        branch="main",
-        repository=REPO,
-        projects=[app, lib],
-        affected=[
-            AffectedProject(project="app", reasons=["no base: all"]),
-            AffectedProject(project="lib", reasons=["no base: all"]),
-        ]
-        if affected
-        else [],
-        phase_groups=[PhaseGroup(group=1, phases=["build", "check"]), PhaseGroup(group=2, phases=["test"])],
-    )
+    return lib_and_app(SHA, REPO, affected=affected)
 
 
 async def pending_run(store: MemoryStore, sha: str = SHA) -> PipelineRun:
