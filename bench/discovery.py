@@ -1,6 +1,6 @@
 """Discovery benchmark: a generated monorepo vs the git floor (DESIGN §3 "Speed").
 
-    .venv/bin/python bench/discovery.py [--projects 1000 --files 100000 --runs 7]
+    .venv/bin/python bench/discovery.py [--projects 1000 --files 100000 --runs 7 --json]
 
 Generates (once, with ``git fast-import``) a bare repository under ``bench/.data/`` whose first
 commit holds ``--projects`` projects and about ``--files`` files, and whose second commit
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
     args = parser.parse_args()
     source = DATA / f"mono-{args.projects}p-{args.files}f.git"
     started = time.perf_counter()
@@ -70,6 +72,16 @@ def main() -> None:
     ]
     for label, seconds in rows:
         print(f"{label:<45} {seconds * 1000:8.1f} ms   {seconds / floor:5.2f}x floor")
+    if args.json:
+        ratios = {
+            "floor_ms": round(floor * 1000, 1),
+            "warm_ratio": round(warm_new / floor, 2),
+            "same_commit_ratio": round(warm_same / floor, 2),
+            "cold_ratio": round(cold / floor, 2),
+            "process_ratio": round(process / floor, 2),
+            "process_cached_ratio": round(process_warm / floor, 2),
+        }
+        print(json.dumps(ratios))
 
 
 def _median(runs: int, fn: Callable[[], float | None]) -> float:
