@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
+    "AuthSettings",
     "CiSettings",
     "DatabaseSettings",
     "EngineSettings",
@@ -20,6 +21,7 @@ __all__ = [
     "GithubSettings",
     "NatsSettings",
     "ObjectStoreSettings",
+    "RegistrySettings",
     "Settings",
     "TimeoutSettings",
     "WorkerSettings",
@@ -139,6 +141,28 @@ class GithubSettings(BaseModel):
     context: str = Field("ci/catalyst-forge", description="The status context shown on commits")
 
 
+class RegistrySettings(BaseModel):
+    """The OCI registry releases and artifacts are pushed to (DESIGN §8)."""
+
+    url: str = Field(
+        "http://127.0.0.1:5000", description="Registry base URL; the scheme decides TLS (http only on loopback/tests)"
+    )
+    username: str | None = Field(None, description="Registry user (unset: anonymous)")
+    password: SecretStr | None = Field(None, description="Registry password or token")
+
+
+class AuthSettings(BaseModel):
+    """OIDC bearer tokens (DESIGN §7): the issuer that signs them and the roles they carry."""
+
+    issuer: str | None = Field(
+        None, description="OIDC issuer URL (discovery at <issuer>/.well-known/openid-configuration)"
+    )
+    audience: str = Field("forge", description="Audience (aud) every accepted token must name")
+    roles_claim: str = Field("realm_access.roles", description="Dotted path of the roles list in a token's claims")
+    client_id: str | None = Field(None, description="This process's client id (client credentials grant)")
+    client_secret: SecretStr | None = Field(None, description="This process's client secret")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -152,3 +176,5 @@ class Settings(BaseSettings):
     ci: CiSettings = Field(default_factory=CiSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     github: GithubSettings = Field(default_factory=GithubSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
