@@ -4,15 +4,8 @@ from forge.ports.bus import BusMessage, MessageBus, Subscription
 from forge.ports.engine import NodePhase, NodeStatus, WorkflowEngine, WorkflowPhase, WorkflowStatus
 from forge.ports.git import EntryKind, GitMirrors, GitReader, TreeEntry
 from forge.ports.objects import ObjectInfo, ObjectStore
-from forge.ports.others import (
-    ArtifactRegistry,
-    DeployerStatus,
-    Identity,
-    IdentityProvider,
-    Manifest,
-    SecretProvider,
-    SourceHost,
-)
+from forge.ports.others import DeployerStatus, Identity, IdentityProvider, SecretProvider, SourceHost
+from forge.ports.registry import ArtifactRegistry, Layer, Manifest
 from forge.ports.store import (
     Database,
     ExecutionStore,
@@ -35,6 +28,7 @@ __all__ = [
     "GitReader",
     "Identity",
     "IdentityProvider",
+    "Layer",
     "Manifest",
     "MessageBus",
     "NewRepository",

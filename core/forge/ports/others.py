@@ -5,41 +5,17 @@ They are declared now so the composition roots and tests speak one vocabulary fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
-    "ArtifactRegistry",
     "DeployerStatus",
     "Identity",
     "IdentityProvider",
-    "Manifest",
     "SecretProvider",
     "SourceHost",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    digest: str
-    media_type: str
-    artifact_type: str | None
-    content: Mapping[str, Any]
-
-
-class ArtifactRegistry(Protocol):
-    """OCI distribution: push/pull by digest, tags, referrers."""
-
-    async def push(
-        self, ref: str, *, artifact_type: str, layers: Sequence[tuple[str, bytes]], annotations: Mapping[str, str]
-    ) -> str:
-        """Push an OCI 1.1 artifact; returns the manifest digest."""
-
-    async def manifest(self, ref: str) -> Manifest: ...
-    async def blob(self, repository: str, digest: str) -> bytes: ...
-    async def tags(self, repository: str) -> list[str]: ...
-    async def tag(self, ref: str, digest: str) -> None: ...
 
 
 class DeployerStatus(Protocol):
