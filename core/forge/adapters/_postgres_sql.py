@@ -11,9 +11,10 @@ FROM_CTE = f"SELECT {RUN_COLUMNS} FROM r JOIN repositories repo ON repo.id = r.r
 SQL_INSERT_RUN = f"""
     WITH r AS (
         INSERT INTO pipeline_runs
-            (repository_id, branch, commit_sha, base_sha, trigger, triggered_by, github_context)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (repository_id, commit_sha) DO NOTHING
+            (repository_id, branch, commit_sha, base_sha, trigger, triggered_by, github_context,
+             tag, release_projects, ref)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        ON CONFLICT (repository_id, commit_sha, ref) DO NOTHING
         RETURNING *
     )
     {FROM_CTE}
@@ -271,6 +272,8 @@ RUN_JSON = _json_object(
         ("id", _json_uuid("r.id")),
         ("repository", _json_str("repo.name")),
         ("branch", _json_str("r.branch")),
+        ("tag", _json_str("r.tag")),
+        ("release_projects", "to_json(r.release_projects)::text"),
         ("commit_sha", _json_str("r.commit_sha")),
         ("base_sha", _json_str("r.base_sha")),
         ("trigger", _json_str("r.trigger")),

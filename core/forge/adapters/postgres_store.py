@@ -205,6 +205,7 @@ class PostgresStore:
     # -- runs -----------------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:
+        ref = new.ref()
         with translate_errors(f"creating a run of {new.repository}@{new.commit_sha}"):
             repo = await self._pool.fetchrow("SELECT id, enabled FROM repositories WHERE name = $1", new.repository)
             if repo is None:
@@ -227,6 +228,9 @@ class PostgresStore:
                     str(new.trigger),
                     new.triggered_by,
                     new.github_context,
+                    new.tag,
+                    list(new.release_projects),
+                    ref,
                 )
                 if row is not None:
                     run = run_from_row(row)
@@ -234,7 +238,10 @@ class PostgresStore:
                     return run, True
             # Lost the race or a repeat: the conflicting row is committed, so this statement sees it.
             row = await self._pool.fetchrow(
-                f"{SELECT_RUNS} WHERE r.repository_id = $1 AND r.commit_sha = $2", repo["id"], new.commit_sha
+                f"{SELECT_RUNS} WHERE r.repository_id = $1 AND r.commit_sha = $2 AND r.ref = $3",
+                repo["id"],
+                new.commit_sha,
+                ref,
             )
         if row is None:  # only if the run was deleted in between
             raise ConflictError(f"run of {new.repository}@{new.commit_sha} vanished while being created")

@@ -62,6 +62,10 @@ class PipelineRun(_Entity):
     id: UUID
     repository: RepoName
     branch: str | None
+    tag: str | None = Field(None, description="The pushed tag (trigger tag); a run has a branch or a tag or neither")
+    release_projects: tuple[str, ...] = Field(
+        (), description="Projects a manual release request asked to release (POST /v1/releases)"
+    )
     commit_sha: CommitSha
     base_sha: CommitSha | None
     trigger: Trigger

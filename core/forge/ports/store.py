@@ -60,13 +60,32 @@ class NewRepository:
 
 @dataclass(frozen=True, slots=True)
 class NewRun:
+    """A run to create; idempotent on (repository, commit_sha, :meth:`ref`)."""
+
     repository: str
     commit_sha: str
     branch: str | None = None
+    tag: str | None = None
     base_sha: str | None = None
     trigger: Trigger = Trigger.MANUAL
     triggered_by: str = "anonymous"
     github_context: dict[str, Any] | None = None
+    release_projects: tuple[str, ...] = ()
+
+    def ref(self) -> str:
+        """What a run is for besides its commit: ``refs/heads/<branch>``, ``refs/tags/<tag>`` or ``''``,
+        plus ``#release=<projects>`` for a manual release request. A tag pushed on a commit that already
+        ran for its branch is a new run (its tag-triggered releases need one); the same push delivered
+        twice is not. One rule for every store adapter."""
+        if self.branch is not None and self.tag is not None:
+            raise InvalidInputError(
+                f"a run has a branch or a tag, not both (branch {self.branch!r}, tag {self.tag!r})",
+                details={"branch": self.branch, "tag": self.tag},
+            )
+        ref = f"refs/tags/{self.tag}" if self.tag is not None else f"refs/heads/{self.branch}" if self.branch else ""
+        if self.release_projects:
+            ref += "#release=" + ",".join(sorted(set(self.release_projects)))
+        return ref
 
 
 @dataclass(frozen=True, slots=True)

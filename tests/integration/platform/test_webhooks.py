@@ -298,6 +298,23 @@ async def test_annotated_tag_push_runs_the_tagged_commit(client: httpx.AsyncClie
     assert resp.status_code == 201, resp.text
     run = resp.json()
     assert (run["trigger"], run["branch"], run["commit_sha"], run["base_sha"]) == ("tag", None, AFTER, None)
+    assert run["tag"] == "v1.4.0"
+
+
+async def test_tag_on_a_commit_that_already_ran_gets_a_run_of_its_own(
+    client: httpx.AsyncClient, store: PostgresStore
+) -> None:
+    """The usual release flow: main's CI passed, then main is tagged; the tag's releases need a run."""
+    branch = await deliver(client, "push", push_payload())
+    tag = push_payload(ref="refs/tags/api/v1.4.0", before=NULL, after=TAG_OBJECT, head=AFTER, created=True)
+    first = await deliver(client, "push", tag)
+    again = await deliver(client, "push", tag)
+    assert (branch.status_code, first.status_code, again.status_code) == (201, 201, 200)
+    run = first.json()
+    assert run["id"] != branch.json()["id"]
+    assert again.json()["id"] == run["id"]
+    assert (run["trigger"], run["tag"], run["branch"], run["commit_sha"]) == ("tag", "api/v1.4.0", None, AFTER)
+    assert await _runs(store) == 2
 
 
 async def test_lightweight_tag_push_runs_after(client: httpx.AsyncClient) -> None:

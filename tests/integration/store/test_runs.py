@@ -38,10 +38,44 @@ async def test_create_run_is_idempotent(store: Store, repo: str) -> None:
     assert run.github_context == {"pr_number": None, "context": "ci/catalyst-forge"}
     assert run.started_at is None
 
-    again, created_again = await store.create_run(NewRun(repository=repo, commit_sha=sha(1), branch="other"))
+    again, created_again = await store.create_run(NewRun(repository=repo, commit_sha=sha(1), branch="main"))
     assert created_again is False
     assert again == run
     assert await store.get_run(run.id) == run
+
+
+async def test_runs_are_keyed_by_commit_and_ref(store: Store, repo: str) -> None:
+    """A tag pushed on a commit that already ran for its branch is a run of its own (its releases need
+    one), as is a manual release request; a repeat of any of them is not."""
+    branch, _ = await store.create_run(NewRun(repository=repo, commit_sha=sha(1), branch="main"))
+    tag, created = await store.create_run(
+        NewRun(repository=repo, commit_sha=sha(1), tag="api/v1.2.0", trigger=Trigger.TAG)
+    )
+    assert created is True
+    assert tag.id != branch.id
+    assert (tag.tag, tag.branch, tag.release_projects) == ("api/v1.2.0", None, ())
+    release, created = await store.create_run(
+        NewRun(repository=repo, commit_sha=sha(1), branch="main", release_projects=("web", "api", "api"))
+    )
+    assert created is True
+    assert release.release_projects == ("web", "api", "api")
+    assert len({branch.id, tag.id, release.id}) == 3
+    for repeat in (
+        NewRun(repository=repo, commit_sha=sha(1), tag="api/v1.2.0", trigger=Trigger.TAG),
+        NewRun(repository=repo, commit_sha=sha(1), branch="main", release_projects=("api", "web")),
+    ):
+        again, created = await store.create_run(repeat)
+        assert created is False
+        assert again.id in {tag.id, release.id}
+    other, created = await store.create_run(NewRun(repository=repo, commit_sha=sha(1), branch="feature"))
+    assert created is True
+    assert other.id != branch.id
+    assert (await store.get_run(tag.id)) == tag
+
+
+async def test_a_run_has_a_branch_or_a_tag(store: Store, repo: str) -> None:
+    with pytest.raises(InvalidInputError, match="branch or a tag, not both"):
+        await store.create_run(NewRun(repository=repo, commit_sha=sha(1), branch="main", tag="v1.0.0"))
 
 
 async def test_concurrent_create_run_creates_exactly_once(store: Store, repo: str) -> None:

@@ -96,8 +96,9 @@ class WebhooksController(Controller):
             "repository's webhook secret in `X-Hub-Signature-256`. The repository is the payload's "
             "`repository.full_name`; it must be registered with a `webhook_secret_ref`.\n\n"
             "`push` to `refs/heads/<branch>` creates a run (trigger `push`, base = `before` unless the branch "
-            "was created); `push` to `refs/tags/<tag>` creates a run (trigger `tag`, no branch) of the tagged "
-            "commit. 201 with the new run, 200 with the existing run of the same commit (redeliveries). "
+            "was created); `push` to `refs/tags/<tag>` creates a run (trigger `tag`, `tag` set, no branch) of the "
+            "tagged commit, also when that commit already ran for a branch (a run is keyed by repository, commit "
+            "and ref). 201 with the new run, 200 with the existing run of the same commit and ref (redeliveries). "
             "A deleted branch or tag, another ref or another event: 202 with the reason it was ignored. "
             "`ping`: 200.\n\n"
             "Errors (`application/problem+json`): 400 missing or malformed `X-GitHub-Event` (at most 100 of "
@@ -181,9 +182,9 @@ class WebhooksController(Controller):
 
 async def _push(services: Services, push: PushEvent, delivery: str | None) -> Response[Any]:
     if push.ref.startswith(_BRANCH_PREFIX):
-        kind, branch, trigger = "branch", push.ref.removeprefix(_BRANCH_PREFIX), Trigger.PUSH
+        kind, branch, tag, trigger = "branch", push.ref.removeprefix(_BRANCH_PREFIX), None, Trigger.PUSH
     elif push.ref.startswith(_TAG_PREFIX):
-        kind, branch, trigger = "tag", None, Trigger.TAG
+        kind, branch, tag, trigger = "tag", None, push.ref.removeprefix(_TAG_PREFIX), Trigger.TAG
     else:
         return _ignored(f"pushes to {push.ref} are not handled")
     if push.deleted or push.after == NULL_SHA:
@@ -198,6 +199,7 @@ async def _push(services: Services, push: PushEvent, delivery: str | None) -> Re
             repository=push.repository.full_name,
             commit_sha=commit,
             branch=branch,
+            tag=tag,
             base_sha=base,
             trigger=trigger,
             triggered_by=triggered_by,

@@ -65,6 +65,7 @@ class CreateRun(_In):
     repository: RepoName
     commit_sha: CommitSha
     branch: str | None = Field(None, max_length=255)
+    tag: str | None = Field(None, min_length=1, max_length=255, description="The tag this run is for (not with branch)")
     base_sha: CommitSha | None = None
     trigger: Trigger = Trigger.MANUAL
     triggered_by: str = Field("anonymous", min_length=1, max_length=255)
@@ -88,6 +89,8 @@ class RunOut(BaseModel):
     id: UUID
     repository: str
     branch: str | None
+    tag: str | None
+    release_projects: list[str] = Field(description="Projects a manual release request asked to release")
     commit_sha: str
     base_sha: str | None
     trigger: Trigger

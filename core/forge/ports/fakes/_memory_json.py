@@ -26,6 +26,8 @@ _RUN_FIELDS = (
     "id",
     "repository",
     "branch",
+    "tag",
+    "release_projects",
     "commit_sha",
     "base_sha",
     "trigger",

@@ -87,6 +87,9 @@ class RunRow:
     id: UUID
     repository_id: UUID
     branch: str | None
+    tag: str | None
+    release_projects: tuple[str, ...]
+    ref: str
     commit_sha: str
     base_sha: str | None
     trigger: str
@@ -171,7 +174,7 @@ class Tables:
         self.repositories: dict[UUID, RepositoryRow] = {}
         self.repository_by_name: dict[str, UUID] = {}
         self.runs: dict[UUID, RunRow] = {}
-        self.run_by_commit: dict[tuple[UUID, str], UUID] = {}
+        self.run_by_key: dict[tuple[UUID, str, str], UUID] = {}  # (repository, commit, ref)
         self.phases: dict[UUID, PhaseRow] = {}
         self.tasks: dict[UUID, TaskRow] = {}
         self.steps: dict[UUID, StepRow] = {}

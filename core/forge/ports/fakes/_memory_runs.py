@@ -78,13 +78,18 @@ def insert_run(tables: Tables, new: NewRun, now: datetime, what: str) -> tuple[R
     ):
         if not ok:
             raise check_violation(what, "pipeline_runs", constraint)
-    existing = tables.run_by_commit.get((repo_id, new.commit_sha))
+    ref = new.ref()
+    check_text(what, new.tag, ref, *new.release_projects)
+    existing = tables.run_by_key.get((repo_id, new.commit_sha, ref))
     if existing is not None:
         return tables.runs[existing], False
     row = RunRow(
         id=uuid4(),
         repository_id=repo_id,
         branch=new.branch,
+        tag=new.tag,
+        release_projects=tuple(new.release_projects),
+        ref=ref,
         commit_sha=new.commit_sha,
         base_sha=new.base_sha,
         trigger=str(new.trigger),
@@ -94,7 +99,7 @@ def insert_run(tables: Tables, new: NewRun, now: datetime, what: str) -> tuple[R
         updated_at=now,
     )
     tables.runs[row.id] = row
-    tables.run_by_commit[repo_id, row.commit_sha] = row.id
+    tables.run_by_key[repo_id, row.commit_sha, ref] = row.id
     record_changes(tables, [run_change(run_entity(tables, row))], now)
     return row, True
 
