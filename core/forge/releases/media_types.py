@@ -1,0 +1,44 @@
+"""Media types and fixed OCI values of releases and tracking images (DESIGN §8).
+
+Consumers find layers by media type, never by position, so these strings are the contract
+between the release worker that pushes and the CMP that pulls.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ARTIFACT_METADATA",
+    "EMPTY_CONFIG",
+    "EMPTY_CONFIG_DATA",
+    "EMPTY_CONFIG_DIGEST",
+    "LAYER_TYPE_ANNOTATION",
+    "OCI_MANIFEST",
+    "RELEASE_ARTIFACT_TYPE",
+    "RELEASE_METADATA",
+    "RESOURCES",
+    "TRACKING_ARTIFACT_TYPE",
+]
+
+RELEASE_ARTIFACT_TYPE = "application/vnd.forge.release.v1"
+"""``artifactType`` of a Release OCI manifest."""
+
+RELEASE_METADATA = "application/vnd.forge.release.metadata.v1+json"
+"""Layer holding :class:`~forge.releases.metadata.ReleaseMetadata` as canonical JSON."""
+
+RESOURCES = "application/vnd.forge.resources.v1.tar+gzip"
+"""Layer holding the rendered objects, packed by :func:`~forge.releases.pack.pack_resources`."""
+
+ARTIFACT_METADATA = "application/vnd.forge.artifact.metadata.v1+json"
+"""Layer of a tracking image: :class:`~forge.releases.metadata.ArtifactMetadata`."""
+
+TRACKING_ARTIFACT_TYPE = "application/vnd.forge.artifact.v1"
+"""``artifactType`` of a tracking image manifest."""
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+"""The OCI 1.1 empty descriptor: artifacts carry their type in ``artifactType``, not the config."""
+EMPTY_CONFIG_DATA = b"{}"
+EMPTY_CONFIG_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+LAYER_TYPE_ANNOTATION = "org.catalyst-forge.layer.type"
+"""Layer annotation (``metadata`` | ``resources``) kept for readers of the older layout."""
