@@ -55,3 +55,12 @@ def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProc
     proc = start_git_daemon(tmp_path_factory.mktemp("git-served"))
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    from forge.embedded.registry import start_registry
+
+    proc = start_registry(tmp_path_factory.mktemp("registry"))
+    yield proc
+    proc.stop()

@@ -72,14 +72,16 @@ class MemoryRegistry:
         return self._store(repository, image.manifest, blobs, tags)
 
     async def manifest(self, repository: str, reference: str) -> Manifest:
+        reference = check_digest(reference) if is_digest(reference) else check_tag(reference)
         repo = self._repository(repository)
-        digest = check_digest(reference) if is_digest(reference) else repo.tags.get(check_tag(reference))
+        digest = reference if is_digest(reference) else repo.tags.get(reference)
         if digest is None or digest not in repo.manifests:
             raise NotFoundError(f"manifest {reference} not found in {self.host}/{repository}")
         return parse_manifest(repo.manifests[digest], digest, where=f"{self.host}/{repository}@{digest}")
 
     async def blob(self, repository: str, digest: str, *, max_bytes: int) -> bytes:
-        data = self._repository(repository).blobs.get(check_digest(digest))
+        check_digest(digest)
+        data = self._repository(repository).blobs.get(digest)
         if data is None:
             raise NotFoundError(f"blob {digest} not found in {self.host}/{repository}")
         if len(data) > max_bytes:
@@ -90,10 +92,12 @@ class MemoryRegistry:
         return sorted(self._repository(repository).tags)
 
     async def tag(self, repository: str, digest: str, tag: str) -> None:
+        check_digest(digest)
+        check_tag(tag)
         repo = self._repository(repository)
-        if check_digest(digest) not in repo.manifests:
+        if digest not in repo.manifests:
             raise NotFoundError(f"manifest {digest} not found in {self.host}/{repository}")
-        repo.tags[check_tag(tag)] = digest
+        repo.tags[tag] = digest
 
     def _repository(self, repository: str) -> _Repository:
         repo = self._repositories.get(check_repository(repository))
