@@ -8,9 +8,7 @@ class with the ``RegistryHarness`` method and register it in ``_HARNESSES``.
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -25,9 +23,6 @@ class RegistryHarness(Protocol):
     def open(self) -> ArtifactRegistry:
         """An adapter on a working registry."""
 
-    def stored_blob(self, repository: str, digest: str) -> Path | None:
-        """Where the registry keeps a blob's bytes on disk, when it keeps them on disk."""
-
 
 class _MemoryHarness:
     def __init__(self, request: pytest.FixtureRequest):
@@ -36,9 +31,6 @@ class _MemoryHarness:
     def open(self) -> ArtifactRegistry:
         return self._registry
 
-    def stored_blob(self, repository: str, digest: str) -> Path | None:
-        return None
-
 
 class _OrasHarness:
     def __init__(self, request: pytest.FixtureRequest):
@@ -46,11 +38,6 @@ class _OrasHarness:
 
     def open(self) -> ArtifactRegistry:
         return OrasRegistry(self._server.url)
-
-    def stored_blob(self, repository: str, digest: str) -> Path | None:
-        hex_digest = digest.removeprefix("sha256:")
-        blobs = self._server.log.parent / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256"
-        return blobs / hex_digest[:2] / hex_digest / "data"
 
 
 _HARNESSES: dict[str, Callable[[pytest.FixtureRequest], RegistryHarness]] = {
@@ -73,15 +60,3 @@ def registry(harness: RegistryHarness) -> ArtifactRegistry:
 def repository() -> str:
     """A fresh repository per test, so tests never see each other's tags."""
     return f"owner/repo/t{uuid.uuid4().hex[:12]}/artifact"
-
-
-def htpasswd_line(user: str, password: str) -> str:
-    """One bcrypt htpasswd entry, as docker-registry's ``auth.htpasswd`` wants, from the stdlib alone."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # crypt leaves the stdlib in 3.13
-        import crypt
-
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
-    if not hashed or not hashed.startswith("$2"):
-        pytest.fail("this libcrypt cannot make bcrypt hashes; docker-registry's htpasswd needs them")
-    return f"{user}:{hashed}\n"
