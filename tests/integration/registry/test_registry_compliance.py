@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,14 +158,14 @@ def _break_two_manifests(layout: Path) -> str:
 
 def _break_missing_blob(layout: Path) -> str:
     manifest = _manifest_of(layout)
-    name = manifest["layers"][0]["digest"].removeprefix("sha256:")
+    name: str = manifest["layers"][0]["digest"].removeprefix("sha256:")
     (layout / "blobs" / "sha256" / name).unlink()
     return name
 
 
 def _break_digest(layout: Path) -> str:
     manifest = _manifest_of(layout)
-    name = manifest["config"]["digest"].removeprefix("sha256:")
+    name: str = manifest["config"]["digest"].removeprefix("sha256:")
     path = layout / "blobs" / "sha256" / name
     data = bytearray(path.read_bytes())
     data[-2] ^= 0x01  # same size, other bytes
@@ -171,10 +173,9 @@ def _break_digest(layout: Path) -> str:
     return name
 
 
-def _manifest_of(layout: Path) -> dict[str, object]:
+def _manifest_of(layout: Path) -> Any:
     digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
-    loaded: dict[str, object] = json.loads((layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_text())
-    return loaded
+    return json.loads((layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_text())
 
 
 @pytest.mark.parametrize(
@@ -244,6 +245,7 @@ async def test_a_blob_over_max_bytes_is_refused(registry: ArtifactRegistry, repo
 async def test_bad_names_are_invalid_input(
     registry: ArtifactRegistry, repository: str, tag: str, digest: str | None
 ) -> None:
+    call: Coroutine[Any, Any, object]
     if digest is None:
         call = registry.push_artifact(repository, artifact_type=RELEASE, layers=LAYERS, annotations={}, tags=[tag])
     else:
