@@ -39,9 +39,13 @@ def dev() -> None:
 @dev.command()
 @HOME_OPTION
 def up(home: Path) -> None:
-    """Start NATS, PostgreSQL, S3, the API, the controller and the workers."""
+    """Start NATS, PostgreSQL, S3, the OCI registry, the API, the controller and the workers."""
     try:
-        platform, started = platform_up(home, on_start=lambda name: click.echo(f"starting {name}", err=True))
+        platform, started = platform_up(
+            home,
+            on_start=lambda name: click.echo(f"starting {name}", err=True),
+            on_note=lambda note: click.echo(f"forge dev up: {note}", err=True),
+        )
     except ForgeError as exc:
         click.echo(f"forge dev up: {exc}", err=True)
         sys.exit(1)

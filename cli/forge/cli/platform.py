@@ -2,7 +2,9 @@
 
 State lives in ``<home>/platform.json`` so ``forge dev down`` and a later ``forge run`` find it: the
 API URL, the environment our processes got, the PID of every process and the address each service
-answers on, all keyed by the names users know (``nats``, ``postgres``, ``s3``, ``api``, ...).
+answers on, all keyed by the names users know (``nats``, ``postgres``, ``s3``, ``registry``, ``api``, ...).
+The OCI registry (Debian's ``docker-registry``) is started when it is installed; without it the
+platform runs pipelines but cannot publish releases, and ``registry_url`` is null.
 
 A recorded platform with any process still alive belongs to whoever started it (a ``forge dev up``
 with workers mid-step): ``forge run`` and ``forge dev up`` reuse it when every service answers and
@@ -164,8 +166,13 @@ def running_platform(home: Path) -> Platform | None:
     return None
 
 
-def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: None) -> tuple[Platform, bool]:
-    """Start NATS, PostgreSQL, S3, the API, the controller and the workers; reuse a running platform.
+def platform_up(
+    home: Path,
+    *,
+    on_start: Callable[[str], None] = lambda _name: None,
+    on_note: Callable[[str], None] = lambda _note: None,
+) -> tuple[Platform, bool]:
+    """Start NATS, PostgreSQL, S3, the OCI registry, the API, the controller and the workers; reuse a running one.
 
     Returns the platform and whether this call started it. A recorded platform with a live process
     is never stopped here: it is reused when healthy, else :class:`PlatformUnhealthyError` names
@@ -181,6 +188,7 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
         _forget(home)  # stale: every recorded process is gone (nothing to signal; PIDs may be reused)
     from forge.embedded.nats import start_nats
     from forge.embedded.postgres import start_postgres
+    from forge.embedded.registry import registry_binary, start_registry
     from forge.embedded.s3 import start_s3
 
     home.mkdir(parents=True, exist_ok=True)
@@ -192,6 +200,13 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
         postgres = started["postgres"] = start_postgres(home / "postgres")
         on_start("s3")
         s3 = started["s3"] = start_s3(home / "s3")
+        registry_env: dict[str, str] = {}
+        if registry_binary() is not None:
+            on_start("registry")
+            registry = started["registry"] = start_registry(home / "registry")
+            registry_env["FORGE_REGISTRY__URL"] = registry.url
+        else:
+            on_note("docker-registry is not installed: pipelines run, releases cannot be published (see scripts/setup)")
         api_port = free_port()
         api_url = f"http://127.0.0.1:{api_port}"
         env = {
@@ -206,6 +221,7 @@ def platform_up(home: Path, *, on_start: Callable[[str], None] = lambda _name: N
             "FORGE_API__PORT": str(api_port),
             "FORGE_API__PUBLIC_URL": api_url,
             "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",  # local mirrors and git daemons
+            **registry_env,
         }
         logs = home / "logs"
         on_start("api")
@@ -258,7 +274,7 @@ def _forget(home: Path) -> None:
 
 
 def describe(platform: Platform) -> dict[str, object]:
-    return asdict(platform) | {"home": str(platform.home)}
+    return asdict(platform) | {"home": str(platform.home), "registry_url": platform.env.get("FORGE_REGISTRY__URL")}
 
 
 def require_running(home: Path) -> Platform:

@@ -1,4 +1,10 @@
-"""The platform's own processes (API, controller, workers) started against given services, for e2e tests."""
+"""The platform's own processes (API, controller, workers) started against given services, for e2e tests.
+
+Like ``forge dev up``, the platform brings its own OCI registry (Debian's ``docker-registry``, when
+installed): it starts on construction under ``<logs>/../registry``, is one of ``processes`` (stopped
+with them), and ``FORGE_REGISTRY__URL`` in ``env`` points every process started afterwards at it. An
+``env`` that already names a registry is kept as given.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forge.embedded.process import ServiceProcess, binary, start_service
+from forge.embedded.registry import registry_binary, start_registry
 
 __all__ = ["Platform"]
 
@@ -22,6 +29,15 @@ class Platform:
     git_base: Path
     git_url: str
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "FORGE_REGISTRY__URL" not in self.env and registry_binary() is not None:
+            registry = self.processes["registry"] = start_registry(self.logs.parent / "registry")
+            self.env["FORGE_REGISTRY__URL"] = registry.url
+
+    @property
+    def registry_url(self) -> str | None:
+        return self.env.get("FORGE_REGISTRY__URL")
 
     def start(self, name: str, argv: list[str]) -> ServiceProcess:
         """Start one of our processes (``argv[0]`` is a console script of this venv) as ``name``."""
