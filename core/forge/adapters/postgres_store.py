@@ -1,5 +1,5 @@
-"""The store ports (``Database``, ``RepositoryStore``, ``RunStore``, ``ExecutionStore``) on PostgreSQL
-through one asyncpg pool (DESIGN §4: PostgreSQL is the system of record).
+"""The store ports (``Database``, ``RepositoryStore``, ``RunStore``, ``ExecutionStore``, ``ReleaseStore``)
+on PostgreSQL through one asyncpg pool (DESIGN §4: PostgreSQL is the system of record).
 
 Migrations are the plain SQL files in ``forge/adapters/migrations``, applied in name order, each in its
 own transaction under a transaction-scoped advisory lock, and recorded in ``schema_migrations`` — so two
@@ -28,6 +28,7 @@ from forge.adapters._postgres_executions import (
     roll_up_run,
     roll_up_tasks,
 )
+from forge.adapters._postgres_releases import PostgresReleases
 from forge.adapters._postgres_rows import (
     RUN_COLUMNS,
     init_connection,
@@ -111,7 +112,7 @@ def migration_files() -> list[tuple[str, str]]:
     return sorted(found)
 
 
-class PostgresStore:
+class PostgresStore(PostgresReleases):
     """Every store port on PostgreSQL. Build it with :meth:`connect`; ``close()`` when done."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:

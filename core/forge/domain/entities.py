@@ -131,22 +131,6 @@ class ReleaseAlias(_Entity):
     type: AliasType
 
 
-class Release(_Entity):
-    id: UUID
-    repository: RepoName
-    project: str
-    commit_sha: CommitSha
-    number: int = Field(ge=1)
-    oci_ref: str
-    oci_digest: str
-    trigger: Trigger
-    aliases: tuple[ReleaseAlias, ...] = ()
-    run_id: UUID | None = None
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-
-
 class ArtifactType(StrEnum):
     CONTAINER = "container"
     BINARY = "binary"
@@ -158,11 +142,34 @@ class ReleaseArtifact(_Entity):
     release_id: UUID
     name: str
     type: ArtifactType
-    tracking_ref: str
+    tracking_ref: str = Field(description="Tracking image <registry>/<owner>/<repo>/<project>/<artifact>:sha-<40hex>")
     tracking_digest: str
-    published: tuple[dict[str, Any], ...] = ()
+    published: tuple[dict[str, Any], ...] = Field((), description="Where publishers put it: publisher, ref, digest")
     created_at: datetime
     updated_at: datetime
+
+
+class Release(_Entity):
+    """Immutable once recorded (DESIGN §4); only ``tagged_at`` is filled in later, once the controller has
+    pushed the number tag to the registry."""
+
+    id: UUID
+    repository: RepoName
+    project: str
+    commit_sha: CommitSha
+    number: int = Field(ge=1, description="Per (repository, project), gap-free from 1")
+    oci_ref: str
+    oci_digest: str
+    trigger: Trigger
+    branch: str | None = Field(None, description="The branch released from (its alias is <branch>-<number>)")
+    tag: str | None = Field(None, description="The git tag released (also an alias)")
+    aliases: tuple[ReleaseAlias, ...] = ()
+    artifacts: tuple[ReleaseArtifact, ...] = ()
+    run_id: UUID | None = None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    tagged_at: datetime | None = Field(None, description="When the <number> tag was pushed to the registry")
 
 
 class Deployment(_Entity):

@@ -1,13 +1,15 @@
 """Database: PostgreSQL is the system of record (DESIGN §4). Every write is idempotent by a natural key.
 
 One port per aggregate: repositories (written by the API), runs (created and cancelled through the
-API, moved along by the controller) and executions (phases, tasks and steps: written only by the
-controller, from the step events workers publish). ``Database`` is what every process does with
-the connection itself.
+API, moved along by the controller), executions (phases, tasks and steps: written only by the
+controller, from the step events workers publish) and releases (recorded only by the controller,
+after the release worker pushed the Release OCI artifact). ``Database`` is what every process does
+with the connection itself.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,28 +17,49 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from uuid import UUID
 
 from forge.domain.discovery import DiscoveryResult
-from forge.domain.entities import PhaseExecution, PipelineRun, Repository, StepExecution, TaskExecution, Trigger
+from forge.domain.entities import (
+    AliasType,
+    ArtifactType,
+    PhaseExecution,
+    PipelineRun,
+    Release,
+    ReleaseAlias,
+    Repository,
+    StepExecution,
+    TaskExecution,
+    Trigger,
+)
 from forge.domain.events import StepEvent
 from forge.domain.status import Status
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 
 __all__ = [
+    "ALIAS_ORDER",
     "RUN_FILTERS",
     "ChangeKind",
     "Database",
     "ExecutionDetail",
     "ExecutionStore",
     "JsonDocument",
+    "NewRelease",
+    "NewReleaseArtifact",
     "NewRepository",
     "NewRun",
     "Page",
+    "ReleaseFilter",
+    "ReleaseStore",
     "RepositoryStore",
     "RunChange",
     "RunExecutions",
     "RunFilter",
     "RunSnapshot",
     "RunStore",
+    "alias_conflict",
+    "ambiguous_ref",
+    "check_page",
+    "check_release_ref",
     "ensure_same_registration",
+    "no_release",
 ]
 
 T = TypeVar("T")
@@ -392,3 +415,197 @@ class ExecutionStore(Protocol):
     async def fail_step(self, step_id: UUID, message: str | None) -> StepExecution:
         """Fail a step that no worker could report on (say, its dispatcher timed out) and roll it up;
         a step already final is returned unchanged."""
+
+
+# -- releases ---------------------------------------------------------------------------------------
+
+#: What an alias, and so a ``ref`` of ``get_release``, may be: the characters of git tags and branches
+#: people use (``v1.2.3+build``, ``feature/x-4``), never a space, ``..`` or URL syntax. Tags and
+#: branches outside it are refused when a release is recorded, so every alias can be asked for.
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+/-]*")
+_MAX_REF = 255
+_SHA_PREFIX = re.compile(r"[0-9a-fA-F]{7,40}")
+_SHA = re.compile(r"[0-9a-f]{40}")
+_DIGEST = re.compile(r"[a-z0-9]+:[a-f0-9]{32,}")
+_PROJECT = re.compile(r"[a-z][a-z0-9-]*")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _alias_text(text: str, longest: int) -> bool:
+    return len(text) <= longest and _REF.fullmatch(text) is not None and ".." not in text
+
+
+def check_page(limit: int, offset: int, *, maximum: int = 1000) -> None:
+    """``InvalidInputError`` naming ``limit`` or ``offset`` when a page request is out of range."""
+    if not 1 <= limit <= maximum:
+        raise InvalidInputError(f"limit must be between 1 and {maximum}, got {limit}", details={"limit": limit})
+    if offset < 0:
+        raise InvalidInputError(f"offset must not be negative, got {offset}", details={"offset": offset})
+
+
+def check_release_ref(ref: str) -> str | None:
+    """The commit-sha prefix ``ref`` may also be (lower case, 7 to 40 hex digits), else None.
+
+    ``InvalidInputError`` when ``ref`` can be neither an alias nor a sha prefix: empty, longer than 255
+    characters, or with a character no alias holds."""
+    if not _alias_text(ref, _MAX_REF):
+        shown = ref if len(ref) <= 80 else f"{ref[:80]}..."
+        raise InvalidInputError(
+            f"release ref {shown!r} is neither a release number, alias nor commit prefix: a ref is 1-{_MAX_REF} "
+            "letters, digits, '.', '_', '+', '-' or '/', starting with a letter or digit",
+            details={"field": "ref"},
+        )
+    return ref.lower() if _SHA_PREFIX.fullmatch(ref) else None
+
+
+@dataclass(frozen=True, slots=True)
+class NewReleaseArtifact:
+    name: str
+    type: ArtifactType
+    tracking_ref: str
+    tracking_digest: str
+    published: tuple[Mapping[str, Any], ...] = ()
+    """Where each publisher put it, e.g. ``{"publisher": "oci", "ref": ..., "digest": ...}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRelease:
+    """A release the controller records once the release worker pushed its Release OCI artifact."""
+
+    repository: str
+    project: str
+    commit_sha: str
+    oci_ref: str
+    oci_digest: str
+    trigger: Trigger
+    created_by: str
+    run_id: UUID | None = None
+    branch: str | None = None
+    tag: str | None = None
+    artifacts: tuple[NewReleaseArtifact, ...] = ()
+
+    @property
+    def what(self) -> str:
+        """How errors name this release."""
+        return f"recording the release of {self.repository}/{self.project}@{self.commit_sha}"
+
+    def check(self) -> None:
+        """``InvalidInputError`` (field named in ``details``) for a release no store may record; every
+        adapter calls it before touching its data, so the rules live here once."""
+
+        def refuse(field_: str, reason: str) -> InvalidInputError:
+            return InvalidInputError(f"{self.what}: {field_} {reason}", details={"field": field_})
+
+        if not _PROJECT.fullmatch(self.project):
+            raise refuse("project", "must match ^[a-z][a-z0-9-]*$")
+        if not _SHA.fullmatch(self.commit_sha):
+            raise refuse("commit_sha", "must be 40 lower-case hex digits")
+        if not _DIGEST.fullmatch(self.oci_digest):
+            raise refuse("oci_digest", "must be a digest such as sha256:<64 hex>")
+        if not self.oci_ref or not self.created_by:
+            raise refuse("oci_ref" if not self.oci_ref else "created_by", "must not be empty")
+        if self.tag is not None:
+            if not _alias_text(self.tag, _MAX_REF):
+                raise refuse("tag", f"{self.tag[:80]!r} cannot be an alias (1-{_MAX_REF} of [A-Za-z0-9._+/-])")
+            if _DIGITS.fullmatch(self.tag):
+                raise refuse("tag", f"{self.tag!r} is all digits and would shadow release {self.tag}")
+        longest = _MAX_REF - 11  # room for "-<number>"
+        if self.branch is not None and not _alias_text(self.branch, longest):
+            raise refuse("branch", f"{self.branch[:80]!r} cannot start an alias (1-{longest} of [A-Za-z0-9._+/-])")
+        if str(self.trigger) not in set(Trigger):
+            raise refuse("trigger", f"must be one of {', '.join(Trigger)}")
+        names = [a.name for a in self.artifacts]
+        if any(not name for name in names) or len(set(names)) != len(names):
+            raise refuse("artifacts", "must have distinct, non-empty names")
+        if any(str(a.type) not in set(ArtifactType) for a in self.artifacts):
+            raise refuse("artifacts", f"type must be one of {', '.join(ArtifactType)}")
+
+    def aliases(self, number: int) -> tuple[ReleaseAlias, ...]:
+        """The aliases of this release once it has ``number``: the number, the tag, ``<branch>-<number>``."""
+        found = [ReleaseAlias(alias=str(number), type=AliasType.NUMERIC)]
+        if self.tag is not None:
+            found.append(ReleaseAlias(alias=self.tag, type=AliasType.TAG))
+        if self.branch is not None:
+            found.append(ReleaseAlias(alias=f"{self.branch}-{number}", type=AliasType.BRANCH))
+        unique = {a.alias: a for a in reversed(found)}  # a tag equal to the branch alias is one alias: the tag
+        return tuple(a for a in found if unique[a.alias] is a)
+
+
+#: The order aliases are listed in, within one release (then by text).
+ALIAS_ORDER = (AliasType.NUMERIC, AliasType.TAG, AliasType.BRANCH, AliasType.CUSTOM)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseFilter:
+    repository: str | None = None
+    project: str | None = None
+    run_id: UUID | None = None
+    commit_sha: str | None = None
+    trigger: Trigger | None = None
+
+    def conditions(self) -> dict[str, str]:
+        """Filter name -> the text a listed release must have; the ones set only."""
+        wanted = {
+            "repository": self.repository,
+            "project": self.project,
+            "run_id": self.run_id,
+            "commit_sha": self.commit_sha,
+            "trigger": self.trigger,
+        }
+        return {key: str(value) for key, value in wanted.items() if value is not None}
+
+
+def alias_conflict(new: NewRelease, alias: ReleaseAlias, holder: int) -> ConflictError:
+    """What recording ``new`` is when ``alias`` already names release ``holder`` of the project."""
+    return ConflictError(
+        f"{new.what}: the {alias.type} alias {alias.alias!r} already names release {holder} of "
+        f"{new.repository}/{new.project}; aliases are unique within a project",
+        details={"alias": alias.alias, "alias_type": str(alias.type), "release": holder},
+    )
+
+
+def ambiguous_ref(repository: str, project: str, ref: str, numbers: Sequence[int]) -> ConflictError:
+    shown = ", ".join(str(n) for n in numbers)
+    return ConflictError(
+        f"release ref {ref!r} of {repository}/{project} is an ambiguous commit prefix: it matches releases "
+        f"{shown}; give more of the sha",
+        details={"ref": ref, "releases": list(numbers)},
+    )
+
+
+def no_release(repository: str, project: str, ref: str) -> NotFoundError:
+    return NotFoundError(
+        f"{repository}/{project} has no release {ref!r} (neither an alias nor a commit prefix of one)",
+        details={"repository": repository, "project": project, "ref": ref},
+    )
+
+
+class ReleaseStore(Protocol):
+    """Releases and their aliases and artifacts. The controller is the only writer."""
+
+    async def record_release(self, new: NewRelease) -> tuple[Release, bool]:
+        """Idempotent on (repository, project, commit_sha): an existing release is returned unchanged
+        with False (releases are immutable). Otherwise number = previous highest + 1 for (repository,
+        project), gap-free and unique under concurrency; aliases numeric ``str(number)``, the tag when
+        given (type tag) and ``<branch>-<number>`` when a branch is given (type branch); artifacts
+        stored with it; all in one transaction (True).
+
+        ``NotFoundError`` for an unknown repository, ``InvalidInputError`` for what
+        ``NewRelease.check`` refuses, ``ConflictError`` when an alias already names another release
+        of the project (nothing is written)."""
+
+    async def get_release(self, repository: str, project: str, ref: str) -> Release:
+        """``ref`` resolved in this order: an exact alias (numbers included), then a commit-sha prefix
+        of at least 7 hex digits (``ConflictError`` naming the candidates' numbers when several
+        releases match), else ``NotFoundError``. A ref that can be neither (``check_release_ref``)
+        is an ``InvalidInputError``."""
+
+    async def list_releases(self, flt: ReleaseFilter, *, limit: int, offset: int) -> Page[Release]:
+        """Newest first: ``created_at`` descending (so number descending within a project), then id."""
+
+    async def releases_to_tag(self, *, limit: int) -> list[Release]:
+        """Recorded releases whose number tag is not yet pushed to the registry, oldest first."""
+
+    async def mark_tagged(self, release_id: UUID) -> None:
+        """The number tag of the release is in the registry (a repeat keeps the first time);
+        ``NotFoundError`` for no release."""

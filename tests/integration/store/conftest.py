@@ -22,11 +22,11 @@ from forge.adapters.postgres_store import PostgresStore
 from forge.domain.status import Status
 from forge.embedded.process import ServiceProcess
 from forge.ports.fakes import MemoryStore
-from forge.ports.store import Database, ExecutionStore, NewRepository, RepositoryStore, RunStore
+from forge.ports.store import Database, ExecutionStore, NewRepository, ReleaseStore, RepositoryStore, RunStore
 from forge.testing.postgres import create_database_async
 
 
-class Store(Database, RepositoryStore, RunStore, ExecutionStore, Protocol):
+class Store(Database, RepositoryStore, RunStore, ExecutionStore, ReleaseStore, Protocol):
     """Every store port: what each adapter under test is."""
 
 

@@ -1,5 +1,5 @@
-"""Every store port (``Database``, ``RepositoryStore``, ``RunStore``, ``ExecutionStore``) in memory, for
-tests and a one-process platform: no PostgreSQL, same behaviour.
+"""Every store port (``Database``, ``RepositoryStore``, ``RunStore``, ``ExecutionStore``, ``ReleaseStore``) in
+memory, for tests and a one-process platform: no PostgreSQL, same behaviour.
 
 It passes the store compliance suite (``tests/integration/store``) next to ``PostgresStore`` and
 follows its rules one for one: the natural keys that make writes idempotent, the schema's checks
@@ -38,6 +38,7 @@ from forge.ports.fakes._memory_executions import (
     roll_up_tasks,
     step_change,
 )
+from forge.ports.fakes._memory_releases import MemoryReleases, ReleaseTables
 from forge.ports.fakes._memory_rows import (
     REPO_NAME,
     Clock,
@@ -76,16 +77,18 @@ class _Database:
 
     def __init__(self, clock: Clock) -> None:
         self.tables = Tables(clock)
+        self.releases = ReleaseTables()
         self.failure: ServiceUnavailableError | None = None
         self.down = False
 
 
-class MemoryStore:
+class MemoryStore(MemoryReleases):
     """Every store port in memory; ``clock`` (UTC datetimes) replaces the wall clock of ``now()``."""
 
     def __init__(self, *, clock: Callable[[], datetime] | None = None, _database: _Database | None = None) -> None:
         self._db = _database or _Database(Clock(clock))
         self._t = self._db.tables
+        self._rt = self._db.releases
         self._closed = False
 
     def connect(self) -> MemoryStore:
