@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 from forge.discovery.checks import ProjectFile
-from forge.domain.config import PhaseConfig, ProjectConfig, duration_seconds
-from forge.domain.discovery import DiscoveredProject, DiscoveredStep, PhaseGroup
+from forge.domain.config import PhaseConfig, duration_seconds
+from forge.domain.discovery import DiscoveredArtifact, DiscoveredProject, DiscoveredStep, PhaseGroup
 
-__all__ = ["discovered_project", "phase_groups", "release_triggered"]
+__all__ = ["discovered_project", "phase_groups"]
 
 
-def discovered_project(
-    project: ProjectFile, phases: Mapping[str, PhaseConfig], branch: str | None
-) -> DiscoveredProject:
+def discovered_project(project: ProjectFile, phases: Mapping[str, PhaseConfig]) -> DiscoveredProject:
     """Steps in phase order (group, then name); each step's timeout or else its phase's."""
     config = project.loaded.config
     assert config is not None
@@ -41,18 +38,8 @@ def discovered_project(
         depends_on=sorted(set(config.depends_on)),
         phases={phase: [s.name for s in body.steps] for phase, body in ordered},
         steps=steps,
-        release_triggered=release_triggered(config, branch),
+        artifacts=[DiscoveredArtifact(name=name, type=a.type) for name, a in sorted(config.artifacts.items())],
     )
-
-
-def release_triggered(config: ProjectConfig, branch: str | None) -> bool:
-    """Whether a push to ``branch`` releases the project: a ``branch`` rule's regex fullmatches it.
-
-    ``tag`` and ``manual`` rules never trigger on a branch push; the controller handles them.
-    """
-    if branch is None or config.release is None:
-        return False
-    return any(rule.branch is not None and re.fullmatch(rule.branch, branch) for rule in config.release.on)
 
 
 def phase_groups(phases: Mapping[str, PhaseConfig], used: Iterable[DiscoveredProject]) -> list[PhaseGroup]:

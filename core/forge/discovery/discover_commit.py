@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -11,6 +12,7 @@ from forge.discovery.assemble import discovered_project, phase_groups
 from forge.discovery.cache import ConfigCache
 from forge.discovery.checks import ProjectFile, check_nesting, check_projects
 from forge.discovery.load import Issue, Loaded, load_config
+from forge.discovery.releases import check_release_config, release_intents, unknown_release_requests
 from forge.discovery.walk import PROJECT_FILE, REPO_FILE, FoundFile, find_config_files
 from forge.domain.config import ProjectConfig, RepoConfig
 from forge.domain.discovery import DiscoveredProject, DiscoveryResult
@@ -29,12 +31,15 @@ def discover(
     base: str | None,
     *,
     branch: str | None = None,
+    tag: str | None = None,
+    requested_releases: Collection[str] = (),
     cache: ConfigCache | None = None,
 ) -> DiscoveryResult:
-    """Projects of ``commit``, the ones affected since ``base`` and why, phase groups and steps.
+    """Projects of ``commit``, the ones affected since ``base`` and why, phase groups, steps and releases.
 
-    ``base`` None marks every project affected (``no base: all``). ``branch`` decides
-    ``release_triggered``. Raises ``ConfigError`` listing every issue of every config file,
+    ``base`` None marks every project affected (``no base: all``). ``branch``, ``tag`` and
+    ``requested_releases`` (manual release requests) decide the release intents
+    (:mod:`forge.discovery.releases`). Raises ``ConfigError`` listing every issue of every config file,
     ``NotFoundError`` for an unknown revision. Pass one ``cache`` across calls: configs are
     parsed once per blob id and unchanged subtrees are never walked again.
     """
@@ -63,15 +68,26 @@ def discover(
             )
     issues.extend(check_nesting([(p.directory, p.path) for p in projects]))
     issues.extend(check_projects(projects, repo_config.phases if repo_config is not None else None))
+    if repo_config is not None:
+        issues.extend(check_release_config(projects, repo_config))
+    issues.extend(unknown_release_requests(projects, requested_releases))
     if issues:
         raise ConfigError(sorted(issues, key=lambda i: (i.file, i.line or 0, i.field, i.reason)))
     assert repo_config is not None
-    discovered = sorted((_project(p, repo_config, repo_blob, branch, cache) for p in projects), key=lambda p: p.name)
+    discovered = sorted((_project(p, repo_config, repo_blob, cache) for p in projects), key=lambda p: p.name)
     changed = reader.changed_paths(base_sha, sha) if base_sha is not None else None
     globs = {p.loaded.config.name: p.loaded.config.paths for p in projects if p.loaded.config is not None}
     scopes = [ProjectScope(p.name, p.path, globs[p.name], p.depends_on) for p in discovered]
     affected = affected_projects(scopes, changed, repo_config.affects_all)
     affected_names = {a.project for a in affected}
+    releases = release_intents(
+        [p.loaded.config for p in projects if p.loaded.config is not None],
+        affected_names,
+        branch=branch,
+        tag=tag,
+        strategy=repo_config.tagging.strategy,
+        requested=requested_releases,
+    )
     return DiscoveryResult(
         commit=sha,
         base=base_sha,
@@ -81,16 +97,16 @@ def discover(
         affected=affected,
         phase_groups=phase_groups(repo_config.phases, (p for p in discovered if p.name in affected_names)),
         changed_files=len(changed) if changed is not None else 0,
+        tag=tag,
+        releases=releases,
     )
 
 
-def _project(
-    project: ProjectFile, repo_config: RepoConfig, repo_blob: str, branch: str | None, cache: ConfigCache
-) -> DiscoveredProject:
-    key = (project.blob_id, project.directory, repo_blob, branch or "")
+def _project(project: ProjectFile, repo_config: RepoConfig, repo_blob: str, cache: ConfigCache) -> DiscoveredProject:
+    key = (project.blob_id, project.directory, repo_blob)
     built = cache.project(key)
     if built is None:
-        built = discovered_project(project, repo_config.phases, branch)
+        built = discovered_project(project, repo_config.phases)
         cache.put_project(key, built)
     return built
 

@@ -46,8 +46,14 @@ class Loaded(Generic[M]):
     raw_name: str | None = None
 
     def line(self, key: str) -> int | None:
-        """Line of a top-level key or of a child one level down (``depends_on.0``, ``phases.build``)."""
-        return self.lines.get(key)
+        """Line of a dotted key (``depends_on.0``, ``artifacts.image.publishers.1``), else of its nearest
+        ancestor that has one."""
+        while key:
+            found = self.lines.get(key)
+            if found is not None:
+                return found
+            key = key.rpartition(".")[0]
+        return None
 
 
 class _BudgetError(Exception):
@@ -162,21 +168,23 @@ def _scalar(value: Any) -> Any:
 
 
 def _key_lines(document: CommentedMap) -> dict[str, int]:
+    """Line of every key and list item, by dotted path (``deploy.resources.0.spec.replicas``)."""
     lines: dict[str, int] = {}
-    for key, value in document.items():
-        position = document.lc.data.get(key)
-        if position is not None:
-            lines[str(key)] = position[0] + 1
-        if isinstance(value, CommentedMap):
-            for sub in value:
-                sub_position = value.lc.data.get(sub)
-                if sub_position is not None:
-                    lines[f"{key}.{sub}"] = sub_position[0] + 1
-        elif isinstance(value, CommentedSeq):
-            for index in range(len(value)):
-                item_position = value.lc.data.get(index)
-                if item_position is not None:
-                    lines[f"{key}.{index}"] = item_position[0] + 1
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        prefix, node = stack.pop()
+        if isinstance(node, CommentedMap):
+            children: Any = node.items()
+        elif isinstance(node, CommentedSeq):
+            children = enumerate(node)
+        else:
+            continue
+        for key, value in children:
+            path = f"{prefix}{key}"
+            position = node.lc.data.get(key)
+            if position is not None:
+                lines[path] = position[0] + 1
+            stack.append((f"{path}.", value))
     return lines
 
 

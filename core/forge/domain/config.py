@@ -10,13 +10,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
+    "BUILTIN_PUBLISHERS",
     "DEFAULT_PHASES",
     "ArtifactConfig",
     "EnvironmentConfig",
     "PhaseConfig",
+    "ProducerConfig",
     "ProjectConfig",
     "ProjectPhase",
     "PublisherConfig",
@@ -104,8 +106,9 @@ class RepoConfig(_Config):
     affects_all: list[str] = Field(default_factory=list, description="Globs whose change marks every project affected")
 
 
-class StepConfig(_Config):
-    name: Name
+class _Action(_Config):
+    """What runs: a shell command or an Earthly target, with its arguments, environment and secrets."""
+
     run: str | None = Field(None, min_length=1, description="Shell command run in the project directory")
     earthly: Annotated[str, StringConstraints(pattern=r"^\+[A-Za-z0-9_-]+$")] | None = Field(
         None, description="Earthly target of the project's Earthfile, e.g. +test"
@@ -114,7 +117,6 @@ class StepConfig(_Config):
     env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, description="Names resolved by the SecretProvider")
     timeout: Duration | None = Field(None, description="Step deadline; the phase timeout when unset")
-    retries: int = Field(0, ge=0, le=10, description="Extra attempts after a failure")
 
     @model_validator(mode="after")
     def _one_action(self) -> Self:
@@ -131,6 +133,34 @@ class StepConfig(_Config):
         return self.run if self.run is not None else str(self.earthly)
 
 
+class StepConfig(_Action):
+    name: Name
+    retries: int = Field(0, ge=0, le=10, description="Extra attempts after a failure")
+
+
+def _relative_path(value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts or not all(parts):
+        raise ValueError("must be a relative path inside the project, without '..' or empty parts")
+    return value
+
+
+RelativePath = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$", min_length=1, max_length=1024),
+    AfterValidator(_relative_path),
+]
+
+
+class ProducerConfig(_Action):
+    """How an artifact is built: a step run in the project directory that leaves ``output`` behind."""
+
+    output: RelativePath = Field(
+        description="Project-relative path the producer writes: an OCI image-layout directory (container) or a "
+        "file (binary, archive); no '..', not absolute"
+    )
+
+
 class ProjectPhase(_Config):
     steps: list[StepConfig] = Field(min_length=1)
 
@@ -144,10 +174,20 @@ class ProjectPhase(_Config):
         return self
 
 
+BUILTIN_PUBLISHERS = ("oci", "s3")
+"""Publishers every repository has: the platform's OCI registry and its object store."""
+
+
 class ArtifactConfig(_Config):
-    type: Literal["container", "binary", "archive"]
-    producer: dict[str, Any] = Field(default_factory=dict)
-    publishers: list[str] = Field(default_factory=list)
+    type: Literal["container", "binary", "archive"] = Field(
+        description="container: an OCI image layout; binary, archive: one file"
+    )
+    producer: ProducerConfig
+    publishers: list[Name] = Field(
+        default_factory=lambda: ["oci"],
+        description="Where the artifact is published: oci, s3 or a publisher of .forge/repo.yaml. Every artifact "
+        "also gets a tracking image <registry>/<owner>/<repo>/<project>/<artifact>:sha-<commit>",
+    )
 
 
 class ReleaseRule(_Config):

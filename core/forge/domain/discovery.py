@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AffectedProject",
+    "DiscoveredArtifact",
     "DiscoveredProject",
     "DiscoveredStep",
     "DiscoveryResult",
     "PhaseGroup",
+    "ReleaseIntent",
 ]
 
 
@@ -29,6 +33,11 @@ class DiscoveredStep(_Model):
     retries: int = 0
 
 
+class DiscoveredArtifact(_Model):
+    name: str
+    type: Literal["container", "binary", "archive"]
+
+
 class DiscoveredProject(_Model):
     name: str
     path: str = Field(description="Repo-relative directory of the project ('.' for the root)")
@@ -36,7 +45,17 @@ class DiscoveredProject(_Model):
     depends_on: list[str] = Field(default_factory=list)
     phases: dict[str, list[str]] = Field(default_factory=dict, description="phase -> step names, in order")
     steps: list[DiscoveredStep] = Field(default_factory=list)
-    release_triggered: bool = False
+    artifacts: list[DiscoveredArtifact] = Field(default_factory=list, description="By name")
+
+
+class ReleaseIntent(_Model):
+    """A release this run makes once all of the project's phases succeed (from ``release.on``)."""
+
+    project: str
+    trigger: Literal["push", "tag", "manual"]
+    reason: str = Field(description="Which rule matched, e.g. 'branch main matches ^main$'")
+    branch: str | None = None
+    tag: str | None = None
 
 
 class AffectedProject(_Model):
@@ -58,6 +77,8 @@ class DiscoveryResult(_Model):
     affected: list[AffectedProject]
     phase_groups: list[PhaseGroup]
     changed_files: int = Field(0, description="Number of paths that differ between base and commit")
+    tag: str | None = Field(None, description="The tag the run is for")
+    releases: list[ReleaseIntent] = Field(default_factory=list, description="Releases the run makes, by project")
 
     def affected_names(self) -> list[str]:
         return [a.project for a in self.affected]

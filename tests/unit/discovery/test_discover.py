@@ -106,8 +106,9 @@ def test_valid_monorepo(repo: Path) -> None:
         ("test", "unit", "run", "pytest", 300),
         ("test", "lint", "earthly", "+lint", 1800),
     ]
-    assert api.release_triggered
-    assert not result.projects[1].release_triggered
+    assert [(r.project, r.trigger, r.reason, r.branch) for r in result.releases] == [
+        ("api", "push", "branch main matches main|release/.*", "main")
+    ]
     assert [(a.project, a.reasons) for a in result.affected] == [
         ("api", ["depends_on: core"]),
         ("core", ["changed: libs/core/src/core.py"]),
@@ -123,8 +124,8 @@ def test_no_base_affects_all_and_release_regex_fullmatch(repo: Path) -> None:
     assert [(a.project, a.reasons) for a in result.affected] == [
         (name, ["no base: all"]) for name in ("api", "core", "docs", "web")
     ]
-    assert [p.release_triggered for p in result.projects] == [True, False, False, False]
-    assert not discover(Pygit2Reader(repo), commit, None, branch="mainline").projects[0].release_triggered
+    assert [r.project for r in result.releases] == ["api"]
+    assert discover(Pygit2Reader(repo), commit, None, branch="mainline").releases == []
 
 
 def test_affects_all_paths_glob_and_capped_changed_list(repo: Path) -> None:

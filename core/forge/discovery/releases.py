@@ -1,0 +1,130 @@
+"""What a run releases: ``release.on`` rules evaluated against the run's ref, and the checks of
+``artifacts`` and ``deploy`` that must hold before anything is built (DESIGN §3).
+
+A rule releases a project when:
+
+- ``branch: <regex>``: the run is for a branch the regex fully matches, and the project is affected
+  (an unchanged project is not released again on every push);
+- ``tag: true``: the run is for a tag naming the project, per ``tagging.strategy`` — ``monorepo``:
+  ``<project>/v<semver>``; ``tag-all``: ``v<semver>`` releases every project with a tag rule;
+- ``manual: true``: a manual release of the project was requested (``POST /v1/releases``); a request
+  for a project without that rule, or for no project at all, is a configuration error of the run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+
+from forge.discovery.checks import ProjectFile
+from forge.domain.config import BUILTIN_PUBLISHERS, ProjectConfig, RepoConfig, TaggingStrategy
+from forge.domain.discovery import ReleaseIntent
+from forge.errors import ConfigIssue
+from forge.releases.expressions import check_references
+
+__all__ = ["SEMVER", "check_release_config", "release_intents", "unknown_release_requests"]
+
+SEMVER = r"v(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
+_TAG_ALL = re.compile(SEMVER)
+
+
+def check_release_config(projects: Sequence[ProjectFile], repo: RepoConfig) -> list[ConfigIssue]:
+    """Unknown publishers of artifacts, and ``${{ artifacts.* }}`` references in ``deploy.resources``
+    that name no artifact of the project or no field of one."""
+    known = sorted({*BUILTIN_PUBLISHERS, *repo.publishers})
+    issues: list[ConfigIssue] = []
+    for project in projects:
+        config = project.loaded.config
+        if config is None:
+            continue
+        for name, artifact in config.artifacts.items():
+            for index, publisher in enumerate(artifact.publishers):
+                if publisher not in known:
+                    field = f"artifacts.{name}.publishers.{index}"
+                    reason = f"unknown publisher {publisher!r}; known: {', '.join(known)}"
+                    issues.append(ConfigIssue(project.path, project.loaded.line(field), field, reason))
+        if config.deploy is not None:
+            for location, reason in check_references(config.deploy.resources, config.artifacts):
+                field = _dotted(location)
+                issues.append(ConfigIssue(project.path, project.loaded.line(field), field, reason))
+    return issues
+
+
+def _dotted(location: str) -> str:
+    """``deploy.resources[0].spec.image`` → ``deploy.resources.0.spec.image`` (the loader's key form)."""
+    return re.sub(r"\[(\d+)\]", r".\1", location)
+
+
+def unknown_release_requests(projects: Sequence[ProjectFile], requested: Collection[str]) -> list[ConfigIssue]:
+    """A manual release request for a project that does not exist or has no ``manual: true`` rule."""
+    by_name = {p.loaded.config.name: p for p in projects if p.loaded.config is not None}
+    issues: list[ConfigIssue] = []
+    for name in sorted(set(requested)):
+        project = by_name.get(name)
+        if project is None:
+            reason = f"a manual release of {name!r} was requested, but no project has that name"
+            issues.append(ConfigIssue(".forge", None, "", reason))
+        elif not _has_rule(project.loaded.config, "manual"):
+            line = project.loaded.line("release") or project.loaded.line("name")
+            reason = f"a manual release of {name!r} was requested; add '{{manual: true}}' to release.on to allow it"
+            issues.append(ConfigIssue(project.path, line, "release.on", reason))
+    return issues
+
+
+def _has_rule(config: ProjectConfig | None, kind: str) -> bool:
+    return config is not None and config.release is not None and any(getattr(rule, kind) for rule in config.release.on)
+
+
+def release_intents(
+    configs: Sequence[ProjectConfig],
+    affected: Collection[str],
+    *,
+    branch: str | None,
+    tag: str | None,
+    strategy: TaggingStrategy,
+    requested: Collection[str] = (),
+) -> list[ReleaseIntent]:
+    """One intent per released project (by name), the first matching rule giving its reason."""
+    intents: list[ReleaseIntent] = []
+    for config in sorted(configs, key=lambda c: c.name):
+        intent = _intent(config, affected, branch, tag, strategy, requested)
+        if intent is not None:
+            intents.append(intent)
+    return intents
+
+
+def _intent(
+    config: ProjectConfig,
+    affected: Collection[str],
+    branch: str | None,
+    tag: str | None,
+    strategy: TaggingStrategy,
+    requested: Collection[str],
+) -> ReleaseIntent | None:
+    if config.release is None:
+        return None
+    for rule in config.release.on:
+        if rule.manual and config.name in requested:
+            return ReleaseIntent(
+                project=config.name, trigger="manual", reason="manual release requested", branch=branch, tag=tag
+            )
+        if rule.tag and tag is not None and _tag_names(tag, config.name, strategy):
+            reason = f"tag {tag} ({strategy.value} tagging)"
+            return ReleaseIntent(project=config.name, trigger="tag", reason=reason, tag=tag)
+        if (
+            rule.branch is not None
+            and branch is not None
+            and config.name in affected
+            and re.fullmatch(rule.branch, branch)
+            and not requested
+        ):
+            reason = f"branch {branch} matches {rule.branch}"
+            return ReleaseIntent(project=config.name, trigger="push", reason=reason, branch=branch)
+    return None
+
+
+def _tag_names(tag: str, project: str, strategy: TaggingStrategy) -> bool:
+    if strategy is TaggingStrategy.TAG_ALL:
+        return _TAG_ALL.fullmatch(tag) is not None
+    prefix, _, version = tag.rpartition("/")
+    return prefix == project and _TAG_ALL.fullmatch(version) is not None
