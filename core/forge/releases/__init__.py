@@ -32,7 +32,6 @@ from forge.releases.pack import (
     MAX_ENTRIES,
     MAX_UNPACKED_BYTES,
     pack_resources,
-    sha256_digest,
     unpack_resources,
 )
 from forge.releases.render import MAX_RENDERED_BYTES, canonical_size, render_resources, unvalidated_resources
@@ -62,7 +61,6 @@ __all__ = [
     "render_resources",
     "resolve_artifacts",
     "resolve_env",
-    "sha256_digest",
     "summarize_resources",
     "tracking_tag",
     "unpack_resources",

@@ -1,18 +1,15 @@
 """Media types and fixed OCI values of releases and tracking images (DESIGN §8).
 
 Consumers find layers by media type, never by position, so these strings are the contract
-between the release worker that pushes and the CMP that pulls.
+between the release worker that pushes and the CMP that pulls. The generic OCI values (image
+manifest, empty config, digests) live with the registry contract in ``forge.ports.registry``.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ARTIFACT_METADATA",
-    "EMPTY_CONFIG",
-    "EMPTY_CONFIG_DATA",
-    "EMPTY_CONFIG_DIGEST",
     "LAYER_TYPE_ANNOTATION",
-    "OCI_MANIFEST",
     "RELEASE_ARTIFACT_TYPE",
     "RELEASE_METADATA",
     "RESOURCES",
@@ -33,12 +30,6 @@ ARTIFACT_METADATA = "application/vnd.forge.artifact.metadata.v1+json"
 
 TRACKING_ARTIFACT_TYPE = "application/vnd.forge.artifact.v1"
 """``artifactType`` of a tracking image manifest."""
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
-"""The OCI 1.1 empty descriptor: artifacts carry their type in ``artifactType``, not the config."""
-EMPTY_CONFIG_DATA = b"{}"
-EMPTY_CONFIG_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
 LAYER_TYPE_ANNOTATION = "org.catalyst-forge.layer.type"
 """Layer annotation (``metadata`` | ``resources``) kept for readers of the older layout."""

@@ -18,7 +18,6 @@ an object. Decompression stops at ``max_bytes`` (a gzip bomb costs at most that 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -35,7 +34,6 @@ __all__ = [
     "MAX_ENTRIES",
     "MAX_UNPACKED_BYTES",
     "pack_resources",
-    "sha256_digest",
     "unpack_resources",
 ]
 
@@ -50,11 +48,6 @@ _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _ENTRY = re.compile(r"resources/[a-z0-9][a-z0-9._-]*\.ya?ml")
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
 _BASE_LIMIT = 80
-
-
-def sha256_digest(data: bytes) -> str:
-    """The OCI digest of ``data``: ``sha256:<hex>``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def pack_resources(objects: Sequence[Mapping[str, Any]]) -> bytes:
