@@ -41,6 +41,7 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     repositories=store,
                     runs=store,
                     executions=store,
+                    releases=store,
                     bus=bus,
                     objects=objects,
                     secrets=EnvSecretProvider(settings.ci.secrets_dir),

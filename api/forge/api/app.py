@@ -12,6 +12,7 @@ from forge.api.errors import EXCEPTION_HANDLERS
 from forge.api.routes.events import run_events
 from forge.api.routes.health import healthz, readyz
 from forge.api.routes.logs import step_logs
+from forge.api.routes.releases import ReleasesController
 from forge.api.routes.repositories import RepositoriesController
 from forge.api.routes.runs import RunsController
 from forge.api.routes.webhooks import WebhooksController
@@ -32,6 +33,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
             readyz,
             RepositoriesController,
             RunsController,
+            ReleasesController,
             step_logs,
             run_events,
             WebhooksController,
@@ -44,6 +46,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
             path="/schema",
             tags=[
                 Tag(name="runs", description="Pipeline runs, their executions and step logs"),
+                Tag(name="releases", description="Releases recorded by the controller, resolved by number, tag or sha"),
                 Tag(name="repositories", description="Repositories runs are accepted for"),
                 Tag(name="webhooks", description="Deliveries from source hosts (GitHub) that start runs"),
                 Tag(name="health", description="Liveness and readiness"),

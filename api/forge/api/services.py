@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 
 from forge.ports import Database, ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SecretProvider
 from forge.ports.changes import ChangeFeed
+from forge.ports.store import ReleaseStore
 
 __all__ = ["ApiServices", "ClonePolicy", "Services"]
 
@@ -30,6 +31,8 @@ class ApiServices:
     runs: RunStore
     executions: ExecutionStore
     """Read only: the controller is the one writer of executions."""
+    releases: ReleaseStore
+    """Read only: the controller is the one writer of releases."""
     bus: MessageBus
     objects: ObjectStore
     secrets: SecretProvider

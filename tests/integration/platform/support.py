@@ -42,6 +42,7 @@ def api_services(
         repositories=store,
         runs=store,
         executions=store,
+        releases=store,
         bus=bus,
         objects=objects,
         secrets=secrets or EnvSecretProvider(environ={}),

@@ -1,0 +1,83 @@
+"""``/v1/releases``: the releases the controller recorded, listed and resolved by ref (DESIGN §7).
+
+A ref is resolved in this order: an exact alias (a release number is one: ``42``; so are a git tag
+``v1.2.0`` and ``<branch>-<number>``, ``main-42``), then a commit-sha prefix of at least 7 hex digits.
+A prefix several releases share is a 409 naming their numbers; a ref no release answers to is a
+404; one that can be no alias nor prefix is a 400. ``docs/releases-api.md`` has the details.
+
+``POST /v1/releases`` (a manual release request) joins this controller when it exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, get
+from litestar.params import FromPath, QueryParameter
+
+from forge.api.errors import problem_spec as _problem
+from forge.api.schemas import MAX_OFFSET, PageOut
+from forge.api.schemas.releases import ReleaseOut
+from forge.api.services import Services
+from forge.domain.entities import REPO_NAME_RE, Trigger
+from forge.ports.store import ReleaseFilter
+
+__all__ = ["ReleasesController"]
+
+_PROJECT = r"^[a-z][a-z0-9-]*$"
+
+
+class ReleasesController(Controller):
+    path = "/v1/releases"
+    tags = ["releases"]
+
+    @get(
+        "/",
+        summary="List releases, newest first",
+        description="Newest first: by creation, so by number within a project. Filters combine with AND.",
+        responses={400: _problem("A filter, limit or offset is out of range or malformed (the problem names it)")},
+    )
+    async def list_releases(
+        self,
+        services: Services,
+        repository: Annotated[
+            str | None, QueryParameter(pattern=REPO_NAME_RE.pattern, max_length=200, description="owner/repo")
+        ] = None,
+        project: Annotated[str | None, QueryParameter(pattern=_PROJECT, max_length=255)] = None,
+        run_id: Annotated[UUID | None, QueryParameter(description="The run that made the release")] = None,
+        commit_sha: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-f]{40}$")] = None,
+        trigger: Annotated[Trigger | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="Releases per page")] = 50,
+        offset: Annotated[
+            int, QueryParameter(ge=0, le=MAX_OFFSET, description=f"Releases to skip (at most {MAX_OFFSET:,})")
+        ] = 0,
+    ) -> PageOut[ReleaseOut]:
+        flt = ReleaseFilter(
+            repository=repository, project=project, run_id=run_id, commit_sha=commit_sha, trigger=trigger
+        )
+        page = await services.releases.list_releases(flt, limit=limit, offset=offset)
+        return PageOut(items=[ReleaseOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset)
+
+    @get(
+        "/{owner:str}/{repo:str}/{project:str}/{ref:path}",
+        summary="One release, by number, tag, alias or commit prefix",
+        description="`ref` is resolved as an exact alias first (numbers, tags, `<branch>-<number>`), then as a "
+        "commit-sha prefix of at least 7 hex digits. A ref holding `/` (a branch alias such as "
+        "`feature/x-4`) is given as is.",
+        responses={
+            400: _problem("The ref can be no alias nor commit prefix (the problem names `ref`)"),
+            404: _problem("No release of the project answers to the ref (or no such repository or project)"),
+            409: _problem("The commit prefix matches several releases (the problem lists their numbers)"),
+        },
+    )
+    async def get_release(
+        self,
+        services: Services,
+        owner: FromPath[str],
+        repo: FromPath[str],
+        project: FromPath[str],
+        ref: FromPath[str],
+    ) -> ReleaseOut:
+        release = await services.releases.get_release(f"{owner}/{repo}", project, ref.removeprefix("/"))
+        return ReleaseOut.of(release)
