@@ -2,7 +2,7 @@
 
 A retried release must push the identical digest, so the bytes depend on nothing but the set of
 objects: each object is one entry ``resources/<kind>[-<namespace>]-<name>.yaml`` (lower-case,
-``[a-z0-9._-]``, ``-2``, ``-3``… on a clash), entries sorted by name, ustar headers with mtime 0,
+``[a-z0-9._-]``, ``${{ … }}`` left out, ``-2``, ``-3``… on a clash), entries sorted by name, ustar headers with mtime 0,
 uid/gid 0, empty uname/gname, mode 0644, and a gzip header written here (mtime 0, no file name,
 OS 255) because ``gzip.compress`` lets zlib pick the OS byte.
 
@@ -45,6 +45,7 @@ MAX_DEPTH = 64
 
 _PREFIX = "resources/"
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
+_EXPRESSION = re.compile(r"\$?\$\{\{.*?\}\}", re.DOTALL)
 _ENTRY = re.compile(r"resources/[a-z0-9][a-z0-9._-]*\.ya?ml")
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
 _BASE_LIMIT = 80
@@ -117,7 +118,7 @@ def _document(obj: Mapping[str, Any]) -> bytes:
 def _base_name(obj: Mapping[str, Any]) -> str:
     metadata = obj.get("metadata") or {}
     parts = [str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata.get("name", ""))]
-    safe = [_UNSAFE.sub("-", p.lower()).strip("-.") for p in parts]
+    safe = [_UNSAFE.sub("-", _EXPRESSION.sub("", p).lower()).strip("-.") for p in parts]
     base = "-".join(p for p in safe if p)[:_BASE_LIMIT].strip("-.")
     return base or "object"
 
