@@ -14,6 +14,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "schema": ("forge.cli.schema", "schema", "Write the JSON Schemas of the configuration files"),
     "dev": ("forge.cli.dev", "dev", "Start, stop and inspect the embedded platform"),
     "logs": ("forge.cli.logs", "logs", "Print or follow the step logs of a run"),
+    "release": ("forge.cli.release", "release", "List and show releases"),
     "run": ("forge.cli.run", "run", "Run a pipeline for a local repository on the embedded platform"),
     "template": ("forge.cli.template", "template", "Print the Argo WorkflowTemplate of a local repository"),
 }
