@@ -12,7 +12,12 @@ from forge.discovery.assemble import discovered_project, phase_groups
 from forge.discovery.cache import ConfigCache
 from forge.discovery.checks import ProjectFile, check_nesting, check_projects
 from forge.discovery.load import Issue, Loaded, load_config
-from forge.discovery.releases import check_release_config, release_intents, unknown_release_requests
+from forge.discovery.releases import (
+    check_release_config,
+    release_intents,
+    release_phase,
+    unknown_release_requests,
+)
 from forge.discovery.walk import PROJECT_FILE, REPO_FILE, FoundFile, find_config_files
 from forge.domain.config import ProjectConfig, RepoConfig
 from forge.domain.discovery import DiscoveredProject, DiscoveryResult
@@ -88,6 +93,9 @@ def discover(
         strategy=repo_config.tagging.strategy,
         requested=requested_releases,
     )
+    configs = {p.loaded.config.name: p.loaded.config for p in projects if p.loaded.config is not None}
+    groups = phase_groups(repo_config.phases, (p for p in discovered if p.name in affected_names))
+    discovered, groups = release_phase(discovered, configs, releases, groups)
     return DiscoveryResult(
         commit=sha,
         base=base_sha,
@@ -95,7 +103,7 @@ def discover(
         repository=repo_config.name,
         projects=discovered,
         affected=affected,
-        phase_groups=phase_groups(repo_config.phases, (p for p in discovered if p.name in affected_names)),
+        phase_groups=groups,
         changed_files=len(changed) if changed is not None else 0,
         tag=tag,
         releases=releases,

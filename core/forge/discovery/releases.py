@@ -14,15 +14,34 @@ A rule releases a project when:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from forge.discovery.checks import ProjectFile
-from forge.domain.config import BUILTIN_PUBLISHERS, ProjectConfig, RepoConfig, TaggingStrategy
-from forge.domain.discovery import ReleaseIntent
+from forge.domain.config import (
+    BUILTIN_PUBLISHERS,
+    RELEASE_PHASE,
+    ProjectConfig,
+    RepoConfig,
+    TaggingStrategy,
+    duration_seconds,
+)
+from forge.domain.discovery import DiscoveredProject, DiscoveredStep, PhaseGroup, ReleaseIntent
 from forge.errors import ConfigIssue
 from forge.releases.expressions import check_references
 
-__all__ = ["SEMVER", "check_release_config", "release_intents", "unknown_release_requests"]
+__all__ = [
+    "ARTIFACT_TIMEOUT",
+    "RELEASE_TIMEOUT",
+    "SEMVER",
+    "check_release_config",
+    "release_intents",
+    "release_phase",
+    "unknown_release_requests",
+]
+
+ARTIFACT_TIMEOUT = 1200
+"""Seconds an artifact's producer and publishing may take unless its producer sets a timeout (DESIGN §6)."""
+RELEASE_TIMEOUT = 900
 
 SEMVER = r"v(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
 _TAG_ALL = re.compile(SEMVER)
@@ -128,3 +147,49 @@ def _tag_names(tag: str, project: str, strategy: TaggingStrategy) -> bool:
         return _TAG_ALL.fullmatch(tag) is not None
     prefix, _, version = tag.rpartition("/")
     return prefix == project and _TAG_ALL.fullmatch(version) is not None
+
+
+def release_phase(
+    projects: Sequence[DiscoveredProject],
+    configs: Mapping[str, ProjectConfig],
+    intents: Sequence[ReleaseIntent],
+    groups: Sequence[PhaseGroup],
+) -> tuple[list[DiscoveredProject], list[PhaseGroup]]:
+    """The run's last phase, ``release``, when it releases anything: for each released project one
+    ``artifact-<name>`` step per artifact (action ``artifact``), then a ``release`` step (action
+    ``release``). It runs after every other phase group succeeded, so a project is released only
+    from a run whose checks all passed."""
+    if not intents:
+        return list(projects), list(groups)
+    released = {intent.project for intent in intents}
+    updated: list[DiscoveredProject] = []
+    for project in projects:
+        if project.name not in released:
+            updated.append(project)
+            continue
+        config = configs[project.name]
+        steps = [
+            DiscoveredStep(
+                phase=RELEASE_PHASE,
+                name=f"artifact-{name}",
+                action="artifact",
+                target=name,
+                timeout_seconds=duration_seconds(artifact.producer.timeout)
+                if artifact.producer.timeout
+                else ARTIFACT_TIMEOUT,
+            )
+            for name, artifact in sorted(config.artifacts.items())
+        ]
+        steps.append(
+            DiscoveredStep(
+                phase=RELEASE_PHASE,
+                name="release",
+                action="release",
+                target=project.name,
+                timeout_seconds=RELEASE_TIMEOUT,
+            )
+        )
+        phases = {**project.phases, RELEASE_PHASE: [s.name for s in steps]}
+        updated.append(project.model_copy(update={"steps": [*project.steps, *steps], "phases": phases}))
+    last = max((g.group for g in groups), default=0)
+    return updated, [*groups, PhaseGroup(group=last + 1, phases=[RELEASE_PHASE])]

@@ -10,11 +10,12 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 __all__ = [
     "BUILTIN_PUBLISHERS",
     "DEFAULT_PHASES",
+    "RELEASE_PHASE",
     "ArtifactConfig",
     "EnvironmentConfig",
     "PhaseConfig",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
+RELEASE_PHASE = "release"
+"""The last phase of a run that releases: each released project's artifacts, then its Release OCI."""
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
 Duration = Annotated[str, StringConstraints(pattern=r"^\d+(s|m|h)$")]
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -101,6 +104,14 @@ class RepoConfig(_Config):
     )
     tagging: TaggingConfig = Field(default_factory=TaggingConfig)
     phases: dict[Name, PhaseConfig] = Field(default_factory=lambda: dict(DEFAULT_PHASES))
+
+    @field_validator("phases")
+    @classmethod
+    def _release_is_reserved(cls, phases: dict[str, PhaseConfig]) -> dict[str, PhaseConfig]:
+        if RELEASE_PHASE in phases:
+            raise ValueError(f"the phase name {RELEASE_PHASE!r} is reserved for the artifact and release work of a run")
+        return phases
+
     publishers: dict[Name, PublisherConfig] = Field(default_factory=dict)
     environments: dict[Name, EnvironmentConfig] = Field(default_factory=_default_environments)
     affects_all: list[str] = Field(default_factory=list, description="Globs whose change marks every project affected")

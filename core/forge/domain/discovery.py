@@ -24,7 +24,7 @@ class _Model(BaseModel):
 class DiscoveredStep(_Model):
     phase: str
     name: str
-    action: str = Field(description="run | earthly")
+    action: str = Field(description="run | earthly (CI steps); artifact | release (the release phase)")
     target: str = Field(description="The shell command or the Earthly target")
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)

@@ -114,7 +114,9 @@ class DiscoveryPayload(_Payload):
     type: Literal["discovery"] = "discovery"
     clone_url: str
     branch: str | None = None
+    tag: str | None = None
     base_sha: str | None = None
+    release_projects: list[str] = Field(default_factory=list, description="Manual release requests of the run")
 
 
 class CiPayload(_Payload):
@@ -136,22 +138,40 @@ class CiPayload(_Payload):
 
 
 class ArtifactPayload(_Payload):
+    """Build one artifact with its producer (a step in the project directory) and publish it.
+
+    The artifact's configuration is read from the project's config blob at the commit, so the job
+    carries what identifies it, not a copy of it."""
+
     type: Literal["artifact"] = "artifact"
+    clone_url: str
     project: str
     project_path: str
+    config_blob: str = Field(pattern=r"^[0-9a-f]{40}$", description="Git blob id of the project's .forge/project.yaml")
     artifact: str
-    artifact_type: Literal["container", "binary", "archive"]
-    producer: dict[str, Any] = Field(default_factory=dict)
-    publishers: list[str] = Field(default_factory=list)
+    timeout_seconds: int
+    attempt: int = Field(0, ge=0)
+    step_execution_id: UUID | None = None
 
 
 class ReleasePayload(_Payload):
+    """Render, pack and push one project's Release OCI artifact from its artifacts' published fields."""
+
     type: Literal["release"] = "release"
+    clone_url: str
     project: str
-    trigger: Literal["push", "pull_request", "tag", "manual"]
+    project_path: str
+    config_blob: str = Field(pattern=r"^[0-9a-f]{40}$", description="Git blob id of the project's .forge/project.yaml")
+    trigger: Literal["push", "tag", "manual"]
     branch: str | None = None
     tag: str | None = None
-    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    requested_by: str
+    artifacts: dict[str, str] = Field(
+        default_factory=dict, description="Artifact name -> key of the artifact job whose result has its fields"
+    )
+    timeout_seconds: int
+    attempt: int = Field(0, ge=0)
+    step_execution_id: UUID | None = None
 
 
 class DeployPayload(_Payload):

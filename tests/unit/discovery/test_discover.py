@@ -100,11 +100,13 @@ def test_valid_monorepo(repo: Path) -> None:
         ("web", "services/web"),
     ]
     api = result.projects[0]
-    assert api.phases == {"build": ["image"], "test": ["unit", "lint"]}
+    # api is released on main: its release phase (no artifacts) runs after every other group
+    assert api.phases == {"build": ["image"], "test": ["unit", "lint"], "release": ["release"]}
     assert [(s.phase, s.name, s.action, s.target, s.timeout_seconds) for s in api.steps] == [
         ("build", "image", "run", "docker build .", 600),
         ("test", "unit", "run", "pytest", 300),
         ("test", "lint", "earthly", "+lint", 1800),
+        ("release", "release", "release", "api", 900),
     ]
     assert [(r.project, r.trigger, r.reason, r.branch) for r in result.releases] == [
         ("api", "push", "branch main matches main|release/.*", "main")
@@ -114,7 +116,12 @@ def test_valid_monorepo(repo: Path) -> None:
         ("core", ["changed: libs/core/src/core.py"]),
         ("web", ["depends_on: api"]),
     ]
-    assert [(g.group, g.phases) for g in result.phase_groups] == [(1, ["build"]), (2, ["test"]), (3, ["package"])]
+    assert [(g.group, g.phases) for g in result.phase_groups] == [
+        (1, ["build"]),
+        (2, ["test"]),
+        (3, ["package"]),
+        (4, ["release"]),
+    ]
 
 
 def test_no_base_affects_all_and_release_regex_fullmatch(repo: Path) -> None:

@@ -150,3 +150,24 @@ def test_producer_output_stays_inside_the_project(repo: Path) -> None:
     (issue,) = _issues(repo, files)
     assert issue.startswith("services/api/.forge/project.yaml:10: artifacts.image.producer.output: ")
     assert "without '..'" in issue
+
+
+def test_released_projects_get_the_release_phase_last(repo: Path) -> None:
+    commit = commit_files(repo, _files())
+    result = discover(Pygit2Reader(repo), commit, None, tag="api/v1.0.0")
+    api = result.projects[0]
+    assert api.phases["release"] == ["artifact-image", "release"]
+    assert [(s.name, s.action, s.target, s.timeout_seconds) for s in api.steps if s.phase == "release"] == [
+        ("artifact-image", "artifact", "image", 1200),
+        ("release", "release", "api", 900),
+    ]
+    assert result.phase_groups[-1].phases == ["release"]
+    assert all("release" not in p.phases for p in result.projects[1:])  # web is not released by api's tag
+
+
+def test_the_release_phase_name_is_reserved(repo: Path) -> None:
+    files = _files()
+    files[".forge/repo.yaml"] = "phases:\n  release: {group: 9}\n"
+    (issue,) = _issues(repo, files)
+    assert issue.startswith(".forge/repo.yaml:1: phases: ")
+    assert "'release' is reserved" in issue

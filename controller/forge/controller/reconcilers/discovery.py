@@ -82,7 +82,13 @@ class DiscoveryReconciler:
 
     async def _dispatch(self, run: PipelineRun) -> Result:
         repo = await self.repositories.get_repository(run.repository)
-        payload = DiscoveryPayload(clone_url=repo.clone_url, branch=run.branch, base_sha=run.base_sha)
+        payload = DiscoveryPayload(
+            clone_url=repo.clone_url,
+            branch=run.branch,
+            tag=run.tag,
+            base_sha=run.base_sha,
+            release_projects=list(run.release_projects),
+        )
         job = Job(
             key=f"discovery.{run.id}",
             type=JobType.DISCOVERY,

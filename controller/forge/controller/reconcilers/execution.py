@@ -139,6 +139,7 @@ class ExecutionReconciler:
             commit_sha=run.commit_sha,
             branch=run.branch,
             clone_url=repo.clone_url,
+            triggered_by=run.triggered_by,
             discovery=run.discovery,
             step_ids=executions.step_ids(),
             image=self.options.image,

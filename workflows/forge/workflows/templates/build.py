@@ -39,7 +39,14 @@ from hera.workflows import models as m
 
 from forge.errors import InvalidInputError
 from forge.workflows.templates.naming import label_value
-from forge.workflows.templates.payload import ci_key, ci_payload
+from forge.workflows.templates.payload import (
+    artifact_key,
+    artifact_payload,
+    ci_key,
+    ci_payload,
+    release_key,
+    release_payload,
+)
 from forge.workflows.templates.plan import PlannedGroup, PlannedTask, has_work, plan_tasks
 from forge.workflows.templates.spec import LABEL_PREFIX, NATS_URL_KEY, TemplateSpec
 
@@ -151,20 +158,47 @@ def _group_dag(spec: TemplateSpec, group: PlannedGroup, containers: dict[tuple[i
 
 def _task(spec: TemplateSpec, task: PlannedTask, containers: dict[tuple[int, int], Container]) -> Task:
     step = task.step
+    job_type, key, payload = _job(spec, task)
     return Task(
         name=task.name,
         template=containers[(step.timeout_seconds, step.retries)],
         depends=" && ".join(task.depends) or None,
         arguments={
-            "job-type": "ci",
-            "key": ci_key(spec.run_id, step, task.project.name),
-            "payload": ci_payload(task.project, step, spec.clone_url, spec.step_ids[task.key]),
+            "job-type": job_type,
+            "key": key,
+            "payload": payload,
             "timeout": str(step.timeout_seconds),
             "phase": step.phase,
             "project": task.project.name,
             "step": step.name,
         },
     )
+
+
+def _job(spec: TemplateSpec, task: PlannedTask) -> tuple[str, str, str]:
+    """The job type, key and payload of a task: a CI step, or the release phase's artifact and release steps."""
+    step, project, step_id = task.step, task.project, spec.step_ids[task.key]
+    if step.action == "artifact":
+        return (
+            "artifact",
+            artifact_key(spec.run_id, project.name, step.target),
+            artifact_payload(project, step, spec.clone_url, step_id),
+        )
+    if step.action == "release":
+        intent = next((r for r in spec.discovery.releases if r.project == project.name), None)
+        if intent is None:
+            raise InvalidInputError(f"project {project.name} has a release step but no release intent")
+        payload = release_payload(
+            spec.run_id,
+            project,
+            step,
+            intent,
+            clone_url=spec.clone_url,
+            requested_by=spec.triggered_by,
+            step_execution_id=step_id,
+        )
+        return "release", release_key(spec.run_id, project.name), payload
+    return "ci", ci_key(spec.run_id, step, project.name), ci_payload(project, step, spec.clone_url, step_id)
 
 
 def _step_container(spec: TemplateSpec, timeout_seconds: int, retries: int) -> Container:

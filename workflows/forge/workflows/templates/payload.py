@@ -17,11 +17,20 @@ import json
 import re
 from uuid import UUID
 
-from forge.domain.discovery import DiscoveredProject, DiscoveredStep
-from forge.domain.messages import CiPayload
+from forge.domain.discovery import DiscoveredProject, DiscoveredStep, ReleaseIntent
+from forge.domain.messages import ArtifactPayload, CiPayload, ReleasePayload
 from forge.errors import InvalidInputError
 
-__all__ = ["RETRIES", "attempt_token", "ci_key", "ci_payload"]
+__all__ = [
+    "RETRIES",
+    "artifact_key",
+    "artifact_payload",
+    "attempt_token",
+    "ci_key",
+    "ci_payload",
+    "release_key",
+    "release_payload",
+]
 
 RETRIES = "{{retries}}"
 MAX_KEY_LENGTH = 200  # forge.domain.messages.JobKey
@@ -71,7 +80,65 @@ def ci_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str,
             "step_execution_id": step_execution_id,
         }
     )
+    return _with_attempt(model, step.retries)
+
+
+def _with_attempt(model: CiPayload | ArtifactPayload | ReleasePayload, retries: int) -> str:
     body = model.model_dump(mode="json", exclude={"type", "attempt"})
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     text = _JSON_STRING.sub(_escape_braces, text)
-    return f'{text[:-1]},"attempt":{attempt_token(step.retries)}}}'
+    return f'{text[:-1]},"attempt":{attempt_token(retries)}}}'
+
+
+# The release phase's jobs are not retried by Argo (their workers retry transient failures themselves),
+# so their keys end in ``a0`` and the release job finds its artifacts' results under known keys.
+
+
+def artifact_key(run_id: UUID, project: str, artifact: str) -> str:
+    """``artifact.<run id>.<project>.<artifact>.a0`` (names are at most 63 characters: always < 200)."""
+    return f"artifact.{run_id}.{project}.{artifact}.a0"
+
+
+def release_key(run_id: UUID, project: str) -> str:
+    return f"release.{run_id}.{project}.a0"
+
+
+def artifact_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str, step_execution_id: UUID) -> str:
+    """The ``ArtifactPayload`` JSON of the release phase's ``artifact-<name>`` step."""
+    model = ArtifactPayload(
+        clone_url=clone_url,
+        project=project.name,
+        project_path=project.path,
+        config_blob=project.config_blob,
+        artifact=step.target,
+        timeout_seconds=step.timeout_seconds,
+        step_execution_id=step_execution_id,
+    )
+    return _with_attempt(model, 0)
+
+
+def release_payload(
+    run_id: UUID,
+    project: DiscoveredProject,
+    step: DiscoveredStep,
+    intent: ReleaseIntent,
+    *,
+    clone_url: str,
+    requested_by: str,
+    step_execution_id: UUID,
+) -> str:
+    """The ``ReleasePayload`` JSON of a project's ``release`` step; its artifacts by their jobs' keys."""
+    model = ReleasePayload(
+        clone_url=clone_url,
+        project=project.name,
+        project_path=project.path,
+        config_blob=project.config_blob,
+        trigger=intent.trigger,
+        branch=intent.branch,
+        tag=intent.tag,
+        requested_by=requested_by,
+        artifacts={a.name: artifact_key(run_id, project.name, a.name) for a in project.artifacts},
+        timeout_seconds=step.timeout_seconds,
+        step_execution_id=step_execution_id,
+    )
+    return _with_attempt(model, 0)

@@ -38,6 +38,8 @@ class TemplateSpec:
     commit_sha: str
     branch: str | None
     clone_url: str
+    triggered_by: str = "anonymous"
+    """Who the run is for; its releases record them as ``created_by``."""
     discovery: DiscoveryResult
     step_ids: Mapping[StepKey, UUID]
     image: str = DEFAULT_IMAGE

@@ -33,7 +33,14 @@ class DiscoveryHandler:
             raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not discovery")
         reader = await self.mirrors.sync(job.repository, payload.clone_url)
         result = await asyncio.to_thread(
-            discover, reader, job.commit_sha, payload.base_sha, branch=payload.branch, cache=self.cache
+            discover,
+            reader,
+            job.commit_sha,
+            payload.base_sha,
+            branch=payload.branch,
+            tag=payload.tag,
+            requested_releases=payload.release_projects,
+            cache=self.cache,
         )
         body = json.dumps(result.model_dump(mode="json"), separators=(",", ":")).encode()
         if len(body) > MAX_DISCOVERY_BYTES:
