@@ -95,8 +95,10 @@ def test_a_commit_becomes_a_discovered_run(platform: Platform, client: httpx.Cli
         stored.close()
         stored.release_conn()
 
-    again = client.post("/v1/runs", json={"repository": name, "commit_sha": second, "base_sha": first})
-    assert (again.status_code, again.json()["id"]) == (200, run["id"])
+    again = client.post(
+        "/v1/runs", json={"repository": name, "commit_sha": second, "base_sha": first, "branch": "main"}
+    )
+    assert (again.status_code, again.json()["id"]) == (200, run["id"])  # keyed by repository, commit and ref
     listed = client.get("/v1/runs", params={"repository": name}).json()
     assert listed["total"] == 1
 
