@@ -111,12 +111,17 @@ def unpack_resources(
 
 
 def _document(obj: Mapping[str, Any]) -> bytes:
-    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    try:
+        text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"resources layer: an object is not representable as JSON: {exc}") from None
     return (text + "\n").encode("utf-8")
 
 
 def _base_name(obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata") or {}
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        metadata = {}
     parts = [str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata.get("name", ""))]
     safe = [_UNSAFE.sub("-", _EXPRESSION.sub("", p).lower()).strip("-.") for p in parts]
     base = "-".join(p for p in safe if p)[:_BASE_LIMIT].strip("-.")

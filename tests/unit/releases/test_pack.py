@@ -256,3 +256,35 @@ def test_unpack_refuses_an_oversized_layer_before_reading_it() -> None:
     with pytest.raises(LimitExceededError) as caught:
         unpack_resources(data, max_compressed=len(data) - 1)
     assert str(caught.value) == f"resources layer: {len(data)} bytes compressed, over the limit of {len(data) - 1}"
+
+
+def test_pack_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        pack_resources([obj("ConfigMap", "nan", data={"x": float("nan")})])
+    assert str(caught.value) == (
+        "resources layer: an object is not representable as JSON: Out of range float values are not JSON compliant: nan"
+    )
+
+
+_VALID = pack_resources(OBJECTS)
+
+
+@given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_unpack_of_corrupted_bytes_returns_objects_or_a_typed_error(flips: list[tuple[int, int]]) -> None:
+    corrupted = bytearray(_VALID)
+    for position, value in flips:
+        corrupted[position] = value
+    message = ""
+    try:
+        result = unpack_resources(bytes(corrupted))
+    except (InvalidInputError, LimitExceededError) as exc:
+        message = str(exc)
+    else:
+        assert all(isinstance(o, dict) and isinstance(o["kind"], str) for o in result)
+    assert "\n" not in message
+
+
+@given(st.binary(max_size=512))
+def test_unpack_of_arbitrary_bytes_is_a_typed_error(data: bytes) -> None:
+    with pytest.raises((InvalidInputError, LimitExceededError)):
+        unpack_resources(gzip.compress(data, mtime=0) if data[:1] == b"z" else data)
