@@ -24,14 +24,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from forge.domain.status import Status
 
-__all__ = ["EVENTS_STREAM", "EVENTS_SUBJECTS", "EventKind", "StepEvent", "StepState", "advance", "event_subject"]
+__all__ = [
+    "EVENTS_STREAM",
+    "EVENTS_SUBJECTS",
+    "EventKind",
+    "PublishedArtifact",
+    "PublishedRelease",
+    "StepEvent",
+    "StepState",
+    "advance",
+    "event_subject",
+]
 
 EVENTS_STREAM = "pipeline-events"
 EVENTS_SUBJECTS = "pipeline.events.>"
@@ -50,6 +60,33 @@ def event_subject(run_id: UUID) -> str:
     return f"pipeline.events.{run_id}"
 
 
+class PublishedArtifact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: Literal["container", "binary", "archive"]
+    tracking_ref: str
+    tracking_digest: str
+    published: list[dict[str, Any]] = Field(default_factory=list, description="publisher, type, location")
+
+
+class PublishedRelease(BaseModel):
+    """A Release OCI artifact pushed by a release job: what the controller records as a Release."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repository: str
+    project: str
+    commit_sha: str
+    oci_ref: str = Field(description="<registry>/<owner>/<repo>/<project>@sha256:...")
+    oci_digest: str
+    trigger: Literal["push", "tag", "manual"]
+    branch: str | None = None
+    tag: str | None = None
+    created_by: str
+    artifacts: list[PublishedArtifact] = Field(default_factory=list)
+
+
 class StepEvent(BaseModel):
     """One thing that happened to one attempt of one step execution."""
 
@@ -65,6 +102,7 @@ class StepEvent(BaseModel):
     message: str | None = Field(None, max_length=4000)
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = Field(None, description="When the attempt began (for events other than started)")
+    release: PublishedRelease | None = Field(None, description="On the success of a release step: what it pushed")
 
     @property
     def status(self) -> Status:

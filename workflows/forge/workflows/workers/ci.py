@@ -35,7 +35,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,11 +62,14 @@ from forge.workflows.workers.executors import (
 from forge.workflows.workers.runtime import delivery
 from forge.workflows.workers.trees import TreeCache, private_copy, remove_tree
 
-__all__ = ["CiHandler"]
+__all__ = ["CiHandler", "Finish"]
 
 log = logging.getLogger("forge.worker.ci")
 
 _BASE_ENV = ("PATH", "HOME", "LANG")
+
+Finish = Callable[[Path, Sink], Awaitable[dict[str, Any]]]
+"""Work after a successful step, in its directory, writing to its log: returns data for the job's result."""
 
 
 @dataclass
@@ -86,12 +89,17 @@ class CiHandler:
         payload = job.payload
         if not isinstance(payload, CiPayload):
             raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not ci")
+        return await self.run_step(job, payload)
+
+    async def run_step(self, job: Job, payload: CiPayload, finish: Finish | None = None) -> dict[str, Any]:
+        """Run ``payload``'s step in a private checkout of the job's commit; ``finish`` (when given) then
+        runs in the step's directory before the outcome is reported (an artifact's publishing)."""
         await self.mirrors.sync(job.repository, payload.clone_url, want=job.commit_sha)
         checkout = self.settings.work_dir.resolve() / str(job.id)
         await asyncio.to_thread(remove_tree, checkout)  # a redelivered job starts clean
         try:
             await self._checkout(job, checkout)
-            return await self._run(job, payload, checkout)
+            return await self._run(job, payload, checkout, finish)
         finally:
             await asyncio.to_thread(remove_tree, checkout)
 
@@ -105,7 +113,7 @@ class CiHandler:
         async with self._trees.use(name, materialise) as tree:
             await private_copy(tree, checkout)
 
-    async def _run(self, job: Job, payload: CiPayload, checkout: Path) -> dict[str, Any]:
+    async def _run(self, job: Job, payload: CiPayload, checkout: Path, finish: Finish | None) -> dict[str, Any]:
         attempt = payload.attempt + 1
         key = log_key(job.run_id, payload.phase, payload.project, payload.step)
         started = time.monotonic()
@@ -115,6 +123,7 @@ class CiHandler:
             await self._discard_log(key)  # an earlier attempt's log, or a dead worker's partial output
         announce = asyncio.ensure_future(self._report_started(job, payload, attempt, key, began))  # awaited below
 
+        produced: dict[str, Any] = {}
         values, missing = await self._resolve_secrets(payload.secrets)
         masker = SecretMasker(values.values())
         writer = LogWriter(self.objects, key, interval=self.settings.log_interval)
@@ -132,6 +141,8 @@ class CiHandler:
                     outcome = await _not_started(sink, missing)
                 else:
                     outcome = await self._execute(job, payload, checkout, values, sink)
+                if outcome.success and finish is not None:
+                    outcome, produced = await _finished(finish, checkout / payload.project_path, sink)
                 tail = masker.flush()
                 if tail:
                     await writer.write(tail)
@@ -147,6 +158,7 @@ class CiHandler:
             "logs_key": key,
             "duration_seconds": round(time.monotonic() - started, 3),
             "attempt": attempt,
+            **produced,
         }
         total = payload.retries + 1
         kind: EventKind
@@ -284,6 +296,16 @@ def _header(job: Job, payload: CiPayload, attempt: int) -> str:
         f"forge: {payload.phase}/{payload.project}/{payload.step} attempt {attempt} of {payload.retries + 1}"
         f" at {job.repository}@{job.commit_sha[:12]} in {payload.project_path}\n"
     )
+
+
+async def _finished(finish: Finish, cwd: Path, sink: Sink) -> tuple[StepOutcome, dict[str, Any]]:
+    """The step's outcome once ``finish`` ran: its failure (a ``ForgeError``) fails the step with its message."""
+    try:
+        produced = await finish(cwd, sink)
+    except ForgeError as exc:
+        await sink(f"forge: {exc.message}\n".encode())
+        return StepOutcome(None, exc.message), {}
+    return StepOutcome(0, ""), produced
 
 
 async def _not_started(sink: Sink, message: str) -> StepOutcome:

@@ -1,0 +1,203 @@
+"""Artifact jobs: build one artifact with its producer and publish it (DESIGN §1, §8; issue 8).
+
+The producer is a step like any CI step (same checkout, sandbox, timeout, secrets, live log and
+events, run by :class:`~forge.workflows.workers.ci.CiHandler`); once it succeeded, its ``output`` is
+published from the step's directory before the step reports its outcome:
+
+- ``container``: ``output`` is an OCI image-layout directory, pushed by digest to
+  ``<registry>/<owner>/<repo>/<project>/<artifact>``;
+- ``binary`` / ``archive``: ``output`` is one file, pushed as a one-layer OCI artifact there
+  (publisher ``oci``) and/or stored in the object store (publisher ``s3``);
+- every artifact gets a tracking image ``…/<artifact>:sha-<commit>``: an OCI artifact whose one
+  layer is the :class:`~forge.releases.ArtifactMetadata` (where it was published, by digest).
+
+The job's result carries the artifact's fields (``ref``, ``digest``, ``url``, ``repository``,
+``tag``) plus ``tracking_ref``/``tracking_digest``/``published``: the release job reads them by
+the job's key. A producer that fails or leaves no (or an invalid) output fails the step with a
+one-line cause in its log and in the run; a registry outage is retried for ``retry_for`` seconds,
+then fails it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import stamina
+
+from forge.discovery.load import load_config
+from forge.domain.config import RELEASE_PHASE, ArtifactConfig, ProjectConfig
+from forge.domain.messages import ArtifactPayload, CiPayload, Job
+from forge.errors import InvalidInputError, LimitExceededError, PermanentError, TransientError
+from forge.ports import ArtifactRegistry, GitMirrors, ObjectStore
+from forge.ports.registry import Layer, sha256_digest
+from forge.releases import ArtifactMetadata, Publication, artifact_fields, tracking_tag
+from forge.releases.media_types import ARTIFACT_METADATA, TRACKING_ARTIFACT_TYPE
+from forge.workflows.workers.ci import CiHandler
+from forge.workflows.workers.executors import Sink
+
+__all__ = ["MAX_FILE_BYTES", "ArtifactHandler", "artifact_repository", "project_config", "retried"]
+
+T = TypeVar("T")
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""Largest binary or archive published (read into memory once)."""
+FILE_MEDIA_TYPE = {"binary": "application/vnd.forge.binary.v1", "archive": "application/vnd.forge.archive.v1"}
+
+
+def artifact_repository(repository: str, project: str, artifact: str | None = None) -> str:
+    """The OCI repository of a project's release (``owner/repo/project``) or of one of its artifacts."""
+    parts = [repository, project] if artifact is None else [repository, project, artifact]
+    return "/".join(parts).lower()
+
+
+async def project_config(mirrors: GitMirrors, job: Job, clone_url: str, config_blob: str) -> ProjectConfig:
+    """The project's configuration at the job's commit, read from its blob (discovery validated it)."""
+    reader = await mirrors.sync(job.repository, clone_url, want=job.commit_sha)
+    loaded = load_config(await asyncio.to_thread(reader.read_blob, config_blob), ProjectConfig)
+    if loaded.config is None:
+        reasons = "; ".join(f"{i.field}: {i.reason}" for i in loaded.issues)
+        raise PermanentError(f"project config blob {config_blob} is invalid: {reasons}", code="invalid_config")
+    return loaded.config
+
+
+@dataclass
+class ArtifactHandler:
+    ci: CiHandler
+    registry: ArtifactRegistry
+    objects: ObjectStore
+    bucket: str
+    retry_for: float = 60.0
+
+    async def __call__(self, job: Job) -> dict[str, Any]:
+        payload = job.payload
+        if not isinstance(payload, ArtifactPayload):
+            raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not artifact")
+        config = await project_config(self.ci.mirrors, job, payload.clone_url, payload.config_blob)
+        artifact = config.artifacts.get(payload.artifact)
+        if artifact is None:
+            raise PermanentError(f"project {payload.project} declares no artifact {payload.artifact!r}")
+        producer = artifact.producer
+        step = CiPayload(
+            clone_url=payload.clone_url,
+            phase=RELEASE_PHASE,
+            project=payload.project,
+            project_path=payload.project_path,
+            step=f"artifact-{payload.artifact}",
+            action="run" if producer.run is not None else "earthly",
+            target=producer.target,
+            args=producer.args,
+            env=producer.env,
+            secrets=producer.secrets,
+            timeout_seconds=payload.timeout_seconds,
+            attempt=payload.attempt,
+            step_execution_id=payload.step_execution_id,
+        )
+        return await self.ci.run_step(job, step, partial(self._publish, job, payload, artifact))
+
+    async def _publish(
+        self, job: Job, payload: ArtifactPayload, artifact: ArtifactConfig, cwd: Path, sink: Sink
+    ) -> dict[str, Any]:
+        output = _output(cwd, artifact)
+        repository = artifact_repository(job.repository, payload.project, payload.artifact)
+        name = f"artifact {payload.artifact}"
+        published: list[Publication] = []
+        digest: str | None = None
+        url: str | None = None
+        if artifact.type == "container":
+            digest = await self._retried(name, lambda: self.registry.push_layout(repository, output))
+            published.append(Publication(publisher="oci", type="oci", location=self._ref(repository, digest)))
+        else:
+            data = await asyncio.to_thread(_read_file, output)
+            if "oci" in artifact.publishers:
+                layer = Layer(FILE_MEDIA_TYPE[artifact.type], data, {"org.opencontainers.image.title": output.name})
+                digest = await self._retried(
+                    name,
+                    lambda: self.registry.push_artifact(
+                        repository, artifact_type=FILE_MEDIA_TYPE[artifact.type], layers=[layer], annotations={}
+                    ),
+                )
+                published.append(Publication(publisher="oci", type="oci", location=self._ref(repository, digest)))
+            if "s3" in artifact.publishers:
+                key = f"artifacts/{repository}/{job.commit_sha}/{output.name}"
+                await self._retried(name, lambda: self.objects.put(key, data))
+                url = f"s3://{self.bucket}/{key}"
+                published.append(Publication(publisher="s3", type="s3", location=url))
+                digest = digest or sha256_digest(data)
+        if digest is None:
+            raise PermanentError(f"{name} has no publisher that stores it (publishers: {artifact.publishers})")
+        await sink(f"forge: published {name}: {', '.join(p.location for p in published)}\n".encode())
+        fields = artifact_fields(self._ref(repository, digest).rpartition("@")[0], digest, job.commit_sha, url=url)
+        metadata = ArtifactMetadata(
+            repository=job.repository,
+            project=payload.project,
+            artifact=payload.artifact,
+            type=artifact.type,
+            commit_sha=job.commit_sha,
+            ref=fields["ref"],
+            digest=digest,
+            publishers=published,
+        )
+        tracking = await self._retried(
+            f"the tracking image of {name}",
+            lambda: self.registry.push_artifact(
+                repository,
+                artifact_type=TRACKING_ARTIFACT_TYPE,
+                layers=[Layer(ARTIFACT_METADATA, metadata.to_bytes())],
+                annotations={"org.opencontainers.image.revision": job.commit_sha},
+                tags=[tracking_tag(job.commit_sha)],
+            ),
+        )
+        tracking_ref = self._ref(repository, tracking)
+        await sink(f"forge: tracking image {tracking_ref.rpartition('@')[0]}:{tracking_tag(job.commit_sha)}\n".encode())
+        return {
+            **fields,
+            "name": payload.artifact,
+            "type": artifact.type,
+            "tracking_ref": tracking_ref,
+            "tracking_digest": tracking,
+            "published": [p.model_dump(mode="json") for p in published],
+        }
+
+    def _ref(self, repository: str, digest: str) -> str:
+        return self.registry.reference(repository, digest)
+
+    async def _retried(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await retried(what, call, self.retry_for)
+
+
+async def retried(what: str, call: Callable[[], Awaitable[T]], retry_for: float) -> T:
+    """``await call()``; a transient failure (registry or object store down) is retried for ``retry_for``
+    seconds, then becomes a permanent one naming ``what``, so the step fails with its cause."""
+    try:
+        async for attempt in stamina.retry_context(on=TransientError, attempts=None, timeout=retry_for):
+            with attempt:
+                return await call()
+    except TransientError as exc:
+        raise PermanentError(f"publishing {what} failed: {exc.message}", code="publish_failed") from exc
+    raise AssertionError("stamina ended without an attempt")
+
+
+def _output(cwd: Path, artifact: ArtifactConfig) -> Path:
+    output = (cwd / artifact.producer.output).resolve()
+    if not output.is_relative_to(cwd.resolve()):
+        raise PermanentError(f"producer output {artifact.producer.output!r} leaves the project directory")
+    want_dir = artifact.type == "container"
+    if not output.exists():
+        kind = "an OCI image-layout directory" if want_dir else "a file"
+        raise PermanentError(f"the producer left no output: {artifact.producer.output} should be {kind}")
+    if want_dir != output.is_dir():
+        kind = "an OCI image-layout directory" if want_dir else "a regular file"
+        raise PermanentError(f"producer output {artifact.producer.output} is not {kind}")
+    return output
+
+
+def _read_file(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise LimitExceededError(f"{path.name} is {size} bytes; the limit is {MAX_FILE_BYTES}")
+    return path.read_bytes()
