@@ -11,6 +11,7 @@ from forge.adapters.argo_workflows import ArgoWorkflowEngine
 from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
+from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.postgres_store import PostgresStore
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
@@ -81,6 +82,8 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
                     objects=objects,
                     engine=engine,
                     source_host=source_host,
+                    releases=store,
+                    registry=OrasRegistry.from_settings(settings.registry),
                 )
         finally:
             await bus.close()

@@ -9,9 +9,20 @@ from forge.controller.commit_status import CommitStatuses
 from forge.controller.reconcile import ReconcileLoop
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
+from forge.controller.reconcilers.release_tags import ReleaseTagger
 from forge.controller.step_events import StepEventRecorder
 from forge.jobs.dispatch import Dispatcher
-from forge.ports import ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SourceHost, WorkflowEngine
+from forge.ports import (
+    ArtifactRegistry,
+    ExecutionStore,
+    MessageBus,
+    ObjectStore,
+    RepositoryStore,
+    RunStore,
+    SourceHost,
+    WorkflowEngine,
+)
+from forge.ports.store import ReleaseStore
 from forge.settings import Settings
 
 __all__ = ["ControllerServices", "run_controller"]
@@ -27,13 +38,15 @@ class ControllerServices:
     objects: ObjectStore
     engine: WorkflowEngine
     source_host: SourceHost | None = None
+    releases: ReleaseStore | None = None
+    registry: ArtifactRegistry | None = None
 
 
 async def run_controller(services: ControllerServices, settings: Settings, stop: asyncio.Event) -> None:
     statuses = CommitStatuses(
         host=services.source_host, context=settings.github.context, public_url=settings.api.public_url
     )
-    recorder = StepEventRecorder(executions=services.executions, bus=services.bus)
+    recorder = StepEventRecorder(executions=services.executions, bus=services.bus, releases=services.releases)
     discovery = DiscoveryReconciler(
         runs=services.runs,
         repositories=services.repositories,
@@ -58,3 +71,5 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
         group.create_task(recorder.run(stop))
         group.create_task(ReconcileLoop(discovery).run(stop))
         group.create_task(ReconcileLoop(execution).run(stop))
+        if services.releases is not None and services.registry is not None:
+            group.create_task(ReleaseTagger(services.releases, services.registry).run(stop))

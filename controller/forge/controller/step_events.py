@@ -23,16 +23,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from uuid import UUID
 
 import stamina
 from pydantic import ValidationError
 
-from forge.domain.events import EVENTS_STREAM, EVENTS_SUBJECTS, StepEvent
+from forge.domain.entities import ArtifactType, Trigger
+from forge.domain.events import EVENTS_STREAM, EVENTS_SUBJECTS, PublishedRelease, StepEvent
 from forge.errors import ForgeError, PermanentError, TransientError
 from forge.ports import BusMessage, ExecutionStore, MessageBus
+from forge.ports.store import NewRelease, NewReleaseArtifact, ReleaseStore
 from forge.retrying import transient
 
-__all__ = ["EVENTS_CONSUMER", "StepEventRecorder"]
+__all__ = ["EVENTS_CONSUMER", "StepEventRecorder", "new_release"]
 
 EVENTS_CONSUMER = "events-consumer"
 log = logging.getLogger("forge.controller.events")
@@ -42,6 +45,9 @@ log = logging.getLogger("forge.controller.events")
 class StepEventRecorder:
     executions: ExecutionStore
     bus: MessageBus
+    releases: ReleaseStore | None = None
+    """Records the release a release step pushed (its ``success`` event carries it), before the step's
+    outcome: a run that ends successfully has its releases recorded."""
     batch: int = 512
     fetch_wait: float = 1.0
     ack_wait: float = 30.0
@@ -110,11 +116,30 @@ class StepEventRecorder:
         async for attempt in self._attempts():
             with attempt:
                 try:
+                    await self._record_releases(events)
                     await self.executions.apply_step_events(events)
                 except TransientError as exc:
                     log.warning("cannot record %d step event(s) yet: %s", len(events), exc)
                     await _keep_alive(messages)
                     raise
+
+    async def _record_releases(self, events: list[StepEvent]) -> None:
+        """Idempotent per (repository, project, commit): a batch applied again records nothing twice."""
+        if self.releases is None:
+            return
+        for event in events:
+            published = event.release
+            if published is None or event.kind != "success":
+                continue
+            release, created = await self.releases.record_release(new_release(published, event.run_id))
+            if created:
+                log.info(
+                    "release %s/%s #%d recorded: %s",
+                    release.repository,
+                    release.project,
+                    release.number,
+                    release.oci_ref,
+                )
 
     def _attempts(self) -> AsyncIterator[stamina.Attempt]:
         return aiter(stamina.retry_context(on=transient, attempts=None, timeout=None, wait_max=self.backoff_max))
@@ -130,3 +155,28 @@ async def _keep_alive(messages: list[BusMessage]) -> None:
     for msg in messages:
         with contextlib.suppress(ForgeError):
             await msg.in_progress()
+
+
+def new_release(published: PublishedRelease, run_id: UUID) -> NewRelease:
+    return NewRelease(
+        repository=published.repository,
+        project=published.project,
+        commit_sha=published.commit_sha,
+        oci_ref=published.oci_ref,
+        oci_digest=published.oci_digest,
+        trigger=Trigger(published.trigger),
+        created_by=published.created_by,
+        run_id=run_id,
+        branch=published.branch,
+        tag=published.tag,
+        artifacts=tuple(
+            NewReleaseArtifact(
+                name=a.name,
+                type=ArtifactType(a.type),
+                tracking_ref=a.tracking_ref,
+                tracking_digest=a.tracking_digest,
+                published=tuple(a.published),
+            )
+            for a in published.artifacts
+        ),
+    )

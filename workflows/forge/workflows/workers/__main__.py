@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
+from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, JobType
 from forge.runtime import configure_logging, run_service
@@ -36,6 +37,7 @@ async def build(settings: Settings, job_types: Sequence[JobType]) -> AsyncIterat
                 objects=objects,
                 mirrors=Pygit2Mirrors(settings.git.cache_dir),
                 secrets=EnvSecretProvider(settings.ci.secrets_dir),
+                registry=OrasRegistry.from_settings(settings.registry),
             )
             yield [
                 Worker(job_type=t, handler=HANDLERS[t](deps), bus=bus, objects=objects, settings=settings.worker)

@@ -37,22 +37,17 @@ from forge.ports import ArtifactRegistry, GitMirrors, ObjectStore
 from forge.ports.registry import Layer, sha256_digest
 from forge.releases import ArtifactMetadata, Publication, artifact_fields, tracking_tag
 from forge.releases.media_types import ARTIFACT_METADATA, TRACKING_ARTIFACT_TYPE
+from forge.releases.naming import oci_repository
 from forge.workflows.workers.ci import CiHandler
 from forge.workflows.workers.executors import Sink
 
-__all__ = ["MAX_FILE_BYTES", "ArtifactHandler", "artifact_repository", "project_config", "retried"]
+__all__ = ["MAX_FILE_BYTES", "ArtifactHandler", "project_config", "retried"]
 
 T = TypeVar("T")
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Largest binary or archive published (read into memory once)."""
 FILE_MEDIA_TYPE = {"binary": "application/vnd.forge.binary.v1", "archive": "application/vnd.forge.archive.v1"}
-
-
-def artifact_repository(repository: str, project: str, artifact: str | None = None) -> str:
-    """The OCI repository of a project's release (``owner/repo/project``) or of one of its artifacts."""
-    parts = [repository, project] if artifact is None else [repository, project, artifact]
-    return "/".join(parts).lower()
 
 
 async def project_config(mirrors: GitMirrors, job: Job, clone_url: str, config_blob: str) -> ProjectConfig:
@@ -103,7 +98,7 @@ class ArtifactHandler:
         self, job: Job, payload: ArtifactPayload, artifact: ArtifactConfig, cwd: Path, sink: Sink
     ) -> dict[str, Any]:
         output = _output(cwd, artifact)
-        repository = artifact_repository(job.repository, payload.project, payload.artifact)
+        repository = oci_repository(job.repository, payload.project, payload.artifact)
         name = f"artifact {payload.artifact}"
         published: list[Publication] = []
         digest: str | None = None
