@@ -10,7 +10,9 @@ Workers, the controller and the API branch on the class, never on the message::
         ├── InvalidInputError           a request, message or token is malformed
         ├── NotFoundError               the thing asked for does not exist
         ├── ConflictError               an illegal state transition or a clashing natural key
-        └── LimitExceededError          an input crosses a size, count or depth cap
+        ├── LimitExceededError          an input crosses a size, count or depth cap
+        ├── AuthenticationError         no bearer token, or one that does not verify (401)
+        └── AuthorizationError          a verified identity whose roles do not allow the action (403)
 
 The API maps the tree to HTTP status codes in one place (``forge.api.errors``).
 """
@@ -21,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
     "ConfigError",
     "ConfigIssue",
     "ConflictError",
@@ -91,6 +95,18 @@ class ConflictError(PermanentError):
 
 class LimitExceededError(PermanentError):
     code = "limit_exceeded"
+
+
+class AuthenticationError(PermanentError):
+    """The caller is not known: no bearer token, or one that does not verify ("token expired")."""
+
+    code = "unauthenticated"
+
+
+class AuthorizationError(PermanentError):
+    """The caller is known, but none of its roles allows the action."""
+
+    code = "forbidden"
 
 
 class ConfigIssue:
