@@ -157,7 +157,7 @@ async def _keep_alive(messages: list[BusMessage]) -> None:
             await msg.in_progress()
 
 
-def new_release(published: PublishedRelease, run_id: UUID) -> NewRelease:
+def new_release(published: PublishedRelease, run_id: UUID | None) -> NewRelease:
     return NewRelease(
         repository=published.repository,
         project=published.project,
