@@ -37,7 +37,7 @@ from forge.testing.gitrepos import commit_files
 from forge.workflows.workers.artifacts import ArtifactHandler
 from forge.workflows.workers.ci import CiHandler
 from forge.workflows.workers.releases import ReleaseHandler
-from forge.workflows.workers.runtime import Worker
+from forge.workflows.workers.runtime import Handler, Worker
 
 FAST = WorkerSettings(concurrency=2, ack_wait=5.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.2)
 EXAMPLE = Path(__file__).parents[3] / "examples" / "monorepo" / "services" / "hello"
@@ -156,7 +156,7 @@ async def workers(
         settings=CiSettings(work_dir=tmp_path / "work", kill_grace=1.0, log_interval=0.2),
         events=events,
     )
-    handlers = {
+    handlers: dict[JobType, Handler] = {
         JobType.ARTIFACT: ArtifactHandler(ci=ci, registry=registry, objects=objects, bucket="b", retry_for=0.5),
         JobType.RELEASE: ReleaseHandler(
             mirrors=mirrors, objects=objects, bus=bus, registry=registry, events=events, retry_for=0.5
