@@ -20,7 +20,10 @@ from forge.cli.platform import require_running
 from forge.cli.sse import Event, stream_events
 from forge.errors import ForgeError, NotFoundError
 
-__all__ = ["logs"]
+__all__ = ["log_tail", "logs"]
+
+#: What ``log_tail`` reads of a stored log at most: enough for its lines unless they are very long.
+TAIL_BYTES = 64 * 1024
 
 
 @click.command()
@@ -46,6 +49,24 @@ def logs(run_id: str, step: str | None, follow: bool, api_url: str | None, home:
     except httpx.HTTPError as exc:
         click.echo(f"forge logs: the API did not answer: {exc}", err=True)
         sys.exit(1)
+
+
+def log_tail(body: dict[str, Any], lines: int, *, max_bytes: int = TAIL_BYTES) -> str:
+    """The last ``lines`` lines of a log answer of ``GET .../logs``: of a complete log only its last
+    ``max_bytes`` are fetched (an HTTP range of the presigned URL), never the whole object."""
+    if not body.get("complete"):
+        text = str(body.get("content") or "")[-max_bytes:]
+    else:
+        tail = bytearray()
+        with httpx.stream("GET", body["url"], headers={"Range": f"bytes=-{max_bytes}"}, timeout=30) as response:
+            if response.status_code == 416:  # an empty object has no last bytes
+                return ""
+            response.raise_for_status()
+            for chunk in response.iter_bytes():  # a server ignoring Range sends it all: keep a rolling tail
+                tail += chunk
+                del tail[:-max_bytes]
+        text = tail.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _steps(client: httpx.Client, run_id: str) -> list[tuple[str, str]]:
@@ -79,8 +100,15 @@ def _print_log(client: httpx.Client, run_id: str, step_id: str, *, follow: bool)
             return
         response.raise_for_status()
         body: dict[str, Any] = response.json()
-        text = body["content"] if not body["complete"] else httpx.get(body["url"], timeout=30).text
-        click.echo(text, nl=False)
+        if not body["complete"]:
+            click.echo(body["content"], nl=False)
+            return
+        out = click.get_binary_stream("stdout")
+        with httpx.stream("GET", body["url"], timeout=30) as stored:  # chunk by chunk: never whole in memory
+            stored.raise_for_status()
+            for chunk in stored.iter_bytes():
+                out.write(chunk)
+        out.flush()
         return
     known: str | None = None
     while True:  # the step may not have started yet: wait for it on the run's event stream

@@ -189,10 +189,9 @@ def _print_failure(*, client_url: str, run: dict[str, Any], executions: dict[str
         except ForgeError as exc:
             click.echo(f"(no log: {exc})", err=True)
             return
-        text = logs.get("content")
-        if text is None and logs.get("url"):
-            text = httpx.get(logs["url"], timeout=30).text
-    tail = (text or "").splitlines()[-40:]
+        from forge.cli.logs import log_tail  # only a failed run needs it
+
+        tail = log_tail(logs, 40).splitlines()  # reads the log's last 64 KiB, never the whole log
     click.echo("--- log tail ---", err=True)
     for line in tail:
         click.echo(line, err=True)
