@@ -162,3 +162,49 @@ async def test_unknown_release_ids_are_not_listed(client: httpx.AsyncClient, sto
     await seed(store, 1)
     listed = (await client.get("/v1/releases", params={"run_id": str(uuid4())})).json()
     assert (listed["items"], listed["total"]) == ([], 0)
+
+
+async def test_a_manual_release_request_creates_one_run_that_releases_the_project(
+    client: httpx.AsyncClient, store: PostgresStore, repo: str
+) -> None:
+    body = {"repository": repo, "project": "web", "commit_sha": sha(5), "branch": "main", "requested_by": "jane"}
+    first = await client.post("/v1/releases", json=body)
+    again = await client.post("/v1/releases", json=body)
+    assert (first.status_code, again.status_code) == (202, 202), first.text
+    run = first.json()
+    assert again.json()["id"] == run["id"]
+    assert first.headers["location"] == f"/v1/runs/{run['id']}"
+    assert (run["trigger"], run["release_projects"], run["branch"], run["triggered_by"]) == (
+        "manual",
+        ["web"],
+        "main",
+        "jane",
+    )
+    branch_run, created = await store.create_run(NewRun(repository=repo, commit_sha=sha(5), branch="main"))
+    assert created  # the commit's own branch run is another run
+
+
+async def test_a_release_request_for_a_released_commit_answers_the_release(
+    client: httpx.AsyncClient, store: PostgresStore, repo: str
+) -> None:
+    made = await seed(store, 6)
+    resp = await client.post("/v1/releases", json={"repository": repo, "project": "web", "commit_sha": sha(6)})
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["id"], resp.json()["number"]) == (str(made.id), made.number)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"repository": "acme/ghost", "project": "web", "commit_sha": "a" * 40}, 404, None),
+        ({"repository": REPO, "project": "Web", "commit_sha": "a" * 40}, 400, "project"),
+        ({"repository": REPO, "project": "web", "commit_sha": "abc"}, 400, "commit_sha"),
+        ({"repository": REPO, "project": "web", "commit_sha": "a" * 40, "extra": 1}, 400, "extra"),
+    ],
+)
+async def test_bad_release_requests_are_refused(
+    client: httpx.AsyncClient, repo: str, body: dict[str, Any], status: int, field: str | None
+) -> None:
+    problem = _problem(await client.post("/v1/releases", json=body), status)
+    if field is not None:
+        assert field in str(problem)

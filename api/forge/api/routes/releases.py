@@ -5,7 +5,10 @@ A ref is resolved in this order: an exact alias (a release number is one: ``42``
 A prefix several releases share is a 409 naming their numbers; a ref no release answers to is a
 404; one that can be no alias nor prefix is a 400. ``docs/releases-api.md`` has the details.
 
-``POST /v1/releases`` (a manual release request) joins this controller when it exists.
+``POST /v1/releases`` asks for a manual release of a project at a commit: a release that exists is
+answered at once (200); otherwise a run of the commit that releases only that project is created (or
+the one already asked for is returned) with 202 and the run's ``Location``: its checks run, then the
+release phase, and ``GET /v1/releases?run_id=`` shows the release once recorded.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, get
-from litestar.params import FromPath, QueryParameter
+from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from forge.api.errors import problem_spec as _problem
-from forge.api.schemas import MAX_OFFSET, PageOut
-from forge.api.schemas.releases import ReleaseOut
+from forge.api.schemas import MAX_OFFSET, PageOut, RunOut
+from forge.api.schemas.releases import CreateRelease, ReleaseOut
 from forge.api.services import Services
 from forge.domain.entities import REPO_NAME_RE, Trigger
+from forge.ports import NewRun
 from forge.ports.store import ReleaseFilter
 
 __all__ = ["ReleasesController"]
@@ -31,6 +36,42 @@ _PROJECT = r"^[a-z][a-z0-9-]*$"
 class ReleasesController(Controller):
     path = "/v1/releases"
     tags = ["releases"]
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Ask for a manual release of a project at a commit",
+        description="200 with the release when the project is already released at that commit. Otherwise 202 "
+        "with the run that makes it (created, or the one already asked for; `Location: /v1/runs/{id}`): a run "
+        "of the commit with trigger `manual` whose `release_projects` is the project. Its discovery fails "
+        "(`invalid_config`) when the project does not exist at the commit or has no `release.on: "
+        "[{manual: true}]` rule.",
+        responses={
+            200: ResponseSpec(ReleaseOut, description="The project is already released at that commit"),
+            400: _problem("Invalid body (the problem names the field)"),
+            404: _problem("The repository is not registered"),
+            409: _problem("The repository is disabled"),
+        },
+    )
+    async def create_release(self, data: JSONBody[CreateRelease], services: Services) -> Response[RunOut | ReleaseOut]:
+        existing = await services.releases.list_releases(
+            ReleaseFilter(repository=data.repository, project=data.project, commit_sha=data.commit_sha),
+            limit=1,
+            offset=0,
+        )
+        if existing.items:
+            return Response(ReleaseOut.of(existing.items[0]), status_code=200)
+        run, _ = await services.runs.create_run(
+            NewRun(
+                repository=data.repository,
+                commit_sha=data.commit_sha,
+                branch=data.branch,
+                trigger=Trigger.MANUAL,
+                triggered_by=data.requested_by,
+                release_projects=(data.project,),
+            )
+        )
+        return Response(RunOut.of(run), status_code=202, headers={"Location": f"/v1/runs/{run.id}"})
 
     @get(
         "/",

@@ -1,4 +1,4 @@
-"""``/v1/runs``: pipeline runs, idempotent on (repository, commit); their executions; cancelling them."""
+"""``/v1/runs``: pipeline runs, idempotent on (repository, commit, ref); their executions; cancelling them."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ class RunsController(Controller):
     @post(
         "/",
         summary="Create a pipeline run",
-        description="Returns 201 with the new run, or 200 with the existing run of the same repository and commit.",
+        description="Returns 201 with the new run, or 200 with the existing run of the same repository, commit and "
+        "ref (branch or tag; a run has one or neither: both is a 400).",
         responses={
             400: _problem("Invalid body (the problem names the field)"),
             404: _problem("The repository is not registered"),

@@ -6,11 +6,23 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from forge.domain.entities import AliasType, ArtifactType, Release, Trigger
+from forge.domain.entities import AliasType, ArtifactType, CommitSha, Release, RepoName, Trigger
 
-__all__ = ["ReleaseAliasOut", "ReleaseArtifactOut", "ReleaseOut"]
+__all__ = ["CreateRelease", "ReleaseAliasOut", "ReleaseArtifactOut", "ReleaseOut"]
+
+
+class CreateRelease(BaseModel):
+    """A manual release request: release ``project`` of ``repository`` at ``commit_sha``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repository: RepoName
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=63)
+    commit_sha: CommitSha
+    branch: str | None = Field(None, min_length=1, max_length=255, description="Recorded as the release's branch")
+    requested_by: str = Field("anonymous", min_length=1, max_length=255)
 
 
 class ReleaseAliasOut(BaseModel):
@@ -32,7 +44,9 @@ class ReleaseOut(BaseModel):
     project: str
     number: int = Field(description="Per (repository, project), gap-free from 1")
     commit_sha: str
-    oci_ref: str = Field(description="The Release OCI artifact, <registry>/<owner>/<repo>/<project>:sha-<40hex>")
+    oci_ref: str = Field(
+        description="The Release OCI artifact by digest, <registry>/<owner>/<repo>/<project>@sha256:..."
+    )
     oci_digest: str = Field(description="Digest of the Release OCI manifest")
     trigger: Trigger
     branch: str | None
