@@ -180,8 +180,9 @@ async def test_a_manual_release_request_creates_one_run_that_releases_the_projec
         "main",
         "jane",
     )
-    branch_run, created = await store.create_run(NewRun(repository=repo, commit_sha=sha(5), branch="main"))
+    other, created = await store.create_run(NewRun(repository=repo, commit_sha=sha(5), branch="main"))
     assert created  # the commit's own branch run is another run
+    assert str(other.id) != run["id"]
 
 
 async def test_a_release_request_for_a_released_commit_answers_the_release(
