@@ -104,6 +104,12 @@ class CiSettings(BaseModel):
     )
     kill_grace: float = Field(10.0, gt=0, description="Seconds between SIGTERM and SIGKILL of a timed-out step")
     log_interval: float = Field(1.0, gt=0, description="Seconds between uploads of a running step's log")
+    log_limit: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of output one attempt of a step may log; beyond it the output is dropped after one "
+        "marker line and the step keeps running (the worker holds at most this much per running step)",
+    )
     started_event_after: float = Field(
         0.5,
         ge=0,

@@ -59,6 +59,8 @@ async def step_logs(
     phase, task, step = found
     key = step.logs_key or log_key(run_id, phase.name, task.project, step.name)
     reader = LogReader(services.objects)
+    if not follow and await reader.complete(key):  # presigned: the API never loads a finished log
+        return Response(LogOut(complete=True, url=await services.objects.presign_get(key, PRESIGN_TTL)))
     content, complete = await reader.read(key)
     if not complete and not content:
         raise NotFoundError(

@@ -24,6 +24,9 @@ retried there.
 The step's environment is built from scratch: ``PATH``, ``HOME``, ``LANG`` (plus
 ``CiSettings.pass_env``) from the worker, ``CI=true`` and ``FORGE_*`` context, the step's
 ``env``, then its secrets under their own names. Secret values are masked in the log.
+
+An attempt logs at most ``CiSettings.log_limit`` bytes: past it one marker line is written, the rest
+of the output is read and dropped (not masked, not kept), and the step runs on to its end.
 """
 
 from __future__ import annotations
@@ -126,12 +129,10 @@ class CiHandler:
         produced: dict[str, Any] = {}
         values, missing = await self._resolve_secrets(payload.secrets)
         masker = SecretMasker(values.values())
-        writer = LogWriter(self.objects, key, interval=self.settings.log_interval)
-
-        async def sink(data: bytes) -> None:
-            masked = masker.feed(data)
-            if masked:
-                await writer.write(masked)
+        # each attempt may log up to the limit: the earlier attempts' log (capped each) does not count
+        limit = len(earlier) + self.settings.log_limit
+        writer = LogWriter(self.objects, key, interval=self.settings.log_interval, limit=limit)
+        sink = _masked_sink(writer, masker)
 
         try:
             async with _flushing(writer, self.settings.log_interval):
@@ -306,6 +307,17 @@ async def _finished(finish: Finish, cwd: Path, sink: Sink) -> tuple[StepOutcome,
         await sink(f"forge: {exc.message}\n".encode())
         return StepOutcome(None, exc.message), {}
     return StepOutcome(0, ""), produced
+
+
+def _masked_sink(writer: LogWriter, masker: SecretMasker) -> Sink:
+    async def sink(data: bytes) -> None:
+        if writer.full:  # past the limit: read and dropped, so the step keeps running
+            return
+        masked = masker.feed(data)
+        if masked:
+            await writer.write(masked)
+
+    return sink
 
 
 async def _not_started(sink: Sink, message: str) -> StepOutcome:
