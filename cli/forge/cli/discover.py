@@ -6,7 +6,8 @@
 - ``--base``: the commit to compare with; by default the first parent of ``--rev``; a root
   commit (or ``--no-base``) marks every project affected (``no base: all``).
 - ``--branch``: for release triggers; by default the branch HEAD points at when ``--rev`` is
-  ``HEAD``, else ``--rev`` itself when it names a local branch.
+  ``HEAD``, else ``--rev`` itself when it names a local branch. ``--tag``: discover as a run of that
+  tag (tag release triggers; no branch).
 - ``--cache-dir`` (default ``$XDG_CACHE_HOME/forge``, else ``~/.cache/forge``): where the
   content-addressed discovery cache (configs by blob id, config locations by tree id) is kept
   between runs, so a run re-parses only the config files that changed; ``--no-cache`` skips it.
@@ -38,6 +39,7 @@ __all__ = ["discover"]
 @click.option("--base", default=None, help="Commit to compare with [default: first parent of --rev].")
 @click.option("--no-base", is_flag=True, help="Compare with nothing: every project is affected.")
 @click.option("--branch", default=None, help="Branch for release triggers [default: HEAD's branch].")
+@click.option("--tag", default=None, help="Discover as a run of this tag (tag release triggers, no branch).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Discovery cache directory.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the discovery cache.")
@@ -47,6 +49,7 @@ def discover(
     base: str | None,
     no_base: bool,
     branch: str | None,
+    tag: str | None,
     as_json: bool,
     cache_dir: Path | None,
     no_cache: bool,
@@ -54,7 +57,7 @@ def discover(
     """Discover projects and the affected set of the git repository at PATH."""
     cache_file = None if no_cache else (cache_dir or _default_cache_dir()) / "discovery-cache.json"
     try:
-        result = _run(path, rev, base, no_base=no_base, branch=branch, cache_file=cache_file)
+        result = _run(path, rev, base, no_base=no_base, branch=branch, tag=tag, cache_file=cache_file)
     except ConfigError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=True)
@@ -80,7 +83,14 @@ def _default_cache_dir() -> Path:
 
 
 def _run(
-    path: Path, rev: str, base: str | None, *, no_base: bool, branch: str | None, cache_file: Path | None
+    path: Path,
+    rev: str,
+    base: str | None,
+    *,
+    no_base: bool,
+    branch: str | None,
+    tag: str | None,
+    cache_file: Path | None,
 ) -> DiscoveryResult:
     from forge.adapters.pygit2_git import Pygit2Reader
     from forge.discovery import ConfigCache
@@ -96,14 +106,16 @@ def _run(
         base = None
     elif base is None:
         base = reader.first_parent(commit)
-    if branch is None:
+    if tag is not None:
+        branch = None
+    elif branch is None:
         if rev == "HEAD":
             branch = reader.current_branch()
         elif reader.has_branch(rev):
             branch = rev
     cache = load_cache(cache_file) if cache_file is not None else ConfigCache()
     try:
-        return discover_commit(reader, commit, base, branch=branch, cache=cache)
+        return discover_commit(reader, commit, base, branch=branch, tag=tag, cache=cache)
     finally:
         if cache_file is not None and (cache.stats.parses or cache.stats.tree_walks):
             with contextlib.suppress(OSError):
@@ -112,7 +124,7 @@ def _run(
 
 def _summary(result: DiscoveryResult) -> str:
     base = result.base[:12] if result.base else "none"
-    branch = f", branch {result.branch}" if result.branch else ""
+    branch = f", branch {result.branch}" if result.branch else f", tag {result.tag}" if result.tag else ""
     counts = f"{len(result.projects)} projects, {len(result.affected)} affected, {result.changed_files} changed files"
     lines = [f"commit {result.commit[:12]} (base {base}{branch}): {counts}"]
     width = max((len(a.project) for a in result.affected), default=0)
@@ -121,4 +133,6 @@ def _summary(result: DiscoveryResult) -> str:
     if result.phase_groups:
         lines.append("phase groups:")
         lines.extend(f"  {g.group}: {', '.join(g.phases)}" for g in result.phase_groups)
+    lines.append("releases:" if result.releases else "releases: none")
+    lines.extend(f"  {r.project}  {r.reason}" for r in result.releases)
     return "\n".join(lines)

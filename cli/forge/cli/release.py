@@ -1,14 +1,14 @@
-"""``forge release list|show``: the releases the platform recorded, read from the API.
+"""``forge release list|show|create``: the releases the platform recorded, and manual release requests.
 
 stdout is data (a table, or the API's JSON with ``--json``), stderr is talk. Exit codes: 0 done,
 1 the API refused (no such release, an ambiguous commit prefix, a malformed ref) or did not
 answer, with its reason on one line; 2 a usage error. The API is the running embedded platform's
-(``--home``) unless ``--api`` names one. ``forge release create`` (a manual release request)
-joins this group as another command.
+(``--home``) unless ``--api`` names one.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -37,7 +37,7 @@ _ERRORS: dict[int, type[ForgeError]] = {
 
 @click.group()
 def release() -> None:
-    """List and show releases."""
+    """List, show and request releases."""
 
 
 @release.command("list")
@@ -114,7 +114,35 @@ def show(repository: str, project: str, ref: str, as_json: bool, api_url: str | 
     for artifact in body["artifacts"]:
         click.echo(f"{'artifact:':<12}{artifact['name']} ({artifact['type']}) {artifact['tracking_ref']}")
         for place in artifact["published"]:
-            click.echo(f"{'':<12}  {place.get('publisher', '?')}: {place.get('ref') or place.get('url', '')}")
+            click.echo(f"{'':<12}  {place.get('publisher', '?')}: {place.get('location', '')}")
+
+
+@release.command()
+@click.argument("repository", metavar="OWNER/REPO")
+@click.argument("project")
+@click.argument("commit")
+@click.option("--branch", help="The branch the commit is on (recorded with the release; alias <branch>-<number>)")
+@JSON_OPTION
+@API_OPTION
+@HOME_OPTION
+def create(
+    repository: str, project: str, commit: str, branch: str | None, as_json: bool, api_url: str | None, home: Path
+) -> None:
+    """Ask for a manual release of PROJECT at COMMIT (40 hex digits).
+
+    An existing release of that commit is shown; otherwise a run of the commit that releases only
+    PROJECT starts (the project needs a `release.on: [{manual: true}]` rule) and its URL is printed.
+    """
+    body = {"repository": repository, "project": project, "commit_sha": commit, "requested_by": getpass.getuser()}
+    if branch is not None:
+        body["branch"] = branch
+    answer = _call("create", api_url, home, lambda client: _post(client, "/v1/releases", body))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    elif "number" in answer:
+        click.echo(f"{project} is already released at {commit[:12]}: release {answer['number']} {answer['oci_ref']}")
+    else:
+        click.echo(f"run {answer['id']} releases {project} at {commit[:12]} once its checks pass")
 
 
 def _call(command: str, api_url: str | None, home: Path, work: Callable[[httpx.Client], Any]) -> Any:
@@ -132,7 +160,14 @@ def _call(command: str, api_url: str | None, home: Path, work: Callable[[httpx.C
 
 
 def _get(client: httpx.Client, path: str, params: dict[str, str | int]) -> Any:
-    response = client.get(path, params=params)
+    return _answer(client.get(path, params=params))
+
+
+def _post(client: httpx.Client, path: str, body: dict[str, str]) -> Any:
+    return _answer(client.post(path, json=body))
+
+
+def _answer(response: httpx.Response) -> Any:
     if response.is_success:
         return response.json()
     try:

@@ -97,6 +97,8 @@ def _run(
     if as_json:
         click.echo(json.dumps({"run": run, "executions": executions}, indent=2))
     click.echo(f"run {run['status']}: {run_url}", err=True)
+    if not as_json:
+        _print_releases(api, run["id"])
     if run["status"] != "success":
         _print_failure(client_url=api, run=run, executions=executions)
         return 1
@@ -216,6 +218,22 @@ def _wait(client: httpx.Client, updates: Iterator[RunView], run_id: str, timeout
     return _call(client, "GET", f"/v1/runs/{run_id}")
 
 
+def _print_releases(api: str, run_id: str) -> None:
+    """The releases the run made (recorded before its release steps' outcomes, so all are listed)."""
+    try:
+        with httpx.Client(base_url=api, timeout=30) as client:
+            page = _call(client, "GET", f"/v1/releases?run_id={run_id}&limit=500")
+    except ForgeError as exc:
+        click.echo(f"releases of the run could not be listed: {exc}", err=True)
+        return
+    for release in page["items"]:
+        click.echo(
+            f"released {release['project']} #{release['number']}: {release['oci_ref']}"
+            f" (forge release show {release['repository']} {release['project']} {release['number']})",
+            err=True,
+        )
+
+
 def _print_discovery(discovery: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -236,3 +254,5 @@ def _print_discovery(discovery: dict[str, Any]) -> None:
     console.print(table)
     groups = " -> ".join(f"{g['group']}: {', '.join(g['phases'])}" for g in discovery["phase_groups"])
     console.print(f"phase groups: {escape(groups) or '(nothing affected)'}")
+    releases = "; ".join(f"{r['project']} ({r['reason']})" for r in discovery.get("releases", []))
+    console.print(f"releases: {escape(releases) or 'none'}")

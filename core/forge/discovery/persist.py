@@ -25,7 +25,7 @@ from forge.ports.git import EntryKind
 
 __all__ = ["load_cache", "save_cache"]
 
-_VERSION = 1
+_VERSION = 2  # 2: typed artifact producers, config lines at every depth
 _MODELS: dict[str, type[BaseModel]] = {"ProjectConfig": ProjectConfig, "RepoConfig": RepoConfig}
 
 

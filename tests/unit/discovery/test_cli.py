@@ -76,6 +76,7 @@ def test_human_summary_from_a_work_tree(tmp_path: Path) -> None:
         "phase groups:",
         "  1: build",
         "  2: test",
+        "releases: none",
     ]
 
 
@@ -124,7 +125,7 @@ def test_disk_cache_is_reused_and_a_corrupt_one_ignored(tmp_path: Path) -> None:
     first = CliRunner().invoke(discover, [str(repo), "--json"])
     assert first.exit_code == 0, first.output
     saved = json.loads(cache_file.read_text())
-    assert saved["version"] == 1
+    assert saved["version"] == 2
     assert len(saved["configs"]) == 2
     stamp = cache_file.stat().st_mtime_ns
     again = CliRunner().invoke(discover, [str(repo), "--json"])
@@ -134,7 +135,7 @@ def test_disk_cache_is_reused_and_a_corrupt_one_ignored(tmp_path: Path) -> None:
     corrupt = CliRunner().invoke(discover, [str(repo), "--json"])
     assert corrupt.exit_code == 0
     assert corrupt.stdout == first.stdout
-    assert json.loads(cache_file.read_text())["version"] == 1
+    assert json.loads(cache_file.read_text())["version"] == 2
     skipped = CliRunner().invoke(discover, [str(repo), "--no-cache", "--cache-dir", str(tmp_path / "unused")])
     assert skipped.exit_code == 0
     assert not (tmp_path / "unused").exists()
@@ -167,3 +168,28 @@ def test_a_sub_folder_of_a_work_tree_is_discovered_as_its_own_repository(tmp_pat
 
     inside_change = CliRunner().invoke(discover, [str(work / "mono"), "--json"])
     assert json.loads(inside_change.stdout)["affected"] == [{"project": "lib", "reasons": ["affects_all: shared.txt"]}]
+
+
+def test_release_intents_are_shown_for_the_branch_or_the_tag(tmp_path: Path) -> None:
+    repo = tmp_path / "repo.git"
+    released = APP + "release:\n  on: [{branch: main}, {tag: true}]\n"
+    commit_files(repo, {"lib/.forge/project.yaml": LIB, "app/.forge/project.yaml": released})
+    on_main = CliRunner().invoke(discover, [str(repo)])
+    assert on_main.exit_code == 0, on_main.output
+    assert on_main.stdout.splitlines()[-2:] == ["releases:", "  app  branch main matches main"]
+    tagged = CliRunner().invoke(discover, [str(repo), "--tag", "app/v2.0.0", "--json"])
+    assert tagged.exit_code == 0, tagged.output
+    data = json.loads(tagged.stdout)
+    assert (data["branch"], data["tag"]) == (None, "app/v2.0.0")
+    assert data["releases"] == [
+        {
+            "project": "app",
+            "trigger": "tag",
+            "reason": "tag app/v2.0.0 (monorepo tagging)",
+            "branch": None,
+            "tag": "app/v2.0.0",
+        }
+    ]
+    assert data["phase_groups"][-1] == {"group": 3, "phases": ["release"]}
+    other = CliRunner().invoke(discover, [str(repo), "--branch", "dev"])
+    assert other.stdout.splitlines()[-1] == "releases: none"
