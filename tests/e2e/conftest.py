@@ -50,6 +50,7 @@ def running_platform(home: Path, database_url: str, nats: ServiceProcess, s3: Se
         platform.start("controller", ["forge-controller"])
         platform.start_worker()
         platform.start_worker("worker-ci", "ci")
+        platform.start("worker-release", ["forge-worker", "artifact", "release"])
         yield platform
     finally:
         for proc in platform.processes.values():

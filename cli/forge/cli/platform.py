@@ -237,6 +237,7 @@ def platform_up(
             ("controller", ["forge-controller"]),
             ("worker-discovery", ["forge-worker", "discovery"]),
             ("worker-ci", ["forge-worker", "ci"]),
+            ("worker-release", ["forge-worker", "artifact", "release"]),
         ):
             on_start(name)
             started[name] = start_service(
