@@ -193,10 +193,13 @@ class PostgresReleases:
                     artifacts,
                 )
                 assert row is not None  # one row from (SELECT 1)
-                if row["clash"] is not None:
+                if row["existing"] is not None:
+                    if new.tag is not None:
+                        await _name_with_tag(conn, repo["id"], new, row["existing"])
+                elif row["clash"] is not None:
                     alias, alias_type, holder = row["clash"]
                     raise alias_conflict(new, ReleaseAlias(alias=alias, type=AliasType(alias_type)), holder)
-                if row["existing"] is None:
+                else:
                     return _release(row, repository=new.repository), True
             found = await self._pool.fetchrow(f"{_SELECT} WHERE r.id = $1", row["existing"])
         assert found is not None  # releases are never deleted
@@ -282,3 +285,28 @@ _COLUMNS = (
     "updated_at",
     "tagged_at",
 )
+
+
+async def _name_with_tag(
+    conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], repository_id: UUID, new: NewRelease, release_id: UUID
+) -> None:
+    """A tag pushed on an already released commit names that release (a new ``tag`` alias)."""
+    assert new.tag is not None
+    holder = await conn.fetchrow(
+        "SELECT a.release_id, r.number FROM release_aliases a JOIN releases r ON r.id = a.release_id "
+        "WHERE a.repository_id = $1 AND a.project = $2 AND a.alias = $3",
+        repository_id,
+        new.project,
+        new.tag,
+    )
+    if holder is None:
+        await conn.execute(
+            "INSERT INTO release_aliases (release_id, repository_id, project, alias, type) "
+            "VALUES ($1, $2, $3, $4, 'tag')",
+            release_id,
+            repository_id,
+            new.project,
+            new.tag,
+        )
+    elif holder["release_id"] != release_id:
+        raise alias_conflict(new, ReleaseAlias(alias=new.tag, type=AliasType.TAG), holder["number"])

@@ -58,12 +58,29 @@ async def test_numbers_count_from_one_per_project(store: Store, repo: str) -> No
 async def test_recording_a_commit_again_returns_the_release_unchanged(store: Store, repo: str) -> None:
     first, created = await store.record_release(release(repo, 1, branch="main"))
     again, created_again = await store.record_release(
-        release(repo, 1, branch="other", tag="v9", oci_digest="sha256:" + "cd" * 32, trigger=Trigger.MANUAL)
+        release(repo, 1, branch="other", oci_digest="sha256:" + "cd" * 32, trigger=Trigger.MANUAL)
     )
     assert (created, created_again) == (True, False)
     assert again == first
     second, _ = await store.record_release(release(repo, 2))
     assert second.number == 2  # a repeat takes no number
+
+
+async def test_a_tag_on_a_released_commit_names_that_release(store: Store, repo: str) -> None:
+    """The usual flow: main's release exists, then main is tagged; the tag run's release is the same one."""
+    first, _ = await store.record_release(release(repo, 1, branch="main"))
+    tagged, created = await store.record_release(
+        release(repo, 1, tag="v1.0.0", oci_digest="sha256:" + "cd" * 32, trigger=Trigger.TAG)
+    )
+    assert created is False
+    assert (tagged.id, tagged.number, tagged.oci_digest, tagged.trigger) == (first.id, 1, DIGEST, Trigger.PUSH)
+    assert aliases(tagged) == [("1", "numeric"), ("v1.0.0", "tag"), ("main-1", "branch")]
+    assert await store.get_release(repo, "web", "v1.0.0") == tagged
+    again, _ = await store.record_release(release(repo, 1, tag="v1.0.0", trigger=Trigger.TAG))  # redelivered
+    assert again == tagged
+    await store.record_release(release(repo, 2))
+    with pytest.raises(ConflictError, match="v1.0.0"):  # a tag names one release
+        await store.record_release(release(repo, 2, tag="v1.0.0", trigger=Trigger.TAG))
 
 
 async def test_aliases_are_the_number_the_tag_and_branch_number(store: Store, repo: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from forge.domain.entities import Release, ReleaseAlias, ReleaseArtifact, Trigger
+from forge.domain.entities import AliasType, Release, ReleaseAlias, ReleaseArtifact, Trigger
 from forge.errors import NotFoundError
 from forge.ports.fakes._memory_rows import Tables, check_text, jsonb
 from forge.ports.store import (
@@ -98,6 +98,17 @@ class MemoryReleases:
             )
         existing = self._rt.by_commit.get((repo_id, new.project, new.commit_sha))
         if existing is not None:
+            if new.tag is not None:  # a tag pushed on an already released commit names that release
+                holder = self._rt.by_alias.get((repo_id, new.project, new.tag))
+                if holder is None:
+                    row = self._rt.rows[existing]
+                    tag = ReleaseAlias(alias=new.tag, type=AliasType.TAG)
+                    row.aliases = tuple(sorted((*row.aliases, tag), key=_alias_key))
+                    self._rt.by_alias[repo_id, new.project, new.tag] = existing
+                elif holder != existing:
+                    raise alias_conflict(
+                        new, ReleaseAlias(alias=new.tag, type=AliasType.TAG), self._rt.rows[holder].number
+                    )
             return self._release(self._rt.rows[existing]), False
         number = self._rt.highest.get((repo_id, new.project), 0) + 1
         aliases = new.aliases(number)
