@@ -107,7 +107,7 @@ class Workers:
         )
         return self._job(JobType.ARTIFACT, f"artifact.{self.run_id}.hello.hello.a0", repo, payload)
 
-    def release_job(self, repo: Repo, key_suffix: str = "a0") -> Job:
+    def release_job(self, repo: Repo) -> Job:
         payload = ReleasePayload(
             clone_url=str(repo.path),
             project="hello",
@@ -120,7 +120,7 @@ class Workers:
             timeout_seconds=120,
             step_execution_id=uuid4(),
         )
-        return self._job(JobType.RELEASE, f"release.{self.run_id}.hello.{key_suffix}", repo, payload)
+        return self._job(JobType.RELEASE, f"release.{self.run_id}.hello.a0", repo, payload)
 
     def _job(self, job_type: JobType, key: str, repo: Repo, payload: ArtifactPayload | ReleasePayload) -> Job:
         return Job(
@@ -235,10 +235,23 @@ async def test_an_artifact_and_its_release_are_pushed_and_pulled_back_by_digest(
     assert (event.release.oci_digest, event.release.created_by) == (digest, "octocat")
     assert [a.tracking_digest for a in event.release.artifacts] == [artifact.data["tracking_digest"]]
 
-    again = await workers.run(workers.release_job(repo, key_suffix="retry"))
+    # Another run of the same commit (a tag pushed on it): the artifact and the release are reused.
+    rerun = Workers(workers.bus, workers.registry, uuid4())
+    artifact_again = await rerun.run(rerun.artifact_job(repo))
+    assert artifact_again.success
+    assert artifact_again.data is not None
+    assert {k: artifact_again.data[k] for k in ("ref", "digest", "tracking_digest")} == {
+        k: artifact.data[k] for k in ("ref", "digest", "tracking_digest")
+    }
+    log = (await objects.get(log_key(rerun.run_id, "release", "hello", "artifact-hello"))).decode()
+    assert "is already published" in log
+    assert "wrote dist/image" not in log  # the producer did not run again
+    again = await rerun.run(rerun.release_job(repo))
     assert again.success
     assert again.data is not None
-    assert again.data["oci_digest"] == digest  # deterministic: a retried release is the identical artifact
+    assert again.data["oci_digest"] == digest
+    assert "reused" in (await objects.get(log_key(rerun.run_id, "release", "hello", "release"))).decode()
+    assert (await rerun.last_event()).release is not None
 
 
 @pytest.mark.parametrize(

@@ -32,14 +32,24 @@ import stamina
 from forge.discovery.load import load_config
 from forge.domain.config import RELEASE_PHASE, ArtifactConfig, ProjectConfig
 from forge.domain.messages import ArtifactPayload, CiPayload, Job
-from forge.errors import InvalidInputError, LimitExceededError, PermanentError, TransientError
+from forge.errors import (
+    ForgeError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
+from forge.logs import log_key
 from forge.ports import ArtifactRegistry, GitMirrors, ObjectStore
 from forge.ports.registry import Layer, sha256_digest
 from forge.releases import ArtifactMetadata, Publication, artifact_fields, tracking_tag
 from forge.releases.media_types import ARTIFACT_METADATA, TRACKING_ARTIFACT_TYPE
+from forge.releases.metadata import MAX_METADATA_BYTES
 from forge.releases.naming import oci_repository
 from forge.workflows.workers.ci import CiHandler
 from forge.workflows.workers.executors import Sink
+from forge.workflows.workers.step_report import StepReport
 
 __all__ = ["MAX_FILE_BYTES", "ArtifactHandler", "project_config", "retried"]
 
@@ -72,10 +82,18 @@ class ArtifactHandler:
         payload = job.payload
         if not isinstance(payload, ArtifactPayload):
             raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not artifact")
-        config = await project_config(self.ci.mirrors, job, payload.clone_url, payload.config_blob)
-        artifact = config.artifacts.get(payload.artifact)
-        if artifact is None:
-            raise PermanentError(f"project {payload.project} declares no artifact {payload.artifact!r}")
+        try:
+            config = await project_config(self.ci.mirrors, job, payload.clone_url, payload.config_blob)
+            artifact = config.artifacts.get(payload.artifact)
+            if artifact is None:
+                raise PermanentError(f"project {payload.project} declares no artifact {payload.artifact!r}")
+            reused = await self._published(job, payload)
+        except ForgeError as exc:  # before the producer: reported as the step's outcome all the same
+            await self._report(job, payload).failed(exc.message)
+            name = f"{RELEASE_PHASE}/{payload.project}/artifact-{payload.artifact}"
+            raise PermanentError(f"step {name}: {exc.message}", code="step_failed") from exc
+        if reused is not None:
+            return reused
         producer = artifact.producer
         step = CiPayload(
             clone_url=payload.clone_url,
@@ -93,6 +111,48 @@ class ArtifactHandler:
             step_execution_id=payload.step_execution_id,
         )
         return await self.ci.run_step(job, step, partial(self._publish, job, payload, artifact))
+
+    async def _published(self, job: Job, payload: ArtifactPayload) -> dict[str, Any] | None:
+        """The artifact's fields when its tracking image for this commit exists (an earlier run of the commit
+        published it): the producer does not run again, so a release names exactly what was published."""
+        repository = oci_repository(job.repository, payload.project, payload.artifact)
+        tag = tracking_tag(job.commit_sha)
+        try:
+            tracking = await self._retried(
+                f"artifact {payload.artifact}", lambda: self.registry.manifest(repository, tag)
+            )
+        except NotFoundError:
+            return None
+        layer = next(
+            (la for la in tracking.content.get("layers", []) if la.get("mediaType") == ARTIFACT_METADATA), None
+        )
+        if layer is None:
+            raise PermanentError(f"{repository}:{tag} is not a tracking image (no artifact metadata layer)")
+        metadata = ArtifactMetadata.from_bytes(
+            await self.registry.blob(repository, layer["digest"], max_bytes=MAX_METADATA_BYTES)
+        )
+        report = self._report(job, payload)
+        await report.write(
+            f"artifact {payload.artifact} of {job.commit_sha[:12]} is already published ({metadata.ref}); "
+            "its producer does not run again"
+        )
+        await report.succeeded()
+        url = next((p.location for p in metadata.publishers if p.type == "s3"), None)
+        fields = artifact_fields(metadata.ref.rpartition("@")[0], metadata.digest, job.commit_sha, url=url)
+        return {
+            **fields,
+            "name": payload.artifact,
+            "type": metadata.type,
+            "tracking_ref": self._ref(repository, tracking.digest),
+            "tracking_digest": tracking.digest,
+            "published": [p.model_dump(mode="json") for p in metadata.publishers],
+            "exit_code": 0,
+            "logs_key": report.key,
+        }
+
+    def _report(self, job: Job, payload: ArtifactPayload) -> StepReport:
+        key = log_key(job.run_id, RELEASE_PHASE, payload.project, f"artifact-{payload.artifact}")
+        return StepReport(self.objects, self.ci.events, job, payload.step_execution_id, payload.attempt + 1, key)
 
     async def _publish(
         self, job: Job, payload: ArtifactPayload, artifact: ArtifactConfig, cwd: Path, sink: Sink

@@ -18,16 +18,15 @@ release whose push did not complete.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from forge.domain.config import RELEASE_PHASE
-from forge.domain.events import EventKind, PublishedArtifact, PublishedRelease, StepEvent
+from forge.domain.events import PublishedArtifact, PublishedRelease
 from forge.domain.messages import Job, ReleasePayload
-from forge.errors import ForgeError, InvalidInputError, PermanentError
+from forge.errors import ForgeError, InvalidInputError, NotFoundError, PermanentError
 from forge.jobs.dispatch import stored_result
 from forge.jobs.events import StepEventPublisher
-from forge.logs import LogWriter, log_key
+from forge.logs import log_key
 from forge.ports import ArtifactRegistry, GitMirrors, MessageBus, ObjectStore
 from forge.ports.registry import Layer, sha256_digest
 from forge.releases import (
@@ -41,8 +40,10 @@ from forge.releases import (
     unvalidated_resources,
 )
 from forge.releases.media_types import LAYER_TYPE_ANNOTATION, RELEASE_ARTIFACT_TYPE, RELEASE_METADATA, RESOURCES
+from forge.releases.metadata import MAX_METADATA_BYTES
 from forge.releases.naming import oci_repository
 from forge.workflows.workers.artifacts import project_config, retried
+from forge.workflows.workers.step_report import StepReport
 
 __all__ = ["ReleaseHandler"]
 
@@ -61,31 +62,69 @@ class ReleaseHandler:
         if not isinstance(payload, ReleasePayload):
             raise InvalidInputError(f"job {job.key} carries a {payload.type} payload, not release")
         key = log_key(job.run_id, RELEASE_PHASE, payload.project, "release")
-        began = datetime.now(UTC)
-        log = LogWriter(self.objects, key)
-        await log.write(f"forge: release of {payload.project} at {job.repository}@{job.commit_sha[:12]}\n".encode())
+        report = StepReport(self.objects, self.events, job, payload.step_execution_id, payload.attempt + 1, key)
+        await report.write(f"release of {payload.project} at {job.repository}@{job.commit_sha[:12]}")
         try:
-            release = await self._release(job, payload, log)
+            release = await self._pushed(job, payload, report) or await self._release(job, payload, report)
         except ForgeError as exc:
-            await log.write(f"forge: {exc.message}\n".encode())
-            await log.close()
-            await self._report(job, payload, "failed", key, began, message=exc.message)
+            await report.failed(exc.message)
             raise PermanentError(
                 f"release of {payload.project}: {exc.message}", code="release_failed", details={"logs_key": key}
             ) from exc
-        await log.write(f"forge: pushed {release.oci_ref} (tag {tracking_tag(job.commit_sha)})\n".encode())
-        await log.close()
-        await self._report(job, payload, "success", key, began, release=release)
+        await report.write(f"Release OCI {release.oci_ref} (tag {tracking_tag(job.commit_sha)})")
+        await report.succeeded(release=release)
         return {"logs_key": key, "exit_code": 0, **release.model_dump(mode="json")}
 
-    async def _release(self, job: Job, payload: ReleasePayload, log: LogWriter) -> PublishedRelease:
+    async def _pushed(self, job: Job, payload: ReleasePayload, report: StepReport) -> PublishedRelease | None:
+        """The release of this commit when it is already in the registry (an earlier run of the commit, or a
+        retry): a release per commit, so it is reused, never pushed again with other content."""
+        repository = oci_repository(job.repository, payload.project)
+        try:
+            manifest = await retried(
+                f"the release of {payload.project}",
+                lambda: self.registry.manifest(repository, tracking_tag(job.commit_sha)),
+                self.retry_for,
+            )
+        except NotFoundError:
+            return None
+        if manifest.artifact_type != RELEASE_ARTIFACT_TYPE:
+            raise PermanentError(
+                f"{repository}:{tracking_tag(job.commit_sha)} is a {manifest.artifact_type or 'plain image'}, "
+                "not a Release OCI artifact"
+            )
+        layer = next((la for la in manifest.content.get("layers", []) if la.get("mediaType") == RELEASE_METADATA), None)
+        if layer is None:
+            raise PermanentError(f"the release at {repository}@{manifest.digest} has no metadata layer")
+        metadata = ReleaseMetadata.from_bytes(
+            await self.registry.blob(repository, layer["digest"], max_bytes=MAX_METADATA_BYTES)
+        )
+        await report.write(f"this commit's release is already in the registry ({manifest.digest}): reused")
+        return PublishedRelease(
+            repository=job.repository,
+            project=payload.project,
+            commit_sha=job.commit_sha,
+            oci_ref=self.registry.reference(repository, manifest.digest),
+            oci_digest=manifest.digest,
+            trigger=payload.trigger,
+            branch=payload.branch,
+            tag=payload.tag,
+            created_by=payload.requested_by,
+            artifacts=[
+                PublishedArtifact(
+                    name=a.name, type=a.type, tracking_ref=a.tracking_ref, tracking_digest=a.tracking_digest
+                )
+                for a in metadata.artifacts
+            ],
+        )
+
+    async def _release(self, job: Job, payload: ReleasePayload, report: StepReport) -> PublishedRelease:
         config = await project_config(self.mirrors, job, payload.clone_url, payload.config_blob)
         artifacts = {name: await self._artifact(name, key) for name, key in sorted(payload.artifacts.items())}
         values = {name: {f: str(data[f]) for f in ARTIFACT_FIELDS} for name, data in artifacts.items()}
         resources = config.deploy.resources if config.deploy is not None else []
         objects = render_resources(resources, values)
         for unvalidated in unvalidated_resources(objects):
-            await log.write(f"forge: {unvalidated}: no schema bundled; accepted unvalidated\n".encode())
+            await report.write(f"{unvalidated}: no schema bundled; accepted unvalidated")
         packed = pack_resources(objects)
         metadata = ReleaseMetadata(
             repository=job.repository,
@@ -109,7 +148,7 @@ class ReleaseHandler:
             resources=summarize_resources(objects),
             resources_digest=sha256_digest(packed),
         )
-        await log.write(f"forge: rendered {len(objects)} resource(s), {len(packed)} bytes packed\n".encode())
+        await report.write(f"rendered {len(objects)} resource(s), {len(packed)} bytes packed")
         repository = oci_repository(job.repository, payload.project)
         layers = [
             Layer(RELEASE_METADATA, metadata.to_bytes(), {LAYER_TYPE_ANNOTATION: "metadata"}),
@@ -164,30 +203,3 @@ class ReleaseHandler:
         if missing:
             raise PermanentError(f"artifact {name}'s result lacks {', '.join(missing)}")
         return result.data
-
-    async def _report(
-        self,
-        job: Job,
-        payload: ReleasePayload,
-        kind: EventKind,
-        logs_key: str,
-        began: datetime,
-        *,
-        message: str | None = None,
-        release: PublishedRelease | None = None,
-    ) -> None:
-        if self.events is None or payload.step_execution_id is None:
-            return
-        await self.events.publish(
-            StepEvent(
-                run_id=job.run_id,
-                step_id=payload.step_execution_id,
-                attempt=payload.attempt + 1,
-                kind=kind,
-                exit_code=0 if kind == "success" else None,
-                logs_key=logs_key,
-                message=message[:4000] if message else None,
-                started_at=began,
-                release=release,
-            )
-        )
