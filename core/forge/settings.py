@@ -119,6 +119,26 @@ class CiSettings(BaseModel):
     earthly_flags: list[str] = Field(
         default_factory=lambda: ["--ci"], description="Flags put before the target of every earthly step"
     )
+    sandbox: Literal["auto", "namespaces", "uid", "off"] = Field(
+        "auto",
+        description="How steps are isolated: namespaces (bubblewrap: own mount/PID/IPC namespaces, only the "
+        "step's checkout writable), uid (a uid of its own per run; needs a root worker), off; auto takes the "
+        "first that works here and says which at worker start",
+    )
+    sandbox_bwrap: str = Field("bwrap", description="The bubblewrap executable (a name on PATH, or a path)")
+    sandbox_paths: list[Path] = Field(
+        default_factory=lambda: [
+            Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+        ],
+        description="Host paths a sandboxed step sees, read-only (toolchains outside these must be added)",
+    )
+    sandbox_network: bool = Field(True, description="Whether sandboxed steps share the host's network")
+    sandbox_uid_base: int = Field(
+        1_000_000_000, ge=1000, le=2**31, description="First uid of the range a run's steps run as"
+    )
+    sandbox_uid_span: int = Field(
+        1_000_000, ge=1, le=2**30, description="Size of that range (run id modulo span picks the uid)"
+    )
     pass_env: list[str] = Field(
         default_factory=list,
         description="Worker environment variables handed to steps besides PATH, HOME and LANG "

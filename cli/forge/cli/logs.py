@@ -15,8 +15,8 @@ from typing import Any
 import click
 import httpx
 
+from forge.cli.api_client import api_client
 from forge.cli.dev import HOME_OPTION
-from forge.cli.platform import require_running
 from forge.cli.sse import Event, stream_events
 from forge.errors import ForgeError, NotFoundError
 
@@ -35,8 +35,7 @@ TAIL_BYTES = 64 * 1024
 def logs(run_id: str, step: str | None, follow: bool, api_url: str | None, home: Path) -> None:
     """Print the logs of a run's steps."""
     try:
-        api = api_url or require_running(home).api_url
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api_url, home) as client:
             steps = _steps(client, run_id)
             chosen = steps if step is None else [_pick(steps, step)]
             for label, step_id in chosen:
@@ -103,11 +102,11 @@ def _print_log(client: httpx.Client, run_id: str, step_id: str, *, follow: bool)
         if not body["complete"]:
             click.echo(body["content"], nl=False)
             return
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         with httpx.stream("GET", body["url"], timeout=30) as stored:  # chunk by chunk: never whole in memory
             stored.raise_for_status()
-            for chunk in stored.iter_bytes():
-                out.write(chunk)
+            for data in stored.iter_bytes():
+                out.write(data)
         out.flush()
         return
     known: str | None = None

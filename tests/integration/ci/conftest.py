@@ -29,7 +29,9 @@ StartWorker = Callable[..., contextlib.AbstractAsyncContextManager[CiHandler]]
 def ci_settings(tmp_path: Path) -> CiSettings:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    return CiSettings(work_dir=tmp_path / "work", secrets_dir=secrets, kill_grace=1.0, log_interval=0.2)
+    # no sandbox: these tests watch the step from the host through files it writes outside its checkout
+    # (test_sandbox.py runs steps in the sandbox and checks the host instead)
+    return CiSettings(work_dir=tmp_path / "work", secrets_dir=secrets, kill_grace=1.0, log_interval=0.2, sandbox="off")
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ def _env(tmp_path: Path, nats_url: str, object_settings: ObjectStoreSettings) ->
         "FORGE_WORKER__HEARTBEAT": "0.5",
         "FORGE_WORKER__FETCH_WAIT": "0.2",
         "FORGE_CI__LOG_INTERVAL": "0.2",
+        "FORGE_CI__SANDBOX": "off",  # the steps write pids and flags outside their checkouts
     }
 
 

@@ -23,7 +23,9 @@ retried there.
 
 The step's environment is built from scratch: ``PATH``, ``HOME``, ``LANG`` (plus
 ``CiSettings.pass_env``) from the worker, ``CI=true`` and ``FORGE_*`` context, the step's
-``env``, then its secrets under their own names. Secret values are masked in the log.
+``env``, then its secrets under their own names. Secret values are masked in the log. The step
+runs in the worker's sandbox (``forge.workflows.workers.sandbox``: namespaces, a uid per run, or
+none), which is decided once when the handler is built and said in the log.
 
 An attempt logs at most ``CiSettings.log_limit`` bytes: past it one marker line is written, the rest
 of the output is read and dropped (not masked, not kept), and the step runs on to its end.
@@ -38,6 +40,7 @@ import os
 import shlex
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +66,7 @@ from forge.workflows.workers.executors import (
     run_argv,
 )
 from forge.workflows.workers.runtime import delivery
+from forge.workflows.workers.sandbox import Sandbox, hand_over, resolve
 from forge.workflows.workers.trees import TreeCache, private_copy, remove_tree
 
 __all__ = ["CiHandler", "Finish"]
@@ -84,9 +88,16 @@ class CiHandler:
     events: StepEventPublisher | None = None  # None: nothing reports (jobs without step_execution_id never do)
     environ: Mapping[str, str] | None = None  # the worker environment steps inherit from; None: os.environ
     _trees: TreeCache = field(init=False, repr=False)
+    _sandbox: Sandbox = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._trees = TreeCache(self.settings.work_dir.resolve() / "trees", keep=self.settings.tree_cache)
+        work = self.settings.work_dir.resolve()
+        self._trees = TreeCache(work / "trees", keep=self.settings.tree_cache)
+        self._sandbox = resolve(self.settings)  # said once, at worker start
+        if self._sandbox.uid(uuid.UUID(int=0)) is not None:  # steps of other uids: no listing, no shared trees
+            (work / "trees").mkdir(parents=True, exist_ok=True)
+            work.chmod(0o711)
+            (work / "trees").chmod(0o700)
 
     async def __call__(self, job: Job) -> dict[str, Any]:
         payload = job.payload
@@ -102,6 +113,7 @@ class CiHandler:
         await asyncio.to_thread(remove_tree, checkout)  # a redelivered job starts clean
         try:
             await self._checkout(job, checkout)
+            await asyncio.to_thread(hand_over, checkout, self._sandbox.uid(job.run_id))
             return await self._run(job, payload, checkout, finish)
         finally:
             await asyncio.to_thread(remove_tree, checkout)
@@ -208,7 +220,9 @@ class CiHandler:
         else:
             argv = run_argv(payload.target, payload.args)
         await sink(f"$ {shlex.join(argv) if payload.action == 'earthly' else argv[-1]}\n".encode())
-        process = StepProcess(argv=argv, cwd=cwd, env=env, timeout=payload.timeout_seconds)
+        argv = self._sandbox.wrap(argv, run_id=job.run_id, checkout=checkout, cwd=cwd)
+        user = self._sandbox.user(job.run_id)
+        process = StepProcess(argv=argv, cwd=cwd, env=env, timeout=payload.timeout_seconds, user=user)
         return await execute(process, sink, kill_grace=self.settings.kill_grace)
 
     def _environment(self, job: Job, payload: CiPayload, checkout: Path, secrets: Mapping[str, str]) -> dict[str, str]:
@@ -216,6 +230,8 @@ class CiHandler:
         env = {name: environ[name] for name in (*_BASE_ENV, *self.settings.pass_env) if name in environ}
         env.setdefault("PATH", os.defpath)
         env.setdefault("HOME", str(checkout))
+        if self._sandbox.mode != "off":  # the worker's HOME is not the step's
+            env["HOME"] = self._sandbox.home(checkout)
         env.setdefault("LANG", "C.UTF-8")
         env.update(
             CI="true",

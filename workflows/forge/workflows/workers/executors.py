@@ -147,6 +147,7 @@ class StepProcess:
     cwd: Path
     env: Mapping[str, str]
     timeout: float
+    user: tuple[int, int] | None = None  # (uid, gid) the step runs as; None: the worker's
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +241,13 @@ async def _spawn(step: StepProcess) -> _Process:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            user=None if step.user is None else step.user[0],
+            group=None if step.user is None else step.user[1],
+            extra_groups=None if step.user is None else [],
         )
     if not step.cwd.is_dir():  # what the direct spawn raises, before anything runs
         raise FileNotFoundError(step.cwd)
-    forked = await zygote.spawn(step.argv, step.env, step.cwd)
+    forked = await zygote.spawn(step.argv, step.env, step.cwd, step.user)
     if forked is not None:
         return forked
     proc = await asyncio.create_subprocess_exec(
@@ -259,7 +263,7 @@ async def _spawn(step: StepProcess) -> _Process:
         start_new_session=True,
     )
     assert proc.stdin is not None
-    spec = {"argv": list(step.argv), "env": dict(step.env), "parent": os.getpid()}
+    spec = {"argv": list(step.argv), "env": dict(step.env), "parent": os.getpid(), "user": step.user}
     proc.stdin.write(marshal.dumps(spec))
     with contextlib.suppress(ConnectionError):  # it died at start; its exit code says why
         await proc.stdin.drain()

@@ -2,8 +2,10 @@
 
 Run as ``python -I -S reaper.py`` (by file path, stdlib only, so it starts in milliseconds); the
 step to run comes on stdin as a ``marshal``-ed ``{"argv": [...], "env": {...}, "parent": <worker
-pid>}`` (``json`` would double the start-up time; the environment never passes through this
-interpreter's own, which Python may adjust).
+pid>, "user": (uid, gid) | None}`` (``json`` would double the start-up time; the environment never
+passes through this interpreter's own, which Python may adjust). With ``user``, the step (not the
+reaper) switches to that uid and gid, with no supplementary groups, before ``exec``: the reaper
+stays out of the step's reach.
 
 * ``PR_SET_CHILD_SUBREAPER``: every process the step leaves orphaned (``&``, ``setsid``, a
   double fork) is re-parented to the reaper, so its descendants are always the step's whole tree.
@@ -26,7 +28,7 @@ interpreter starts once per worker instead of once per step. ``<fd>`` is the zyg
 Unix ``socketpair`` with the worker; the zygote has ``PR_SET_PDEATHSIG(SIGKILL)`` (it dies with
 the worker; ``getppid()`` checked after the ``prctl``) and says ``{"ready": <pid>}`` (or
 ``{"error": ...}``). A request is a 4-byte big-endian length and a ``marshal``-ed ``{"id",
-"argv", "env", "cwd"}``, with the write end of the step's output pipe attached (``SCM_RIGHTS``).
+"argv", "env", "cwd", "user"}``, with the write end of the step's output pipe attached (``SCM_RIGHTS``).
 The zygote ``fork()``s; the child is that step's reaper exactly as above (its own session, a
 subreaper, ``PR_SET_PDEATHSIG(SIGUSR1)`` towards the zygote, stdout and stderr the passed pipe,
 stdin ``/dev/null``). The zygote answers ``{"id", "pid"}`` once the child has its session and its
@@ -75,12 +77,14 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return _run(list(spec["argv"]), dict(spec["env"]), original)
+    return _run(list(spec["argv"]), dict(spec["env"]), original, spec.get("user"))
 
 
-def _run(argv: list[str], env: dict[str, str], mask: set[int | signal.Signals]) -> int:
+def _run(
+    argv: list[str], env: dict[str, str], mask: set[int | signal.Signals], user: tuple[int, int] | None = None
+) -> int:
     """Run the step, kill what it leaves, and exit as it did (the reaper's signals already blocked)."""
-    step = _spawn(argv, env, mask)
+    step = _spawn(argv, env, mask, user)
     status = _supervise(step)
     leftovers = _kill_tree()
     if status is None:  # told to stop, or the worker died: the step was killed with its tree
@@ -93,11 +97,19 @@ def _run(argv: list[str], env: dict[str, str], mask: set[int | signal.Signals]) 
     return _exit_like(status)
 
 
-def _spawn(argv: list[str], env: dict[str, str], mask: set[int | signal.Signals]) -> int:
+def _spawn(argv: list[str], env: dict[str, str], mask: set[int | signal.Signals], user: tuple[int, int] | None) -> int:
     pid = os.fork()
     if pid:
         return pid
     try:  # the child: the step as if the worker had started it
+        if user is not None:  # the run's own uid: the reaper stays root, out of the step's reach
+            try:
+                os.setgroups([])
+                os.setgid(user[1])
+                os.setuid(user[0])
+            except OSError as error:
+                os.write(1, f"forge: cannot run the step as uid {user[0]}: {error.strerror}\n".encode())
+                os._exit(125)
         for ignored in _PYTHON_IGNORES:  # Python ignores these; exec would pass that on
             signal.signal(ignored, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -353,7 +365,8 @@ def _step_reaper(
     except OSError as error:
         os.write(1, f"forge: working directory {request['cwd']!r}: {error.strerror}\n".encode())
         return 127
-    return _run(list(request["argv"]), dict(request["env"]), mask)  # type: ignore[call-overload]
+    user = request.get("user")
+    return _run(list(request["argv"]), dict(request["env"]), mask, user)  # type: ignore[call-overload,arg-type]
 
 
 def _reap_steps(sock: socket.socket, running: dict[int, object]) -> None:

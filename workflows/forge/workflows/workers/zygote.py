@@ -146,12 +146,15 @@ class Zygote:
                 raise
             raise ZygoteUnavailableError(f"{self._script.name} --zygote did not start: {error!r}") from error
 
-    async def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> ReapedStep:
-        """Have the zygote fork a reaper running ``argv`` in ``cwd``; its output on a new pipe."""
+    async def spawn(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, user: tuple[int, int] | None = None
+    ) -> ReapedStep:
+        """Have the zygote fork a reaper running ``argv`` in ``cwd`` (as ``user``: uid, gid); its output
+        on a new pipe."""
         await self.start()
         self._next_id += 1
         ident = self._next_id
-        request = marshal.dumps({"id": ident, "argv": list(argv), "env": dict(env), "cwd": str(cwd)})
+        request = marshal.dumps({"id": ident, "argv": list(argv), "env": dict(env), "cwd": str(cwd), "user": user})
         read_end, write_end = os.pipe()
         forked: asyncio.Future[int] = self.loop.create_future()
         self._forking[ident] = forked
@@ -358,7 +361,9 @@ _current: Zygote | None = None
 _unavailable: str | None = None
 
 
-async def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> ReapedStep | None:
+async def spawn(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, user: tuple[int, int] | None = None
+) -> ReapedStep | None:
     """Run a step under a reaper forked by this process's zygote; ``None`` when there can be no zygote."""
     global _current, _unavailable  # noqa: PLW0603 - one zygote per worker process
     if _unavailable is not None:
@@ -374,7 +379,7 @@ async def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> Reape
                 atexit.register(_close_current)
                 _exit_hook.append(True)
         try:
-            return await zygote.spawn(argv, env, cwd)
+            return await zygote.spawn(argv, env, cwd, user)
         except ZygoteUnavailableError as error:
             _unavailable = str(error)
             _log.warning("reaper zygote unavailable, each step starts its own reaper: %s", error)
