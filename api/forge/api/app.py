@@ -8,6 +8,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
 from litestar.routes import HTTPRoute
 
+from forge.api.auth import document_auth, guard, security_components
 from forge.api.errors import EXCEPTION_HANDLERS
 from forge.api.routes.events import run_events
 from forge.api.routes.health import healthz, readyz
@@ -40,10 +41,12 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         ],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        guards=[guard(services.identity)],  # the role table of forge.api.auth.roles, enforced on every route
         openapi_config=OpenAPIConfig(
             title="Catalyst Forge API",
             version="1.0.0",
             path="/schema",
+            components=security_components(),
             tags=[
                 Tag(name="runs", description="Pipeline runs, their executions and step logs"),
                 Tag(name="releases", description="Releases recorded by the controller, resolved by number, tag or sha"),
@@ -55,6 +58,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         debug=debug,
     )
     _answer_options_with_every_method(app)
+    document_auth(app)
     return app
 
 

@@ -11,6 +11,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, ConfigDict, Field
 
 from forge.errors import (
+    AuthenticationError,
+    AuthorizationError,
     ConfigError,
     ConflictError,
     ForgeError,
@@ -28,6 +30,8 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("forge.api")
 
 _STATUS: list[tuple[type[ForgeError], int]] = [
+    (AuthenticationError, 401),
+    (AuthorizationError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
     (LimitExceededError, 413),
@@ -72,7 +76,18 @@ def _forge_error(request: Request[Any, Any, Any], exc: ForgeError) -> Response[A
     response = problem(status, exc.code, exc.message, instance=request.url.path, **exc.details)
     if isinstance(exc, TransientError) and exc.retry_after is not None:
         response.headers["Retry-After"] = str(int(exc.retry_after))
+    if isinstance(exc, AuthenticationError):
+        response.headers["WWW-Authenticate"] = _challenge(exc)
     return response
+
+
+def _challenge(exc: AuthenticationError) -> str:
+    """RFC 6750 §3: no error code when the request carried no token, else ``invalid_token`` and why."""
+    if exc.code == "missing_token":
+        return 'Bearer realm="forge"'
+    printable = "".join(c if " " <= c <= "~" else "?" for c in exc.message[:200])  # header-safe ASCII
+    reason = printable.replace("\\", "\\\\").replace('"', '\\"')
+    return f'Bearer realm="forge", error="invalid_token", error_description="{reason}"'
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

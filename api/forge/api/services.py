@@ -7,7 +7,16 @@ from pathlib import Path
 
 from litestar.di import NamedDependency
 
-from forge.ports import Database, ExecutionStore, MessageBus, ObjectStore, RepositoryStore, RunStore, SecretProvider
+from forge.ports import (
+    Database,
+    ExecutionStore,
+    IdentityProvider,
+    MessageBus,
+    ObjectStore,
+    RepositoryStore,
+    RunStore,
+    SecretProvider,
+)
 from forge.ports.changes import ChangeFeed
 from forge.ports.store import ReleaseStore
 
@@ -41,6 +50,8 @@ class ApiServices:
     """Wakes run watchers (``GET /v1/runs/{id}/events``); without one they read every second."""
     clones: ClonePolicy = ClonePolicy()
     """Remote clone URLs only, unless the settings allow local ones."""
+    identity: IdentityProvider | None = None
+    """Verifies bearer tokens (``forge.api.auth``); without one every protected route answers 401."""
 
 
 Services = NamedDependency[ApiServices]

@@ -6,6 +6,12 @@ answers on, all keyed by the names users know (``nats``, ``postgres``, ``s3``, `
 The OCI registry (Debian's ``docker-registry``) is started when it is installed; without it the
 platform runs pipelines but cannot publish releases, and ``registry_url`` is null.
 
+Authentication stays on: unless ``FORGE_AUTH__ISSUER`` names an issuer (then every ``FORGE_*``
+variable reaches every process, as the environment is inherited), the platform starts the local OIDC
+issuer (``forge.embedded.issuer``, keys and clients under ``<home>/issuer``) and gives every process
+``FORGE_AUTH__ISSUER`` and ``FORGE_AUTH__AUDIENCE``; the CLI takes its tokens from there
+(``forge.cli.api_client``).
+
 A recorded platform with any process still alive belongs to whoever started it (a ``forge dev up``
 with workers mid-step): ``forge run`` and ``forge dev up`` reuse it when every service answers and
 otherwise fail naming what is down (:class:`PlatformUnhealthyError`); they never stop it. Only a
@@ -186,6 +192,7 @@ def platform_up(
                 raise PlatformUnhealthyError(home, down)
             return existing, False
         _forget(home)  # stale: every recorded process is gone (nothing to signal; PIDs may be reused)
+    from forge.embedded.issuer import start_issuer
     from forge.embedded.nats import start_nats
     from forge.embedded.postgres import start_postgres
     from forge.embedded.registry import registry_binary, start_registry
@@ -207,6 +214,11 @@ def platform_up(
             registry_env["FORGE_REGISTRY__URL"] = registry.url
         else:
             on_note("docker-registry is not installed: pipelines run, releases cannot be published (see scripts/setup)")
+        auth_env: dict[str, str] = {}
+        if not os.environ.get("FORGE_AUTH__ISSUER"):
+            on_start("issuer")
+            issuer = started["issuer"] = start_issuer(home / "issuer")
+            auth_env = {"FORGE_AUTH__ISSUER": issuer.url, "FORGE_AUTH__AUDIENCE": issuer.extra["audience"]}
         api_port = free_port()
         api_url = f"http://127.0.0.1:{api_port}"
         env = {
@@ -222,6 +234,7 @@ def platform_up(
             "FORGE_API__PUBLIC_URL": api_url,
             "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",  # local mirrors and git daemons
             **registry_env,
+            **auth_env,
         }
         logs = home / "logs"
         on_start("api")
@@ -275,7 +288,11 @@ def _forget(home: Path) -> None:
 
 
 def describe(platform: Platform) -> dict[str, object]:
-    return asdict(platform) | {"home": str(platform.home), "registry_url": platform.env.get("FORGE_REGISTRY__URL")}
+    return asdict(platform) | {
+        "home": str(platform.home),
+        "registry_url": platform.env.get("FORGE_REGISTRY__URL"),
+        "issuer_url": platform.env.get("FORGE_AUTH__ISSUER", os.environ.get("FORGE_AUTH__ISSUER")),
+    }
 
 
 def require_running(home: Path) -> Platform:

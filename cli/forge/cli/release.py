@@ -19,8 +19,8 @@ from urllib.parse import quote
 import click
 import httpx
 
+from forge.cli.api_client import api_client
 from forge.cli.dev import HOME_OPTION
-from forge.cli.platform import require_running
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError, ServiceUnavailableError
 
 __all__ = ["release"]
@@ -148,8 +148,7 @@ def create(
 def _call(command: str, api_url: str | None, home: Path, work: Callable[[httpx.Client], Any]) -> Any:
     """``work`` against the API; any failure is one line on stderr and exit 1."""
     try:
-        api = api_url or require_running(home).api_url
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api_url, home) as client:
             return work(client)
     except ForgeError as exc:
         click.echo(f"forge release {command}: {exc}", err=True)

@@ -20,6 +20,7 @@ from typing import Any
 import click
 import httpx
 
+from forge.cli.api_client import api_client
 from forge.cli.dev import HOME_OPTION
 from forge.cli.localrepo import local_source
 from forge.cli.platform import PlatformUnhealthyError, platform_down, platform_up
@@ -68,7 +69,7 @@ def _run(
         source = local_source(path, home, rev=rev, base=base)
         if run_all:
             source = dataclasses.replace(source, base=None)
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api, home) as client:
             _call(client, "POST", "/v1/repositories", {"name": source.name, "clone_url": source.clone_url})
             body = {
                 "repository": source.name,
@@ -98,9 +99,9 @@ def _run(
         click.echo(json.dumps({"run": run, "executions": executions}, indent=2))
     click.echo(f"run {run['status']}: {run_url}", err=True)
     if not as_json:
-        _print_releases(api, run["id"])
+        _print_releases(api, home, run["id"])
     if run["status"] != "success":
-        _print_failure(client_url=api, run=run, executions=executions)
+        _print_failure(client_url=api, home=home, run=run, executions=executions)
         return 1
     return 0
 
@@ -171,7 +172,7 @@ class _RunEvents:
             self._ended = True
 
 
-def _print_failure(*, client_url: str, run: dict[str, Any], executions: dict[str, Any]) -> None:
+def _print_failure(*, client_url: str, home: Path, run: dict[str, Any], executions: dict[str, Any]) -> None:
     if run.get("error"):
         click.echo(run["error"], err=True)
     failed = [
@@ -185,7 +186,7 @@ def _print_failure(*, client_url: str, run: dict[str, Any], executions: dict[str
         return
     phase, project, step = failed[0]
     click.echo(f"first failing step: {phase}/{project}/{step['name']} (exit {step.get('exit_code')})", err=True)
-    with httpx.Client(base_url=client_url, timeout=30) as client:
+    with api_client(client_url, home) as client:
         try:
             logs = _call(client, "GET", f"/v1/runs/{run['id']}/steps/{step['id']}/logs")
         except ForgeError as exc:
@@ -218,10 +219,10 @@ def _wait(client: httpx.Client, updates: Iterator[RunView], run_id: str, timeout
     return _call(client, "GET", f"/v1/runs/{run_id}")
 
 
-def _print_releases(api: str, run_id: str) -> None:
+def _print_releases(api: str, home: Path, run_id: str) -> None:
     """The releases the run made (recorded before its release steps' outcomes, so all are listed)."""
     try:
-        with httpx.Client(base_url=api, timeout=30) as client:
+        with api_client(api, home) as client:
             page = _call(client, "GET", f"/v1/releases?run_id={run_id}&limit=500")
     except ForgeError as exc:
         click.echo(f"releases of the run could not be listed: {exc}", err=True)

@@ -119,7 +119,8 @@ class OidcIdentityProvider:
             raise AuthenticationError("malformed token") from None
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:
-            raise AuthenticationError(f"signing algorithm {alg!r} is not allowed ({', '.join(ALLOWED_ALGORITHMS)})")
+            named = repr(alg)[:40]
+            raise AuthenticationError(f"signing algorithm {named} is not allowed ({', '.join(ALLOWED_ALGORITHMS)})")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthenticationError("token names no signing key (kid)")

@@ -39,11 +39,15 @@ class StaticToken:
         return self._token
 
 
-def discover_token_endpoint(issuer: str, client: httpx.Client) -> str:
+def discover_token_endpoint(issuer: str, client: httpx.Client | None = None) -> str:
     """The ``token_endpoint`` of an issuer's discovery document."""
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
     try:
-        response = client.get(url)
+        if client is None:
+            with httpx.Client(timeout=10) as own:
+                response = own.get(url)
+        else:
+            response = client.get(url)
     except httpx.HTTPError as exc:
         raise ServiceUnavailableError(f"the identity provider at {url} did not answer: {exc}") from None
     if response.status_code != 200:
@@ -66,7 +70,7 @@ class ClientCredentials:
         client_id: str,
         client_secret: str,
         *,
-        client: httpx.Client,
+        client: httpx.Client | None = None,
         renew_before: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,12 +99,11 @@ class ClientCredentials:
 
     def _fetch(self) -> tuple[str, float]:
         try:
-            response = self._client.post(
-                self.token_endpoint,
-                data={"grant_type": "client_credentials"},
-                auth=(self.client_id, self._secret),
-                headers={"Accept": "application/json"},
-            )
+            if self._client is not None:
+                response = self._post(self._client)
+            else:  # a short-lived caller (the CLI): one connection per token, a few per hour
+                with httpx.Client(timeout=10) as client:
+                    response = self._post(client)
         except httpx.HTTPError as exc:
             raise ServiceUnavailableError(f"the token endpoint {self.token_endpoint} did not answer: {exc}") from None
         try:
@@ -118,6 +121,14 @@ class ClientCredentials:
         if not isinstance(token, str) or not token or str(body.get("token_type", "")).lower() != "bearer":
             raise ServiceUnavailableError(f"the token endpoint {self.token_endpoint} returned no bearer token")
         return token, float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else 60.0
+
+    def _post(self, client: httpx.Client) -> httpx.Response:
+        return client.post(
+            self.token_endpoint,
+            data={"grant_type": "client_credentials"},
+            auth=(self.client_id, self._secret),
+            headers={"Accept": "application/json"},
+        )
 
 
 class BearerAuth(httpx.Auth):

@@ -19,7 +19,7 @@ from forge.domain.messages import STREAMS, JobType
 from forge.workflows.workers.discovery import DiscoveryHandler
 from forge.workflows.workers.runtime import Worker
 
-from .support import FAST, Counting, api_services
+from .support import FAST, Counting, api_services, auth_headers
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ async def client(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) 
     """The app served in this event loop over ASGI (so asyncpg's pool stays on one loop)."""
     app = create_app(api_services(store, bus, objects))
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test", headers=auth_headers()) as client:
         yield client
 
 

@@ -16,7 +16,7 @@ from forge.api.app import create_app
 from forge.api.services import ClonePolicy
 from forge.embedded.process import ServiceProcess
 
-from .support import api_services
+from .support import api_services, auth_headers
 
 SHA = "a" * 40
 SHA2 = "b" * 40
@@ -137,7 +137,7 @@ async def test_local_clone_urls_where_the_platform_allows_them(
     policy = ClonePolicy(allow_local=True, own_dirs=(cache, tmp_path / "work"))
     app = create_app(api_services(store, bus, objects, clones=policy))
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # litestar's precise ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test", headers=auth_headers()) as client:
         await _local_clone_urls(client, tmp_path, cache)
 
 

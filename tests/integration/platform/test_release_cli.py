@@ -21,7 +21,7 @@ from forge.domain.entities import ArtifactType, Trigger
 from forge.embedded.process import free_port
 from forge.ports.store import NewRelease, NewReleaseArtifact, NewRepository
 
-from .support import api_services
+from .support import api_services, auth_headers
 
 REPO = "acme/mono"
 DIGEST = "sha256:" + "ab" * 32
@@ -40,7 +40,10 @@ class _Server(uvicorn.Server):
 
 
 @pytest.fixture
-async def api_url(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore) -> AsyncIterator[str]:
+async def api_url(
+    store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    monkeypatch.setenv("FORGE_TOKEN", auth_headers()["Authorization"].removeprefix("Bearer "))
     app = create_app(api_services(store, bus, objects))
     port = free_port()
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none"))

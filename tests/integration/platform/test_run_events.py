@@ -31,7 +31,7 @@ from forge.embedded.process import ServiceProcess
 from forge.ports.store import NewRepository, NewRun, RunExecutions
 from forge.testing.postgres import create_database_async
 
-from .support import api_services
+from .support import api_services, auth_headers
 from .test_executions_api import _discovery, executing_run, step_event
 
 PROBLEM = "application/problem+json"
@@ -144,13 +144,13 @@ async def app(dsn: str, store: PostgresStore, bus: NatsBus, objects: MinioObject
 @pytest.fixture
 async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test", headers=auth_headers()) as client:
         yield client
 
 
 def watch(app: Litestar, run_id: uuid.UUID, last_id: int | None = None, *, query: bool = False) -> AsgiStream:
     path = f"/v1/runs/{run_id}/events"
-    headers = {"accept": "text/event-stream"}
+    headers = {"accept": "text/event-stream", **auth_headers()}
     if last_id is not None and query:
         path += f"?last_event_id={last_id}"
     elif last_id is not None:

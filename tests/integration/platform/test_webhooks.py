@@ -32,7 +32,7 @@ from forge.embedded.process import ServiceProcess
 from forge.ports import RunFilter
 from forge.testing.postgres import create_database_async
 
-from .support import api_services
+from .support import api_services, auth_headers
 
 REPO = "acme/mono"
 SECRET = "It's a Secret to Everybody, also acme's"
@@ -76,7 +76,7 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     services = api_services(store, bus, objects, EnvSecretProvider(secrets_dir))
     transport = httpx.ASGITransport(app=create_app(services))  # type: ignore[arg-type]  # litestar's ASGI types
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test", headers=auth_headers()) as client:
         await _register(client, REPO, SECRET_REF)
         yield client
 

@@ -13,13 +13,22 @@ from forge.api.schemas import MAX_OFFSET, CreateRun, ExecutionsOut, PageOut, Run
 from forge.api.schemas.documents import ETAG_HEADER, NOT_MODIFIED, TOTAL_HEADER, document_response
 from forge.api.services import Services
 from forge.domain.status import Status
-from forge.ports import NewRun, RunFilter
+from forge.errors import AuthenticationError
+from forge.ports import Identity, NewRun, RunFilter
 
 __all__ = ["DEFAULT_STEPS_PAGE", "MAX_STEPS_PAGE", "RunsController"]
 
 #: Steps of one executions page by default: every run up to this size is answered whole, as before paging.
 DEFAULT_STEPS_PAGE = 1000
 MAX_STEPS_PAGE = 10_000
+
+
+def _who(request: Request[Identity, Any, Any]) -> str:
+    """The subject of the request's verified token (set by ``forge.api.auth``'s guard)."""
+    identity = request.scope.get("user")
+    if not isinstance(identity, Identity):
+        raise AuthenticationError("missing bearer token", code="missing_token")
+    return identity.subject[:255]
 
 
 _BAD_PAGE = {400: _problem("A query parameter is out of range or malformed (the problem names it)")}
@@ -41,8 +50,10 @@ class RunsController(Controller):
             409: _problem("The repository is disabled"),
         },
     )
-    async def create_run(self, data: JSONBody[CreateRun], services: Services) -> Response[RunOut]:
-        run, created = await services.runs.create_run(NewRun(**data.model_dump()))
+    async def create_run(
+        self, request: Request[Identity, Any, Any], data: JSONBody[CreateRun], services: Services
+    ) -> Response[RunOut]:
+        run, created = await services.runs.create_run(NewRun(**data.model_dump() | {"triggered_by": _who(request)}))
         return Response(RunOut.of(run), status_code=201 if created else 200, headers={"Location": f"/v1/runs/{run.id}"})
 
     @get(

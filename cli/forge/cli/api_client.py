@@ -1,0 +1,58 @@
+"""The one place CLI commands build their HTTP client for the API: which API, and which token.
+
+The API: ``--api`` when given, else ``FORGE_API_URL``, else the running embedded platform's.
+
+The token, first found wins:
+
+1. ``FORGE_TOKEN`` (CI, or any token you obtained yourself), sent as is;
+2. ``FORGE_AUTH__ISSUER`` with ``FORGE_AUTH__CLIENT_ID``/``FORGE_AUTH__CLIENT_SECRET``: the client
+   credentials grant at that issuer (a service account);
+3. for the embedded platform's own API: the local issuer's ``forge-cli`` client (developer and
+   operator) from ``<home>/issuer``, so no user step is needed;
+4. none: the API answers 401 and the command says so.
+
+Tokens from an issuer are cached for their life and renewed before they expire
+(:class:`forge.adapters.oidc_client.ClientCredentials`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+
+from forge.adapters.oidc_client import BearerAuth, ClientCredentials, StaticToken, TokenSource, discover_token_endpoint
+from forge.cli.platform import Platform, require_running
+
+__all__ = ["api_client", "api_url", "token_source"]
+
+
+def api_url(given: str | None, home: Path) -> str:
+    """``--api``, else ``FORGE_API_URL``, else the running embedded platform's API (or a one-line error)."""
+    return (given or os.environ.get("FORGE_API_URL") or require_running(home).api_url).rstrip("/")
+
+
+def token_source(api: str, home: Path) -> TokenSource | None:
+    """Where this command's bearer tokens come from (the order of the module docstring)."""
+    if token := os.environ.get("FORGE_TOKEN", "").strip():
+        return StaticToken(token)
+    issuer = os.environ.get("FORGE_AUTH__ISSUER")
+    client_id, secret = os.environ.get("FORGE_AUTH__CLIENT_ID"), os.environ.get("FORGE_AUTH__CLIENT_SECRET")
+    if issuer and client_id and secret:
+        return ClientCredentials(discover_token_endpoint(issuer), client_id, secret)
+    platform = Platform.load(home) if (home / "platform.json").exists() else None
+    local = platform.env.get("FORGE_AUTH__ISSUER") if platform is not None else None
+    if platform is not None and local and platform.api_url.rstrip("/") == api:
+        from forge.embedded.issuer import client_credentials
+
+        client_id, secret = client_credentials(platform.home / "issuer")
+        return ClientCredentials(discover_token_endpoint(local), client_id, secret)
+    return None
+
+
+def api_client(given: str | None, home: Path, *, timeout: float = 30) -> httpx.Client:
+    """An HTTP client for the API with ``Authorization: Bearer`` on every request (when a token is found)."""
+    api = api_url(given, home)
+    source = token_source(api, home)
+    return httpx.Client(base_url=api, timeout=timeout, auth=BearerAuth(source) if source is not None else None)
