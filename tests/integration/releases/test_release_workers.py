@@ -29,6 +29,7 @@ from forge.errors import NotFoundError, PermanentError
 from forge.jobs.dispatch import dispatch
 from forge.jobs.events import StepEventPublisher
 from forge.logs import log_key
+from forge.ports.registry import sha256_digest
 from forge.releases import unpack_resources
 from forge.releases.media_types import RELEASE_ARTIFACT_TYPE, RELEASE_METADATA, RESOURCES
 from forge.releases.metadata import ArtifactMetadata, ReleaseMetadata
@@ -323,3 +324,54 @@ async def test_a_registry_that_stays_down_fails_the_step_with_its_cause(
     assert failed.value.code == "step_failed"
     log = (await objects.get(log_key(job.run_id, "release", "hello", "artifact-hello"))).decode()
     assert "forge: publishing artifact hello failed: " in log
+
+
+FILE_PROJECT = """\
+name: hello
+artifacts:
+  tool:
+    type: binary
+    producer: {run: "mkdir -p out && printf 'binary bytes' > out/tool", output: out/tool}
+    publishers: [oci, s3]
+  docs:
+    type: archive
+    producer: {run: "mkdir -p out && printf 'archive bytes' > out/docs.tgz", output: out/docs.tgz}
+    publishers: [s3]
+"""
+
+
+async def test_files_are_published_to_the_registry_and_the_object_store(
+    tmp_path: Path, workers: Workers, objects: MinioObjectStore
+) -> None:
+    path = tmp_path / "repo.git"
+    commit = commit_files(path, {"svc/hello/.forge/project.yaml": FILE_PROJECT})
+    project = discover(Pygit2Reader(path), commit, None).projects[0]
+    repo = Repo(path, commit, project)
+
+    def job(artifact: str) -> Job:
+        base = workers.artifact_job(repo)
+        assert isinstance(base.payload, ArtifactPayload)
+        payload = base.payload.model_copy(update={"artifact": artifact})
+        return base.model_copy(update={"key": f"artifact.{workers.run_id}.hello.{artifact}.a0", "payload": payload})
+
+    tool = await workers.run(job("tool"))
+    assert tool.success, tool.error
+    assert tool.data is not None
+    pushed = await workers.registry.manifest(f"{REPOSITORY}/hello/tool", tool.data["digest"])
+    (layer,) = pushed.content["layers"]
+    assert layer["annotations"]["org.opencontainers.image.title"] == "tool"
+    assert await workers.registry.blob(f"{REPOSITORY}/hello/tool", layer["digest"], max_bytes=100) == b"binary bytes"
+    key = f"artifacts/{REPOSITORY}/hello/tool/{commit}/tool"
+    assert await objects.get(key) == b"binary bytes"
+    assert tool.data["url"] == f"s3://b/{key}"
+    assert [p["publisher"] for p in tool.data["published"]] == ["oci", "s3"]
+
+    docs = await workers.run(job("docs"))
+    assert docs.success, docs.error
+    assert docs.data is not None
+    docs_key = f"artifacts/{REPOSITORY}/hello/docs/{commit}/docs.tgz"
+    assert await objects.get(docs_key) == b"archive bytes"
+    assert docs.data["ref"] == docs.data["url"] == f"s3://b/{docs_key}"  # nowhere in the registry
+    assert docs.data["digest"] == sha256_digest(b"archive bytes")
+    tracking = await workers.registry.manifest(f"{REPOSITORY}/hello/docs", f"sha-{commit}")
+    assert tracking.digest == docs.data["tracking_digest"]

@@ -187,6 +187,8 @@ class ArtifactHandler:
             raise PermanentError(f"{name} has no publisher that stores it (publishers: {artifact.publishers})")
         await sink(f"forge: published {name}: {', '.join(p.location for p in published)}\n".encode())
         fields = artifact_fields(self._ref(repository, digest).rpartition("@")[0], digest, job.commit_sha, url=url)
+        if url is not None and "oci" not in artifact.publishers:
+            fields["ref"] = url  # an s3-only file is nowhere in the registry: its reference is the object
         metadata = ArtifactMetadata(
             repository=job.repository,
             project=payload.project,
