@@ -72,7 +72,7 @@ def start_api(platform: Platform) -> None:
 
 @pytest.fixture
 def client(platform: Platform) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api_url, timeout=10) as client:
+    with httpx.Client(base_url=platform.api_url, timeout=10, headers=platform.auth_headers()) as client:
         yield client
 
 

@@ -60,7 +60,7 @@ def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client
     assert "built" in step_log(client, run_id, steps["build/app/bundle"])
     assert "unit ok" in step_log(client, run_id, steps["test/lib/unit"])
 
-    runner = CliRunner()
+    runner = CliRunner(env={"FORGE_TOKEN": platform.token()})
     one = runner.invoke(cli, ["logs", run_id, "check/lib/lint", "--api", platform.api_url])
     assert one.exit_code == 0, one.output
     assert "linting lib" in one.stdout

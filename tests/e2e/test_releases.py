@@ -123,7 +123,7 @@ def test_pushes_to_main_release_and_a_tag_names_the_release(platform: Platform, 
     assert len(_releases(client, repository=name)) == 2
 
     # the CLI: list, show by tag, and a manual request for a released commit answers the release
-    runner = CliRunner()
+    runner = CliRunner(env={"FORGE_TOKEN": platform.token()})
     listed = runner.invoke(cli, ["release", "list", "-r", name, "--api", platform.api_url, "--json"])
     assert listed.exit_code == 0, listed.output
     assert [r["number"] for r in json.loads(listed.stdout)["items"]] == [2, 1]

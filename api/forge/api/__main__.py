@@ -8,23 +8,37 @@ import gc
 import sys
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import uvicorn
 
 from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
+from forge.adapters.oidc import OidcIdentityProvider
 from forge.adapters.postgres_changes import PostgresChangeFeed
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.services import ApiServices, ClonePolicy
+from forge.errors import InvalidInputError
 from forge.runtime import configure_logging, run_service
-from forge.settings import Settings
+from forge.settings import AuthSettings, Settings
 
 __all__ = ["build", "main"]
 
 
+def require_issuer(auth: AuthSettings) -> str:
+    """The issuer the API verifies tokens of; the API never runs without one (no unauthenticated mode)."""
+    if not auth.issuer:
+        raise InvalidInputError(
+            "FORGE_AUTH__ISSUER is not set: the API verifies bearer tokens of an OIDC issuer and does not start "
+            "without one (`forge dev up` runs a local issuer)"
+        )
+    return auth.issuer
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[ApiServices]:
+    issuer = require_issuer(settings.auth)
     store = await PostgresStore.connect(
         settings.database.url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
     )
@@ -34,8 +48,13 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
             async with (
                 MinioObjectStore.from_settings(settings.objects) as objects,
                 PostgresChangeFeed.open(settings.database.url) as feed,  # one LISTEN connection per process
+                httpx.AsyncClient(timeout=5) as oidc_http,
             ):
                 await objects.ensure_bucket()
+                identity = OidcIdentityProvider(
+                    issuer, audience=settings.auth.audience, roles_claim=settings.auth.roles_claim, client=oidc_http
+                )
+                await identity.refresh()  # keys at start; an issuer still down is retried on the first token
                 yield ApiServices(
                     database=store,
                     repositories=store,
@@ -46,6 +65,7 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     objects=objects,
                     secrets=EnvSecretProvider(settings.ci.secrets_dir),
                     feed=feed,
+                    identity=identity,
                     clones=ClonePolicy(
                         allow_local=settings.api.allow_local_clone_urls,
                         own_dirs=tuple(
@@ -78,6 +98,11 @@ def _freeze_startup_objects() -> None:
 def main() -> int:
     configure_logging("forge-api")
     settings = Settings()
+    try:
+        require_issuer(settings.auth)
+    except InvalidInputError as exc:
+        sys.stderr.write(f"forge-api: {exc}\n")
+        return 2
 
     async def serve(stop: asyncio.Event) -> None:
         async with build(settings) as services:

@@ -4,6 +4,10 @@ Like ``forge dev up``, the platform brings its own OCI registry (Debian's ``dock
 installed): it starts on construction under ``<logs>/../registry``, is one of ``processes`` (stopped
 with them), and ``FORGE_REGISTRY__URL`` in ``env`` points every process started afterwards at it. An
 ``env`` that already names a registry is kept as given.
+
+Likewise its own OIDC issuer (``forge.embedded.issuer``, under ``<logs>/../issuer``) unless ``env``
+names ``FORGE_AUTH__ISSUER``: :meth:`Platform.token` is a token of it (every role, by default) and
+:meth:`Platform.auth_headers` the header tests send.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forge.embedded.issuer import LocalIssuer, start_issuer
 from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.embedded.registry import registry_binary, start_registry
 
@@ -34,6 +39,19 @@ class Platform:
         if "FORGE_REGISTRY__URL" not in self.env and registry_binary() is not None:
             registry = self.processes["registry"] = start_registry(self.logs.parent / "registry")
             self.env["FORGE_REGISTRY__URL"] = registry.url
+        if "FORGE_AUTH__ISSUER" not in self.env:
+            issuer = self.processes["issuer"] = start_issuer(self.logs.parent / "issuer")
+            self.env["FORGE_AUTH__ISSUER"] = issuer.url
+            self.env["FORGE_AUTH__AUDIENCE"] = issuer.extra["audience"]
+
+    def token(self, roles: tuple[str, ...] = ("developer", "approver", "operator", "service-account")) -> str:
+        """An access token of the platform's own issuer holding ``roles``."""
+        issuer = self.processes["issuer"]
+        base = issuer.url.split("/realms/", 1)[0]
+        return LocalIssuer(Path(issuer.extra["home"]), base).mint("e2e-tester", roles)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
 
     @property
     def registry_url(self) -> str | None:
