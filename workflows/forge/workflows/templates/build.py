@@ -8,8 +8,9 @@ Encoding choices (the local engine runs this very template, so it implements the
   flat DAG would need every head task of group N+1 to depend on every tail task of group N
   (200 x 200 names for 200 projects: ~1 MB of ``depends`` text, past etcd's object limit) or a
   fake barrier container. Argo's default dependency semantics apply at both levels, and every
-  DAG sets ``failFast: true``: a failed step stops its dependents, no new task starts, and the
-  group (hence the run) fails, so later groups never run.
+  DAG but the release phase's sets ``failFast: true``: a failed step stops its dependents, no new
+  task starts, and the group (hence the run) fails, so later groups never run. The release phase
+  (the last group) lets each project's release finish when another's fails.
 - **Steps, ``depends_on``**: see :mod:`forge.workflows.templates.plan`; edges are ``depends``
   expressions (``a && b``).
 - **Timeouts and retries are template-level in Argo** (``DAGTask`` has neither field; its
@@ -37,6 +38,7 @@ from typing import Any
 from hera.workflows import DAG, ConfigMapEnv, Container, Parameter, RetryStrategy, Task, WorkflowTemplate
 from hera.workflows import models as m
 
+from forge.domain.config import RELEASE_PHASE
 from forge.errors import InvalidInputError
 from forge.workflows.templates.naming import label_value
 from forge.workflows.templates.payload import (
@@ -149,9 +151,12 @@ def _run_labels(spec: TemplateSpec) -> dict[str, str]:
 
 
 def _group_dag(spec: TemplateSpec, group: PlannedGroup, containers: dict[tuple[int, int], Container]) -> DAG:
+    # The release phase is not fail-fast across projects: one project's failed release leaves the
+    # others' to finish (the run still fails).
+    releasing = all(task.step.phase == RELEASE_PHASE for task in group.tasks)
     return DAG(
         name=f"group-{group.group}",
-        fail_fast=True,
+        fail_fast=not releasing,
         tasks=[_task(spec, task, containers) for task in group.tasks],
     )
 
