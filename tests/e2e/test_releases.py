@@ -3,7 +3,8 @@ registry; the controller records it with its number and tags the number; a secon
 tag pushed on a released commit names that release. What was pushed is pulled back from the registry.
 
 ``tests/golden/releases/e2e-hello-resources.json`` holds the rendered resources (the registry's address
-written as ``<registry>``); ``FORGE_UPDATE_GOLDEN=1`` rewrites it.
+and the test's repository written as ``<registry>`` and ``<owner>/<repo>``; the image digest is the
+example producer's, which is reproducible); ``FORGE_UPDATE_GOLDEN=1`` rewrites it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .support import make_repo, step_map, wait_run, wait_until
 GOLDEN = Path(__file__).parents[1] / "golden" / "releases" / "e2e-hello-resources.json"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "monorepo" / "services" / "hello"
 PROJECT = (EXAMPLE / ".forge" / "project.yaml").read_text().replace("depends_on: [greeting]\n", "")
-PROJECT = PROJECT.replace("PYTHONPATH=../../libs/greeting python3 -m unittest discover -s tests -t .", "true")
+PROJECT = PROJECT.replace("PYTHONPATH=../../libs/greeting python3 -m unittest discover -s tests -t .", "echo unit")
 PROJECT = PROJECT.replace("    - branch: main", "    - branch: main\n    - manual: true")
 
 
@@ -55,8 +56,9 @@ def _releases(client: httpx.Client, **params: str) -> list[dict[str, Any]]:
     return items
 
 
-def _check_golden(objects: list[dict[str, Any]], registry: str) -> None:
-    text = json.dumps(objects, indent=2, sort_keys=True).replace(registry, "<registry>") + "\n"
+def _check_golden(objects: list[dict[str, Any]], registry: str, repository: str) -> None:
+    text = json.dumps(objects, indent=2, sort_keys=True).replace(registry, "<registry>")
+    text = text.replace(repository, "<owner>/<repo>") + "\n"
     if os.environ.get("FORGE_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), f"{GOLDEN} differs; run with FORGE_UPDATE_GOLDEN=1 and review the diff"
@@ -95,7 +97,7 @@ def test_pushes_to_main_release_and_a_tag_names_the_release(platform: Platform, 
         resources_layer["digest"],
     )
     objects = unpack_resources(asyncio.run(registry.blob(repository, resources_layer["digest"], max_bytes=1 << 20)))
-    _check_golden(objects, host)
+    _check_golden(objects, host, name)
     image = objects[0]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == metadata.artifacts[0].ref
     pushed_image = asyncio.run(registry.manifest(f"{name}/hello/hello", image.rpartition("@")[2]))
@@ -138,7 +140,8 @@ def test_pushes_to_main_release_and_a_tag_names_the_release(platform: Platform, 
 
 def test_a_manual_release_request_runs_and_releases_only_that_project(platform: Platform, client: httpx.Client) -> None:
     name, sha = make_repo(platform, client, _files("manual"))
-    requested = CliRunner().invoke(cli, ["release", "create", name, "hello", sha, "--api", platform.api_url, "--json"])
+    runner = CliRunner(env={"FORGE_TOKEN": platform.token()})
+    requested = runner.invoke(cli, ["release", "create", name, "hello", sha, "--api", platform.api_url, "--json"])
     assert requested.exit_code == 0, requested.output
     run_id = json.loads(requested.stdout)["id"]
     run = wait_run(client, run_id, platform, timeout=180)
