@@ -17,6 +17,7 @@ __all__ = [
     "CiSettings",
     "DatabaseSettings",
     "EngineSettings",
+    "GitOpsSettings",
     "GitSettings",
     "GithubSettings",
     "NatsSettings",
@@ -54,6 +55,26 @@ class ObjectStoreSettings(BaseModel):
 
 class GitSettings(BaseModel):
     cache_dir: Path = Field(Path(".forge-dev/git-cache"), description="Where bare mirrors are kept")
+
+
+class GitOpsSettings(BaseModel):
+    """The GitOps repository that deployments write ReleasePointers to (DESIGN §8, docs/gitops.md)."""
+
+    url: str | None = Field(None, description="GitOps remote (URL or local path); unset: nothing is deployed")
+    branch: str = Field("main", description="Branch Argo CD follows and pointers are committed to")
+    author_name: str = Field("Catalyst Forge", description="Author and committer name of pointer commits")
+    author_email: str = Field("forge@catalyst.invalid", description="Author and committer email of pointer commits")
+    work_dir: Path = Field(Path(".forge-dev/gitops"), description="Where the local bare work copy of the remote lives")
+    push_attempts: int = Field(
+        5, ge=1, le=50, description="Pushes of one change before giving up while other writers keep moving the branch"
+    )
+    argocd_namespace: str = Field("argocd", description="Namespace of the Argo CD Application objects written")
+    argocd_repo_url: str | None = Field(
+        None, description="The GitOps repository's URL as Argo CD reaches it (unset: url)"
+    )
+    destination_server: str = Field(
+        "https://kubernetes.default.svc", description="Cluster API server Applications deploy to"
+    )
 
 
 class ApiSettings(BaseModel):
@@ -196,6 +217,7 @@ class Settings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
     git: GitSettings = Field(default_factory=GitSettings)
+    gitops: GitOpsSettings = Field(default_factory=GitOpsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
