@@ -1,0 +1,108 @@
+"""``forge-cmp generate``: the process Argo CD's CMP server runs in the app directory.
+
+stdout is data and is written once, whole, at the end; stderr is talk. On any doubt the first
+(and only) line on stderr is ``forge-cmp: app A (environment E, release R): <cause>`` and stdout
+stays empty, because an empty render makes Argo CD prune the app. Exit codes: 0 rendered,
+1 refused (bad input, a release that does not verify: retrying gives the same answer),
+2 usage, 3 transient (the registry is down or answered 5xx/429: Argo CD's next refresh may
+succeed), 70 an internal error (a bug; ``FORGE_CMP_DEBUG=1`` adds the traceback after the line).
+
+This is the composition root: the cache directory comes from the environment here, and the
+registry adapter (``OrasRegistry`` from ``FORGE_REGISTRY__*``) is built only when the release is
+not cached, so a warm render imports neither oras nor pydantic-settings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forge.ports.registry import ArtifactRegistry
+
+__all__ = ["main"]
+
+_USAGE = "usage: forge-cmp generate\n  (run by Argo CD in the app directory; see docs/cmp.md)\n"
+EXIT_REFUSED, EXIT_USAGE, EXIT_TRANSIENT, EXIT_INTERNAL = 1, 2, 3, 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["-h"], ["--help"]):
+        sys.stdout.write(_USAGE)
+        return 0
+    if args != ["generate"]:
+        sys.stderr.write(f"forge-cmp: unknown arguments {' '.join(args) or '(none)'}\n{_USAGE}")
+        return EXIT_USAGE
+    return run_generate(Path.cwd(), os.environ)
+
+
+def run_generate(app_dir: Path, environ: Mapping[str, str]) -> int:
+    """Render, then print everything or nothing; the exit code of :func:`main`."""
+    from forge.cmp.generate import Context, generate
+    from forge.cmp.release import ReleaseCache, default_cache_dir
+    from forge.errors import ForgeError, TransientError
+
+    context = Context()
+    try:
+        output = generate(
+            app_dir,
+            environ,
+            context,
+            cache=ReleaseCache(default_cache_dir(environ)),
+            open_registry=lambda: _open_registry(environ),
+        )
+    except ForgeError as exc:
+        _fail(context.describe(), str(exc))
+        return EXIT_TRANSIENT if isinstance(exc, TransientError) else EXIT_REFUSED
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, never a traceback at a user
+        _fail(context.describe(), f"internal error: {type(exc).__name__}: {exc}")
+        if environ.get("FORGE_CMP_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        return EXIT_INTERNAL
+    try:
+        sys.stdout.buffer.write(output)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        _fail(context.describe(), f"cannot write the output ({exc.strerror or exc})")
+        return EXIT_INTERNAL
+    return 0
+
+
+def _open_registry(environ: Mapping[str, str]) -> ArtifactRegistry:
+    """``OrasRegistry`` from the ``FORGE_REGISTRY__*`` group of ``forge.settings`` (read from ``environ``)."""
+    from pydantic import ValidationError
+
+    from forge.adapters.oras_registry import OrasRegistry
+    from forge.errors import InvalidInputError
+    from forge.settings import RegistrySettings
+
+    if not environ.get("FORGE_REGISTRY__URL"):
+        raise InvalidInputError("FORGE_REGISTRY__URL is not set and the release is not in the cache")
+    fields = {"url": "URL", "username": "USERNAME", "password": "PASSWORD"}
+    given = {
+        field: environ[f"FORGE_REGISTRY__{name}"]
+        for field, name in fields.items()
+        if environ.get(f"FORGE_REGISTRY__{name}")
+    }
+    try:
+        settings = RegistrySettings.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise InvalidInputError(f"FORGE_REGISTRY__{str(first['loc'][0]).upper()}: {first['msg']}") from None
+    return OrasRegistry.from_settings(settings)
+
+
+def _fail(where: str, cause: str) -> None:
+    line = " ".join(f"forge-cmp: {where}: {cause}".split())
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
