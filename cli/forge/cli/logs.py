@@ -56,16 +56,25 @@ def log_tail(body: dict[str, Any], lines: int, *, max_bytes: int = TAIL_BYTES) -
     if not body.get("complete"):
         text = str(body.get("content") or "")[-max_bytes:]
     else:
-        tail = bytearray()
-        with httpx.stream("GET", body["url"], headers={"Range": f"bytes=-{max_bytes}"}, timeout=30) as response:
-            if response.status_code == 416:  # an empty object has no last bytes
-                return ""
-            response.raise_for_status()
-            for chunk in response.iter_bytes():  # a server ignoring Range sends it all: keep a rolling tail
-                tail += chunk
-                del tail[:-max_bytes]
+        tail = _tail(body["url"], max_bytes, {"Range": f"bytes=-{max_bytes}"})
+        if tail is None:  # 416: some S3 servers (rclone) refuse a suffix range longer than the object
+            tail = _tail(body["url"], max_bytes, {}) or bytearray()
         text = tail.decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _tail(url: str, max_bytes: int, headers: dict[str, str]) -> bytearray | None:
+    """The last ``max_bytes`` of what ``GET url`` answers (a rolling tail: a server ignoring Range sends it
+    all); None for 416."""
+    tail = bytearray()
+    with httpx.stream("GET", url, headers=headers, timeout=30) as response:
+        if response.status_code == 416:
+            return None
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            tail += chunk
+            del tail[:-max_bytes]
+    return tail
 
 
 def _steps(client: httpx.Client, run_id: str) -> list[tuple[str, str]]:
