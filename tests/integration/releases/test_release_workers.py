@@ -261,6 +261,10 @@ async def test_an_artifact_and_its_release_are_pushed_and_pulled_back_by_digest(
         ("true", "the producer left no output: dist/image should be an OCI image-layout directory"),
         ("mkdir -p dist/image", "oci-layout"),
         ("exit 3", "exit"),
+        (
+            "python3 build_image.py dist/image && ln -s /etc/hostname dist/image/blobs/sha256/x",
+            "blobs/sha256/x is a link or a special file",
+        ),
     ],
 )
 async def test_a_producer_without_a_valid_output_fails_its_step_with_the_cause(

@@ -21,6 +21,7 @@ then fails it the same way.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -250,6 +251,16 @@ def _output(cwd: Path, artifact: ArtifactConfig) -> Path:
     if want_dir != output.is_dir():
         kind = "an OCI image-layout directory" if want_dir else "a regular file"
         raise PermanentError(f"producer output {artifact.producer.output} is not {kind}")
+    if want_dir:  # the worker reads what the (sandboxed) step left: never through a link it planted
+        for top, dirs, files in os.walk(output):
+            for name in (*dirs, *files):
+                entry = Path(top) / name
+                if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+                    where = entry.relative_to(output)
+                    raise PermanentError(
+                        f"producer output {artifact.producer.output}: {where} is a link or a special file; "
+                        "only directories and regular files are published"
+                    )
     return output
 
 
