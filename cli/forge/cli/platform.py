@@ -6,6 +6,11 @@ answers on, all keyed by the names users know (``nats``, ``postgres``, ``s3``, `
 The OCI registry (Debian's ``docker-registry``) is started when it is installed; without it the
 platform runs pipelines but cannot publish releases, and ``registry_url`` is null.
 
+The GitOps repository is ``<home>/gitops.git`` (``forge.embedded.gitops``, seeded with ``dev``,
+``staging`` and ``production``) unless ``FORGE_GITOPS__URL`` names another; every process gets
+``FORGE_GITOPS__URL`` and ``FORGE_GITOPS__WORK_DIR``, and ``forge dev status --json`` shows it as
+``gitops_url``.
+
 Authentication stays on: unless ``FORGE_AUTH__ISSUER`` names an issuer (then every ``FORGE_*``
 variable reaches every process, as the environment is inherited), the platform starts the local OIDC
 issuer (``forge.embedded.issuer``, keys and clients under ``<home>/issuer``) and gives every process
@@ -219,6 +224,7 @@ def platform_up(
             on_start("issuer")
             issuer = started["issuer"] = start_issuer(home / "issuer")
             auth_env = {"FORGE_AUTH__ISSUER": issuer.url, "FORGE_AUTH__AUDIENCE": issuer.extra["audience"]}
+        gitops_env = _gitops_env(home)
         api_port = free_port()
         api_url = f"http://127.0.0.1:{api_port}"
         env = {
@@ -235,6 +241,7 @@ def platform_up(
             "FORGE_API__ALLOW_LOCAL_CLONE_URLS": "true",  # local mirrors and git daemons
             **registry_env,
             **auth_env,
+            **gitops_env,
         }
         logs = home / "logs"
         on_start("api")
@@ -271,6 +278,16 @@ def platform_up(
     return platform, True
 
 
+def _gitops_env(home: Path) -> dict[str, str]:
+    """The embedded GitOps repository (created once, kept across restarts) unless FORGE_GITOPS__URL names one."""
+    from forge.embedded.gitops import create_gitops_repository
+
+    env = {"FORGE_GITOPS__WORK_DIR": str((home / "gitops-work").resolve())}
+    if not os.environ.get("FORGE_GITOPS__URL"):
+        env["FORGE_GITOPS__URL"] = create_gitops_repository(home / "gitops.git")
+    return env
+
+
 def platform_down(home: Path) -> list[str]:
     """Stop every recorded process, ours first, then the services; names stopped."""
     platform = Platform.load(home)
@@ -292,6 +309,7 @@ def describe(platform: Platform) -> dict[str, object]:
         "home": str(platform.home),
         "registry_url": platform.env.get("FORGE_REGISTRY__URL"),
         "issuer_url": platform.env.get("FORGE_AUTH__ISSUER", os.environ.get("FORGE_AUTH__ISSUER")),
+        "gitops_url": platform.env.get("FORGE_GITOPS__URL", os.environ.get("FORGE_GITOPS__URL")),
     }
 
 
