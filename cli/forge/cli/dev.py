@@ -39,7 +39,7 @@ def dev() -> None:
 @dev.command()
 @HOME_OPTION
 def up(home: Path) -> None:
-    """Start NATS, PostgreSQL, S3, the OCI registry, the API, the controller and the workers."""
+    """Start NATS, PostgreSQL, S3, the OCI registry, the API, the controller and the workers; create the GitOps repo."""
     try:
         platform, started = platform_up(
             home,

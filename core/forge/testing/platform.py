@@ -8,6 +8,9 @@ with them), and ``FORGE_REGISTRY__URL`` in ``env`` points every process started 
 Likewise its own OIDC issuer (``forge.embedded.issuer``, under ``<logs>/../issuer``) unless ``env``
 names ``FORGE_AUTH__ISSUER``: :meth:`Platform.token` is a token of it (every role, by default) and
 :meth:`Platform.auth_headers` the header tests send.
+
+And its own GitOps repository (``forge.embedded.gitops``, ``<logs>/../gitops.git``, seeded with the
+dev, staging and production environments) unless ``env`` names ``FORGE_GITOPS__URL``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forge.embedded.gitops import create_gitops_repository
 from forge.embedded.issuer import LocalIssuer, start_issuer
 from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.embedded.registry import registry_binary, start_registry
@@ -43,6 +47,9 @@ class Platform:
             issuer = self.processes["issuer"] = start_issuer(self.logs.parent / "issuer")
             self.env["FORGE_AUTH__ISSUER"] = issuer.url
             self.env["FORGE_AUTH__AUDIENCE"] = issuer.extra["audience"]
+        if "FORGE_GITOPS__URL" not in self.env:
+            self.env["FORGE_GITOPS__URL"] = create_gitops_repository(self.logs.parent / "gitops.git")
+            self.env.setdefault("FORGE_GITOPS__WORK_DIR", str((self.logs.parent / "gitops-work").resolve()))
 
     def token(self, roles: tuple[str, ...] = ("developer", "approver", "operator", "service-account")) -> str:
         """An access token of the platform's own issuer holding ``roles``."""
@@ -56,6 +63,11 @@ class Platform:
     @property
     def registry_url(self) -> str | None:
         return self.env.get("FORGE_REGISTRY__URL")
+
+    @property
+    def gitops_url(self) -> str:
+        """The GitOps repository every process deploys to (``<logs>/../gitops.git`` unless ``env`` named one)."""
+        return self.env["FORGE_GITOPS__URL"]
 
     def start(self, name: str, argv: list[str]) -> ServiceProcess:
         """Start one of our processes (``argv[0]`` is a console script of this venv) as ``name``."""
