@@ -135,6 +135,7 @@ def _bench(
     with api_services(tmp, postgres_cpu=1) as env:  # its backends share CPU 1 with the generator
         run_id = asyncio.run(_finished_run(env["FORGE_DATABASE__URL"], projects))
         paths = {name: path.format(id=run_id) for name, path in ENDPOINTS.items()}
+        auth = {"Authorization": f"Bearer {env['FORGE_TOKEN']}"}  # both servers get it: forge verifies it
         api_port, bare_port = free_port(), free_port()
         api = start_service(
             "forge-api",
@@ -148,7 +149,8 @@ def _bench(
             bodies = tmp / "bodies"
             bodies.mkdir()
             for name, path in paths.items():
-                with urllib.request.urlopen(f"{api.url}{path}", timeout=10) as resp:
+                request = urllib.request.Request(f"{api.url}{path}", headers=auth)
+                with urllib.request.urlopen(request, timeout=10) as resp:
                     (bodies / f"{name}.json").write_bytes(resp.read())
                 (bodies / f"{name}.path").write_text(path)
             bare = start_service(
@@ -166,8 +168,8 @@ def _bench(
                 results: dict[tuple[str, int], tuple[Sample, Sample]] = {}
                 for name, path in paths.items():
                     for concurrency in levels:
-                        forge = asyncio.run(_load(api_port, path, concurrency, seconds, api.pid))
-                        floor = asyncio.run(_load(bare_port, path, concurrency, seconds, bare.pid))
+                        forge = asyncio.run(_load(api_port, path, concurrency, seconds, api.pid, auth))
+                        floor = asyncio.run(_load(bare_port, path, concurrency, seconds, bare.pid, auth))
                         results[name, concurrency] = (forge, floor)
             finally:
                 bare.stop()
@@ -228,9 +230,12 @@ async def _finished_run(dsn: str, projects: int) -> uuid.UUID:
         await store.close()
 
 
-async def _load(port: int, path: str, concurrency: int, seconds: float, server_pid: int) -> Sample:
+async def _load(
+    port: int, path: str, concurrency: int, seconds: float, server_pid: int, headers: dict[str, str]
+) -> Sample:
     """``concurrency`` keep-alive connections, each sending ``GET path`` as soon as the last answer came."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n".encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n{extra}\r\n".encode()
     loop = asyncio.get_running_loop()
     connections = [
         (await loop.create_connection(lambda: _Connection(request), "127.0.0.1", port))[1] for _ in range(concurrency)

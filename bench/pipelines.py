@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from forge.adapters.oidc_client import BearerAuth
+from forge.cli.api_client import token_source
 from forge.cli.platform import Platform, platform_down, platform_up
 from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.testing.gitrepos import commit_files
@@ -163,7 +165,9 @@ async def _floor(count: int, concurrency: int) -> float:
 async def _pipelines(plat: Platform, repo: Path, shas: list[str], timeout: float) -> Outcome:
     limits = httpx.Limits(max_connections=50)
     clone_url = str(repo.resolve())  # noqa: ASYNC240 - once, before anything runs
-    async with httpx.AsyncClient(base_url=plat.api_url, timeout=60, limits=limits) as client:
+    source = token_source(plat.api_url, plat.home)  # the embedded issuer's forge-cli client, as the CLI does
+    auth = BearerAuth(source) if source is not None else None
+    async with httpx.AsyncClient(base_url=plat.api_url, timeout=60, limits=limits, auth=auth) as client:
         resp = await client.post("/v1/repositories", json={"name": REPOSITORY, "clone_url": clone_url})
         resp.raise_for_status()
         started = time.time()

@@ -121,7 +121,8 @@ async def _bench(tmp: Path, watchers: int, steps: int, seconds: float) -> tuple[
             pin(api.pid, 0)
             pin(0, 1)
             limits = httpx.Limits(max_connections=watchers + 10, max_keepalive_connections=watchers + 10)
-            async with httpx.AsyncClient(base_url=api.url, limits=limits, timeout=60) as client:
+            headers = {"Authorization": f"Bearer {env['FORGE_TOKEN']}"}
+            async with httpx.AsyncClient(base_url=api.url, limits=limits, timeout=60, headers=headers) as client:
                 await client.get("/readyz")
                 idle = await _series("idle", store, steps, seconds, api.pid, client)
                 watched, connect = await _watched(store, steps, seconds, api.pid, client, watchers)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from forge.embedded.issuer import LocalIssuer, start_issuer
 from forge.embedded.nats import start_nats
 from forge.embedded.process import ServiceProcess
 from forge.embedded.s3 import start_s3
@@ -43,8 +44,8 @@ def cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def api_services(tmp: Path, *, postgres_cpu: int | None = None) -> Iterator[dict[str, str]]:
-    """PostgreSQL (a new database; pinned to ``postgres_cpu`` when embedded), NATS and S3; the
-    ``FORGE_*`` environment of a ``forge-api`` on them."""
+    """PostgreSQL (a new database; pinned to ``postgres_cpu`` when embedded), NATS, S3 and an OIDC issuer;
+    the ``FORGE_*`` environment of a ``forge-api`` on them, with ``FORGE_TOKEN`` a token for its requests."""
     started: list[ServiceProcess] = []
     try:
         postgres = start_postgres(tmp / "postgres")
@@ -55,7 +56,15 @@ def api_services(tmp: Path, *, postgres_cpu: int | None = None) -> Iterator[dict
         started.append(nats)
         s3 = start_s3(tmp / "s3")
         started.append(s3)
+        issuer = start_issuer(tmp / "issuer")
+        started.append(issuer)
+        token = LocalIssuer(tmp / "issuer", issuer.url.split("/realms/", 1)[0]).mint(
+            "bench", ("developer", "operator", "service-account")
+        )
         yield {
+            "FORGE_AUTH__ISSUER": issuer.url,
+            "FORGE_AUTH__AUDIENCE": issuer.extra["audience"],
+            "FORGE_TOKEN": token,  # what the benchmark's own requests send (forge-api ignores it)
             "FORGE_DATABASE__URL": create_database(postgres.url, f"bench_{uuid.uuid4().hex[:12]}"),
             "FORGE_NATS__URL": nats.url,
             "FORGE_OBJECTS__ENDPOINT": s3.url,
