@@ -133,12 +133,13 @@ def load_release(
     import asyncio
 
     content, blobs = asyncio.run(_pull(pointer, open_registry()))
-    if cache is not None:
+    metadata_digest, resources_digest = _layers(content)
+    release = _verify(pointer, content, blobs[metadata_digest], blobs[resources_digest])
+    if cache is not None:  # only a release that passed every check is cached
         for digest, data in blobs.items():
             cache.put_blob(digest, data)
         cache.put_manifest(pointer.digest, content)  # last: a manifest record means its blobs were written
-    metadata_digest, resources_digest = _layers(content)
-    return _verify(pointer, content, blobs[metadata_digest], blobs[resources_digest])
+    return release
 
 
 def _from_cache(pointer: ReleasePointer, cache: ReleaseCache) -> ReleaseBlobs | None:

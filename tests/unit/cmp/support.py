@@ -114,7 +114,9 @@ async def push_release(
     )
 
 
-def pointer_document(digest: str, *, repository: str = REPOSITORY, project: str = PROJECT, commit: str = COMMIT) -> dict[str, Any]:
+def pointer_document(
+    digest: str, *, repository: str = REPOSITORY, project: str = PROJECT, commit: str = COMMIT
+) -> dict[str, Any]:
     return {
         "apiVersion": "forge.projectcatalyst.io/v1alpha1",
         "kind": "ReleasePointer",

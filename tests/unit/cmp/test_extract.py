@@ -8,11 +8,11 @@ import json
 import tarfile
 
 import pytest
+from tests.unit.cmp.support import sample_objects
 
 from forge.cmp.extract import read_objects
 from forge.errors import InvalidInputError, LimitExceededError
 from forge.releases import pack_resources
-from tests.unit.cmp.support import sample_objects
 
 CM = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n"
 

@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 import pytest
+from tests.unit.cmp.support import COMMIT, pointer_document
 
 from forge.cmp.pointer import ReleasePointer, parse_pointer
 from forge.errors import InvalidInputError
-from tests.unit.cmp.support import COMMIT, pointer_document
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.unit.cmp.support import environment_config
 
 from forge.cmp.values import config_data, merge_values
 from forge.errors import InvalidInputError
-from tests.unit.cmp.support import environment_config
 
 
 def test_maps_merge_deeply_lists_and_scalars_replace_null_deletes() -> None:
