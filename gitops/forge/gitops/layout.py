@@ -19,6 +19,7 @@ writer refuses an Application file that already points at another app's path.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from forge.errors import InvalidInputError
@@ -33,6 +34,7 @@ __all__ = [
     "check_project",
     "check_repository",
     "environment_file",
+    "value_error",
 ]
 
 ENV_FILE = "env.yaml"
@@ -68,6 +70,18 @@ def check_repository(repository: str) -> str:
     if not _REPOSITORY.match(repository) or owner.startswith(".") or repo.startswith(".") or ".." in repository:
         raise InvalidInputError(f"repository: {repository!r} is not owner/repo")
     return repository
+
+
+def value_error(check: Callable[[str], str]) -> Callable[[str], str]:
+    """``check`` for a pydantic validator: its ``InvalidInputError`` as the ``ValueError`` pydantic locates."""
+
+    def validate(value: str) -> str:
+        try:
+            return check(value)
+        except InvalidInputError as exc:
+            raise ValueError(exc.message.partition(": ")[2]) from None
+
+    return validate
 
 
 def environment_file(environment: str) -> str:

@@ -9,7 +9,8 @@
   already names the promotion policy of ``.forge/repo.yaml`` (``forge.domain.config``).
 - The Argo CD ``Application`` of one app is built by :mod:`forge.gitops.application`.
 
-Rendering is deterministic: block style, keys in model order, no line folding, UTF-8; the same
+Rendering is deterministic: block style, keys in model order, no line folding, ASCII (other
+characters escaped); the same
 document always gives the same bytes, so "already deployed" is a byte comparison and golden
 tests pin the format. Parsing goes through ``forge.discovery.load`` (alias budget, depth cap,
 errors naming ``file:line: field: reason``): the repository is also edited by people.
@@ -29,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from forge.discovery.load import load_config
 from forge.errors import InvalidInputError, LimitExceededError
 from forge.gitops._crds import check_crd
-from forge.gitops.layout import AppLocation, check_environment, check_project, check_repository
+from forge.gitops.layout import AppLocation, check_environment, check_project, check_repository, value_error
 
 __all__ = [
     "ANNOTATION_PREFIX",
@@ -59,8 +60,8 @@ _K8S_NAME = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 
 Commit = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
-Repository = Annotated[str, AfterValidator(check_repository)]
-Project = Annotated[str, AfterValidator(check_project)]
+Repository = Annotated[str, AfterValidator(value_error(check_repository))]
+Project = Annotated[str, AfterValidator(value_error(check_project))]
 Timestamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")]
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -203,14 +204,14 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def to_yaml(document: Mapping[str, Any]) -> bytes:
-    """The canonical YAML text of a plain document (block style, given key order, no folding, UTF-8)."""
+    """The canonical YAML text of a plain document (block style, given key order, no folding, ASCII)."""
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.width = 1 << 20
-    yaml.allow_unicode = True
+    yaml.allow_unicode = False  # escaped, non-ASCII survives a round trip (ruamel writes NEL and U+2028 bare)
     buffer = io.StringIO()
     yaml.dump(dict(document), buffer)
     data = buffer.getvalue().encode()
@@ -232,7 +233,18 @@ def parse_document(data: bytes, model: type[_M], path: str) -> _M:
             for issue in loaded.issues
         )
         raise InvalidInputError(issues, details={"path": path})
-    return loaded.config
+    return model.model_validate(_typed(data))
+
+
+def _typed(data: bytes) -> Any:
+    """The document with YAML's own types, from text ``load_config`` has already checked (budget, depth).
+
+    ``load_config`` turns booleans into integers (``false`` becomes ``0``, harmless for its
+    typed config models, wrong for free-form values), so the values come from a safe load.
+    """
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(data.decode("utf-8"))
 
 
 def _validated(model: type[_M], data: Mapping[str, Any], what: str) -> _M:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError
 from forge.gitops.application import ApplicationDefaults, application_source_path, render_application
 from forge.gitops.commits import one_line, pointer_message, read_trailers
-from forge.gitops.layout import AppLocation, check_environment, check_project, check_repository
+from forge.gitops.layout import AppLocation, check_environment, check_project, check_repository, value_error
 from forge.gitops.models import EnvironmentValues, ReleasePointer, parse_document
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsRepository, GitOpsTree
 from forge.settings import GitOpsSettings
@@ -46,9 +46,9 @@ class PointerChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    environment: str
-    repository: str
-    project: str
+    environment: Annotated[str, AfterValidator(value_error(check_environment))]
+    repository: Annotated[str, AfterValidator(value_error(check_repository))]
+    project: Annotated[str, AfterValidator(value_error(check_project))]
     release_number: int = Field(ge=1)
     commit: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
     digest: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -57,21 +57,6 @@ class PointerChange(BaseModel):
     values: dict[str, Any] | None = Field(
         None, description="The project's EnvironmentConfig data for this environment; None leaves env.yaml as it is"
     )
-
-    @field_validator("environment")
-    @classmethod
-    def _environment(cls, value: str) -> str:
-        return check_environment(value)
-
-    @field_validator("repository")
-    @classmethod
-    def _repository(cls, value: str) -> str:
-        return check_repository(value)
-
-    @field_validator("project")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        return check_project(value)
 
     @field_validator("actor", "reason")
     @classmethod
