@@ -1,0 +1,149 @@
+"""``forge-cmp generate`` as Argo CD runs it (a subprocess in the app directory) against a real registry.
+
+The release is pushed the way the release worker pushes it (``forge.releases`` layers,
+``OrasRegistry.push_artifact``, ``<owner>/<repo>/<project>:sha-<commit>``); the output is compared
+with ``tests/golden/cmp/dev-acme-shop-web.yaml`` (``FORGE_UPDATE_GOLDEN=1`` rewrites it; review
+the diff). Every failure: a non-zero exit, exactly one line on stderr, nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.unit.cmp.support import (
+    ENV_DATA,
+    PROJECT_DATA,
+    argocd_environ,
+    push_release,
+    release_layers,
+    sample_objects,
+    write_gitops,
+)
+
+from forge.adapters.oras_registry import OrasRegistry
+from forge.embedded.process import ServiceProcess, free_port
+from forge.embedded.registry import start_registry
+from forge.ports.registry import Layer
+
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "cmp" / "dev-acme-shop-web.yaml"
+FORGE_CMP = str(Path(sys.executable).with_name("forge-cmp"))
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def _generate(app: Path, root: Path, registry_url: str, cache: Path, **extra: str) -> Run:
+    environ: Mapping[str, str] = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(cache.parent),
+        "FORGE_REGISTRY__URL": registry_url,
+        "FORGE_CMP_CACHE": str(cache),
+        **argocd_environ(app, root),
+        **extra,
+    }
+    done = subprocess.run(
+        [FORGE_CMP, "generate"], check=False, cwd=app, env=environ, capture_output=True, text=True, timeout=60
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def _refused(run: Run, code: int, *causes: str) -> None:
+    assert run.code == code, run
+    assert run.out == ""
+    assert run.err.count("\n") == 1, run.err
+    assert run.err.startswith("forge-cmp: app acme-shop-web (environment dev, release acme/shop/web@"), run.err
+    assert "Traceback" not in run.err
+    assert any(cause in run.err for cause in causes), run.err
+
+
+async def _push(url: str, layers: list[Layer] | None = None, **kwargs: str) -> str:
+    chosen = release_layers(sample_objects()) if layers is None else layers
+    return await push_release(OrasRegistry(url), chosen, **kwargs)
+
+
+async def test_the_render_matches_the_golden_file(registry_server: ServiceProcess, tmp_path: Path) -> None:
+    digest = await _push(registry_server.url)
+    app = write_gitops(tmp_path / "gitops", digest, project_data=PROJECT_DATA)
+    run = _generate(app, tmp_path / "gitops", registry_server.url, tmp_path / "cache")
+    assert (run.code, run.err) == (0, ""), run
+    if os.environ.get("FORGE_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(run.out, encoding="utf-8")
+    assert run.out == GOLDEN.read_text(encoding="utf-8"), f"{GOLDEN} differs; FORGE_UPDATE_GOLDEN=1 and review"
+    again = _generate(app, tmp_path / "gitops", registry_server.url, tmp_path / "cache-2")
+    assert again.out == run.out  # deterministic, cold
+
+
+async def test_a_tampered_digest_is_refused(registry_server: ServiceProcess, tmp_path: Path) -> None:
+    digest = await _push(registry_server.url)
+    tampered = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+    app = write_gitops(tmp_path, tampered)
+    _refused(_generate(app, tmp_path, registry_server.url, tmp_path / "cache"), 1, "not found")
+
+
+async def test_a_wrong_artifact_type_is_refused(registry_server: ServiceProcess, tmp_path: Path) -> None:
+    digest = await _push(registry_server.url, artifact_type="application/vnd.forge.artifact.v1")
+    app = write_gitops(tmp_path, digest)
+    _refused(_generate(app, tmp_path, registry_server.url, tmp_path / "cache"), 1, "artifactType")
+
+
+async def test_a_missing_layer_is_refused(registry_server: ServiceProcess, tmp_path: Path) -> None:
+    digest = await _push(registry_server.url, release_layers(sample_objects())[:1])
+    app = write_gitops(tmp_path, digest)
+    _refused(
+        _generate(app, tmp_path, registry_server.url, tmp_path / "cache"),
+        1,
+        "0 layers of media type application/vnd.forge.resources.v1.tar+gzip",
+    )
+
+
+async def test_a_registry_that_is_down_is_a_transient_refusal(tmp_path: Path) -> None:
+    app = write_gitops(tmp_path, "sha256:" + "ab" * 32)
+    _refused(_generate(app, tmp_path, f"http://127.0.0.1:{free_port()}", tmp_path / "cache"), 3, "unreachable")
+
+
+async def test_a_warm_cache_renders_with_the_registry_stopped(tmp_path: Path) -> None:
+    registry = start_registry(tmp_path / "registry")
+    try:
+        digest = await _push(registry.url)
+        root = tmp_path / "gitops"
+        app = write_gitops(root, digest)
+        cold = _generate(app, root, registry.url, tmp_path / "cache")
+        assert (cold.code, cold.err) == (0, ""), cold
+    finally:
+        registry.stop()
+    memo = _generate(app, root, registry.url, tmp_path / "cache")
+    assert (memo.code, memo.out) == (0, cold.out)
+    write_gitops(root, digest, env_data={**ENV_DATA, "replicas": 7})  # new values: a render, not the memo
+    warm = _generate(app, root, registry.url, tmp_path / "cache")
+    assert (warm.code, warm.err) == (0, ""), warm
+    assert warm.out == cold.out.replace('"replicas": 1,', '"replicas": 7,')
+    assert warm.out != cold.out
+    _refused(_generate(app, root, registry.url, tmp_path / "empty-cache"), 3, "unreachable")
+
+
+def test_the_plugin_yaml_is_a_sidecar_cmp_named_forge_release_v1() -> None:
+    from ruamel.yaml import YAML
+
+    plugin = YAML(typ="safe", pure=True).load(Path(__file__).resolve().parents[3] / "cmp-plugin" / "plugin.yaml")
+    assert plugin["apiVersion"] == "argoproj.io/v1alpha1"
+    assert plugin["kind"] == "ConfigManagementPlugin"
+    assert plugin["metadata"]["name"] == "forge-release"
+    assert plugin["spec"]["version"] == "v1"
+    assert "discover" not in plugin["spec"]
+    assert [*plugin["spec"]["generate"]["command"], *plugin["spec"]["generate"]["args"]] == ["forge-cmp", "generate"]
+
+
+@pytest.mark.parametrize("argv", [["forge-cmp"], ["forge-cmp", "render"]])
+def test_usage_errors(argv: list[str]) -> None:
+    done = subprocess.run([FORGE_CMP, *argv[1:]], check=False, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
