@@ -6,12 +6,33 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.gitops import ApplicationDefaults, GitOpsWriter, PointerChange
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsRepository, GitOpsTree, PathRevision
 
 AT = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+COMMIT_1 = "1" * 40
+COMMIT_2 = "2" * 40
+COMMIT_3 = "3" * 40
+DIGEST_1 = "sha256:" + "a1" * 32
+DIGEST_2 = "sha256:" + "b2" * 32
+DIGEST_3 = "sha256:" + "c3" * 32
+
+
+def change(**overrides: Any) -> PointerChange:
+    fields: dict[str, Any] = {
+        "environment": "dev",
+        "repository": "acme/shop",
+        "project": "api",
+        "release_number": 1,
+        "commit": COMMIT_1,
+        "digest": DIGEST_1,
+        "actor": "alice",
+        "reason": "auto-deploy of release 1",
+    }
+    return PointerChange(**(fields | overrides))
 
 
 def make_writer(url: str, work_dir: Path, *, attempts: int = 5) -> GitOpsWriter:

@@ -4,39 +4,28 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pygit2
 import pytest
-from tests.integration.gitops.support import make_writer, racing_writer
+from tests.integration.gitops.support import (
+    COMMIT_1,
+    COMMIT_2,
+    COMMIT_3,
+    DIGEST_1,
+    DIGEST_2,
+    DIGEST_3,
+    change,
+    make_writer,
+    racing_writer,
+)
 
 from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import ConflictError, NotFoundError, ServiceUnavailableError, TransientError
-from forge.gitops import PointerChange, ReleasePointer, parse_document, read_trailers
+from forge.gitops import ReleasePointer, parse_document, read_trailers
 from forge.ports.gitops import GitOpsCommit
 
-COMMIT_1 = "1" * 40
-COMMIT_2 = "2" * 40
-COMMIT_3 = "3" * 40
-DIGEST_1 = "sha256:" + "a1" * 32
-DIGEST_2 = "sha256:" + "b2" * 32
-DIGEST_3 = "sha256:" + "c3" * 32
 POINTER = "dev/apps/acme/shop/api/release.yaml"
 APPLICATION = "dev/applications/acme-shop-api.yaml"
-
-
-def change(**overrides: Any) -> PointerChange:
-    fields: dict[str, Any] = {
-        "environment": "dev",
-        "repository": "acme/shop",
-        "project": "api",
-        "release_number": 1,
-        "commit": COMMIT_1,
-        "digest": DIGEST_1,
-        "actor": "alice",
-        "reason": "auto-deploy of release 1",
-    }
-    return PointerChange(**(fields | overrides))
 
 
 def head(remote: Path) -> pygit2.Commit:
