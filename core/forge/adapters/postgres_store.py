@@ -81,6 +81,7 @@ from forge.ports.store import (
     RunFilter,
     RunSnapshot,
     ensure_same_registration,
+    secret_grant,
 )
 
 __all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "PostgresStore", "migration_files"]
@@ -167,8 +168,8 @@ class PostgresStore(PostgresReleases):
         with translate_errors(f"registering repository {new.name!r}"):
             row = await self._pool.fetchrow(
                 """
-                INSERT INTO repositories (name, clone_url, default_branch, webhook_secret_ref)
-                VALUES ($1, $2, $3, $4)
+                INSERT INTO repositories (name, clone_url, default_branch, webhook_secret_ref, secrets)
+                VALUES ($1, $2, $3, $4, $5)
                 ON CONFLICT (name) DO NOTHING
                 RETURNING *
                 """,
@@ -176,6 +177,7 @@ class PostgresStore(PostgresReleases):
                 new.clone_url,
                 new.default_branch,
                 new.webhook_secret_ref,
+                list(secret_grant(new.secrets or ())),
             )
             if row is not None:
                 return repository_from_row(row), True
@@ -188,6 +190,15 @@ class PostgresStore(PostgresReleases):
     async def get_repository(self, name: str) -> Repository:
         with translate_errors(f"reading repository {name!r}"):
             row = await self._pool.fetchrow("SELECT * FROM repositories WHERE name = $1", name)
+        if row is None:
+            raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
+        return repository_from_row(row)
+
+    async def set_repository_secrets(self, name: str, secrets: Sequence[str]) -> Repository:
+        with translate_errors(f"granting secrets to repository {name!r}"):
+            row = await self._pool.fetchrow(
+                "UPDATE repositories SET secrets = $2 WHERE name = $1 RETURNING *", name, list(secret_grant(secrets))
+            )
         if row is None:
             raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
         return repository_from_row(row)

@@ -54,6 +54,9 @@ class Repository(_Entity):
     default_branch: str = "main"
     webhook_secret_ref: str | None = None
     enabled: bool = True
+    secrets: tuple[str, ...] = Field(
+        (), description="Names of the secrets an operator granted this repository's steps, sorted"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -60,6 +60,7 @@ __all__ = [
     "check_release_ref",
     "ensure_same_registration",
     "no_release",
+    "secret_grant",
 ]
 
 T = TypeVar("T")
@@ -75,10 +76,13 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class NewRepository:
+    """A repository to register; ``secrets`` are the names its steps may read (``None``: not given)."""
+
     name: str
     clone_url: str
     default_branch: str = "main"
     webhook_secret_ref: str | None = None
+    secrets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +146,22 @@ class RunFilter:
 RUN_FILTERS = ("repository", "branch", "status", "commit_sha", "trigger", "triggered_by", "discovery_status")
 
 
+def secret_grant(names: Sequence[str]) -> tuple[str, ...]:
+    """A repository's granted secret names as stored: sorted, each once. One rule for every adapter."""
+    return tuple(sorted(set(names)))
+
+
 def ensure_same_registration(existing: Repository, new: NewRepository) -> None:
     """``ConflictError`` naming the fields (never their values) where ``new`` differs from the registered
-    repository: a registration never changes one. An absent ``webhook_secret_ref`` is no change."""
+    repository: a registration never changes one. An absent ``webhook_secret_ref`` or ``secrets`` is no
+    change (grants change only through ``RepositoryStore.set_repository_secrets``)."""
     differ = [
         name
         for name, old, wanted in (
             ("clone_url", existing.clone_url, new.clone_url),
             ("default_branch", existing.default_branch, new.default_branch),
             ("webhook_secret_ref", existing.webhook_secret_ref, new.webhook_secret_ref),
+            ("secrets", existing.secrets, None if new.secrets is None else secret_grant(new.secrets)),
         )
         if wanted is not None and wanted != old
     ]
@@ -296,6 +307,12 @@ class RepositoryStore(Protocol):
 
     async def get_repository(self, name: str) -> Repository:
         """``NotFoundError`` when unknown."""
+
+    async def set_repository_secrets(self, name: str, secrets: Sequence[str]) -> Repository:
+        """Replace the names of the secrets granted to the repository (an operator's explicit update;
+        stored as ``secret_grant``): the repository as updated. ``NotFoundError`` when unknown,
+        ``InvalidInputError`` naming the constraint for a name that is not ``[A-Z_][A-Z0-9_]*`` or
+        more than 100 names."""
 
     async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]: ...
 

@@ -48,7 +48,14 @@ async def test_register_never_changes_an_existing_repository(
     )
     values = {"clone_url": "https://a.example/app.git", "webhook_secret_ref": "HOOK", **change}
     with pytest.raises(ConflictError) as refused:
-        await store.register_repository(NewRepository("acme/app", **values))
+        await store.register_repository(
+            NewRepository(
+                "acme/app",
+                values["clone_url"],
+                values.get("default_branch", "main"),
+                webhook_secret_ref=values["webhook_secret_ref"],
+            )
+        )
     assert refused.value.details == {"repository": "acme/app", "fields": fields}
     assert "acme/app" in refused.value.message
     assert all(field in refused.value.message for field in fields)
@@ -96,3 +103,56 @@ async def test_list_repositories_pages_by_name(store: Store) -> None:
 async def test_bad_page_bounds(store: Store, limit: int, offset: int) -> None:
     with pytest.raises(InvalidInputError):
         await store.list_repositories(limit=limit, offset=offset)
+
+
+async def test_a_registration_stores_its_secret_grant_sorted_once(store: Store) -> None:
+    repo, _ = await store.register_repository(NewRepository("acme/app", "u", secrets=("TOKEN", "API_KEY", "TOKEN")))
+    assert repo.secrets == ("API_KEY", "TOKEN")
+    assert (await store.get_repository("acme/app")).secrets == ("API_KEY", "TOKEN")
+    plain, _ = await store.register_repository(NewRepository("acme/plain", "u"))
+    assert plain.secrets == ()
+
+
+async def test_a_registration_never_changes_the_grant(store: Store) -> None:
+    first, _ = await store.register_repository(NewRepository("acme/app", "u", secrets=("TOKEN",)))
+    again, created = await store.register_repository(NewRepository("acme/app", "u"))  # not given: no change
+    assert (again, created) == (first, False)
+    same, _ = await store.register_repository(NewRepository("acme/app", "u", secrets=("TOKEN", "TOKEN")))
+    assert same == first
+    with pytest.raises(ConflictError) as refused:
+        await store.register_repository(NewRepository("acme/app", "u", secrets=("TOKEN", "DEPLOY_KEY")))
+    assert refused.value.details == {"repository": "acme/app", "fields": ["secrets"]}
+    assert "DEPLOY_KEY" not in refused.value.message
+    assert await store.get_repository("acme/app") == first
+
+
+async def test_an_operator_update_replaces_the_grant(store: Store) -> None:
+    first, _ = await store.register_repository(NewRepository("acme/app", "u", secrets=("TOKEN",)))
+    updated = await store.set_repository_secrets("acme/app", ["NPM_TOKEN", "DEPLOY_KEY"])
+    assert updated.secrets == ("DEPLOY_KEY", "NPM_TOKEN")
+    assert updated.updated_at >= first.updated_at
+    assert (updated.clone_url, updated.id, updated.created_at) == (first.clone_url, first.id, first.created_at)
+    assert await store.get_repository("acme/app") == updated
+    assert (await store.set_repository_secrets("acme/app", [])).secrets == ()
+
+
+async def test_granting_to_an_unknown_repository_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="acme/nope"):
+        await store.set_repository_secrets("acme/nope", ["TOKEN"])
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["lower"], ["9LIVES"], ["A-B"], [""], ["TOKEN", ""], ["A B"], [f"S{i}" for i in range(101)]],
+)
+async def test_a_grant_holds_only_upper_case_names_and_at_most_100(store: Store, names: list[str]) -> None:
+    first, _ = await store.register_repository(NewRepository("acme/app", "u", secrets=("TOKEN",)))
+    with pytest.raises(InvalidInputError, match="repositories_secrets_names"):
+        await store.set_repository_secrets("acme/app", names)
+    with pytest.raises(InvalidInputError, match="repositories_secrets_names"):
+        await store.register_repository(NewRepository("acme/other", "u", secrets=tuple(names)))
+    assert await store.get_repository("acme/app") == first
+    with pytest.raises(NotFoundError):
+        await store.get_repository("acme/other")
+    hundred = [f"S{i}" for i in range(100)]
+    assert len((await store.set_repository_secrets("acme/app", hundred)).secrets) == 100

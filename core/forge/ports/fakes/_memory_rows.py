@@ -80,6 +80,7 @@ class RepositoryRow:
     created_at: datetime
     updated_at: datetime
     enabled: bool = True
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -62,6 +63,7 @@ from forge.ports.store import (
     RunFilter,
     RunSnapshot,
     ensure_same_registration,
+    secret_grant,
 )
 
 __all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "MemoryStore"]
@@ -70,6 +72,12 @@ __all__ = ["MAX_PAGE", "MAX_STEPS_PAGE", "MemoryStore"]
 MAX_PAGE = 1000
 MAX_STEPS_PAGE = 10_000
 _ENDINGS = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
+#: ``repositories_secrets_names`` of migration 0007: at most 100 names of ``[A-Z_][A-Z0-9_]*``.
+_SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _granted_names_ok(names: Sequence[str]) -> bool:
+    return len(names) <= 100 and all(_SECRET_NAME.fullmatch(name) for name in names)
 
 
 class _Database:
@@ -145,11 +153,13 @@ class MemoryStore(MemoryReleases):
     async def register_repository(self, new: NewRepository) -> tuple[Repository, bool]:
         what = f"registering repository {new.name!r}"
         now = await self._enter(what)
-        check_text(what, new.name, new.clone_url, new.default_branch, new.webhook_secret_ref)
+        secrets = secret_grant(new.secrets or ())
+        check_text(what, new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, *secrets)
         for constraint, ok in (
             ("repositories_clone_url_present", new.clone_url != ""),
             ("repositories_default_branch_present", new.default_branch != ""),
             ("repositories_name_format", REPO_NAME.fullmatch(new.name) is not None and len(new.name) <= 200),
+            ("repositories_secrets_names", _granted_names_ok(secrets)),
         ):
             if not ok:
                 raise check_violation(what, "repositories", constraint)
@@ -159,6 +169,7 @@ class MemoryStore(MemoryReleases):
             ensure_same_registration(repository_entity(row), new)
             return repository_entity(row), False
         row = RepositoryRow(uuid4(), new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, now, now)
+        row.secrets = secrets
         self._t.repositories[row.id] = row
         self._t.repository_by_name[row.name] = row.id
         return repository_entity(row), True
@@ -171,6 +182,20 @@ class MemoryStore(MemoryReleases):
         if found is None:
             raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
         return repository_entity(self._t.repositories[found])
+
+    async def set_repository_secrets(self, name: str, secrets: Sequence[str]) -> Repository:
+        what = f"granting secrets to repository {name!r}"
+        now = await self._enter(what)
+        grant = secret_grant(secrets)
+        check_text(what, name, *grant)
+        found = self._t.repository_by_name.get(name)
+        if found is None:
+            raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
+        if not _granted_names_ok(grant):
+            raise check_violation(what, "repositories", "repositories_secrets_names")
+        row = self._t.repositories[found]
+        row.secrets, row.updated_at = grant, now
+        return repository_entity(row)
 
     async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]:
         _check_page(limit, offset)
