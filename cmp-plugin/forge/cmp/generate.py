@@ -22,19 +22,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forge.cmp.documents import load_documents
-from forge.cmp.extract import read_objects
-from forge.cmp.pointer import ReleasePointer, parse_pointer
-from forge.cmp.release import ReleaseCache, load_release, write_atomic
-from forge.cmp.render import emit, render_objects
-from forge.cmp.values import config_data, merge_values
+from forge.cmp.release import ReleaseCache, write_atomic
 from forge.errors import InvalidInputError, LimitExceededError
 
 if TYPE_CHECKING:
+    from forge.cmp.pointer import ReleasePointer
     from forge.ports.registry import ArtifactRegistry
 
 __all__ = ["MAX_FILE_BYTES", "Context", "generate"]
@@ -43,13 +38,15 @@ MAX_FILE_BYTES = 1_048_576
 _MEMO_VERSION = b"forge-cmp render 1\n"
 
 
-@dataclass(slots=True)
 class Context:
     """What is known so far, for the one-line error: filled in as ``generate`` learns it."""
 
-    app: str = "?"
-    environment: str = "?"
-    pointer: ReleasePointer | None = None
+    __slots__ = ("app", "environment", "pointer")
+
+    def __init__(self) -> None:
+        self.app = "?"
+        self.environment = "?"
+        self.pointer: ReleasePointer | None = None
 
     def describe(self) -> str:
         release = "?" if self.pointer is None else f"{self.pointer.describe()} {self.pointer.digest[:19]}"
@@ -79,6 +76,13 @@ def generate(
     memo_key = _memo_key(segments, pointer_bytes, env_bytes, project_bytes)
     if cache is not None and (memoized := _memo_read(cache, memo_key)) is not None:
         return memoized
+    # Imported past the memo: a replayed render needs none of them (module docstring).
+    from forge.cmp.documents import load_documents
+    from forge.cmp.extract import read_objects
+    from forge.cmp.pointer import parse_pointer
+    from forge.cmp.release import load_release
+    from forge.cmp.render import emit, render_objects
+    from forge.cmp.values import config_data, merge_values
 
     pointer = parse_pointer(_one_document(pointer_bytes, "release.yaml"))
     context.pointer = pointer
@@ -143,6 +147,8 @@ def _read(path: Path, name: str, *, required: bool) -> bytes | None:
 
 
 def _one_document(data: bytes, where: str) -> Any:
+    from forge.cmp.documents import load_documents
+
     documents = load_documents(data, where)
     if len(documents) != 1:
         raise InvalidInputError(f"{where}: must hold exactly one document, found {len(documents)}")

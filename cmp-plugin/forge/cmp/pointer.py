@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from forge.errors import InvalidInputError
 
@@ -32,8 +31,7 @@ _SPEC = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ReleasePointer:
+class ReleasePointer(NamedTuple):
     repository: str  # owner/repo
     project: str
     release: str  # the commit the release was built from

@@ -28,9 +28,8 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from forge.cmp.pointer import ReleasePointer
 from forge.errors import InvalidInputError, PermanentError
@@ -58,8 +57,7 @@ MAX_LAYER_BYTES = 64 * 1024 * 1024
 MAX_METADATA_BYTES = 1_048_576
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseBlobs:
+class ReleaseBlobs(NamedTuple):
     """A verified release: its metadata (parsed JSON) and its resources layer (bytes)."""
 
     metadata: Mapping[str, Any]
