@@ -304,3 +304,58 @@ async def test_readyz_reports_a_dead_dependency(client: httpx.AsyncClient, own_n
     assert body["status"] == "unavailable"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["nats"].startswith("error")
+
+
+async def test_a_repository_is_registered_with_a_secret_grant_and_an_operator_changes_it(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"name": "acme/mono", "clone_url": "https://git.example/mono.git", "secrets": ["NPM_TOKEN", "API_KEY"]}
+    created = await client.post("/v1/repositories", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["secrets"] == ["API_KEY", "NPM_TOKEN"]
+    assert "webhook_secret_ref" not in created.json()
+    problem = _problem(await client.post("/v1/repositories", json={**body, "secrets": ["OTHER"]}), 409)
+    assert problem["fields"] == ["secrets"]  # a registration never changes the grant
+
+    updated = await client.patch("/v1/repositories/acme/mono", json={"secrets": ["DEPLOY_KEY"]})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["secrets"] == ["DEPLOY_KEY"]
+    assert updated.json()["clone_url"] == body["clone_url"]
+    assert (await client.get("/v1/repositories/acme/mono")).json()["secrets"] == ["DEPLOY_KEY"]
+    _problem(await client.patch("/v1/repositories/acme/none", json={"secrets": []}), 404)
+    only_secrets = {"secrets": [], "clone_url": "https://evil.example"}  # the update changes the grant only
+    _problem(await client.patch("/v1/repositories/acme/mono", json=only_secrets), 400)
+
+
+@pytest.mark.parametrize(
+    ("secrets", "reason"),
+    [
+        (["lower_case"], "pattern"),
+        (["A-B"], "pattern"),
+        ([f"S{i}" for i in range(101)], "100"),
+        (["FORGE_DATABASE__URL"], "FORGE_"),
+        (["FORGE_SECRET_HOOK"], "FORGE_"),
+        (["GITHUB_HOOK"], "webhook secret"),
+    ],
+)
+async def test_a_grant_of_a_platform_credential_or_a_bad_name_is_refused(
+    client: httpx.AsyncClient, secrets: list[str], reason: str
+) -> None:
+    hooked = {"name": "acme/hooked", "clone_url": "https://git.example/h.git", "webhook_secret_ref": "GITHUB_HOOK"}
+    assert (await client.post("/v1/repositories", json=hooked)).status_code == 201
+    body = {"name": "acme/mono", "clone_url": "https://git.example/mono.git"}
+    problem = _problem(await client.post("/v1/repositories", json={**body, "secrets": secrets}), 400)
+    assert reason in str(problem), problem
+    assert (await client.get("/v1/repositories")).json()["total"] == 1  # nothing registered
+    await _register(client)
+    problem = _problem(await client.patch("/v1/repositories/acme/mono", json={"secrets": secrets}), 400)
+    assert reason in str(problem), problem
+    assert (await client.get("/v1/repositories/acme/mono")).json()["secrets"] == []
+
+
+async def test_a_webhook_secret_is_never_a_granted_name(client: httpx.AsyncClient) -> None:
+    granted = {"name": "acme/mono", "clone_url": "https://git.example/mono.git", "secrets": ["SHARED"]}
+    assert (await client.post("/v1/repositories", json=granted)).status_code == 201
+    hooked = {"name": "acme/hooked", "clone_url": "https://git.example/h.git", "webhook_secret_ref": "SHARED"}
+    problem = _problem(await client.post("/v1/repositories", json=hooked), 400)
+    assert problem["field"] == "webhook_secret_ref"

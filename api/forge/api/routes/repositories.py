@@ -11,6 +11,12 @@ A clone URL is where workers fetch from, so it is checked before it is stored (4
   platform and tests), which also allows local absolute paths, but never one inside the platform's
   own directories (``FORGE_GIT__CACHE_DIR``, ``FORGE_CI__WORK_DIR``, the secrets directory: another
   repository's mirror registered under a new name would expose its files).
+
+``secrets`` is the operator's grant: the names of the secrets the repository's steps may read
+(``[A-Z_][A-Z0-9_]*``, at most 100); a step naming any other fails before it starts. A registration
+never changes it; ``PATCH /v1/repositories/{owner}/{name}`` replaces it. Platform credentials are
+never grantable (400 naming ``secrets``): a ``FORGE_*`` name, or a name that is the webhook secret
+of a registered repository; nor can a webhook secret be a name granted to a repository.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from forge.api.errors import problem_spec as _problem
-from forge.api.schemas import MAX_OFFSET, CreateRepository, PageOut, RepositoryOut
+from forge.api.schemas import MAX_OFFSET, CreateRepository, PageOut, RepositoryOut, UpdateRepository
 from forge.api.services import ClonePolicy, Services
 from forge.errors import InvalidInputError
-from forge.ports import NewRepository
+from forge.ports import NewRepository, RepositoryStore
 
 __all__ = ["RepositoriesController", "check_clone_url"]
 
@@ -100,6 +106,44 @@ def check_clone_url(url: str, policy: ClonePolicy) -> None:
         raise _refuse("must not name a loopback, link-local or private address")
 
 
+#: Names of the platform's own settings: never a step's secret.
+_PLATFORM_PREFIX = "FORGE_"
+_SCAN_PAGE = 500
+
+
+async def _check_grant(repositories: RepositoryStore, secrets: list[str], webhook_secret_ref: str | None) -> None:
+    """``InvalidInputError`` naming ``secrets`` (or ``webhook_secret_ref``) when a granted name is a platform
+    credential: a ``FORGE_*`` name, or the webhook secret of any registered repository (or the one given)."""
+    reserved = sorted(name for name in secrets if name.startswith(_PLATFORM_PREFIX))
+    if reserved:
+        raise InvalidInputError(
+            f"secrets must not name platform settings ({_PLATFORM_PREFIX}*): {', '.join(reserved)}",
+            details={"field": "secrets", "names": reserved},
+        )
+    granted, webhooks = set(secrets), {webhook_secret_ref} - {None}
+    offset = 0
+    while True:
+        page = await repositories.list_repositories(limit=_SCAN_PAGE, offset=offset)
+        for repo in page.items:
+            if repo.webhook_secret_ref is not None:
+                webhooks.add(repo.webhook_secret_ref)
+            if webhook_secret_ref is not None and webhook_secret_ref in repo.secrets:
+                raise InvalidInputError(
+                    "webhook_secret_ref names a secret granted to a repository's steps; a webhook secret must be "
+                    "a platform credential no step can read",
+                    details={"field": "webhook_secret_ref"},
+                )
+        offset += len(page.items)
+        if not page.items or offset >= page.total:
+            break
+    clash = sorted(granted & webhooks)
+    if clash:
+        raise InvalidInputError(
+            f"secrets must not name a repository's webhook secret: {', '.join(clash)}",
+            details={"field": "secrets", "names": clash},
+        )
+
+
 class RepositoriesController(Controller):
     path = "/v1/repositories"
     tags = ["repositories"]
@@ -108,8 +152,11 @@ class RepositoriesController(Controller):
         "/",
         summary="Register a repository (idempotent on name)",
         description="201 with the new repository; 200 with the registered one when the name exists with the same "
-        "`clone_url`, `default_branch` and `webhook_secret_ref` (an omitted `webhook_secret_ref` is no change); "
-        "409 naming the fields when any differs: a registration never changes an existing repository.\n\n"
+        "`clone_url`, `default_branch`, `webhook_secret_ref` and `secrets` (an omitted `webhook_secret_ref` or "
+        "`secrets` is no change); 409 naming the fields when any differs: a registration never changes an existing "
+        "repository (`PATCH` changes its secret grant).\n\n"
+        "`secrets`: names of the secrets its steps may read (`[A-Z_][A-Z0-9_]*`, at most 100); `FORGE_*` names "
+        "and repositories' webhook secrets are refused (400 naming `secrets`).\n\n"
         "`clone_url`: `https://`, `http://`, `ssh://`, `git://` or `user@host:path`, without credentials; "
         "loopback, link-local and private addresses and local absolute paths only when the platform allows "
         "local clone URLs (`FORGE_API__ALLOW_LOCAL_CLONE_URLS`, the embedded platform), and never a path inside "
@@ -121,8 +168,32 @@ class RepositoriesController(Controller):
     )
     async def register(self, data: JSONBody[CreateRepository], services: Services) -> Response[RepositoryOut]:
         check_clone_url(data.clone_url, services.clones)
-        repo, created = await services.repositories.register_repository(NewRepository(**data.model_dump()))
+        if data.secrets or data.webhook_secret_ref is not None:
+            await _check_grant(services.repositories, data.secrets or [], data.webhook_secret_ref)
+        secrets = None if data.secrets is None else tuple(data.secrets)
+        new = NewRepository(**data.model_dump(exclude={"secrets"}), secrets=secrets)
+        repo, created = await services.repositories.register_repository(new)
         return Response(RepositoryOut.of(repo), status_code=201 if created else 200)
+
+    @patch(
+        "/{owner:str}/{name:str}",
+        summary="Change a repository's secret grant (operators)",
+        description="Replaces `secrets`, the names of the secrets the repository's steps may read (a step naming "
+        "any other secret fails before it starts). Names are `[A-Z_][A-Z0-9_]*`, at most 100; `FORGE_*` names and "
+        "repositories' webhook secrets are platform credentials and are refused (400 naming `secrets`). "
+        "The next steps dispatched use the new grant.",
+        responses={
+            400: _problem("Invalid body or a refused secret name (the problem names the field)"),
+            404: _problem("The repository is not registered"),
+        },
+    )
+    async def update_repository(
+        self, owner: FromPath[str], name: FromPath[str], data: JSONBody[UpdateRepository], services: Services
+    ) -> RepositoryOut:
+        repositories = services.repositories
+        current = await repositories.get_repository(f"{owner}/{name}")  # 404 before any scan
+        await _check_grant(repositories, data.secrets, None)
+        return RepositoryOut.of(await repositories.set_repository_secrets(current.name, data.secrets))
 
     @get(
         "/",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,7 @@ from forge.domain.status import Status
 from forge.ports.store import RunExecutions
 
 __all__ = [
+    "MAX_GRANTED_SECRETS",
     "MAX_OFFSET",
     "CreateRepository",
     "CreateRun",
@@ -37,12 +38,21 @@ __all__ = [
     "StepOut",
     "TaskNodeOut",
     "TaskOut",
+    "UpdateRepository",
 ]
 
 T = TypeVar("T")
 
 MAX_OFFSET = 1_000_000
 """The largest ``?offset=`` of a paged list (400 beyond: never a database error)."""
+
+MAX_GRANTED_SECRETS = 100
+"""The most secret names one repository may be granted."""
+
+SecretName = Annotated[
+    str,
+    Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=255, description="A secret's name (an environment variable name)"),
+]
 
 
 class _In(BaseModel):
@@ -59,6 +69,19 @@ class CreateRepository(_In):
     )
     default_branch: str = Field("main", min_length=1, max_length=255)
     webhook_secret_ref: str | None = Field(None, max_length=255)
+    secrets: list[SecretName] | None = Field(
+        None,
+        max_length=MAX_GRANTED_SECRETS,
+        description="Names of the secrets this repository's steps may read (an operator's grant; omitted: "
+        "none on a new repository, no change on a registered one)",
+    )
+
+
+class UpdateRepository(_In):
+    secrets: list[SecretName] = Field(
+        max_length=MAX_GRANTED_SECRETS,
+        description="The names of the secrets this repository's steps may read, replacing the current grant",
+    )
 
 
 class CreateRun(_In):
@@ -77,6 +100,7 @@ class RepositoryOut(BaseModel):
     clone_url: str
     default_branch: str
     enabled: bool
+    secrets: list[str] = Field(description="Names of the secrets granted to this repository's steps")
     created_at: datetime
     updated_at: datetime
 
