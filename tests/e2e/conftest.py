@@ -17,7 +17,9 @@ from forge.testing.postgres import create_database
 
 
 @contextlib.contextmanager
-def running_platform(home: Path, database_url: str, nats: ServiceProcess, s3: ServiceProcess) -> Iterator[Platform]:
+def running_platform(
+    home: Path, database_url: str, nats: ServiceProcess, s3: ServiceProcess, **extra_env: str
+) -> Iterator[Platform]:
     """forge-api, forge-controller and the discovery and CI workers on the given services."""
     git_daemon = start_git_daemon(home / "served")
     port = free_port()
@@ -36,6 +38,7 @@ def running_platform(home: Path, database_url: str, nats: ServiceProcess, s3: Se
         "FORGE_WORKER__ACK_WAIT": "2",
         "FORGE_WORKER__HEARTBEAT": "0.5",
         "FORGE_WORKER__FETCH_WAIT": "0.2",
+        **extra_env,
     }
     platform = Platform(
         api_url=f"http://127.0.0.1:{port}",

@@ -88,7 +88,9 @@ def platform(
     s3_server: ServiceProcess,
 ) -> Iterator[Platform]:
     url = create_database(database.server.url, f"outage_{uuid.uuid4().hex[:12]}")
-    with running_platform(tmp_path_factory.mktemp("outage-platform"), url, nats_server, s3_server) as platform:
+    # The held step waits for a file the test creates on the host: steps here see the host (no sandbox).
+    home = tmp_path_factory.mktemp("outage-platform")
+    with running_platform(home, url, nats_server, s3_server, FORGE_CI__SANDBOX="off") as platform:
         yield platform
 
 
