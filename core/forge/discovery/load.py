@@ -161,6 +161,8 @@ def _plain(node: Any, budget: list[int], depth: int, active: set[int]) -> Any:
 
 def _scalar(value: Any) -> Any:
     """ruamel's scalar subclasses (ScalarString, ScalarInt, ...) as the plain built-in types."""
+    if type(value) in (bool, int, float, str):  # already plain (a bool is an int: never turn False into 0)
+        return value
     for kind in (bool, int, float, str):
         if isinstance(value, kind) and type(value) is not kind:
             return kind(value)

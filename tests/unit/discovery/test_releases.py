@@ -8,6 +8,8 @@ import pytest
 
 from forge.adapters.pygit2_git import Pygit2Reader
 from forge.discovery import discover
+from forge.discovery.load import load_config
+from forge.domain.config import ProjectConfig
 from forge.domain.discovery import DiscoveryResult
 from forge.errors import ConfigError
 from forge.testing.gitrepos import Content, commit_files
@@ -171,3 +173,17 @@ def test_the_release_phase_name_is_reserved(repo: Path) -> None:
     (issue,) = _issues(repo, files)
     assert issue.startswith(".forge/repo.yaml:1: phases: ")
     assert "'release' is reserved" in issue
+
+
+def test_free_form_resources_keep_their_yaml_types() -> None:
+    text = (
+        "name: api\ndeploy:\n  resources:\n    - apiVersion: v1\n      kind: ServiceAccount\n"
+        "      metadata: {name: api}\n      automountServiceAccountToken: false\n      x: [1, 2.5, yes, 'no', null]\n"
+    )
+    loaded = load_config(text.encode(), ProjectConfig)
+    assert loaded.config is not None
+    assert loaded.config.deploy is not None
+    (resource,) = loaded.config.deploy.resources
+    assert resource["automountServiceAccountToken"] is False
+    assert resource["x"] == [1, 2.5, "yes", "no", None]
+    assert [type(v) for v in resource["x"]] == [int, float, str, str, type(None)]
