@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from litestar.params import KwargDefinition
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import (
@@ -51,7 +52,11 @@ MAX_GRANTED_SECRETS = 100
 
 SecretName = Annotated[
     str,
-    Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=255, description="A secret's name (an environment variable name)"),
+    StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=255),
+    # Litestar's OpenAPI drops a list item's pydantic pattern; its own KwargDefinition keeps it
+    KwargDefinition(
+        pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=255, description="A secret's name (an environment variable name)"
+    ),
 ]
 
 
