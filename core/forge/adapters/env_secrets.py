@@ -9,6 +9,12 @@ A secret ``NAME`` is looked up as:
 Names are environment-variable names (``[A-Za-z_][A-Za-z0-9_]*``): the CI worker hands each
 secret to its step under its own name, so nothing else could be used there, and a name can
 never be a path.
+
+A step never asks this provider directly: it asks :class:`GrantedSecrets`, its repository's view,
+which answers only names an operator granted the repository (``Repository.secrets``) and never a
+platform name (``FORGE_*``, the prefix of every platform setting). The API refuses to grant
+``FORGE_*`` names and repositories' webhook secrets (the other secrets this provider holds), so a
+step can resolve neither.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from forge.errors import InvalidInputError, NotFoundError
+from forge.errors import AuthorizationError, InvalidInputError, NotFoundError
+from forge.ports import SecretProvider
 
-__all__ = ["ENV_PREFIX", "EnvSecretProvider"]
+__all__ = ["ENV_PREFIX", "PLATFORM_PREFIX", "EnvSecretProvider", "GrantedSecrets"]
 
 ENV_PREFIX = "FORGE_SECRET_"
+#: Every platform setting and credential is a ``FORGE_*`` variable: never a step's secret.
+PLATFORM_PREFIX = "FORGE_"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -56,3 +65,30 @@ class EnvSecretProvider:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         return text.removesuffix("\n")
+
+
+class GrantedSecrets:
+    """What one repository's steps may read of ``provider``: the ``granted`` names, never a ``FORGE_*`` one.
+
+    Any other name is an ``AuthorizationError`` naming the secret and the repository (never a value),
+    raised before ``provider`` is asked, so an ungranted secret is not even looked up.
+    """
+
+    def __init__(self, provider: SecretProvider, granted: Iterable[str], *, repository: str):
+        self._provider = provider
+        self._granted = frozenset(granted)
+        self.repository = repository
+
+    async def get(self, name: str) -> str:
+        if name.upper().startswith(PLATFORM_PREFIX):
+            raise AuthorizationError(
+                f"secret {name} is a platform name ({PLATFORM_PREFIX}*) and is never given to a step",
+                details={"secret": name, "repository": self.repository},
+            )
+        if name not in self._granted:
+            raise AuthorizationError(
+                f"secret {name} is not granted to repository {self.repository} "
+                f"(an operator grants it: PATCH /v1/repositories/{self.repository} with its name in secrets)",
+                details={"secret": name, "repository": self.repository},
+            )
+        return await self._provider.get(name)

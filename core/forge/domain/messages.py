@@ -131,6 +131,10 @@ class CiPayload(_Payload):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
+    granted_secrets: list[str] = Field(
+        default_factory=list,
+        description="Which of `secrets` an operator granted the repository; a step naming any other never starts",
+    )
     timeout_seconds: int
     retries: int = Field(0, description="Attempts after the first; Argo's retryStrategy limit")
     attempt: int = Field(0, ge=0, description="0 for the first attempt ({{retries}} in Argo)")

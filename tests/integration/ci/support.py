@@ -72,6 +72,7 @@ def ci_job(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     secrets: list[str] | None = None,
+    granted: list[str] | None = None,
     timeout_seconds: int = 60,
     retries: int = 0,
     attempt: int = 0,
@@ -90,6 +91,7 @@ def ci_job(
         args=args or [],
         env=env or {},
         secrets=secrets or [],
+        granted_secrets=(secrets or []) if granted is None else granted,  # None: the repository was granted them
         timeout_seconds=timeout_seconds,
         retries=retries,
         attempt=attempt,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from forge.adapters.env_secrets import EnvSecretProvider
-from forge.errors import InvalidInputError, NotFoundError
+from forge.adapters.env_secrets import EnvSecretProvider, GrantedSecrets
+from forge.errors import AuthorizationError, InvalidInputError, NotFoundError
 
 
 async def test_environment_first_then_files(tmp_path: Path) -> None:
@@ -29,3 +29,17 @@ async def test_unknown_secret_names_itself_and_where_it_looked(tmp_path: Path) -
 async def test_names_must_be_variable_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidInputError):
         await EnvSecretProvider(tmp_path, environ={}).get(name)
+
+
+async def test_a_repository_reads_only_its_granted_secrets_and_never_a_platform_name(tmp_path: Path) -> None:
+    for name in ("TOKEN", "OTHER", "FORGE_DATABASE__URL"):
+        (tmp_path / name).write_text(f"value of {name}")
+    provider = EnvSecretProvider(tmp_path, environ={"FORGE_SECRET_FORGE_X": "platform"})
+    granted = GrantedSecrets(provider, ["TOKEN", "FORGE_DATABASE__URL", "FORGE_X"], repository="acme/app")
+    assert await granted.get("TOKEN") == "value of TOKEN"
+    with pytest.raises(AuthorizationError, match="secret OTHER is not granted to repository acme/app") as refused:
+        await granted.get("OTHER")
+    assert "value" not in refused.value.message
+    for name in ("FORGE_DATABASE__URL", "FORGE_X", "forge_x"):
+        with pytest.raises(AuthorizationError, match=r"platform name \(FORGE_\*\)"):
+            await granted.get(name)

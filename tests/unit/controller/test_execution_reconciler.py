@@ -8,6 +8,7 @@ The discovery: ``lib`` (check/lint, test/unit) and ``app`` on it (build/bundle, 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,20 @@ from forge.jobs.events import StepEventPublisher
 from forge.ports import WorkflowPhase
 from forge.ports.fakes import MemoryBus, MemoryEngine
 from forge.ports.fakes.memory_engine import EXIT_1, WorkflowOutcome
+from forge.ports.store import NewRepository
 
-from .support import STEPS, Observed, ObservedStore, Running, discovered_run, discovery, running, steps_of
+from .support import (
+    CLONE_URL,
+    REPO,
+    STEPS,
+    Observed,
+    ObservedStore,
+    Running,
+    discovered_run,
+    discovery,
+    running,
+    steps_of,
+)
 
 NAMESPACE = "forge"
 RUN_LABEL = "forge.projectcatalyst.io/run-id"
@@ -303,3 +316,25 @@ async def test_a_run_with_nothing_affected_succeeds_without_a_workflow() -> None
     assert (done.status, done.error, done.workflow_name) == (Status.SUCCESS, None, None)
     assert engine.calls == []
     assert (await s.store.get_executions(run.id)).steps == []
+
+
+async def test_the_template_carries_the_repository_s_secret_grant_to_its_steps() -> None:
+    found = discovery()
+    project = found.projects[0]
+    step = project.steps[0].model_copy(update={"secrets": ["NPM_TOKEN", "NOT_GRANTED"]})
+    project = project.model_copy(update={"steps": [step, *project.steps[1:]]})
+    found = found.model_copy(update={"projects": [project, *found.projects[1:]]})
+    async with controller() as (s, loop):
+        await s.store.register_repository(NewRepository(REPO, CLONE_URL, secrets=("NPM_TOKEN", "OTHER")))
+        run = await discovered_run(s.store, found)
+        await submitted(s, loop, run.id)
+    payloads = [
+        json.loads(p["value"])
+        for t in s.engine.templates[s.template(run)]["spec"]["templates"]
+        for task in (t.get("dag") or {}).get("tasks", [])
+        for p in task.get("arguments", {}).get("parameters", [])
+        if p["name"] == "payload"
+    ]
+    named = [p for p in payloads if p["secrets"]]
+    assert [(p["secrets"], p["granted_secrets"]) for p in named] == [(["NPM_TOKEN", "NOT_GRANTED"], ["NPM_TOKEN"])]
+    assert all("granted_secrets" not in p for p in payloads if not p["secrets"])

@@ -193,3 +193,18 @@ def test_options_and_purity(make_discovery: MakeDiscovery, make_spec: MakeSpec) 
     assert first["metadata"]["namespace"] == "ci"
     assert first["spec"]["serviceAccountName"] == "forge-runner"
     assert _templates(first)["forge-step-t60-r0"]["container"]["image"] == "registry.local/step:1"
+
+
+def test_a_payload_carries_only_the_granted_secrets_its_step_names() -> None:
+    step = DiscoveredStep(
+        phase="test", name="unit", action="run", target="true", secrets=["NPM_TOKEN", "DEPLOY_KEY"], timeout_seconds=60
+    )
+    project = DiscoveredProject(name="app", path="app", config_blob="0" * 40, steps=[step])
+    granted = frozenset({"NPM_TOKEN", "OTHER_TOKEN"})
+    decoded = json.loads(ci_payload(project, step, "/srv/git/x.git", UUID(int=7), granted))
+    assert decoded["secrets"] == ["NPM_TOKEN", "DEPLOY_KEY"]
+    assert decoded["granted_secrets"] == ["NPM_TOKEN"]  # DEPLOY_KEY is not granted; OTHER_TOKEN not named
+    # no grant: the field is left out (templates of repositories without grants are unchanged), read as none
+    plain = json.loads(ci_payload(project, step, "/srv/git/x.git", UUID(int=7)))
+    assert "granted_secrets" not in plain
+    assert CiPayload.model_validate(plain).granted_secrets == []

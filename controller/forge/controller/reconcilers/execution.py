@@ -140,6 +140,7 @@ class ExecutionReconciler:
             branch=run.branch,
             clone_url=repo.clone_url,
             triggered_by=run.triggered_by,
+            granted_secrets=frozenset(repo.secrets),
             discovery=run.discovery,
             step_ids=executions.step_ids(),
             image=self.options.image,

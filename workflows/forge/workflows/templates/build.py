@@ -203,7 +203,8 @@ def _job(spec: TemplateSpec, task: PlannedTask) -> tuple[str, str, str]:
             step_execution_id=step_id,
         )
         return "release", release_key(spec.run_id, project.name), payload
-    return "ci", ci_key(spec.run_id, step, project.name), ci_payload(project, step, spec.clone_url, step_id)
+    payload = ci_payload(project, step, spec.clone_url, step_id, spec.granted_secrets)
+    return "ci", ci_key(spec.run_id, step, project.name), payload
 
 
 def _step_container(spec: TemplateSpec, timeout_seconds: int, retries: int) -> Container:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set as AbstractSet
 from uuid import UUID
 
 from forge.domain.discovery import DiscoveredProject, DiscoveredStep, ReleaseIntent
@@ -61,8 +62,18 @@ def _escape_braces(match: re.Match[str]) -> str:
     return match.group(0).replace("{", "\\u007b").replace("}", "\\u007d")
 
 
-def ci_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str, step_execution_id: UUID) -> str:
-    """The ``CiPayload`` JSON (without ``type``, which the dispatcher adds from ``--job-type``)."""
+def ci_payload(
+    project: DiscoveredProject,
+    step: DiscoveredStep,
+    clone_url: str,
+    step_execution_id: UUID,
+    granted: AbstractSet[str] = frozenset(),
+) -> str:
+    """The ``CiPayload`` JSON (without ``type``, which the dispatcher adds from ``--job-type``).
+
+    ``granted_secrets`` holds the step's secrets the repository was ``granted`` (never the others: the
+    worker refuses a step naming one); it is left out when empty, so a template of a repository
+    without grants is the same text as before grants existed."""
     model = CiPayload.model_validate(
         {
             "clone_url": clone_url,
@@ -75,6 +86,7 @@ def ci_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str,
             "args": step.args,
             "env": step.env,
             "secrets": step.secrets,
+            "granted_secrets": sorted(set(step.secrets) & granted),
             "timeout_seconds": step.timeout_seconds,
             "retries": step.retries,
             "step_execution_id": step_execution_id,
@@ -84,7 +96,10 @@ def ci_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str,
 
 
 def _with_attempt(model: CiPayload | ArtifactPayload | ReleasePayload, retries: int) -> str:
-    body = model.model_dump(mode="json", exclude={"type", "attempt"})
+    omit = {"type", "attempt"} | (
+        {"granted_secrets"} if isinstance(model, CiPayload) and not model.granted_secrets else set()
+    )
+    body = model.model_dump(mode="json", exclude=omit)
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     text = _JSON_STRING.sub(_escape_braces, text)
     return f'{text[:-1]},"attempt":{attempt_token(retries)}}}'

@@ -40,6 +40,9 @@ class TemplateSpec:
     clone_url: str
     triggered_by: str = "anonymous"
     """Who the run is for; its releases record them as ``created_by``."""
+    granted_secrets: frozenset[str] = frozenset()
+    """The secret names an operator granted the repository (``Repository.secrets``); each CI payload
+    carries those its step names."""
     discovery: DiscoveryResult
     step_ids: Mapping[StepKey, UUID]
     image: str = DEFAULT_IMAGE

@@ -23,7 +23,9 @@ retried there.
 
 The step's environment is built from scratch: ``PATH``, ``HOME``, ``LANG`` (plus
 ``CiSettings.pass_env``) from the worker, ``CI=true`` and ``FORGE_*`` context, the step's
-``env``, then its secrets under their own names. Secret values are masked in the log. The step
+``env``, then its secrets under their own names: only those its repository was granted
+(``CiPayload.granted_secrets``; a step naming another fails before it starts, as one whose secret
+is missing does). Secret values are masked in the log. The step
 runs in the worker's sandbox (``forge.workflows.workers.sandbox``: namespaces, a uid per run, or
 none), which is decided once when the handler is built and said in the log.
 
@@ -47,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forge.adapters.env_secrets import GrantedSecrets
 from forge.domain.events import EventKind, StepEvent
 from forge.domain.messages import CiPayload, Job
 from forge.errors import ForgeError, InvalidInputError, NotFoundError, PermanentError
@@ -139,7 +142,7 @@ class CiHandler:
         announce = asyncio.ensure_future(self._report_started(job, payload, attempt, key, began))  # awaited below
 
         produced: dict[str, Any] = {}
-        values, missing = await self._resolve_secrets(payload.secrets)
+        values, missing = await self._resolve_secrets(job, payload)
         masker = SecretMasker(values.values())
         # each attempt may log up to the limit: the earlier attempts' log (capped each) does not count
         limit = len(earlier) + self.settings.log_limit
@@ -250,13 +253,15 @@ class CiHandler:
         env.update(secrets)
         return env
 
-    async def _resolve_secrets(self, names: list[str]) -> tuple[dict[str, str], str | None]:
-        """Values by name, and a message naming every secret that could not be resolved."""
+    async def _resolve_secrets(self, job: Job, payload: CiPayload) -> tuple[dict[str, str], str | None]:
+        """Values by name, and a message naming every secret that could not be resolved: one the repository
+        was not granted (or a platform name) is never looked up."""
+        granted = GrantedSecrets(self.secrets, payload.granted_secrets, repository=job.repository)
         values: dict[str, str] = {}
         problems: list[str] = []
-        for name in names:
+        for name in payload.secrets:
             try:
-                values[name] = await self.secrets.get(name)
+                values[name] = await granted.get(name)
             except PermanentError as exc:
                 problems.append(exc.message)
         return values, "; ".join(problems) or None
