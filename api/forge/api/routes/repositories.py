@@ -181,7 +181,7 @@ class RepositoriesController(Controller):
         description="Replaces `secrets`, the names of the secrets the repository's steps may read (a step naming "
         "any other secret fails before it starts). Names are `[A-Z_][A-Z0-9_]*`, at most 100; `FORGE_*` names and "
         "repositories' webhook secrets are platform credentials and are refused (400 naming `secrets`). "
-        "The next steps dispatched use the new grant.",
+        "Runs whose workflow is built after the change use the new grant.",
         responses={
             400: _problem("Invalid body or a refused secret name (the problem names the field)"),
             404: _problem("The repository is not registered"),
