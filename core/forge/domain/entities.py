@@ -176,23 +176,43 @@ class Release(_Entity):
 
 
 class Deployment(_Entity):
+    """One request to put a release in an environment (DESIGN §4): ``pending`` until the controller has
+    committed its ReleasePointer to the GitOps repository, then ``active`` (the previous active one of the
+    same (environment, repository, project) becomes ``superseded``) or ``failed`` with ``error``."""
+
     id: UUID
     release_id: UUID
+    repository: RepoName
+    project: str
     environment: str
+    release_number: int = Field(ge=1)
+    commit_sha: CommitSha
+    oci_digest: str
     status: DeploymentStatus
-    gitops_commit: str | None = None
-    deployed_by: str
+    gitops_commit: str | None = Field(None, description="The GitOps commit that wrote the pointer (once active)")
+    deployed_by: str = Field(description="Who asked: a token's subject, or the controller for auto-deploys")
+    reason: str
+    approval_id: UUID | None = Field(None, description="The approval the deployment was allowed by, if one was needed")
+    error: str | None = Field(None, description="Why the deployment failed")
     created_at: datetime
     updated_at: datetime
+    completed_at: datetime | None = Field(None, description="When it became active or failed")
 
 
 class Approval(_Entity):
+    """Permission to deploy one release to one environment until ``expires_at``. ``status`` is read as
+    ``expired`` once ``expires_at`` has passed (an active approval is never stored as expired)."""
+
     id: UUID
     release_id: UUID
+    repository: RepoName
+    project: str
+    release_number: int = Field(ge=1)
     environment: str
     approver: str
     justification: str
     expires_at: datetime
     status: ApprovalStatus
+    revoked_by: str | None = None
     created_at: datetime
     updated_at: datetime
