@@ -14,6 +14,7 @@ from forge.discovery.checks import ProjectFile, check_nesting, check_projects
 from forge.discovery.load import Issue, Loaded, load_config
 from forge.discovery.releases import (
     check_release_config,
+    deploy_intents,
     release_intents,
     release_phase,
     unknown_release_requests,
@@ -107,6 +108,7 @@ def discover(
         changed_files=len(changed) if changed is not None else 0,
         tag=tag,
         releases=releases,
+        deploys=deploy_intents(releases, repo_config.environments),
     )
 
 

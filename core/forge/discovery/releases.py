@@ -20,12 +20,13 @@ from forge.discovery.checks import ProjectFile
 from forge.domain.config import (
     BUILTIN_PUBLISHERS,
     RELEASE_PHASE,
+    EnvironmentConfig,
     ProjectConfig,
     RepoConfig,
     TaggingStrategy,
     duration_seconds,
 )
-from forge.domain.discovery import DiscoveredProject, DiscoveredStep, PhaseGroup, ReleaseIntent
+from forge.domain.discovery import DeployIntent, DiscoveredProject, DiscoveredStep, PhaseGroup, ReleaseIntent
 from forge.errors import ConfigIssue
 from forge.releases.expressions import check_references
 
@@ -34,6 +35,7 @@ __all__ = [
     "RELEASE_TIMEOUT",
     "SEMVER",
     "check_release_config",
+    "deploy_intents",
     "release_intents",
     "release_phase",
     "unknown_release_requests",
@@ -140,6 +142,50 @@ def _intent(
             reason = f"branch {branch} matches {rule.branch}"
             return ReleaseIntent(project=config.name, trigger="push", reason=reason, branch=branch)
     return None
+
+
+def deploy_intents(
+    intents: Sequence[ReleaseIntent], environments: Mapping[str, EnvironmentConfig]
+) -> list[DeployIntent]:
+    """For each released project, one intent per environment (by order, then name): whether the release
+    may go there and whether it goes by itself. An environment with neither ``branches`` nor ``triggers``
+    takes every release; otherwise a release matches when its branch fully matches one of ``branches``
+    or a trigger (``branch: <regex>``, ``tag: true`` for tag releases) matches it."""
+    found: list[DeployIntent] = []
+    ordered = sorted(environments.items(), key=lambda item: (item[1].order, item[0]))
+    for intent in intents:
+        for name, env in ordered:
+            allowed, reason = _environment_takes(env, intent)
+            found.append(
+                DeployIntent(
+                    project=intent.project,
+                    environment=name,
+                    order=env.order,
+                    allowed=allowed,
+                    auto=allowed and env.auto_deploy,
+                    requires_approval=env.requires_approval,
+                    reason=reason,
+                )
+            )
+    return found
+
+
+def _environment_takes(env: EnvironmentConfig, intent: ReleaseIntent) -> tuple[bool, str]:
+    if not env.branches and not env.triggers:
+        return True, "the environment takes every release (no branches or triggers)"
+    branch = intent.branch
+    for pattern in env.branches:
+        if branch is not None and re.fullmatch(pattern, branch):
+            return True, f"branch {branch} matches {pattern}"
+    for trigger in env.triggers:
+        if trigger.branch is not None and branch is not None and re.fullmatch(trigger.branch, branch):
+            return True, f"branch {branch} matches trigger {trigger.branch}"
+        if trigger.tag and intent.trigger == "tag":
+            return True, f"tag {intent.tag} (trigger tag: true)"
+    wanted = [*env.branches, *(t.branch for t in env.triggers if t.branch is not None)]
+    wanted += ["tag releases"] if any(t.tag for t in env.triggers) else []
+    what = f"branch {branch}" if branch is not None else f"tag {intent.tag}" if intent.tag else "a release"
+    return False, f"{what} matches none of: {', '.join(wanted)}"
 
 
 def _tag_names(tag: str, project: str, strategy: TaggingStrategy) -> bool:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AffectedProject",
+    "DeployIntent",
     "DiscoveredArtifact",
     "DiscoveredProject",
     "DiscoveredStep",
@@ -58,6 +59,19 @@ class ReleaseIntent(_Model):
     tag: str | None = None
 
 
+class DeployIntent(_Model):
+    """Where a project this run releases may go: one per (released project, environment of
+    ``.forge/repo.yaml``), evaluated like release intents against the run's branch or tag."""
+
+    project: str
+    environment: str
+    order: int = Field(description="Promotion order of the environment, lowest first")
+    allowed: bool = Field(description="The release matches the environment's branches/triggers")
+    auto: bool = Field(description="Deployed once released, without a request (auto_deploy and allowed)")
+    requires_approval: bool = Field(description="A deployment needs an active, unexpired approval")
+    reason: str = Field(description="Why it is allowed or not, e.g. 'branch main matches ^main$'")
+
+
 class AffectedProject(_Model):
     project: str
     reasons: list[str] = Field(min_length=1)
@@ -79,6 +93,9 @@ class DiscoveryResult(_Model):
     changed_files: int = Field(0, description="Number of paths that differ between base and commit")
     tag: str | None = Field(None, description="The tag the run is for")
     releases: list[ReleaseIntent] = Field(default_factory=list, description="Releases the run makes, by project")
+    deploys: list[DeployIntent] = Field(
+        default_factory=list, description="Where each released project may be deployed, by project and environment"
+    )
 
     def affected_names(self) -> list[str]:
         return [a.project for a in self.affected]
