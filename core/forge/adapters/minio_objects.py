@@ -20,12 +20,14 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ParamSpec, Self, TypeVar
 
 import certifi
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import ObjectWriteResult
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from forge.errors import (
@@ -46,6 +48,10 @@ _T = TypeVar("_T")
 _RETRYABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
 _XML_CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MAX_KEY_BYTES = 1024
+#: A streamed upload's part (S3's minimum is 5 MiB): what one ``put_file`` holds in memory at most.
+_PART_SIZE = 5 * 2**20
+#: What a streamed download reads at a time.
+_STREAM_CHUNK = 256 * 1024
 
 
 class MinioObjectStore:
@@ -110,9 +116,23 @@ class MinioObjectStore:
         etag, modified = _etag(result.etag), result.last_modified
         return ObjectInfo(key=key, size=len(data), etag=etag, last_modified=modified, content_type=content_type)
 
+    async def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+        _check_key(key)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise NotFoundError(f"no file {path} to upload to {key!r}", details={"path": str(path)}) from None
+        result = await self._run(key, self._put_file, key, path, size, content_type)
+        etag, modified = _etag(result.etag), result.last_modified
+        return ObjectInfo(key=key, size=size, etag=etag, last_modified=modified, content_type=content_type)
+
     async def get(self, key: str) -> bytes:
         _check_key(key)
         return await self._run(key, self._get, key)
+
+    async def get_file(self, key: str, path: Path) -> ObjectInfo:
+        _check_key(key)
+        return await self._run(key, self._get_file, key, path)
 
     async def stat(self, key: str) -> ObjectInfo:
         _check_key(key)
@@ -156,6 +176,34 @@ class MinioObjectStore:
         response = self._client.get_object(self.bucket, key)
         try:
             return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def _put_file(self, key: str, path: Path, size: int, content_type: str) -> ObjectWriteResult:
+        """One PUT up to a part's size, else a multipart upload of ``_PART_SIZE`` parts, one at a time (minio
+        reads each part into memory before it sends it: parallel parts would multiply that)."""
+        with path.open("rb") as stream:
+            return self._client.put_object(
+                self.bucket,
+                key,
+                stream,
+                size,
+                content_type=content_type,
+                part_size=_PART_SIZE,
+                num_parallel_uploads=1,
+            )
+
+    def _get_file(self, key: str, path: Path) -> ObjectInfo:
+        response = self._client.get_object(self.bucket, key)
+        try:
+            size = 0
+            with path.open("wb") as out:
+                for chunk in response.stream(_STREAM_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+            headers = response.headers
+            return ObjectInfo(key, size, _etag(headers.get("ETag")), None, headers.get("Content-Type") or None)
         finally:
             response.close()
             response.release_conn()

@@ -1,4 +1,4 @@
-"""Stream a step's output to object storage in chunks while it runs.
+"""Stream a step's output to object storage in chunks while it runs, and the whole log at its end.
 
 A log costs as few object writes as its step allows: a step that ends before the first flush
 (``interval`` seconds, or ``chunk_bytes`` of output) is one PUT of the whole log and nothing
@@ -6,27 +6,42 @@ else. Chunks (``<key>.parts/<seq>``) exist only once a flush has written one; ``
 the whole log and deletes exactly the chunks this writer wrote (by key: no listing). Chunks an
 earlier, killed writer left behind are the caller's to discard before it starts.
 
-A writer with a ``limit`` keeps at most that many bytes: the write that crosses it is cut there and
-followed by one ``forge:`` marker line; later writes are dropped (``full``), and the step keeps
-running. The writer holds the log it wrote (it writes the whole log at ``close``), so ``limit``
-bounds its memory too.
+The writer never holds the log in memory: each uploaded chunk is appended to a spool file (a
+private temporary file, created at the first chunk), and ``close`` uploads the whole log from it
+with ``ObjectStore.put_file`` (streamed, a part at a time). Memory is the unflushed buffer (about
+``chunk_bytes``) plus the upload's part, whatever the log's size. A retried step's log starts with
+the complete log of its earlier attempts: ``start_from`` streams it into the spool (never into
+memory) and the first flush uploads it as the first chunk, so a reader sees it while the new
+attempt runs.
+
+A writer with a ``limit`` keeps at most that many bytes of what is ``write``-n to it (what
+``start_from`` took does not count): the write that crosses it is cut there and followed by one
+``forge:`` marker line; later writes are dropped (``full``), and the step keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import tempfile
 import time
+from pathlib import Path
 
+from forge.errors import NotFoundError
 from forge.logs.reader import parts_prefix
 from forge.ports import ObjectStore
 
 __all__ = ["LogWriter"]
 
+_CONTENT_TYPE = "text/plain; charset=utf-8"
+
 
 class LogWriter:
     """Buffer output; upload a chunk every ``interval`` seconds or ``chunk_bytes``; ``close`` finalises.
 
-    Not safe for concurrent ``write`` calls from several tasks without the caller's ordering.
+    Not safe for concurrent ``write`` calls from several tasks without the caller's ordering. A writer
+    that is not closed (its step was cancelled) must be ``release``-d, which removes its spool file.
     """
 
     def __init__(
@@ -37,23 +52,29 @@ class LogWriter:
         interval: float = 1.0,
         chunk_bytes: int = 256 * 1024,
         limit: int | None = None,
+        spool_dir: Path | None = None,
     ):
         self.objects = objects
         self.key = key
         self.interval = interval
         self.chunk_bytes = chunk_bytes
         self.limit = limit
+        self.spool_dir = spool_dir
         self.dropped = 0  # bytes refused past the limit
         self._capped = False
         self._buffer = bytearray()
-        self._all = bytearray()
+        self._written = 0  # bytes accepted by write (the limit's count)
+        self._spool: Path | None = None
+        self._spooled = 0  # bytes in the spool file
+        self._unpublished = 0  # bytes of the spool (from start_from) no chunk holds yet
         self._seq = 0
         self._last_flush = time.monotonic()
         self._lock = asyncio.Lock()
 
     @property
     def size(self) -> int:
-        return len(self._all) + len(self._buffer)
+        """Bytes of the log so far (earlier attempts included)."""
+        return self._spooled + len(self._buffer)
 
     @property
     def parts(self) -> int:
@@ -65,15 +86,31 @@ class LogWriter:
         """Whether the limit was reached: every further write is dropped."""
         return self._capped
 
+    async def start_from(self, key: str) -> int:
+        """Begin the log with the complete log stored at ``key`` (a retried step's earlier attempts), streamed
+        into the spool; its size (0 when there is none). Call it before any ``write``."""
+        async with self._lock:
+            assert self._spooled == 0, "start_from comes before any write"
+            assert not self._buffer, "start_from comes before any write"
+            spool = await self._spool_file()
+            try:
+                info = await self.objects.get_file(key, spool)
+            except NotFoundError:
+                await self._remove_spool()
+                return 0
+            self._spooled = self._unpublished = info.size
+            return info.size
+
     async def write(self, data: bytes) -> None:
         if self._capped:
             self.dropped += len(data)
             return
-        if self.limit is not None and self.size + len(data) > self.limit:
-            room = max(0, self.limit - self.size)
+        if self.limit is not None and self._written + len(data) > self.limit:
+            room = max(0, self.limit - self._written)
             self.dropped += len(data) - room
             data = data[:room] + _marker(self.limit)
             self._capped = True
+        self._written += len(data)
         self._buffer.extend(data)
         if len(self._buffer) >= self.chunk_bytes or time.monotonic() - self._last_flush >= self.interval:
             await self.flush()
@@ -81,25 +118,66 @@ class LogWriter:
     async def flush(self) -> None:
         async with self._lock:
             self._last_flush = time.monotonic()
+            if self._unpublished:  # the earlier attempts' log becomes the first chunk, from the spool
+                assert self._spool is not None
+                await self.objects.put_file(self._part(self._seq), self._spool, content_type="text/plain")
+                self._seq += 1
+                self._unpublished = 0
             if not self._buffer:
                 return
             chunk = bytes(self._buffer)
             await self.objects.put(self._part(self._seq), chunk, content_type="text/plain")
             del self._buffer[: len(chunk)]  # only once uploaded: a failed flush keeps it for the next
             self._seq += 1
-            self._all.extend(chunk)
+            await self._append(chunk)
 
     async def close(self) -> None:
-        """Write the whole log to its key (the buffer need not become a chunk first), then drop the chunks."""
+        """Write the whole log to its key from the spool (the buffer need not become a chunk first), then drop
+        the chunks and the spool file."""
         async with self._lock:
-            self._all += self._buffer  # one copy of the log at a time, besides the bytes put below
-            self._buffer = bytearray()
-            await self.objects.put(self.key, bytes(self._all), content_type="text/plain; charset=utf-8")
-            for seq in range(self._seq):
-                await self.objects.delete(self._part(seq))
+            try:
+                if self._spool is None and self._seq == 0:  # a short log: one PUT from memory, no file
+                    await self.objects.put(self.key, bytes(self._buffer), content_type=_CONTENT_TYPE)
+                else:
+                    await self._append(bytes(self._buffer))
+                    assert self._spool is not None
+                    await self.objects.put_file(self.key, self._spool, content_type=_CONTENT_TYPE)
+                self._buffer = bytearray()
+                for seq in range(self._seq):
+                    await self.objects.delete(self._part(seq))
+            finally:
+                await self._remove_spool()
+
+    async def release(self) -> None:
+        """Remove the spool file of a writer that will not be closed (nothing is uploaded)."""
+        await self._remove_spool()
+
+    async def _spool_file(self) -> Path:
+        if self._spool is None:
+            fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="forge-log-", dir=self.spool_dir)
+            os.close(fd)
+            self._spool = Path(name)
+        return self._spool
+
+    async def _append(self, data: bytes) -> None:
+        spool = await self._spool_file()
+        if data:
+            await asyncio.to_thread(_append_to, spool, data)
+            self._spooled += len(data)
+
+    async def _remove_spool(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(spool.unlink)
 
     def _part(self, seq: int) -> str:
         return f"{parts_prefix(self.key)}{seq:010d}"
+
+
+def _append_to(path: Path, data: bytes) -> None:
+    with path.open("ab") as out:
+        out.write(data)
 
 
 def _marker(limit: int) -> bytes:

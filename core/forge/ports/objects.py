@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 __all__ = ["ObjectInfo", "ObjectStore"]
@@ -24,8 +25,16 @@ class ObjectStore(Protocol):
     async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> ObjectInfo:
         """Write the whole object (overwrites)."""
 
+    async def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+        """Write the whole object from the file at ``path`` (overwrites), streamed: the file is never held
+        in memory whole (a part at a time, as the adapter uploads it). ``NotFoundError`` for no file."""
+
     async def get(self, key: str) -> bytes:
         """The object's bytes; ``NotFoundError`` when absent."""
+
+    async def get_file(self, key: str, path: Path) -> ObjectInfo:
+        """Write the object into the file at ``path`` (created or truncated), streamed, and return what was
+        read; ``NotFoundError`` when absent (``path`` is then left as it was)."""
 
     async def stat(self, key: str) -> ObjectInfo:
         """Metadata; ``NotFoundError`` when absent."""

@@ -146,9 +146,17 @@ class CountingObjects:
         self._count("put", key)
         return await self.inner.put(key, data, content_type=content_type)
 
+    async def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+        self._count("put", key)  # a write of the whole object, as put
+        return await self.inner.put_file(key, path, content_type=content_type)
+
     async def get(self, key: str) -> bytes:
         self._count("get", key)
         return await self.inner.get(key)
+
+    async def get_file(self, key: str, path: Path) -> ObjectInfo:
+        self._count("get", key)
+        return await self.inner.get_file(key, path)
 
     async def stat(self, key: str) -> ObjectInfo:
         self._count("stat", key)

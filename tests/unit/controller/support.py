@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import md5
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -181,11 +182,18 @@ class DictObjects:
         self.objects[key] = data
         return await self.stat(key)
 
+    async def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+        return await self.put(key, await asyncio.to_thread(path.read_bytes), content_type=content_type)
+
     async def get(self, key: str) -> bytes:
         self.reads.append(key)
         if key not in self.objects:
             raise NotFoundError(f"object {key!r} does not exist")
         return self.objects[key]
+
+    async def get_file(self, key: str, path: Path) -> ObjectInfo:
+        await asyncio.to_thread(path.write_bytes, await self.get(key))
+        return await self.stat(key)
 
     async def stat(self, key: str) -> ObjectInfo:
         if key not in self.objects:

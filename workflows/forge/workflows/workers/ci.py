@@ -52,7 +52,7 @@ from typing import Any
 from forge.adapters.env_secrets import GrantedSecrets
 from forge.domain.events import EventKind, StepEvent
 from forge.domain.messages import CiPayload, Job
-from forge.errors import ForgeError, InvalidInputError, NotFoundError, PermanentError
+from forge.errors import ForgeError, InvalidInputError, PermanentError
 from forge.jobs.events import StepEventPublisher
 from forge.logs import LogWriter, log_key
 from forge.logs.reader import parts_prefix
@@ -136,22 +136,15 @@ class CiHandler:
         key = log_key(job.run_id, payload.phase, payload.project, payload.step)
         started = time.monotonic()
         began = datetime.now(UTC)
-        earlier = await self._earlier_attempts(key, payload.attempt)
-        if payload.attempt > 0 or delivery.get() > 1:
-            await self._discard_log(key)  # an earlier attempt's log, or a dead worker's partial output
+        writer = await self._open_log(key, payload.attempt)
         announce = asyncio.ensure_future(self._report_started(job, payload, attempt, key, began))  # awaited below
 
         produced: dict[str, Any] = {}
-        values, missing = await self._resolve_secrets(job, payload)
-        masker = SecretMasker(values.values())
-        # each attempt may log up to the limit: the earlier attempts' log (capped each) does not count
-        limit = len(earlier) + self.settings.log_limit
-        writer = LogWriter(self.objects, key, interval=self.settings.log_interval, limit=limit)
-        sink = _masked_sink(writer, masker)
-
         try:
+            values, missing = await self._resolve_secrets(job, payload)
+            masker = SecretMasker(values.values())
+            sink = _masked_sink(writer, masker)
             async with _flushing(writer, self.settings.log_interval):
-                await writer.write(earlier)  # the log of a retried step keeps every attempt, oldest first
                 await sink(_header(job, payload, attempt).encode())
                 if missing:
                     outcome = await _not_started(sink, missing)
@@ -164,6 +157,7 @@ class CiHandler:
                     await writer.write(tail)
             await writer.close()
         finally:
+            await writer.release()  # a closed writer has nothing left; a cancelled one leaves no spool file
             if not announce.done():  # a short step: its outcome says it started
                 announce.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -266,17 +260,24 @@ class CiHandler:
                 problems.append(exc.message)
         return values, "; ".join(problems) or None
 
-    async def _earlier_attempts(self, key: str, attempt: int) -> bytes:
-        """The complete log of the attempts before this one (nothing for a first attempt)."""
-        if attempt == 0:
-            return b""
+    async def _open_log(self, key: str, attempt: int) -> LogWriter:
+        """The attempt's log writer, holding the earlier attempts' complete log (streamed, never in memory);
+        what an earlier attempt or delivery left in the store is deleted. Each attempt may log up to the
+        limit: the earlier attempts' log (capped each) does not count."""
+        writer = LogWriter(self.objects, key, interval=self.settings.log_interval, limit=self.settings.log_limit)
         try:
-            return await self.objects.get(key)
-        except NotFoundError:
-            return b""
+            if attempt > 0:  # the log of a retried step keeps every attempt, oldest first
+                await writer.start_from(key)
+            if attempt > 0 or delivery.get() > 1:
+                await self._discard_log(key)  # an earlier attempt's log, or a dead worker's partial output
+        except BaseException:
+            await writer.release()
+            raise
+        return writer
 
     async def _discard_log(self, key: str) -> None:
-        """Delete the chunks and the log an earlier delivery or attempt left (``_earlier_attempts`` read it first)."""
+        """Delete the chunks and the log an earlier delivery or attempt left (``LogWriter.start_from`` read it
+        first)."""
         for info in await self.objects.list(parts_prefix(key)):
             await self.objects.delete(info.key)
         await self.objects.delete(key)
