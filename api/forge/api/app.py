@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Tag
+from litestar.openapi.spec import Schema, Tag
+from litestar.plugins.pydantic import PydanticSchemaPlugin
 from litestar.routes import HTTPRoute
 
 from forge.api.auth import document_auth, guard, security_components
@@ -41,6 +44,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         ],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        plugins=[_ClosedModelsSchema()],
         guards=[guard(services.identity)],  # the role table of forge.api.auth.roles, enforced on every route
         openapi_config=OpenAPIConfig(
             title="Catalyst Forge API",
@@ -60,6 +64,21 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
     _answer_options_with_every_method(app)
     document_auth(app)
     return app
+
+
+class _ClosedModelsSchema(PydanticSchemaPlugin):
+    """A request model that refuses unknown fields (``extra="forbid"``) says so: ``additionalProperties: false``.
+
+    Litestar's schema of a pydantic model leaves it out, so the OpenAPI allowed bodies the API refuses
+    with 400 (schemathesis: "schema-valid request rejected").
+    """
+
+    @classmethod
+    def for_pydantic_model(cls, field_definition: Any, schema_creator: Any) -> Schema:
+        schema = super().for_pydantic_model(field_definition, schema_creator)
+        if getattr(field_definition.annotation, "model_config", {}).get("extra") == "forbid":
+            schema.additional_properties = False
+        return schema
 
 
 def _answer_options_with_every_method(app: Litestar) -> None:

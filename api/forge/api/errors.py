@@ -96,7 +96,9 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    return problem(exc.status_code, "http_error", exc.detail, instance=request.url.path)
+    response = problem(exc.status_code, "http_error", exc.detail, instance=request.url.path)
+    response.headers.update(exc.headers or {})  # a 405 names the allowed methods (Allow, RFC 9110 §15.5.6)
+    return response
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

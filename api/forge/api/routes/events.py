@@ -83,10 +83,16 @@ async def run_events(
     run_id: FromPath[UUID],
     services: Services,
     last_event_id_header: Annotated[
-        int | None, HeaderParameter(name="Last-Event-ID", ge=0, description="Resume after this event id")
+        int | None,
+        HeaderParameter(
+            name="Last-Event-ID", ge=0, description="Resume after this event id", schema_extra={"minimum": 0}
+        ),
     ] = None,
     last_event_id: Annotated[
-        int | None, QueryParameter(ge=0, description="Resume after this event id (for clients that cannot set it)")
+        int | None,
+        QueryParameter(
+            ge=0, description="Resume after this event id (for clients that cannot set it)", schema_extra={"minimum": 0}
+        ),
     ] = None,
 ) -> Stream:
     after = last_event_id_header if last_event_id_header is not None else last_event_id

@@ -12,6 +12,7 @@ from forge.api.errors import problem_spec as _problem
 from forge.api.schemas import MAX_OFFSET, CreateRun, ExecutionsOut, PageOut, RunOut
 from forge.api.schemas.documents import ETAG_HEADER, NOT_MODIFIED, TOTAL_HEADER, document_response
 from forge.api.services import Services
+from forge.domain.entities import REPO_NAME_RE
 from forge.domain.status import Status
 from forge.errors import AuthenticationError
 from forge.ports import Identity, NewRun, RunFilter
@@ -67,8 +68,10 @@ class RunsController(Controller):
         self,
         request: Request[Any, Any, Any],
         services: Services,
-        repository: FromQuery[str | None] = None,
-        branch: FromQuery[str | None] = None,
+        repository: Annotated[
+            str | None, QueryParameter(pattern=REPO_NAME_RE.pattern, max_length=200, description="owner/repo")
+        ] = None,
+        branch: Annotated[str | None, QueryParameter(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=255)] = None,
         status: FromQuery[Status | None] = None,
         commit_sha: Annotated[str | None, QueryParameter(pattern=r"^[0-9a-f]{40}$")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="Runs per page")] = 50,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from forge.domain.entities import AliasType, ArtifactType, CommitSha, Release, RepoName, Trigger
 
@@ -19,7 +19,7 @@ class CreateRelease(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     repository: RepoName
-    project: str = Field(pattern=r"^[a-z][a-z0-9-]*$", max_length=63)
+    project: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*$", max_length=63)]  # in the OpenAPI, too
     commit_sha: CommitSha
     branch: str | None = Field(None, min_length=1, max_length=255, description="Recorded as the release's branch")
     requested_by: str = Field("anonymous", min_length=1, max_length=255)
