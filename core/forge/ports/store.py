@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -19,7 +20,9 @@ from uuid import UUID
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import (
     AliasType,
+    Approval,
     ArtifactType,
+    Deployment,
     PhaseExecution,
     PipelineRun,
     Release,
@@ -35,12 +38,17 @@ from forge.errors import ConflictError, InvalidInputError, NotFoundError
 
 __all__ = [
     "ALIAS_ORDER",
+    "MAX_APPROVAL_SECONDS",
     "RUN_FILTERS",
+    "ApprovalStore",
     "ChangeKind",
     "Database",
+    "DeploymentStore",
     "ExecutionDetail",
     "ExecutionStore",
     "JsonDocument",
+    "NewApproval",
+    "NewDeployment",
     "NewRelease",
     "NewReleaseArtifact",
     "NewRepository",
@@ -626,3 +634,124 @@ class ReleaseStore(Protocol):
     async def mark_tagged(self, release_id: UUID) -> None:
         """The number tag of the release is in the registry (a repeat keeps the first time);
         ``NotFoundError`` for no release."""
+
+
+# -- deployments and approvals ----------------------------------------------------------------------
+
+_ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{0,62}")
+#: The longest an approval may last (30 days).
+MAX_APPROVAL_SECONDS = 30 * 86400
+
+
+def _refuse(what: str, field_: str, reason: str) -> InvalidInputError:
+    return InvalidInputError(f"{what}: {field_} {reason}", details={"field": field_})
+
+
+@dataclass(frozen=True, slots=True)
+class NewDeployment:
+    """A request to deploy a release to an environment (the policy is the caller's to check first)."""
+
+    release_id: UUID
+    environment: str
+    requested_by: str
+    reason: str
+    approval_id: UUID | None = None
+
+    @property
+    def what(self) -> str:
+        return f"deploying release {self.release_id} to {self.environment!r}"
+
+    def check(self) -> None:
+        """``InvalidInputError`` naming the field; every adapter calls it first."""
+        if not _ENVIRONMENT.fullmatch(self.environment):
+            raise _refuse(self.what, "environment", "must match ^[a-z][a-z0-9-]*$ (at most 63 characters)")
+        for name, value, longest in (("requested_by", self.requested_by, 256), ("reason", self.reason, 1000)):
+            if not value.strip() or len(value) > longest or "\x00" in value:
+                raise _refuse(self.what, name, f"must be 1-{longest} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class NewApproval:
+    """An approver's permission to deploy a release to an environment until ``expires_at``."""
+
+    release_id: UUID
+    environment: str
+    approver: str
+    justification: str
+    expires_at: datetime
+
+    @property
+    def what(self) -> str:
+        return f"approving release {self.release_id} for {self.environment!r}"
+
+    def check(self) -> None:
+        """``InvalidInputError`` naming the field; every adapter calls it first."""
+        if not _ENVIRONMENT.fullmatch(self.environment):
+            raise _refuse(self.what, "environment", "must match ^[a-z][a-z0-9-]*$ (at most 63 characters)")
+        for name, value, longest in (("approver", self.approver, 256), ("justification", self.justification, 2000)):
+            if not value.strip() or len(value) > longest or "\x00" in value:
+                raise _refuse(self.what, name, f"must be 1-{longest} characters")
+        if self.expires_at.tzinfo is None:
+            raise _refuse(self.what, "expires_at", "must be a timezone-aware time")
+
+
+class DeploymentStore(Protocol):
+    """Deployments (DESIGN §4). The API asks for them; the controller is the one writer of their status."""
+
+    async def request_deployment(self, new: NewDeployment) -> tuple[Deployment, bool]:
+        """A pending deployment (True); or, when the release is already pending or active in the
+        environment, that deployment unchanged (False). ``NotFoundError`` for no release,
+        ``InvalidInputError`` for what ``NewDeployment.check`` refuses."""
+
+    async def get_deployment(self, deployment_id: UUID) -> Deployment:
+        """``NotFoundError`` for no deployment."""
+
+    async def claim_deployments(self, *, limit: int, stale_after: float = 300.0) -> list[Deployment]:
+        """Pending deployments, oldest first, each handed to one caller: never claimed, or claimed more
+        than ``stale_after`` seconds ago (the claimer died). Claiming stamps the claim time."""
+
+    def deployment_lock(self, environment: str, repository: str, project: str) -> AbstractAsyncContextManager[None]:
+        """Held by one caller at a time across processes (a PostgreSQL session advisory lock): the one
+        writer of the (environment, repository, project) pointer and its deployments."""
+
+    async def complete_deployment(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
+        """pending → active with its GitOps commit, and the previous active deployment of its
+        (environment, repository, project) → superseded, in one transaction. A repeat is a no-op;
+        ``ConflictError`` for a deployment that failed or was superseded."""
+
+    async def fail_deployment(self, deployment_id: UUID, error: str) -> Deployment:
+        """pending → failed with ``error``; the active deployment stays active. A repeat is a no-op;
+        ``ConflictError`` for one that is active or superseded."""
+
+    async def active_deployment(self, environment: str, repository: str, project: str) -> Deployment:
+        """The active deployment; ``NotFoundError`` when there is none."""
+
+    async def deployment_history(
+        self, environment: str, repository: str, project: str, *, limit: int, offset: int
+    ) -> Page[Deployment]:
+        """Every deployment of the (environment, repository, project), newest first (then by id)."""
+
+    async def releases_to_deploy(self, *, limit: int) -> list[Release]:
+        """Releases whose automatic deployments are not planned yet, oldest first."""
+
+    async def mark_deploys_planned(self, release_id: UUID) -> None:
+        """The release's automatic deployments are requested (a repeat keeps the first time);
+        ``NotFoundError`` for no release."""
+
+
+class ApprovalStore(Protocol):
+    """Approvals (DESIGN §4), written through the API by approvers."""
+
+    async def create_approval(self, new: NewApproval) -> Approval:
+        """A new active approval. ``NotFoundError`` for no release, ``InvalidInputError`` for what
+        ``NewApproval.check`` refuses or an ``expires_at`` not in the future."""
+
+    async def get_approval(self, approval_id: UUID) -> Approval:
+        """``NotFoundError`` for no approval; its ``status`` reads ``expired`` past ``expires_at``."""
+
+    async def revoke_approval(self, approval_id: UUID, revoked_by: str) -> Approval:
+        """active → revoked (a repeat returns it unchanged); ``ConflictError`` for an expired one."""
+
+    async def active_approval(self, release_id: UUID, environment: str) -> Approval | None:
+        """The active approval of the release for the environment that expires last, ``None`` when
+        every one expired or was revoked."""
