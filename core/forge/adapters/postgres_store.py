@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from forge.adapters._postgres_deployments import PostgresDeployments
 from forge.adapters._postgres_documents import DocumentCache
 from forge.adapters._postgres_executions import (
     apply_events,
@@ -113,7 +114,7 @@ def migration_files() -> list[tuple[str, str]]:
     return sorted(found)
 
 
-class PostgresStore(PostgresReleases):
+class PostgresStore(PostgresReleases, PostgresDeployments):
     """Every store port on PostgreSQL. Build it with :meth:`connect`; ``close()`` when done."""
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
