@@ -32,6 +32,7 @@ from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableErr
 from forge.ports.fakes import _memory_json as documents
 from forge.ports.fakes import _memory_runs as runs
 from forge.ports.fakes._memory_changes import changes_since, last_change, record_changes
+from forge.ports.fakes._memory_deployments import DeploymentTables, MemoryDeployments
 from forge.ports.fakes._memory_executions import (
     apply_events,
     create_executions,
@@ -39,7 +40,7 @@ from forge.ports.fakes._memory_executions import (
     roll_up_tasks,
     step_change,
 )
-from forge.ports.fakes._memory_releases import MemoryReleases, ReleaseTables
+from forge.ports.fakes._memory_releases import ReleaseTables
 from forge.ports.fakes._memory_rows import (
     REPO_NAME,
     Clock,
@@ -86,17 +87,19 @@ class _Database:
     def __init__(self, clock: Clock) -> None:
         self.tables = Tables(clock)
         self.releases = ReleaseTables()
+        self.deployments = DeploymentTables()
         self.failure: ServiceUnavailableError | None = None
         self.down = False
 
 
-class MemoryStore(MemoryReleases):
+class MemoryStore(MemoryDeployments):
     """Every store port in memory; ``clock`` (UTC datetimes) replaces the wall clock of ``now()``."""
 
     def __init__(self, *, clock: Callable[[], datetime] | None = None, _database: _Database | None = None) -> None:
         self._db = _database or _Database(Clock(clock))
         self._t = self._db.tables
         self._rt = self._db.releases
+        self._dt = self._db.deployments
         self._closed = False
 
     def connect(self) -> MemoryStore:
