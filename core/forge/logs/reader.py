@@ -8,7 +8,7 @@ as incomplete (``follow`` ends after its idle timeout).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from forge.errors import NotFoundError
@@ -56,12 +56,30 @@ class LogReader:
                 return await self.objects.get(key), True
         return b"".join(chunks), False
 
-    async def follow(self, key: str, *, poll: float = 0.5, idle_timeout: float = 3600) -> AsyncIterator[bytes]:
-        """Yield new bytes as they arrive until the log is complete (or nothing changed for ``idle_timeout``)."""
+    async def follow(
+        self,
+        key: str,
+        *,
+        poll: float = 0.5,
+        idle_timeout: float = 3600,
+        settled: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Yield new bytes as they arrive until the log is complete (or nothing changed for ``idle_timeout``).
+
+        A retried step completes its log once per attempt, and each attempt's log starts with the complete
+        log of the attempts before it (then its own ``forge: ... attempt N of M`` header: the boundary). With
+        ``settled`` (whether the step is final: no attempt follows), a complete log ends the follow only once
+        the step is settled; until then the next attempt's log is followed on from where this one ended, so
+        each attempt is shown once and what was yielded equals the final log. The final log is written before
+        the step's final status, so the log read after ``settled`` said so is the last one."""
         sent = 0
         idle = 0.0
         while True:
             data, done = await self.read(key)
+            if done and settled is not None and await settled():
+                data, done = await self.read(key)  # written before the step settled: the final log
+            elif done and settled is not None:
+                done = False  # an attempt ended; another follows
             if len(data) > sent:
                 yield data[sent:]
                 sent, idle = len(data), 0.0

@@ -5,6 +5,7 @@ The store is the real one (S3 server) behind a counting wrapper scoped to the ru
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.jobs.dispatch import dispatch
-from forge.logs import log_key
+from forge.logs import LogReader, log_key
 from forge.settings import CiSettings
 from forge.workflows.workers.runtime import delivery
 
@@ -100,3 +101,43 @@ async def test_only_a_redelivery_looks_for_a_dead_worker_s_chunks(
     else:
         assert counting.calls["list"] == 1
         assert leftovers == []
+
+
+async def test_a_follow_across_a_retried_attempt_shows_each_attempt_once_and_equals_the_final_log(
+    repo: tuple[str, str], start_worker: StartWorker, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    """Attempt 1 fails, attempt 2 (dispatched after it, as Argo does) succeeds; a follower polls throughout.
+
+    ``settled`` is what the API asks the store (the step's status is final); here it turns true once the
+    last attempt's result is in, which is after its log was completed, as with the controller."""
+    url, sha = repo
+    script = 'echo "begin $FORGE_ATTEMPT"; sleep 0.5; echo "end $FORGE_ATTEMPT"; test "$FORGE_ATTEMPT" = 2'
+    first = ci_job(url, sha, script, retries=1, attempt=0)
+    second = ci_job(url, sha, script, retries=1, attempt=1, run_id=first.run_id)
+    key = log_key(first.run_id, "test", "svc", "unit")
+    final = asyncio.Event()
+
+    async def settled() -> bool:
+        return final.is_set()
+
+    async def follow() -> bytes:
+        seen = bytearray()
+        async for chunk in LogReader(objects).follow(key, poll=0.05, idle_timeout=60, settled=settled):
+            seen += chunk
+        return bytes(seen)
+
+    async with start_worker():
+        follower = asyncio.ensure_future(follow())  # awaited below
+        failed = await dispatch(bus, first, timeout=60)
+        assert not failed.success
+        assert not follower.done()  # the first attempt's complete log does not end the follow
+        succeeded = await dispatch(bus, second, timeout=60)
+        assert succeeded.success, succeeded.error
+        final.set()
+        followed = await asyncio.wait_for(follower, 30)
+    stored = await objects.get(key)
+    assert followed == stored
+    text = followed.decode()
+    for line in ("attempt 1 of 2", "attempt 2 of 2", "begin 1", "end 1", "begin 2", "end 2"):
+        assert text.count(line) == 1, (line, text)
+    assert text.index("end 1") < text.index("attempt 2 of 2") < text.index("begin 2")  # the boundary

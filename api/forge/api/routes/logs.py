@@ -6,7 +6,7 @@ else the conventional ``pipeline-runs/<run>/logs/<phase>/<project>/<step>.log``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
@@ -36,7 +36,9 @@ _FOLLOW_POLL = 0.5
     summary="A step's log",
     description="JSON `{complete: true, url}` (a presigned GET URL) once the log is complete, else "
     "`{complete: false, content}` with the log so far. With `follow=true`: `text/plain` streamed as it "
-    "is written, ending when the log is complete. 404 when the step is not of this run or has no log yet.",
+    "is written, ending when the log is complete and the step final (a retried step's attempts each once, "
+    "each from its `forge: ... attempt N of M` line: the text equals the final log). "
+    "404 when the step is not of this run or has no log yet.",
     tags=["runs"],
     responses={
         200: ResponseSpec(LogOut, description="The log, or where to fetch it"),
@@ -70,13 +72,22 @@ async def step_logs(
     if follow:
         # A step that ended without completing its log (its worker died) gets what there is, at once.
         idle = 0.0 if step.status.is_final else _FOLLOW_IDLE
-        return Stream(_follow(reader, key, idle), media_type="text/plain; charset=utf-8")
+
+        async def settled() -> bool:  # a retried step completes its log once per attempt: follow to the last
+            if step.status.is_final:
+                return True
+            now = (await services.executions.get_executions(run_id)).find_step(step_id)
+            return now is None or now[2].status.is_final
+
+        return Stream(_follow(reader, key, idle, settled), media_type="text/plain; charset=utf-8")
     if complete:
         url = await services.objects.presign_get(key, PRESIGN_TTL)
         return Response(LogOut(complete=True, url=url))
     return Response(LogOut(complete=False, content=content.decode("utf-8", errors="replace")))
 
 
-async def _follow(reader: LogReader, key: str, idle_timeout: float) -> AsyncIterator[bytes]:
-    async for chunk in reader.follow(key, poll=_FOLLOW_POLL, idle_timeout=idle_timeout):
+async def _follow(
+    reader: LogReader, key: str, idle_timeout: float, settled: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
+    async for chunk in reader.follow(key, poll=_FOLLOW_POLL, idle_timeout=idle_timeout, settled=settled):
         yield chunk
