@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -97,7 +97,8 @@ _SQL_ACTIVE_APPROVAL = (
     "AND a.expires_at > now() ORDER BY a.expires_at DESC, a.id LIMIT 1"
 )
 
-_Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+if TYPE_CHECKING:
+    _Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 
 
 class PostgresDeployments:
