@@ -1,0 +1,208 @@
+"""Deployments: releases become ReleasePointer commits in the GitOps repository (DESIGN §1, §4, §8).
+
+Every ``interval`` the reconciler
+
+1. **plans automatic deployments**: for each release whose deployments are not planned yet
+   (``DeploymentStore.releases_to_deploy``, oldest first), the deploy intents its run's discovery
+   recorded (``.forge/repo.yaml`` ``environments``: ``auto_deploy`` and the release's branch or tag
+   matching) become pending deployments requested by the controller's own identity; then the
+   release is marked planned (a crash in between only asks again, and asking is idempotent);
+2. **deploys pending deployments** (``claim_deployments``, each handed to one controller): under the
+   app's lock (``deployment_lock``: a PostgreSQL advisory lock per (environment, repository, project),
+   so two deploys of one app never interleave across machines) it reads the deployment again,
+   checks the promotion policy again (an approval that expired or was revoked since the request
+   fails the deployment instead of deploying), writes the pointer with ``GitOpsWriter.deploy`` (the
+   commit message names release number, commit, digest, environment, actor and reason) and records
+   the GitOps commit: the deployment becomes ``active`` and the previous active one ``superseded``.
+
+With no Argo CD health port configured (the embedded platform), a deployment is ``active`` as soon
+as its pointer commit is pushed. ``TransientError`` (the GitOps remote down, a push race that kept
+losing, PostgreSQL away) is retried with backoff for at most ``deploy_timeout`` seconds, then the
+deployment fails with the cause; a ``PermanentError`` fails it at once. A failed deployment never
+touches the active one. A deployment whose claim was lost (the controller died) is claimed again
+after ``stale_after`` seconds; the writer finds the pointer already at the digest and records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+import stamina
+from pydantic import ValidationError
+
+from forge.domain.deploy_policy import check_policy, deploy_intent, environments_of
+from forge.domain.discovery import DiscoveryResult
+from forge.domain.entities import Deployment, Release
+from forge.domain.status import DeploymentStatus
+from forge.errors import ForgeError, InvalidInputError, NotFoundError, PermanentError, TransientError
+from forge.gitops import GitOpsWriter, PointerChange
+from forge.ports import RunStore
+from forge.ports.store import ApprovalStore, DeploymentStore, NewDeployment, ReleaseStore
+from forge.retrying import transient
+
+__all__ = ["CONTROLLER_IDENTITY", "DeploymentReconciler"]
+
+log = logging.getLogger("forge.controller.deployments")
+
+CONTROLLER_IDENTITY = "forge-controller"
+"""Who automatic deployments are requested by (``deployed_by``)."""
+
+
+@dataclass
+class DeploymentReconciler:
+    deployments: DeploymentStore
+    approvals: ApprovalStore
+    releases: ReleaseStore
+    runs: RunStore
+    writer: GitOpsWriter
+    identity: str = CONTROLLER_IDENTITY
+    interval: float = 0.5
+    batch: int = 20
+    deploy_timeout: float = 600.0
+    """Seconds one deployment's transient failures are retried before it fails (``timeouts.deploy``)."""
+    backoff_max: float = 10.0
+    stale_after: float = 300.0
+    _held: dict[UUID, Deployment] = field(default_factory=dict, init=False, repr=False)
+    """Claimed deployments not finished yet because the store was unavailable: tried again first."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.plan_auto_deploys()
+                await self.deploy_pending()
+            except TransientError as exc:
+                log.warning("deployments wait for a service: %s", exc)
+            except ForgeError as exc:
+                log.error("deployments: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+
+    async def plan_auto_deploys(self) -> list[Deployment]:
+        """Request the automatic deployments of every release not planned yet; the deployments asked for."""
+        asked: list[Deployment] = []
+        for release in await self.deployments.releases_to_deploy(limit=self.batch):
+            discovery = await self._discovery(release)
+            origin = f"branch {release.branch}" if release.branch else f"tag {release.tag}" if release.tag else "a run"
+            for intent in environments_of(discovery, release.project):
+                if not intent.auto:
+                    continue
+                deployment, created = await self.deployments.request_deployment(
+                    NewDeployment(
+                        release_id=release.id,
+                        environment=intent.environment,
+                        requested_by=self.identity,
+                        reason=f"auto-deploy: release {release.number} on {origin}",
+                    )
+                )
+                if created:
+                    log.info(
+                        "auto-deploy of %s/%s release %d to %s requested",
+                        release.repository,
+                        release.project,
+                        release.number,
+                        intent.environment,
+                    )
+                asked.append(deployment)
+            await self.deployments.mark_deploys_planned(release.id)
+        return asked
+
+    async def deploy_pending(self) -> list[Deployment]:
+        """Deploy what is claimed (held first, then newly claimed); the deployments as they ended."""
+        claimed = await self.deployments.claim_deployments(limit=self.batch, stale_after=self.stale_after)
+        for deployment in claimed:
+            self._held[deployment.id] = deployment
+        done: list[Deployment] = []
+        for deployment in list(self._held.values()):
+            done.append(await self.deploy(deployment))
+            self._held.pop(deployment.id, None)
+        return done
+
+    async def deploy(self, deployment: Deployment) -> Deployment:
+        """Take one claimed deployment to ``active`` or ``failed`` (store outages propagate: it stays held)."""
+        async with self.deployments.deployment_lock(deployment.environment, deployment.repository, deployment.project):
+            current = await self.deployments.get_deployment(deployment.id)
+            if current.status is not DeploymentStatus.PENDING:
+                return current
+            try:
+                sha = await self._write(current)
+            except PermanentError as exc:
+                return await self._fail(current, str(exc))
+            except TransientError as exc:
+                return await self._fail(current, f"gave up after {self.deploy_timeout:g} s: {exc}")
+            active = await self.deployments.complete_deployment(current.id, sha)
+        log.info(
+            "%s/%s release %d is active in %s (gitops commit %s)",
+            active.repository,
+            active.project,
+            active.release_number,
+            active.environment,
+            sha,
+        )
+        return active
+
+    async def _write(self, deployment: Deployment) -> str:
+        """Check the policy again and write the pointer; the GitOps commit that holds it."""
+        release = await self.releases.get_release(
+            deployment.repository, deployment.project, str(deployment.release_number)
+        )
+        if release.id != deployment.release_id:  # pragma: no cover - numbers are immutable
+            raise InvalidInputError(f"release {deployment.release_number} is not the release deployment asked for")
+        intent = deploy_intent(release, await self._discovery(release), deployment.environment)
+        approval = None
+        if intent.requires_approval:
+            approval = await self.approvals.active_approval(release.id, deployment.environment)
+        check_policy(release, intent, approval, datetime.now(UTC))
+        try:
+            change = PointerChange(
+                environment=deployment.environment,
+                repository=deployment.repository,
+                project=deployment.project,
+                release_number=release.number,
+                commit=release.commit_sha,
+                digest=release.oci_digest,
+                actor=deployment.deployed_by,
+                reason=deployment.reason,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidInputError(f"the pointer cannot be written: {where}: {first['msg']}") from exc
+        attempts = stamina.retry_context(
+            on=transient, attempts=None, timeout=self.deploy_timeout, wait_max=self.backoff_max
+        )
+        sha: str | None = None
+        async for attempt in attempts:
+            with attempt:
+                try:
+                    sha = (await self.writer.deploy(change)).sha
+                except TransientError as exc:
+                    log.warning("deployment %s: GitOps write failed, retrying: %s", deployment.id, exc)
+                    raise
+        if sha is None:  # no commit needed on a branch that does not exist: nothing can point there
+            raise NotFoundError("the GitOps branch does not exist, so nothing can point at the release")
+        return sha
+
+    async def _fail(self, deployment: Deployment, cause: str) -> Deployment:
+        log.error(
+            "deployment of %s/%s release %d to %s failed: %s",
+            deployment.repository,
+            deployment.project,
+            deployment.release_number,
+            deployment.environment,
+            cause,
+        )
+        return await self.deployments.fail_deployment(deployment.id, cause)
+
+    async def _discovery(self, release: Release) -> DiscoveryResult | None:
+        if release.run_id is None:
+            return None
+        try:
+            run = await self.runs.get_run(release.run_id)
+        except NotFoundError:
+            return None
+        return run.discovery
