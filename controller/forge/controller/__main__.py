@@ -13,8 +13,10 @@ from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.postgres_store import PostgresStore
+from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
+from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
 from forge.ports import MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, run_service
@@ -58,6 +60,13 @@ async def _source_host(settings: Settings) -> AsyncIterator[SourceHost | None]:
         yield gh
 
 
+def _gitops(settings: Settings) -> GitOpsWriter | None:
+    """The GitOps writer when ``FORGE_GITOPS__URL`` is set, else none (nothing is deployed)."""
+    if not settings.gitops.url:
+        return None
+    return GitOpsWriter.for_settings(Pygit2GitOps.from_settings(settings.gitops), settings.gitops)
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
     """Choose and connect the controller's adapters; the engine is local or Argo by settings."""
@@ -84,6 +93,9 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
                     source_host=source_host,
                     releases=store,
                     registry=OrasRegistry.from_settings(settings.registry),
+                    deployments=store,
+                    approvals=store,
+                    gitops=_gitops(settings),
                 )
         finally:
             await bus.close()

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from forge.controller.commit_status import CommitStatuses
 from forge.controller.reconcile import ReconcileLoop
+from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
 from forge.controller.reconcilers.release_tags import ReleaseTagger
 from forge.controller.step_events import StepEventRecorder
+from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
 from forge.ports import (
     ArtifactRegistry,
@@ -22,7 +24,7 @@ from forge.ports import (
     SourceHost,
     WorkflowEngine,
 )
-from forge.ports.store import ReleaseStore
+from forge.ports.store import ApprovalStore, DeploymentStore, ReleaseStore
 from forge.settings import Settings
 
 __all__ = ["ControllerServices", "run_controller"]
@@ -40,6 +42,10 @@ class ControllerServices:
     source_host: SourceHost | None = None
     releases: ReleaseStore | None = None
     registry: ArtifactRegistry | None = None
+    deployments: DeploymentStore | None = None
+    approvals: ApprovalStore | None = None
+    gitops: GitOpsWriter | None = None
+    """The GitOps repository deployments write to; none when ``FORGE_GITOPS__URL`` is unset."""
 
 
 async def run_controller(services: ControllerServices, settings: Settings, stop: asyncio.Event) -> None:
@@ -73,3 +79,13 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
         group.create_task(ReconcileLoop(execution).run(stop))
         if services.releases is not None and services.registry is not None:
             group.create_task(ReleaseTagger(services.releases, services.registry).run(stop))
+        if services.gitops and services.releases and services.deployments and services.approvals:
+            deployer = DeploymentReconciler(
+                deployments=services.deployments,
+                approvals=services.approvals,
+                releases=services.releases,
+                runs=services.runs,
+                writer=services.gitops,
+                deploy_timeout=settings.timeouts.deploy,
+            )
+            group.create_task(deployer.run(stop))
