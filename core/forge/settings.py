@@ -86,6 +86,18 @@ class ApiSettings(BaseModel):
         description="Accept repositories whose clone URL is a local absolute path or a loopback, link-local or "
         "private address (the embedded platform, tests); never a path inside the platform's own directories",
     )
+    rate_limit_runs: float = Field(
+        120,
+        ge=0,
+        description="Runs one identity (token subject) may create per minute (POST /v1/runs, /v1/releases); "
+        "a burst of as many is allowed; 0: no limit",
+    )
+    rate_limit_repository_runs: float = Field(
+        300, ge=0, description="Runs created per minute for one repository through the API; 0: no limit"
+    )
+    rate_limit_webhooks: float = Field(
+        300, ge=0, description="Signed webhook deliveries per minute for one repository; 0: no limit"
+    )
 
 
 class TimeoutSettings(BaseModel):
@@ -208,6 +220,14 @@ class AuthSettings(BaseModel):
     roles_claim: str = Field("realm_access.roles", description="Dotted path of the roles list in a token's claims")
     client_id: str | None = Field(None, description="This process's client id (client credentials grant)")
     client_secret: SecretStr | None = Field(None, description="This process's client secret")
+    github_actions: bool = Field(
+        False,
+        description="Also trust GitHub Actions' workflow tokens (issuer https://token.actions.githubusercontent.com); "
+        "such a token may only create runs of its own repository claim",
+    )
+    github_actions_audience: str = Field(
+        "forge", description="The aud a GitHub Actions token must name (the workflow's id-token audience)"
+    )
 
 
 class Settings(BaseSettings):

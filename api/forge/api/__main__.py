@@ -14,10 +14,11 @@ import uvicorn
 from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
-from forge.adapters.oidc import OidcIdentityProvider
+from forge.adapters.oidc import OidcIdentityProvider, TrustedIssuers, github_actions
 from forge.adapters.postgres_changes import PostgresChangeFeed
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
+from forge.api.auth.limits import RateLimits
 from forge.api.services import ApiServices, ClonePolicy
 from forge.errors import InvalidInputError
 from forge.runtime import configure_logging, run_service
@@ -51,8 +52,13 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                 httpx.AsyncClient(timeout=5) as oidc_http,
             ):
                 await objects.ensure_bucket()
-                identity = OidcIdentityProvider(
+                platform = OidcIdentityProvider(
                     issuer, audience=settings.auth.audience, roles_claim=settings.auth.roles_claim, client=oidc_http
+                )
+                identity = (
+                    TrustedIssuers(platform, github_actions(settings.auth.github_actions_audience, client=oidc_http))
+                    if settings.auth.github_actions
+                    else TrustedIssuers(platform)
                 )
                 await identity.refresh()  # keys at start; an issuer still down is retried on the first token
                 yield ApiServices(
@@ -108,7 +114,10 @@ def main() -> int:
         async with build(settings) as services:
             await services.database.migrate()
             config = uvicorn.Config(
-                create_app(services), host=settings.api.host, port=settings.api.port, log_level="warning"
+                create_app(services, rate_limits=RateLimits.from_settings(settings.api)),
+                host=settings.api.host,
+                port=settings.api.port,
+                log_level="warning",
             )
             config.load()
             _freeze_startup_objects()

@@ -12,6 +12,7 @@ from litestar.plugins.pydantic import PydanticSchemaPlugin
 from litestar.routes import HTTPRoute
 
 from forge.api.auth import document_auth, guard, security_components
+from forge.api.auth.limits import RateLimits, document_limits, document_retry_after
 from forge.api.errors import EXCEPTION_HANDLERS
 from forge.api.routes.events import run_events
 from forge.api.routes.health import healthz, readyz
@@ -25,8 +26,12 @@ from forge.api.services import ApiServices
 __all__ = ["create_app"]
 
 
-def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
-    """Build the app around already-connected services; the caller owns their lifetime."""
+def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateLimits | None = None) -> Litestar:
+    """Build the app around already-connected services; the caller owns their lifetime.
+
+    ``rate_limits``: the 429s of run creation and webhooks (the defaults of ``ApiSettings`` when not given).
+    """
+    limits = rate_limits if rate_limits is not None else RateLimits()
 
     def _services() -> ApiServices:
         return services
@@ -45,7 +50,7 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[_ClosedModelsSchema()],
-        guards=[guard(services.identity)],  # the role table of forge.api.auth.roles, enforced on every route
+        guards=[guard(services.identity, limits)],  # the role table of forge.api.auth.roles, enforced on every route
         openapi_config=OpenAPIConfig(
             title="Catalyst Forge API",
             version="1.0.0",
@@ -63,6 +68,9 @@ def create_app(services: ApiServices, *, debug: bool = False) -> Litestar:
     )
     _answer_options_with_every_method(app)
     document_auth(app)
+    document_limits(app)
+    limits.install(app)
+    document_retry_after(app)  # builds the OpenAPI document once, now
     return app
 
 

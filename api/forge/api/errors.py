@@ -24,12 +24,20 @@ from forge.errors import (
     TransientError,
 )
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "ProblemOut", "problem", "problem_spec"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "ProblemOut", "RateLimitedError", "problem", "problem_spec"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("forge.api")
 
+
+class RateLimitedError(TransientError):
+    """Too many requests of one identity or repository (``forge.api.auth.limits``): 429, retry after."""
+
+    code = "rate_limited"
+
+
 _STATUS: list[tuple[type[ForgeError], int]] = [
+    (RateLimitedError, 429),
     (AuthenticationError, 401),
     (AuthorizationError, 403),
     (NotFoundError, 404),

@@ -20,7 +20,15 @@ cannot be reached the last good JWKS keeps serving; with no JWKS ever fetched, v
 Errors are :class:`forge.errors.AuthenticationError` with a short reason for people and clients
 ("token expired", "audience mismatch", "unknown signing key", ...), which the API answers with 401.
 Roles come from the dotted claim ``roles_claim`` (Keycloak's ``realm_access.roles``); a claim that is
-missing or not a list of strings gives no roles.
+missing or not a list of strings gives no roles. An issuer whose tokens carry no roles (GitHub
+Actions) is given fixed ``roles`` instead, and may require more claims (``required_claims``).
+
+Several issuers: :class:`TrustedIssuers` picks the verifier by the token's (unverified) ``iss`` and
+lets it verify everything; a token naming no trusted issuer goes to the first (the platform's own),
+which refuses it ("issuer mismatch"). :func:`github_actions` is the verifier of GitHub Actions'
+workflow tokens (issuer :data:`GITHUB_ACTIONS_ISSUER`), whose identity holds the one role
+:data:`GITHUB_ACTIONS_ROLE` and the claims ``repository``, ``repository_owner``, ``ref``, ``sha``
+and ``sub`` (``repo:<owner>/<name>:ref:<ref>``); what that role may do is the API's role table.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,14 +48,21 @@ from forge.ports.others import Identity
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
+    "GITHUB_ACTIONS_ISSUER",
+    "GITHUB_ACTIONS_ROLE",
     "MAX_LEEWAY",
     "Discovery",
     "OidcIdentityProvider",
+    "TrustedIssuers",
     "discovery_url",
+    "github_actions",
     "roles_of",
 ]
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256")
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+GITHUB_ACTIONS_ROLE = "github-actions"
+_GITHUB_CLAIMS = ("repository", "repository_owner", "ref", "sha")
 MAX_LEEWAY = 60.0
 _REQUIRED = ["iss", "aud", "exp", "sub"]
 log = logging.getLogger("forge.oidc")
@@ -94,6 +109,8 @@ class OidcIdentityProvider:
         refetch_interval: float = 30.0,
         max_key_age: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        roles: frozenset[str] | None = None,
+        required_claims: Sequence[str] = (),
     ) -> None:
         if not 0 <= leeway <= MAX_LEEWAY:
             raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY:.0f} seconds")
@@ -111,6 +128,8 @@ class OidcIdentityProvider:
         self._fresh_at: float | None = None  # last successful JWKS fetch
         self._last_error: str | None = None
         self._lock = asyncio.Lock()
+        self._fixed_roles = roles
+        self._required = [*_REQUIRED, *required_claims]
 
     async def verify(self, token: str) -> Identity:
         try:
@@ -131,7 +150,8 @@ class OidcIdentityProvider:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise AuthenticationError("token subject (sub) is empty")
-        return Identity(subject=subject, roles=roles_of(claims, self.roles_claim), claims=claims)
+        roles = self._fixed_roles if self._fixed_roles is not None else roles_of(claims, self.roles_claim)
+        return Identity(subject=subject, roles=roles, claims=claims)
 
     async def discovery(self) -> Discovery:
         """The issuer's discovery document (fetched once, then cached); ``ServiceUnavailableError`` when unreachable."""
@@ -155,7 +175,7 @@ class OidcIdentityProvider:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self._leeway,
-                options={"require": _REQUIRED, "verify_signature": True},
+                options={"require": self._required, "verify_signature": True},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("token expired") from None
@@ -256,3 +276,35 @@ class OidcIdentityProvider:
             if key.algorithm_name in ALLOWED_ALGORITHMS:
                 keys[entry["kid"]] = key
         return keys
+
+
+def github_actions(audience: str, *, client: httpx.AsyncClient, **options: Any) -> OidcIdentityProvider:
+    """The verifier of GitHub Actions' workflow tokens for ``audience`` (the workflow's ``id-token`` request)."""
+    return OidcIdentityProvider(
+        GITHUB_ACTIONS_ISSUER,
+        audience=audience,
+        client=client,
+        roles=frozenset({GITHUB_ACTIONS_ROLE}),
+        required_claims=_GITHUB_CLAIMS,
+        **options,
+    )
+
+
+class TrustedIssuers:
+    """An IdentityProvider over several issuers: the token's ``iss`` picks the verifier; the first is the default."""
+
+    def __init__(self, primary: OidcIdentityProvider, *others: OidcIdentityProvider) -> None:
+        self.primary = primary
+        self.providers = {p.issuer: p for p in (primary, *others)}
+
+    async def verify(self, token: str) -> Identity:
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except (jwt.PyJWTError, AttributeError):
+            issuer = None  # the primary verifier names what is wrong
+        provider = self.providers.get(issuer.rstrip("/")) if isinstance(issuer, str) else None
+        return await (provider or self.primary).verify(token)
+
+    async def refresh(self) -> None:
+        for provider in self.providers.values():
+            await provider.refresh()

@@ -22,7 +22,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
-from forge.api.auth.roles import is_open, roles_for
+from forge.api.auth.limits import RateLimits, body_repository
+from forge.api.auth.roles import GITHUB_ACTIONS, is_open, roles_for
 from forge.api.errors import problem_spec
 from forge.errors import AuthenticationError, AuthorizationError
 from forge.ports.others import Identity, IdentityProvider
@@ -49,8 +50,19 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return token.strip()
 
 
-def guard(identity: IdentityProvider | None) -> Guard:
-    """The app-level guard enforcing the role table with ``identity``."""
+async def _own_repository_only(connection: ASGIConnection[Any, Any, Any, Any], who: Identity) -> None:
+    """A GitHub Actions token creates runs of the repository it was issued to (its ``repository`` claim) only."""
+    own = who.claims.get("repository")
+    wanted = await body_repository(connection)
+    if not isinstance(own, str) or wanted is None or wanted.casefold() != own.casefold():
+        raise AuthorizationError(
+            f"a GitHub Actions token of {str(own)[:200]!r} may create runs of that repository only, "
+            f"not of {str(wanted)[:200]!r}"
+        )
+
+
+def guard(identity: IdentityProvider | None, limits: RateLimits | None = None) -> Guard:
+    """The app-level guard enforcing the role table with ``identity``, then the rate ``limits`` (429)."""
 
     async def authorize(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         method, template = connection.scope["method"], connection.scope["path_template"]  # type: ignore[typeddict-item]
@@ -69,6 +81,10 @@ def guard(identity: IdentityProvider | None) -> Guard:
             raise AuthorizationError(
                 f"{method} {template} needs one of the roles {', '.join(sorted(allowed))}; the token has {held}"
             )
+        if GITHUB_ACTIONS in who.roles:
+            await _own_repository_only(connection, who)
+        if limits is not None:
+            await limits.check(connection, who)
 
     return authorize
 

@@ -11,6 +11,9 @@ operator           read everything; runs and releases as a developer; register a
                    change repositories; deploy
 service-account    read everything; runs, releases and deployments (automation, the
                    controller's automatic dev deployments)
+github-actions     create runs of its own ``repository`` claim, nothing else (a GitHub
+                   Actions workflow token, when ``FORGE_AUTH__GITHUB_ACTIONS`` is on;
+                   the repository is checked by the guard)
 =================  ===================================================================
 
 Open by intent (no token): ``POST /v1/webhooks/github`` (its HMAC signature is the
@@ -27,9 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from forge.adapters.oidc import GITHUB_ACTIONS_ROLE
+
 __all__ = [
     "APPROVER",
     "DEVELOPER",
+    "GITHUB_ACTIONS",
     "OPEN",
     "OPEN_PREFIXES",
     "OPERATOR",
@@ -45,9 +51,10 @@ DEVELOPER = "developer"
 APPROVER = "approver"
 OPERATOR = "operator"
 SERVICE_ACCOUNT = "service-account"
-ROLES = frozenset({DEVELOPER, APPROVER, OPERATOR, SERVICE_ACCOUNT})
+GITHUB_ACTIONS = GITHUB_ACTIONS_ROLE
+ROLES = frozenset({DEVELOPER, APPROVER, OPERATOR, SERVICE_ACCOUNT, GITHUB_ACTIONS})
 
-READERS = ROLES
+READERS = frozenset({DEVELOPER, APPROVER, OPERATOR, SERVICE_ACCOUNT})
 RUNNERS = frozenset({DEVELOPER, OPERATOR, SERVICE_ACCOUNT})
 OPERATORS = frozenset({OPERATOR})
 APPROVERS = frozenset({APPROVER})
@@ -66,7 +73,7 @@ ROUTE_ROLES: Mapping[tuple[str, str], frozenset[str]] = {
     ("DELETE", "/v1/repositories/{owner}/{name}"): OPERATORS,
     # runs
     ("GET", "/v1/runs"): READERS,
-    ("POST", "/v1/runs"): RUNNERS,
+    ("POST", "/v1/runs"): RUNNERS | {GITHUB_ACTIONS},
     ("GET", "/v1/runs/{run_id}"): READERS,
     ("DELETE", "/v1/runs/{run_id}"): RUNNERS,
     ("GET", "/v1/runs/{run_id}/executions"): READERS,

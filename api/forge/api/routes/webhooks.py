@@ -33,6 +33,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from pydantic import BaseModel, ValidationError
 
+from forge.api.auth.limits import rate_limits_of
 from forge.api.errors import problem, problem_spec
 from forge.api.schemas import RunOut
 from forge.api.schemas.github import NULL_SHA, PingEvent, PushEvent, WebhookIgnored, WebhookPong, WebhookTarget
@@ -171,6 +172,8 @@ class WebhooksController(Controller):
         assert repo is not None
         if not repo.enabled:
             raise ConflictError(f"repository {name} is disabled", details={"repository": name})
+        if (limits := rate_limits_of(request.app)) is not None:
+            limits.webhook(name)  # after the signature: forged deliveries spend no budget (429)
 
         if event == "ping":
             ping = _parse(PingEvent, body, "ping")
