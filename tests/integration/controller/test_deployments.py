@@ -41,10 +41,9 @@ class Setup:
     remote: Path
     reconciler: DeploymentReconciler
 
-    def pointer_commit(self, sha: str) -> pygit2.Commit:
-        commit = pygit2.Repository(str(self.remote)).get(sha)
-        assert isinstance(commit, pygit2.Commit)
-        return commit
+    def commit_message(self, sha: str) -> str:
+        commit = pygit2.Repository(str(self.remote)).revparse_single(sha).peel(pygit2.Commit)
+        return commit.message
 
     def pointer(self, environment: str, project: str = "app") -> bytes | None:
         repo = pygit2.Repository(str(self.remote))
@@ -54,7 +53,8 @@ class Setup:
             blob = tree[path]
         except KeyError:
             return None
-        return repo[blob.id].data  # type: ignore[no-any-return]
+        data: bytes = repo[blob.id].peel(pygit2.Blob).data
+        return data
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ async def test_a_release_deploys_itself_to_dev_only(setup: Setup) -> None:
     pointer = s.pointer("dev")
     assert pointer is not None
     assert release.oci_digest.encode() in pointer
-    trailers = read_trailers(s.pointer_commit(done.gitops_commit).message)
+    trailers = read_trailers(s.commit_message(done.gitops_commit))
     assert trailers["Forge-Environment"] == "dev"
     assert trailers["Forge-Release-Number"] == "1"
     assert trailers["Forge-Release-Commit"] == release.commit_sha
