@@ -150,6 +150,7 @@ async def test_step_logs_partial_complete_and_followed(
     await asyncio.sleep(0.3)
     await writer.write("test_c PASSED ✓\n".encode())
     await writer.close()
+    await step_event(store, ex, unit, "success", exit_code=0)  # after its log, as a worker does
     followed = await asyncio.wait_for(follow, timeout=10)
     assert followed.status_code == 200
     assert followed.headers["content-type"].startswith("text/plain")
@@ -191,3 +192,40 @@ async def test_openapi_lists_reads_only(client: httpx.AsyncClient) -> None:
     assert not [p for p in paths if p.endswith("/status")]
     assert "delete" in paths["/v1/runs/{run_id}"]
     assert "internal status" not in {t["name"] for t in spec["tags"]}
+
+
+async def test_a_follow_spanning_a_retry_shows_each_attempt_once_and_equals_the_final_log(
+    client: httpx.AsyncClient, store: PostgresStore, objects: MinioObjectStore
+) -> None:
+    """Attempt 1 completes its log and is ``retrying``; the follow goes on into attempt 2 (whose log starts
+    with attempt 1's, as the CI worker writes it) and ends when the step is final."""
+    ex = await executing_run(store)
+    unit = ex.step_id("test", "api", "unit")
+    key = log_key(ex.run_id, "test", "api", "unit")
+
+    async def event(attempt: int, kind: EventKind, **fields: Any) -> None:
+        await store.apply_step_events([StepEvent(run_id=ex.run_id, step_id=unit, attempt=attempt, kind=kind, **fields)])
+
+    await event(1, "started")
+    first = LogWriter(objects, key, interval=0)
+    await first.write(b"forge: attempt 1 of 2\nflaky\n")
+    follow = asyncio.create_task(client.get(f"/v1/runs/{ex.run_id}/steps/{unit}/logs", params={"follow": "true"}))
+    await asyncio.sleep(0.3)
+    await first.close()
+    await event(1, "retrying", exit_code=1, message="attempt 1 of 2 failed")
+    await asyncio.sleep(1.2)  # the follow polls the complete attempt-1 log meanwhile and keeps going
+    assert not follow.done()
+    second = LogWriter(objects, key, interval=0)
+    await second.start_from(key)
+    for part in await objects.list(f"{key}.parts/"):
+        await objects.delete(part.key)
+    await objects.delete(key)  # what the worker discards before the attempt
+    await second.write(b"forge: attempt 2 of 2\n")
+    await asyncio.sleep(0.3)
+    await second.write(b"passed\n")
+    await second.close()
+    await event(2, "success", exit_code=0)
+    followed = await asyncio.wait_for(follow, timeout=10)
+    assert followed.status_code == 200
+    assert followed.content == await objects.get(key)
+    assert followed.text == "forge: attempt 1 of 2\nflaky\nforge: attempt 2 of 2\npassed\n"
