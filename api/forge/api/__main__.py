@@ -67,6 +67,8 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     runs=store,
                     executions=store,
                     releases=store,
+                    deployments=store,
+                    approvals=store,
                     bus=bus,
                     objects=objects,
                     secrets=EnvSecretProvider(settings.ci.secrets_dir),

@@ -14,6 +14,8 @@ from litestar.routes import HTTPRoute
 from forge.api.auth import document_auth, guard, security_components
 from forge.api.auth.limits import RateLimits, document_limits, document_retry_after
 from forge.api.errors import EXCEPTION_HANDLERS
+from forge.api.routes.approvals import ApprovalsController
+from forge.api.routes.deployments import DeploymentsController
 from forge.api.routes.events import run_events
 from forge.api.routes.health import healthz, readyz
 from forge.api.routes.logs import step_logs
@@ -43,6 +45,8 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
             RepositoriesController,
             RunsController,
             ReleasesController,
+            DeploymentsController,
+            ApprovalsController,
             step_logs,
             run_events,
             WebhooksController,

@@ -18,7 +18,7 @@ from forge.ports import (
     SecretProvider,
 )
 from forge.ports.changes import ChangeFeed
-from forge.ports.store import ReleaseStore
+from forge.ports.store import ApprovalStore, DeploymentStore, ReleaseStore
 
 __all__ = ["ApiServices", "ClonePolicy", "Services"]
 
@@ -52,6 +52,10 @@ class ApiServices:
     """Remote clone URLs only, unless the settings allow local ones."""
     identity: IdentityProvider | None = None
     """Verifies bearer tokens (``forge.api.auth``); without one every protected route answers 401."""
+    deployments: DeploymentStore | None = None
+    """Deployment requests and reads (``/v1/deployments``); without one those routes answer 503."""
+    approvals: ApprovalStore | None = None
+    """Approvals (``/v1/approvals``); without one those routes answer 503."""
 
 
 Services = NamedDependency[ApiServices]

@@ -85,15 +85,13 @@ ROUTE_ROLES: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/releases/{owner}/{repo}/{project}/{ref}"): READERS,
     # approvals
     ("POST", "/v1/approvals"): APPROVERS,
-    ("GET", "/v1/approvals"): READERS,
     ("POST", "/v1/approvals/{approval_id}/revoke"): APPROVERS,
-    ("GET", "/v1/approvals/{owner}/{repo}/{project}/{ref}/{environment}"): READERS,
+    ("GET", "/v1/approvals/{release_id}/{environment}"): READERS,
     # deployments
     ("POST", "/v1/deployments"): DEPLOYERS,
-    ("GET", "/v1/deployments"): READERS,
+    ("GET", "/v1/deployments/{deployment_id}"): READERS,
     ("GET", "/v1/deployments/{environment}/{owner}/{repo}/{project}"): READERS,
     ("GET", "/v1/deployments/{environment}/{owner}/{repo}/{project}/history"): READERS,
-    ("POST", "/v1/deployments/{environment}/{owner}/{repo}/{project}/rollback"): DEPLOYERS,
 }
 
 
