@@ -49,6 +49,8 @@ def api_services(
         runs=store,
         executions=store,
         releases=store,
+        deployments=store,
+        approvals=store,
         bus=bus,
         objects=objects,
         secrets=secrets or EnvSecretProvider(environ={}),
