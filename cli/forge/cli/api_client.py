@@ -1,15 +1,18 @@
 """The one place CLI commands build their HTTP client for the API: which API, and which token.
 
-The API: ``--api`` when given, else ``FORGE_API_URL``, else the running embedded platform's.
+The API: ``--api`` when given, else ``FORGE_API_URL``, else the API ``forge login --api-url`` saved,
+else the running embedded platform's.
 
 The token, first found wins:
 
 1. ``FORGE_TOKEN`` (CI, or any token you obtained yourself), sent as is;
-2. ``FORGE_AUTH__ISSUER`` with ``FORGE_AUTH__CLIENT_ID``/``FORGE_AUTH__CLIENT_SECRET``: the client
+2. the login ``forge login`` saved (``$XDG_CONFIG_HOME/forge/token.json``), for the API it was saved
+   for (when it names none: any API but the embedded platform's), renewed with its refresh token;
+3. ``FORGE_AUTH__ISSUER`` with ``FORGE_AUTH__CLIENT_ID``/``FORGE_AUTH__CLIENT_SECRET``: the client
    credentials grant at that issuer (a service account);
-3. for the embedded platform's own API: the local issuer's ``forge-cli`` client (developer and
+4. for the embedded platform's own API: the local issuer's ``forge-cli`` client (developer and
    operator) from ``<home>/issuer``, so no user step is needed;
-4. none: the API answers 401 and the command says so.
+5. none: the API answers 401 and the command says so.
 
 Tokens from an issuer are cached for their life and renewed before they expire
 (:class:`forge.adapters.oidc_client.ClientCredentials`).
@@ -22,7 +25,15 @@ from pathlib import Path
 
 import httpx
 
-from forge.adapters.oidc_client import BearerAuth, ClientCredentials, StaticToken, TokenSource, discover_token_endpoint
+from forge.adapters.oidc_client import (
+    BearerAuth,
+    CachedLogin,
+    ClientCredentials,
+    LoginCache,
+    StaticToken,
+    TokenSource,
+    discover_token_endpoint,
+)
 from forge.cli.platform import Platform, require_running
 
 __all__ = ["api_client", "api_url", "token_source"]
@@ -30,20 +41,34 @@ __all__ = ["api_client", "api_url", "token_source"]
 
 def api_url(given: str | None, home: Path) -> str:
     """``--api``, else ``FORGE_API_URL``, else the running embedded platform's API (or a one-line error)."""
-    return (given or os.environ.get("FORGE_API_URL") or require_running(home).api_url).rstrip("/")
+    saved = _saved_login()
+    chosen = given or os.environ.get("FORGE_API_URL") or (saved.api_url if saved is not None else None)
+    return (chosen or require_running(home).api_url).rstrip("/")
+
+
+def _saved_login() -> CachedLogin | None:
+    from forge.cli.login import token_path
+
+    cache = LoginCache(token_path())
+    data = cache.load()
+    return CachedLogin(cache, data) if data is not None else None
 
 
 def token_source(api: str, home: Path) -> TokenSource | None:
     """Where this command's bearer tokens come from (the order of the module docstring)."""
     if token := os.environ.get("FORGE_TOKEN", "").strip():
         return StaticToken(token)
+    platform = Platform.load(home) if (home / "platform.json").exists() else None
+    embedded = platform is not None and platform.api_url.rstrip("/") == api
+    saved = _saved_login()
+    if saved is not None and (saved.api_url == api or (saved.api_url is None and not embedded)):
+        return saved
     issuer = os.environ.get("FORGE_AUTH__ISSUER")
     client_id, secret = os.environ.get("FORGE_AUTH__CLIENT_ID"), os.environ.get("FORGE_AUTH__CLIENT_SECRET")
     if issuer and client_id and secret:
         return ClientCredentials(discover_token_endpoint(issuer), client_id, secret)
-    platform = Platform.load(home) if (home / "platform.json").exists() else None
     local = platform.env.get("FORGE_AUTH__ISSUER") if platform is not None else None
-    if platform is not None and local and platform.api_url.rstrip("/") == api:
+    if platform is not None and local and embedded:
         from forge.embedded.issuer import client_credentials
 
         client_id, secret = client_credentials(platform.home / "issuer")

@@ -13,6 +13,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("forge.cli.discover", "discover", "Discover projects and the affected set of a local repo"),
     "schema": ("forge.cli.schema", "schema", "Write the JSON Schemas of the configuration files"),
     "dev": ("forge.cli.dev", "dev", "Start, stop and inspect the embedded platform"),
+    "login": ("forge.cli.login", "login", "Log in to a Forge API (device authorization grant); saves the token"),
     "logs": ("forge.cli.logs", "logs", "Print or follow the step logs of a run"),
     "release": ("forge.cli.release", "release", "List and show releases"),
     "run": ("forge.cli.run", "run", "Run a pipeline for a local repository on the embedded platform"),
