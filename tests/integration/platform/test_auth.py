@@ -37,6 +37,10 @@ _PARAMS = {
     "project": "web",
     "ref": "1",
     "path": "x",
+    "release_id": str(uuid.uuid4()),
+    "approval_id": str(uuid.uuid4()),
+    "deployment_id": str(uuid.uuid4()),
+    "environment": "dev",
 }
 
 
