@@ -10,6 +10,10 @@ import click
 __all__ = ["cli", "main"]
 
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "approve": ("forge.cli.deploy", "approve", "Approve a release for an environment"),
+    "deploy": ("forge.cli.deploy", "deploy", "Deploy a release to an environment"),
+    "promote": ("forge.cli.deploy", "promote", "Deploy what is active in one environment to another"),
+    "rollback": ("forge.cli.deploy", "rollback", "Deploy an earlier release to an environment"),
     "discover": ("forge.cli.discover", "discover", "Discover projects and the affected set of a local repo"),
     "schema": ("forge.cli.schema", "schema", "Write the JSON Schemas of the configuration files"),
     "dev": ("forge.cli.dev", "dev", "Start, stop and inspect the embedded platform"),
