@@ -112,9 +112,7 @@ def approve(
     try:
         seconds = duration_seconds(expires)
     except (ValueError, KeyError, IndexError) as exc:
-        raise click.BadParameter(
-            f"{expires!r} is not a duration such as 30m or 24h", param_hint="--expires"
-        ) from exc
+        raise click.BadParameter(f"{expires!r} is not a duration such as 30m or 24h", param_hint="--expires") from exc
     body = {
         "repository": repository,
         "project": project,
