@@ -22,7 +22,8 @@ from .support import api_services, auth_headers
 
 SHA = "b" * 40
 _PARAMS = {"run_id": str(uuid.uuid4()), "step_id": str(uuid.uuid4()), "owner": "acme", "name": "mono", "repo": "mono",
-           "project": "web", "ref": "1", "environment": "dev", "approval_id": str(uuid.uuid4())}  # fmt: skip
+           "project": "web", "ref": "1", "environment": "dev", "approval_id": str(uuid.uuid4()),
+           "release_id": str(uuid.uuid4()), "deployment_id": str(uuid.uuid4()), "path": "x"}  # fmt: skip
 
 
 @pytest.fixture
