@@ -23,11 +23,20 @@ import httpx
 
 from forge.cli.api_client import api_client
 from forge.cli.dev import HOME_OPTION
+from forge.cli.platform import running_platform
 from forge.cli.release import API_OPTION, JSON_OPTION, _answer
 from forge.domain.config import duration_seconds
 from forge.errors import ForgeError, InvalidInputError
 
-__all__ = ["approve", "deploy", "promote", "render_command", "rollback", "wait_for_deployment"]
+__all__ = [
+    "approve",
+    "deploy",
+    "print_run_deployments",
+    "promote",
+    "render_command",
+    "rollback",
+    "wait_for_deployment",
+]
 
 _ENV_OPTION = click.option("--env", "environment", required=True, help="The environment (dev, staging, ...)")
 _WAIT_OPTION = click.option(
@@ -57,6 +66,53 @@ def wait_for_deployment(client: httpx.Client, deployment: dict[str, Any], timeou
         time.sleep(0.2)
         deployment = _answer(client.get(f"/v1/deployments/{deployment['id']}"))
     return deployment
+
+
+def print_run_deployments(api: str, home: Path, run: dict[str, Any], *, timeout: float = 60) -> None:
+    """After ``forge run``: the automatic deployments of the releases the run made (waited for until
+    active or failed), each with the command that renders it, on stdout like the releases."""
+    discovery = run.get("discovery") or {}
+    automatic = [(d["project"], d["environment"]) for d in discovery.get("deploys", []) if d.get("auto")]
+    if not automatic:
+        return
+
+    platform = running_platform(home)
+    env = platform.env if platform is not None else {}
+    try:
+        with api_client(api, home) as client:
+            releases = _answer(client.get("/v1/releases", params={"run_id": run["id"], "limit": 500}))["items"]
+            for release in releases:
+                for project, environment in automatic:
+                    if project != release["project"]:
+                        continue
+                    found = _deployment_of(client, release, environment, timeout)
+                    if found is None:
+                        click.echo(f"{project} #{release['number']}: no deployment to {environment} yet", err=True)
+                        continue
+                    click.echo(_describe(found))
+                    if found["status"] == "active":
+                        command = render_command(found, env.get("FORGE_GITOPS__URL"), env.get("FORGE_REGISTRY__URL"))
+                        click.echo(f"render it: {command}")
+                    elif found.get("error"):
+                        click.echo(f"  {found['error']}", err=True)
+    except (ForgeError, httpx.HTTPError) as exc:
+        click.echo(f"deployments of the run could not be listed: {exc}", err=True)
+
+
+def _deployment_of(
+    client: httpx.Client, release: dict[str, Any], environment: str, timeout: float
+) -> dict[str, Any] | None:
+    """The deployment of ``release`` in ``environment`` once it is no longer pending (None if none came)."""
+    path = f"/v1/deployments/{environment}/{release['repository']}/{release['project']}/history"
+    deadline = time.monotonic() + timeout
+    while True:
+        items: list[dict[str, Any]] = _answer(client.get(path, params={"limit": 50}))["items"]
+        found = next((d for d in items if d["release_id"] == release["id"]), None)
+        if found is not None and found["status"] != "pending":
+            return found
+        if time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 @click.command()

@@ -21,6 +21,7 @@ import click
 import httpx
 
 from forge.cli.api_client import api_client
+from forge.cli.deploy import print_run_deployments
 from forge.cli.dev import HOME_OPTION
 from forge.cli.localrepo import local_source
 from forge.cli.platform import PlatformUnhealthyError, platform_down, platform_up
@@ -100,6 +101,7 @@ def _run(
     click.echo(f"run {run['status']}: {run_url}", err=True)
     if not as_json:
         _print_releases(api, home, run["id"])
+        print_run_deployments(api, home, run)
     if run["status"] != "success":
         _print_failure(client_url=api, home=home, run=run, executions=executions)
         return 1
