@@ -68,7 +68,7 @@ def wait_for_deployment(client: httpx.Client, deployment: dict[str, Any], timeou
     return deployment
 
 
-def print_run_deployments(api: str, home: Path, run: dict[str, Any], *, timeout: float = 60) -> None:
+def print_run_deployments(api: str, home: Path, run: dict[str, Any], *, timeout: float = 30) -> None:
     """After ``forge run``: the automatic deployments of the releases the run made (waited for until
     active or failed), each with the command that renders it, on stdout like the releases."""
     discovery = run.get("discovery") or {}
@@ -78,6 +78,9 @@ def print_run_deployments(api: str, home: Path, run: dict[str, Any], *, timeout:
 
     platform = running_platform(home)
     env = platform.env if platform is not None else {}
+    if platform is not None and not env.get("FORGE_GITOPS__URL"):
+        click.echo("no GitOps repository is configured: nothing is deployed", err=True)
+        return
     try:
         with api_client(api, home) as client:
             releases = _answer(client.get("/v1/releases", params={"run_id": run["id"], "limit": 500}))["items"]
