@@ -220,6 +220,7 @@ def release_phase(
                 name=f"artifact-{name}",
                 action="artifact",
                 target=name,
+                secrets=list(artifact.producer.secrets),
                 timeout_seconds=duration_seconds(artifact.producer.timeout)
                 if artifact.producer.timeout
                 else ARTIFACT_TIMEOUT,

@@ -156,6 +156,9 @@ class ArtifactPayload(_Payload):
     timeout_seconds: int
     attempt: int = Field(0, ge=0)
     step_execution_id: UUID | None = None
+    granted_secrets: list[str] = Field(
+        default_factory=list, description="Which of the producer's secrets an operator granted the repository"
+    )
 
 
 class ReleasePayload(_Payload):

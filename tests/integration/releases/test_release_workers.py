@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
@@ -379,3 +380,45 @@ async def test_files_are_published_to_the_registry_and_the_object_store(
     assert docs.data["digest"] == sha256_digest(b"archive bytes")
     tracking = await workers.registry.manifest(f"{REPOSITORY}/hello/docs", f"sha-{commit}")
     assert tracking.digest == docs.data["tracking_digest"]
+
+
+@pytest.mark.parametrize(("granted", "outcome"), [(["REG_TOKEN"], "success"), ([], "not granted")])
+async def test_a_producer_reads_only_granted_secrets(
+    tmp_path: Path,
+    bus: NatsBus,
+    objects: MinioObjectStore,
+    registry_server: ServiceProcess,
+    granted: list[str],
+    outcome: str,
+) -> None:
+    producer = 'test \\"$REG_TOKEN\\" = s3cret && python3 build_image.py dist/image'
+    path = tmp_path / "repo.git"
+    commit = commit_files(
+        path,
+        {
+            "svc/hello/.forge/project.yaml": (PROJECT % (producer, DEPLOYMENT.rstrip("\n"))).replace(
+                "output: dist/image}", "output: dist/image, secrets: [REG_TOKEN]}"
+            ),
+            "svc/hello/build_image.py": (EXAMPLE / "build_image.py").read_bytes(),
+            "svc/hello/main.py": f"print({granted!r})\n",
+        },
+    )
+    repo = Repo(path, commit, discover(Pygit2Reader(path), commit, None).projects[0])
+    ci = CiHandler(
+        mirrors=Pygit2Mirrors(tmp_path / "cache"),
+        objects=objects,
+        secrets=EnvSecretProvider(environ={"FORGE_SECRET_REG_TOKEN": "s3cret"}),
+        settings=CiSettings(work_dir=tmp_path / "work", kill_grace=1.0, log_interval=0.2),
+    )
+    registry = OrasRegistry(registry_server.url)
+    handler = ArtifactHandler(ci=ci, registry=registry, objects=objects, bucket="b", retry_for=0.5)
+    job = Workers(bus, registry, uuid4()).artifact_job(repo)
+    assert isinstance(job.payload, ArtifactPayload)
+    job = job.model_copy(update={"payload": job.payload.model_copy(update={"granted_secrets": granted})})
+    if outcome == "success":
+        assert (await handler(job))["digest"].startswith("sha256:")
+    else:
+        with pytest.raises(PermanentError, match="not granted"):
+            await handler(job)
+    log = (await objects.get(log_key(job.run_id, "release", "hello", "artifact-hello"))).decode()
+    assert "s3cret" not in log

@@ -22,7 +22,7 @@ phases:
 release:
   on: [{tag: true}]
 artifacts:
-  image: {type: container, producer: {run: make image, output: out/image, timeout: 5m}}
+  image: {type: container, producer: {run: make image, output: out/image, timeout: 5m, secrets: [REG_TOKEN, NOPE]}}
   cli: {type: binary, producer: {run: make cli, output: out/cli}, publishers: [s3]}
 """
 
@@ -38,6 +38,7 @@ def _template(tmp_path: Path) -> dict[str, Any]:
         branch=None,
         clone_url="https://git.example/acme/mono.git",
         triggered_by="octocat",
+        granted_secrets=frozenset({"REG_TOKEN", "OTHER"}),
         discovery=found,
         step_ids={(s.phase, p.name, s.name): uuid5(RUN, s.name) for p in found.projects for s in p.steps},
     )
@@ -71,6 +72,9 @@ def test_artifacts_then_the_release_run_last_and_not_fail_fast(tmp_path: Path) -
     payload = ArtifactPayload.model_validate({**json.loads(image["payload"]), "type": "artifact"})
     assert (payload.project, payload.artifact, payload.project_path, payload.attempt) == ("api", "image", "api", 0)
     assert payload.step_execution_id == uuid5(RUN, "artifact-image")
+    assert payload.granted_secrets == ["REG_TOKEN"]  # the producer's secrets the repository was granted
+    cli = json.loads(_args(tasks["release-api-artifact-cli"])["payload"])
+    assert "granted_secrets" not in cli
 
     rel = _args(tasks["release-api-release"])
     assert (rel["job-type"], rel["key"]) == ("release", f"release.{RUN}.api.a0")

@@ -187,7 +187,7 @@ def _job(spec: TemplateSpec, task: PlannedTask) -> tuple[str, str, str]:
         return (
             "artifact",
             artifact_key(spec.run_id, project.name, step.target),
-            artifact_payload(project, step, spec.clone_url, step_id),
+            artifact_payload(project, step, spec.clone_url, step_id, spec.granted_secrets),
         )
     if step.action == "release":
         intent = next((r for r in spec.discovery.releases if r.project == project.name), None)

@@ -97,7 +97,7 @@ def ci_payload(
 
 def _with_attempt(model: CiPayload | ArtifactPayload | ReleasePayload, retries: int) -> str:
     omit = {"type", "attempt"} | (
-        {"granted_secrets"} if isinstance(model, CiPayload) and not model.granted_secrets else set()
+        {"granted_secrets"} if isinstance(model, CiPayload | ArtifactPayload) and not model.granted_secrets else set()
     )
     body = model.model_dump(mode="json", exclude=omit)
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
@@ -118,8 +118,15 @@ def release_key(run_id: UUID, project: str) -> str:
     return f"release.{run_id}.{project}.a0"
 
 
-def artifact_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url: str, step_execution_id: UUID) -> str:
-    """The ``ArtifactPayload`` JSON of the release phase's ``artifact-<name>`` step."""
+def artifact_payload(
+    project: DiscoveredProject,
+    step: DiscoveredStep,
+    clone_url: str,
+    step_execution_id: UUID,
+    granted: AbstractSet[str] = frozenset(),
+) -> str:
+    """The ``ArtifactPayload`` JSON of the release phase's ``artifact-<name>`` step; ``granted_secrets`` as
+    for a CI step (the producer's secrets the repository was granted)."""
     model = ArtifactPayload(
         clone_url=clone_url,
         project=project.name,
@@ -128,6 +135,7 @@ def artifact_payload(project: DiscoveredProject, step: DiscoveredStep, clone_url
         artifact=step.target,
         timeout_seconds=step.timeout_seconds,
         step_execution_id=step_execution_id,
+        granted_secrets=sorted(set(step.secrets) & granted),
     )
     return _with_attempt(model, 0)
 

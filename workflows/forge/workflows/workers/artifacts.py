@@ -107,6 +107,7 @@ class ArtifactHandler:
             args=producer.args,
             env=producer.env,
             secrets=producer.secrets,
+            granted_secrets=[name for name in producer.secrets if name in payload.granted_secrets],
             timeout_seconds=payload.timeout_seconds,
             attempt=payload.attempt,
             step_execution_id=payload.step_execution_id,
