@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from forge.cli.main import cli
+from forge.embedded.process import ServiceProcess
 from forge.testing.platform import Platform
+from forge.testing.postgres import create_database
 
+from .conftest import running_platform
 from .support import make_repo, step_log, step_map, wait_run, wait_until
 
 LIB = """name: lib
@@ -33,6 +39,21 @@ phases:
       - {name: unit, run: "echo app tests; exit ${FAIL_WITH:-0}", env: {FAIL_WITH: "%s"}}
       - {name: after, run: "echo never printed on failure"}
 """
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_server: ServiceProcess,
+    s3_server: ServiceProcess,
+    postgres_server: ServiceProcess,
+) -> Iterator[Platform]:
+    """Steps here signal the test through files on the host (started, release): no sandbox. The sandbox's
+    own tests (tests/integration/ci/test_sandbox.py) and the release e2e run sandboxed."""
+    database = create_database(postgres_server.url, f"e2e_{uuid.uuid4().hex[:12]}")
+    home = tmp_path_factory.mktemp("platform")
+    with running_platform(home, database, nats_server, s3_server, FORGE_CI__SANDBOX="off") as platform:
+        yield platform
 
 
 def test_a_pipeline_runs_every_affected_step_in_order(platform: Platform, client: httpx.Client) -> None:
