@@ -21,8 +21,12 @@ Tokens from an issuer are cached for their life and renewed before they expire
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
+import click
 import httpx
 
 from forge.adapters.oidc_client import (
@@ -35,8 +39,20 @@ from forge.adapters.oidc_client import (
     discover_token_endpoint,
 )
 from forge.cli.platform import Platform, require_running
+from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError, ServiceUnavailableError
 
-__all__ = ["api_client", "api_url", "token_source"]
+__all__ = [
+    "API_OPTION",
+    "JSON_OPTION",
+    "answer",
+    "api_client",
+    "api_url",
+    "call_api",
+    "print_table",
+    "token_source",
+]
+
+T = TypeVar("T")
 
 
 def api_url(given: str | None, home: Path) -> str:
@@ -81,3 +97,47 @@ def api_client(given: str | None, home: Path, *, timeout: float = 30) -> httpx.C
     api = api_url(given, home)
     source = token_source(api, home)
     return httpx.Client(base_url=api, timeout=timeout, auth=BearerAuth(source) if source is not None else None)
+
+
+API_OPTION = click.option("--api", "api_url", help="API base URL (default: FORGE_API_URL, a login's, the embedded one)")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON on stdout")
+_ERRORS: dict[int, type[ForgeError]] = {
+    400: InvalidInputError,
+    404: NotFoundError,
+    409: ConflictError,
+    503: ServiceUnavailableError,
+}
+
+
+def call_api(command: str, api_url: str | None, home: Path, work: Callable[[httpx.Client], T]) -> T:
+    """``work`` against the API; any failure is one line on stderr (``forge <command>: ...``) and exit 1."""
+    try:
+        with api_client(api_url, home) as client:
+            return work(client)
+    except ForgeError as exc:
+        click.echo(f"forge {command}: {exc}", err=True)
+        sys.exit(1)
+    except httpx.HTTPError as exc:
+        click.echo(f"forge {command}: the API did not answer: {exc}", err=True)
+        sys.exit(1)
+
+
+def answer(response: httpx.Response) -> Any:
+    """The JSON of a successful answer; else the problem's detail (and the fields it names) as a typed error."""
+    if response.is_success:
+        return response.json()
+    try:
+        problem = response.json()
+        detail = str(problem.get("detail") or response.reason_phrase)
+        errors = problem.get("errors") or []
+        if errors and isinstance(errors[0], dict) and "key" in errors[0]:
+            detail = f"{detail}: {', '.join(str(e['key']) for e in errors)}"
+    except (ValueError, AttributeError):
+        detail = f"HTTP {response.status_code} {response.reason_phrase}"
+    raise _ERRORS.get(response.status_code, ForgeError)(detail)
+
+
+def print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
-from forge.cli.api_client import api_client
+from forge.cli.api_client import API_OPTION, JSON_OPTION, answer, api_client, call_api
 from forge.cli.dev import HOME_OPTION
 from forge.cli.platform import running_platform
-from forge.cli.release import API_OPTION, JSON_OPTION, _answer
 from forge.domain.config import duration_seconds
 from forge.errors import ForgeError, InvalidInputError
 
@@ -64,7 +62,7 @@ def wait_for_deployment(client: httpx.Client, deployment: dict[str, Any], timeou
         if time.monotonic() > deadline:
             raise ForgeError(f"deployment {deployment['id']} is still pending after {timeout:g} s")
         time.sleep(0.2)
-        deployment = _answer(client.get(f"/v1/deployments/{deployment['id']}"))
+        deployment = answer(client.get(f"/v1/deployments/{deployment['id']}"))
     return deployment
 
 
@@ -83,7 +81,7 @@ def print_run_deployments(api: str, home: Path, run: dict[str, Any], *, timeout:
         return
     try:
         with api_client(api, home) as client:
-            releases = _answer(client.get("/v1/releases", params={"run_id": run["id"], "limit": 500}))["items"]
+            releases = answer(client.get("/v1/releases", params={"run_id": run["id"], "limit": 500}))["items"]
             for release in releases:
                 for project, environment in automatic:
                     if project != release["project"]:
@@ -109,7 +107,7 @@ def _deployment_of(
     path = f"/v1/deployments/{environment}/{release['repository']}/{release['project']}/history"
     deadline = time.monotonic() + timeout
     while True:
-        items: list[dict[str, Any]] = _answer(client.get(path, params={"limit": 50}))["items"]
+        items: list[dict[str, Any]] = answer(client.get(path, params={"limit": 50}))["items"]
         found = next((d for d in items if d["release_id"] == release["id"]), None)
         if found is not None and found["status"] != "pending":
             return found
@@ -180,7 +178,7 @@ def approve(
         "justification": justification,
         "expires_in": seconds,
     }
-    approval = _call("approve", api_url, home, lambda client: _answer(client.post("/v1/approvals", json=body)))
+    approval = call_api("approve", api_url, home, lambda client: answer(client.post("/v1/approvals", json=body)))
     if as_json:
         click.echo(json.dumps(approval, indent=2))
     else:
@@ -213,7 +211,9 @@ def rollback(
 ) -> None:
     """Deploy an earlier release of PROJECT to ENV: the previous active one, or --to REF."""
     if ref is None:
-        ref = str(_call("rollback", api_url, home, lambda client: _previous(client, environment, repository, project)))
+        ref = str(
+            call_api("rollback", api_url, home, lambda client: _previous(client, environment, repository, project))
+        )
     body = {
         "repository": repository,
         "project": project,
@@ -246,11 +246,11 @@ def promote(
     home: Path,
 ) -> None:
     """Deploy the release active in --from to --to (an approval may be needed there)."""
-    active = _call(
+    active = call_api(
         "promote",
         api_url,
         home,
-        lambda client: _answer(client.get(f"/v1/deployments/{source}/{repository}/{project}")),
+        lambda client: answer(client.get(f"/v1/deployments/{source}/{repository}/{project}")),
     )
     body = {
         "repository": repository,
@@ -264,7 +264,7 @@ def promote(
 
 def _previous(client: httpx.Client, environment: str, repository: str, project: str) -> int:
     """The release that was active before the current one: the newest superseded deployment of another release."""
-    page = _answer(client.get(f"/v1/deployments/{environment}/{repository}/{project}/history", params={"limit": 500}))
+    page = answer(client.get(f"/v1/deployments/{environment}/{repository}/{project}/history", params={"limit": 500}))
     items: list[dict[str, Any]] = page["items"]
     current = next((d for d in items if d["status"] == "active"), None)
     if current is None:
@@ -282,10 +282,10 @@ def _deploy(
     command: str, body: dict[str, str], *, wait: bool, timeout: float, as_json: bool, api_url: str | None, home: Path
 ) -> None:
     def work(client: httpx.Client) -> dict[str, Any]:
-        deployment: dict[str, Any] = _answer(client.post("/v1/deployments", json=body))
+        deployment: dict[str, Any] = answer(client.post("/v1/deployments", json=body))
         return wait_for_deployment(client, deployment, timeout) if wait else deployment
 
-    deployment = _call(command, api_url, home, work)
+    deployment = call_api(command, api_url, home, work)
     if as_json:
         click.echo(json.dumps(deployment, indent=2))
     else:
@@ -299,16 +299,3 @@ def _describe(d: dict[str, Any]) -> str:
     where = f"release {d['release_number']} of {d['repository']}/{d['project']} in {d['environment']}"
     commit = f" (gitops commit {d['gitops_commit'][:12]})" if d.get("gitops_commit") else ""
     return f"deployment {d['id']}: {where}: {d['status']}{commit}"
-
-
-def _call(command: str, api_url: str | None, home: Path, work: Callable[[httpx.Client], Any]) -> Any:
-    """``work`` against the API; any failure is one line on stderr and exit 1."""
-    try:
-        with api_client(api_url, home) as client:
-            return work(client)
-    except ForgeError as exc:
-        click.echo(f"forge {command}: {exc}", err=True)
-        sys.exit(1)
-    except httpx.HTTPError as exc:
-        click.echo(f"forge {command}: the API did not answer: {exc}", err=True)
-        sys.exit(1)

@@ -19,8 +19,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "dev": ("forge.cli.dev", "dev", "Start, stop and inspect the embedded platform"),
     "login": ("forge.cli.login", "login", "Log in to a Forge API (device authorization grant); saves the token"),
     "logs": ("forge.cli.logs", "logs", "Print or follow the step logs of a run"),
-    "release": ("forge.cli.release", "release", "List and show releases"),
+    "release": ("forge.cli.release", "release", "List, show and request releases"),
     "run": ("forge.cli.run", "run", "Run a pipeline for a local repository on the embedded platform"),
+    "runs": ("forge.cli.runs", "runs", "List, show and cancel pipeline runs"),
     "template": ("forge.cli.template", "template", "Print the Argo WorkflowTemplate of a local repository"),
 }
 

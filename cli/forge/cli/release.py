@@ -10,29 +10,15 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import click
-import httpx
 
-from forge.cli.api_client import api_client
+from forge.cli.api_client import API_OPTION, JSON_OPTION, answer, call_api, print_table
 from forge.cli.dev import HOME_OPTION
-from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError, ServiceUnavailableError
 
 __all__ = ["release"]
-
-API_OPTION = click.option("--api", "api_url", help="API base URL (default: the running embedded platform's)")
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON on stdout")
-_ERRORS: dict[int, type[ForgeError]] = {
-    400: InvalidInputError,
-    404: NotFoundError,
-    409: ConflictError,
-    503: ServiceUnavailableError,
-}
 
 
 @click.group()
@@ -56,7 +42,7 @@ def list_releases(
         params["repository"] = repository
     if project is not None:
         params["project"] = project
-    page = _call("list", api_url, home, lambda client: _get(client, "/v1/releases", params))
+    page = call_api("release list", api_url, home, lambda client: answer(client.get("/v1/releases", params=params)))
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return
@@ -72,7 +58,7 @@ def list_releases(
         )
         for r in page["items"]
     ]
-    _table(("NUMBER", "REPOSITORY", "PROJECT", "COMMIT", "TRIGGER", "ALIASES", "CREATED"), rows)
+    print_table(("NUMBER", "REPOSITORY", "PROJECT", "COMMIT", "TRIGGER", "ALIASES", "CREATED"), rows)
     click.echo(f"{len(rows)} of {page['total']} release(s)", err=True)
 
 
@@ -89,7 +75,7 @@ def show(repository: str, project: str, ref: str, as_json: bool, api_url: str | 
     if not owner or not name or "/" in name:
         raise click.BadParameter(f"{repository!r} is not OWNER/REPO", param_hint="OWNER/REPO")
     path = "/v1/releases/" + "/".join(quote(part, safe="") for part in (owner, name, project)) + "/" + quote(ref)
-    body = _call("show", api_url, home, lambda client: _get(client, path, {}))
+    body = call_api("release show", api_url, home, lambda client: answer(client.get(path)))
     if as_json:
         click.echo(json.dumps(body, indent=2))
         return
@@ -136,51 +122,10 @@ def create(
     body = {"repository": repository, "project": project, "commit_sha": commit, "requested_by": getpass.getuser()}
     if branch is not None:
         body["branch"] = branch
-    answer = _call("create", api_url, home, lambda client: _post(client, "/v1/releases", body))
+    answer = call_api("release create", api_url, home, lambda client: answer(client.post("/v1/releases", json=body)))
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     elif "number" in answer:
         click.echo(f"{project} is already released at {commit[:12]}: release {answer['number']} {answer['oci_ref']}")
     else:
         click.echo(f"run {answer['id']} releases {project} at {commit[:12]} once its checks pass")
-
-
-def _call(command: str, api_url: str | None, home: Path, work: Callable[[httpx.Client], Any]) -> Any:
-    """``work`` against the API; any failure is one line on stderr and exit 1."""
-    try:
-        with api_client(api_url, home) as client:
-            return work(client)
-    except ForgeError as exc:
-        click.echo(f"forge release {command}: {exc}", err=True)
-        sys.exit(1)
-    except httpx.HTTPError as exc:
-        click.echo(f"forge release {command}: the API did not answer: {exc}", err=True)
-        sys.exit(1)
-
-
-def _get(client: httpx.Client, path: str, params: dict[str, str | int]) -> Any:
-    return _answer(client.get(path, params=params))
-
-
-def _post(client: httpx.Client, path: str, body: dict[str, str]) -> Any:
-    return _answer(client.post(path, json=body))
-
-
-def _answer(response: httpx.Response) -> Any:
-    if response.is_success:
-        return response.json()
-    try:
-        problem = response.json()
-        detail = str(problem.get("detail") or response.reason_phrase)
-        errors = problem.get("errors") or []
-        if errors and isinstance(errors[0], dict) and "key" in errors[0]:
-            detail = f"{detail}: {', '.join(str(e['key']) for e in errors)}"
-    except (ValueError, AttributeError):
-        detail = f"HTTP {response.status_code} {response.reason_phrase}"
-    raise _ERRORS.get(response.status_code, ForgeError)(detail)
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

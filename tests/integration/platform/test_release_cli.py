@@ -1,5 +1,6 @@
-"""``forge release list|show`` against the API served over real HTTP (uvicorn in this event loop), on
-real PostgreSQL; releases seeded through the store port, as the controller records them."""
+"""``forge release list|show`` and ``forge runs list|show|cancel`` against the API served over real HTTP
+(uvicorn in this event loop), on real PostgreSQL; releases and runs seeded through the store ports, as the
+controller and the API write them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from forge.api.app import create_app
 from forge.cli.main import cli
 from forge.domain.entities import ArtifactType, Trigger
 from forge.embedded.process import free_port
-from forge.ports.store import NewRelease, NewReleaseArtifact, NewRepository
+from forge.ports.store import NewRelease, NewReleaseArtifact, NewRepository, NewRun
 
 from .support import api_services, auth_headers
 
@@ -149,3 +150,31 @@ async def test_usage_errors_exit_2_and_an_absent_api_exits_1(api_url: str) -> No
     gone = await forge("release", "list", "--api", f"http://127.0.0.1:{free_port()}")
     assert gone.exit_code == 1
     assert gone.stderr.startswith("forge release list: the API did not answer")
+
+
+async def test_runs_list_show_and_cancel(api_url: str, store: PostgresStore) -> None:
+    await store.register_repository(NewRepository(REPO, f"https://git.example/{REPO}.git"))
+    main, _ = await store.create_run(NewRun(repository=REPO, commit_sha=sha(7), branch="main"))
+    tag, _ = await store.create_run(NewRun(repository=REPO, commit_sha=sha(7), tag="v1.0.0", trigger=Trigger.TAG))
+
+    table = await forge("runs", "list", "--api", api_url, "-r", REPO)
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["RUN", "REPOSITORY", "REF", "COMMIT", "STATUS", "ERROR", "CREATED"]
+    assert {line.split()[0] for line in lines[1:]} == {str(main.id), str(tag.id)}
+    assert any("tag v1.0.0" in line for line in lines[1:])
+    assert table.stderr == "2 of 2 run(s)\n"
+
+    shown = await forge("runs", "show", str(tag.id), "--api", api_url)
+    assert shown.exit_code == 0, shown.stderr
+    assert f"{'ref:':<12}tag v1.0.0" in shown.stdout
+    assert f"{'status:':<12}pending" in shown.stdout
+
+    cancelled = await forge("runs", "cancel", str(main.id), "--api", api_url, "--json")
+    assert cancelled.exit_code == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["cancel_requested_at"] is not None
+
+    missing = await forge("runs", "show", "00000000-0000-0000-0000-000000000000", "--api", api_url)
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("forge runs show: ")
+    assert missing.stderr.count("\n") == 1
