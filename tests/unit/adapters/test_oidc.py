@@ -203,3 +203,36 @@ def test_roles_come_from_a_dotted_claim_and_malformed_ones_give_none() -> None:
 def test_leeway_beyond_a_minute_is_refused() -> None:
     with pytest.raises(ValueError, match="leeway"):
         OidcIdentityProvider("https://i", audience="a", client=httpx.AsyncClient(), leeway=61)
+
+
+async def test_a_verified_token_is_not_verified_again_until_it_expires(
+    issuer: FakeIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API verifies each token once per process (an RS256 check per request cost 2/3 of its reads)."""
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr("forge.adapters.oidc.jwt.decode", counting)
+    wall = Clock()
+    wall.now = time.time()
+    verifier = issuer.provider(wall_clock=wall, verified_cache=2)
+    try:
+        first, second, third = (issuer.token(["developer"], subject=s, lifetime=300) for s in ("a", "b", "c"))
+        for _ in range(3):
+            assert (await verifier.verify(first)).subject == "a"
+        assert decoded == [first]
+        wall.now += 301  # past exp: verified again, never served from memory
+        assert (await verifier.verify(first)).subject == "a"
+        assert decoded == [first, first]
+        wall.now -= 301
+        await verifier.verify(second)
+        await verifier.verify(third)  # at most 2 kept: the oldest (first) goes
+        await verifier.verify(third)
+        await verifier.verify(first)
+        assert decoded == [first, first, second, third, first]
+    finally:
+        await verifier._client.aclose()
