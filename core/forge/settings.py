@@ -15,6 +15,7 @@ __all__ = [
     "ApiSettings",
     "AuthSettings",
     "CiSettings",
+    "ControllerSettings",
     "DatabaseSettings",
     "EngineSettings",
     "GitOpsSettings",
@@ -230,6 +231,22 @@ class AuthSettings(BaseModel):
     )
 
 
+class ControllerSettings(BaseModel):
+    """Leader election of ``forge-controller`` on a ``coordination.k8s.io/v1`` Lease (off: one controller)."""
+
+    leader_election: bool = Field(
+        False, description="Run the reconcilers only while holding the Lease (needs a cluster; off when embedded)"
+    )
+    lease_name: str = Field("forge-controller", description="Name of the Lease the controllers compete for")
+    lease_namespace: str | None = Field(
+        None, description="Namespace of the Lease; unset: the pod's own namespace (service account), else forge"
+    )
+    identity: str | None = Field(None, description="This candidate's holder identity; unset: POD_NAME, else hostname")
+    lease_duration: float = Field(15.0, gt=0, description="Seconds a Lease not renewed stays the holder's")
+    renew_deadline: float = Field(10.0, gt=0, description="Seconds a leader may fail to renew before it steps down")
+    retry_period: float = Field(2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -246,3 +263,4 @@ class Settings(BaseSettings):
     github: GithubSettings = Field(default_factory=GithubSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
