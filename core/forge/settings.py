@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
+    "ArgoCDSettings",
     "AuthSettings",
     "CiSettings",
     "ControllerSettings",
@@ -21,9 +22,11 @@ __all__ = [
     "GitOpsSettings",
     "GitSettings",
     "GithubSettings",
+    "KubeClientSettings",
     "NatsSettings",
     "ObjectStoreSettings",
     "RegistrySettings",
+    "SecretsSettings",
     "Settings",
     "TimeoutSettings",
     "WorkerSettings",
@@ -247,6 +250,45 @@ class ControllerSettings(BaseModel):
     retry_period: float = Field(2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease")
 
 
+class KubeClientSettings(BaseModel):
+    """How a process reaches the Kubernetes API: ``server`` (+ ``token``), else ``kubeconfig``, else the pod's
+    own service account (in-cluster configuration)."""
+
+    server: str | None = Field(
+        None, description="Kubernetes API server URL (with token); unset: kubeconfig or in-cluster"
+    )
+    token: SecretStr | None = Field(None, description="Bearer token for server")
+    ca_file: Path | None = Field(None, description="CA bundle that signed server's certificate (unset: system CAs)")
+    verify_tls: bool = Field(True, description="Verify the API server's TLS certificate (server only)")
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (unset, with no server: in-cluster config)")
+    context: str | None = Field(None, description="kubeconfig context (unset: its current context)")
+    request_timeout: float = Field(10.0, gt=0, description="Seconds one Kubernetes API request may take")
+
+
+class ArgoCDSettings(KubeClientSettings):
+    """Argo CD Application health: a deployment is active once its Application is Synced and Healthy
+    (docs/gitops.md). Disabled: active as soon as its pointer is committed (the embedded platform)."""
+
+    enabled: bool = Field(False, description="Follow Argo CD Application health before a deployment is active")
+    namespace: str = Field("argocd", description="Namespace of the Argo CD Application objects")
+    timeout: float = Field(
+        600.0, gt=0, description="Seconds after the pointer commit before a deployment not yet Synced and Healthy fails"
+    )
+    poll: float = Field(5.0, ge=0, description="Seconds between two reads of one Application")
+
+
+class SecretsSettings(KubeClientSettings):
+    """Where the platform's secrets (webhook secrets, steps' granted secrets) are read (docs/security.md)."""
+
+    provider: Literal["env", "kubernetes"] = Field(
+        "env",
+        description="env: FORGE_SECRET_<NAME> variables, then ci.secrets_dir files; kubernetes: the keys of one Secret",
+    )
+    namespace: str = Field("forge", description="Namespace of the Secret (provider=kubernetes)")
+    secret: str = Field("forge-secrets", description="Name of the Secret; each key is one secret (provider=kubernetes)")
+    cache: float = Field(10.0, ge=0, description="Seconds one read of the Secret is reused (0: read on every lookup)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -263,4 +305,6 @@ class Settings(BaseSettings):
     github: GithubSettings = Field(default_factory=GithubSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    argocd: ArgoCDSettings = Field(default_factory=ArgoCDSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)

@@ -1,10 +1,11 @@
 """Contracts (``typing.Protocol``) between the platform and the technologies behind it."""
 
 from forge.ports.bus import BusMessage, MessageBus, Subscription
+from forge.ports.deployer import DeployerStatus
 from forge.ports.engine import NodePhase, NodeStatus, WorkflowEngine, WorkflowPhase, WorkflowStatus
 from forge.ports.git import EntryKind, GitMirrors, GitReader, TreeEntry
 from forge.ports.objects import ObjectInfo, ObjectStore
-from forge.ports.others import DeployerStatus, Identity, IdentityProvider, SecretProvider, SourceHost
+from forge.ports.others import Identity, IdentityProvider, SecretProvider, SourceHost
 from forge.ports.registry import ArtifactRegistry, Layer, Manifest
 from forge.ports.store import (
     Database,

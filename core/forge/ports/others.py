@@ -10,18 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
-    "DeployerStatus",
     "Identity",
     "IdentityProvider",
     "SecretProvider",
     "SourceHost",
 ]
-
-
-class DeployerStatus(Protocol):
-    """Argo CD application health and sync state."""
-
-    async def application(self, name: str) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
