@@ -14,6 +14,7 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.postgres_store import PostgresStore
 from forge.adapters.pygit2_gitops import Pygit2GitOps
+from forge.controller.leader import run_as_leader
 from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
 from forge.gitops import GitOpsWriter
@@ -109,7 +110,8 @@ def main() -> int:
 
     async def serve(stop: asyncio.Event) -> None:
         async with build(settings) as services:
-            await run_controller(services, settings, stop)
+            # the reconcilers run only while this process holds the Lease (FORGE_CONTROLLER__LEADER_ELECTION)
+            await run_as_leader(settings.controller, lambda leading: run_controller(services, settings, leading), stop)
 
     return run_service(serve)
 
