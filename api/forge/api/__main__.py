@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import uvicorn
 
-from forge.adapters.env_secrets import EnvSecretProvider
+from forge.adapters.k8s_secrets import secret_provider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oidc import OidcIdentityProvider, TrustedIssuers, github_actions
@@ -71,7 +71,7 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     approvals=store,
                     bus=bus,
                     objects=objects,
-                    secrets=EnvSecretProvider(settings.ci.secrets_dir),
+                    secrets=secret_provider(settings),
                     feed=feed,
                     identity=identity,
                     clones=ClonePolicy(

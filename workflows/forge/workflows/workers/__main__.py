@@ -9,7 +9,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator, Sequence
 
-from forge.adapters.env_secrets import EnvSecretProvider
+from forge.adapters.k8s_secrets import secret_provider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
@@ -36,7 +36,7 @@ async def build(settings: Settings, job_types: Sequence[JobType]) -> AsyncIterat
                 bus=bus,
                 objects=objects,
                 mirrors=Pygit2Mirrors(settings.git.cache_dir),
-                secrets=EnvSecretProvider(settings.ci.secrets_dir),
+                secrets=secret_provider(settings),
                 registry=OrasRegistry.from_settings(settings.registry),
             )
             yield [
