@@ -135,6 +135,11 @@ class Pygit2GitOps:
     async def history(self, path: str, *, limit: int = 50) -> list[PathRevision]:
         return await asyncio.to_thread(self._locked_call, self._history, path, limit)
 
+    async def contains(self, revision: str, commit: str) -> bool:
+        """``revision`` is ``commit`` or a descendant (``forge.ports.deployer.RevisionHistory``); fetches when
+        either is not in the work copy yet; False for a revision that is not a commit the remote has."""
+        return await asyncio.to_thread(self._locked_call, self._contains, revision, commit)
+
     # -- in the worker thread, under the work copy's lock --------------------------------------
 
     def _locked_call(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -204,6 +209,18 @@ class Pygit2GitOps:
                 found.append(PathRevision(str(commit.id), committed_at, commit.message, content))
             commit = parent
         return found
+
+    def _contains(self, revision: str, commit: str) -> bool:
+        if not (re.fullmatch(r"[0-9a-f]{40}", revision) and re.fullmatch(r"[0-9a-f]{40}", commit)):
+            return False
+        if revision == commit:
+            return True
+        repo = self._open()
+        if revision not in repo or commit not in repo:
+            self._fetch(repo)
+        if revision not in repo or commit not in repo:
+            return False
+        return bool(repo.descendant_of(revision, commit))
 
     @property
     def _tracking(self) -> str:
