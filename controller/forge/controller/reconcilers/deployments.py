@@ -16,11 +16,14 @@ Every ``interval`` the reconciler
    the GitOps commit: the deployment becomes ``active`` and the previous active one ``superseded``.
 
 With no Argo CD health port configured (the embedded platform), a deployment is ``active`` as soon
-as its pointer commit is pushed. ``TransientError`` (the GitOps remote down, a push race that kept
-losing, PostgreSQL away) is retried with backoff for at most ``deploy_timeout`` seconds, then the
-deployment fails with the cause; a ``PermanentError`` fails it at once. A failed deployment never
-touches the active one. A deployment whose claim was lost (the controller died) is claimed again
-after ``stale_after`` seconds; the writer finds the pointer already at the digest and records it.
+as its pointer commit is pushed; with one (``health``), it stays ``pending`` after the commit and
+:class:`~forge.controller.reconcilers.deployment_health.DeploymentHealth`, run from this loop,
+makes it ``active`` or ``failed`` by its Argo CD Application. ``TransientError`` (the GitOps remote
+down, a push race that kept losing, PostgreSQL away) is retried with backoff for at most
+``deploy_timeout`` seconds, then the deployment fails with the cause; a ``PermanentError`` fails it
+at once. A failed deployment never touches the active one. A deployment whose claim was lost (the
+controller died) is claimed again after ``stale_after`` seconds; the writer finds the pointer
+already at the digest and records it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from uuid import UUID
 import stamina
 from pydantic import ValidationError
 
+from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.domain.deploy_policy import check_policy, deploy_intent, environments_of
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import Deployment, Release
@@ -67,6 +71,8 @@ class DeploymentReconciler:
     """Seconds one deployment's transient failures are retried before it fails (``timeouts.deploy``)."""
     backoff_max: float = 10.0
     stale_after: float = 300.0
+    health: DeploymentHealth | None = None
+    """Argo CD health (``FORGE_ARGOCD__ENABLED``): written deployments wait there for their verdict."""
     _held: dict[UUID, Deployment] = field(default_factory=dict, init=False, repr=False)
     """Claimed deployments not finished yet because the store was unavailable: tried again first."""
 
@@ -75,6 +81,8 @@ class DeploymentReconciler:
             try:
                 await self.plan_auto_deploys()
                 await self.deploy_pending()
+                if self.health is not None:
+                    await self.health.follow()
             except TransientError as exc:
                 log.warning("deployments wait for a service: %s", exc)
             except ForgeError as exc:
@@ -115,7 +123,8 @@ class DeploymentReconciler:
         """Deploy what is claimed (held first, then newly claimed); the deployments as they ended."""
         claimed = await self.deployments.claim_deployments(limit=self.batch, stale_after=self.stale_after)
         for deployment in claimed:
-            self._held[deployment.id] = deployment
+            if self.health is None or not self.health.watching(deployment.id):
+                self._held[deployment.id] = deployment
         done: list[Deployment] = []
         for deployment in list(self._held.values()):
             done.append(await self.deploy(deployment))
@@ -123,7 +132,8 @@ class DeploymentReconciler:
         return done
 
     async def deploy(self, deployment: Deployment) -> Deployment:
-        """Take one claimed deployment to ``active`` or ``failed`` (store outages propagate: it stays held)."""
+        """Take one claimed deployment to ``active`` or ``failed``, or with ``health`` leave it pending and
+        watched once its pointer is written (store outages propagate: it stays held)."""
         async with self.deployments.deployment_lock(deployment.environment, deployment.repository, deployment.project):
             current = await self.deployments.get_deployment(deployment.id)
             if current.status is not DeploymentStatus.PENDING:
@@ -134,6 +144,9 @@ class DeploymentReconciler:
                 return await self._fail(current, str(exc))
             except TransientError as exc:
                 return await self._fail(current, f"gave up after {self.deploy_timeout:g} s: {exc}")
+            if self.health is not None:
+                self.health.watch(current, sha)
+                return current
             active = await self.deployments.complete_deployment(current.id, sha)
         log.info(
             "%s/%s release %d is active in %s (gitops commit %s)",
