@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from forge.adapters.argo_workflows import ArgoWorkflowEngine
 from forge.adapters.github_statuses import GithubStatuses
+from forge.adapters.k8s_argocd import ArgoCDApplications
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
@@ -19,7 +20,7 @@ from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
 from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
-from forge.ports import MessageBus, SourceHost, WorkflowEngine
+from forge.ports import DeployerStatus, MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
 from forge.workflows.engine import LocalWorkflowEngine
@@ -61,6 +62,19 @@ async def _source_host(settings: Settings) -> AsyncIterator[SourceHost | None]:
         yield gh
 
 
+@contextlib.asynccontextmanager
+async def _argocd(settings: Settings) -> AsyncIterator[DeployerStatus | None]:
+    """Argo CD Application health when ``FORGE_ARGOCD__ENABLED`` (and a GitOps repository), else none."""
+    if not (settings.argocd.enabled and settings.gitops.url):
+        yield None
+        return
+    applications = ArgoCDApplications.from_settings(settings.argocd)
+    try:
+        yield applications
+    finally:
+        await applications.close()
+
+
 def _gitops(settings: Settings) -> GitOpsWriter | None:
     """The GitOps writer when ``FORGE_GITOPS__URL`` is set, else none (nothing is deployed)."""
     if not settings.gitops.url:
@@ -82,6 +96,7 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
                 Dispatcher(bus) as dispatcher,
                 _engine(settings, bus, dispatcher) as engine,
                 _source_host(settings) as source_host,
+                _argocd(settings) as argocd,
             ):
                 yield ControllerServices(
                     repositories=store,
@@ -97,6 +112,8 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
                     deployments=store,
                     approvals=store,
                     gitops=_gitops(settings),
+                    deployer_status=argocd,
+                    revisions=Pygit2GitOps.from_settings(settings.gitops) if argocd is not None else None,
                 )
         finally:
             await bus.close()

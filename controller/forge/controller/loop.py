@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from forge.controller.commit_status import CommitStatuses
 from forge.controller.reconcile import ReconcileLoop
+from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
@@ -24,6 +25,7 @@ from forge.ports import (
     SourceHost,
     WorkflowEngine,
 )
+from forge.ports.deployer import DeployerStatus, RevisionHistory
 from forge.ports.store import ApprovalStore, DeploymentStore, ReleaseStore
 from forge.settings import Settings
 
@@ -46,6 +48,10 @@ class ControllerServices:
     approvals: ApprovalStore | None = None
     gitops: GitOpsWriter | None = None
     """The GitOps repository deployments write to; none when ``FORGE_GITOPS__URL`` is unset."""
+    deployer_status: DeployerStatus | None = None
+    """Argo CD Application health (``FORGE_ARGOCD__ENABLED``); none: active as soon as the pointer is committed."""
+    revisions: RevisionHistory | None = None
+    """Ancestry on the GitOps branch, to judge the revision Argo CD synced (with ``deployer_status``)."""
 
 
 async def run_controller(services: ControllerServices, settings: Settings, stop: asyncio.Event) -> None:
@@ -80,6 +86,15 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
         if services.releases is not None and services.registry is not None:
             group.create_task(ReleaseTagger(services.releases, services.registry).run(stop))
         if services.gitops and services.releases and services.deployments and services.approvals:
+            health = None
+            if services.deployer_status is not None and services.revisions is not None:
+                health = DeploymentHealth(
+                    services.deployments,
+                    services.deployer_status,
+                    services.revisions,
+                    timeout=settings.argocd.timeout,
+                    poll=settings.argocd.poll,
+                )
             deployer = DeploymentReconciler(
                 deployments=services.deployments,
                 approvals=services.approvals,
@@ -87,5 +102,6 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
                 runs=services.runs,
                 writer=services.gitops,
                 deploy_timeout=settings.timeouts.deploy,
+                health=health,
             )
             group.create_task(deployer.run(stop))
