@@ -44,10 +44,8 @@ def list_runs(
     home: Path,
 ) -> None:
     """List runs, newest first."""
-    params: dict[str, str | int] = {"limit": limit}
-    for name, value in (("repository", repository), ("branch", branch), ("status", status)):
-        if value is not None:
-            params[name] = value
+    filters = {"repository": repository, "branch": branch, "status": status}
+    params: dict[str, str | int] = {"limit": limit, **{k: v for k, v in filters.items() if v is not None}}
     page = call_api("runs list", api_url, home, lambda client: answer(client.get("/v1/runs", params=params)))
     if as_json:
         click.echo(json.dumps(page, indent=2))
