@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 
+DEFAULT_STEP_IMAGE = "ghcr.io/input-output-hk/catalyst-forge:0.1.0"
+"""The one image of every process (images/Dockerfile), at this release: never a floating tag."""
+
+
 class DatabaseSettings(BaseModel):
     url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/forge",
@@ -191,7 +195,9 @@ class EngineSettings(BaseModel):
     argo_token: SecretStr | None = Field(None, description="Bearer token for the Argo Server (kind=argo)")
     verify_tls: bool = Field(True, description="Verify the Argo Server's TLS certificate")
     namespace: str = Field("forge", description="Namespace of WorkflowTemplates and Workflows")
-    image: str = Field("ghcr.io/catalyst-forge/forge-step:latest", description="Image of the step container")
+    image: str = Field(
+        DEFAULT_STEP_IMAGE, description="Image of the step container (pinned: the platform's own release)"
+    )
     parallelism: int = Field(100, ge=1, description="Tasks of one workflow running at once")
     max_parallel: int = Field(8, ge=1, description="Containers the local engine runs at once on this machine")
 

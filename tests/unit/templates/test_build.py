@@ -13,6 +13,7 @@ import pytest
 from forge.domain.discovery import DiscoveredProject, DiscoveredStep, DiscoveryResult
 from forge.domain.messages import CiPayload, Job, JobType
 from forge.errors import InvalidInputError
+from forge.settings import DEFAULT_STEP_IMAGE
 from forge.workflows.templates import (
     DEADLINE_GRACE_SECONDS,
     STEP_COMMAND,
@@ -87,7 +88,7 @@ def test_the_container_runs_forge_step_dispatch(doc: dict[str, Any]) -> None:
     container = template["container"]
     assert container["command"] == STEP_COMMAND
     assert container["command"][:2] == ["forge-step", "dispatch"]
-    assert container["image"] == "ghcr.io/catalyst-forge/forge-step:latest"
+    assert container["image"] == DEFAULT_STEP_IMAGE == "ghcr.io/input-output-hk/catalyst-forge:0.1.0"
     assert container["env"] == [
         {"name": "FORGE_NATS__URL", "valueFrom": {"configMapKeyRef": {"name": "forge-step", "key": "nats-url"}}}
     ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from forge.domain.discovery import DiscoveryResult
+from forge.settings import DEFAULT_STEP_IMAGE
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -16,7 +17,7 @@ __all__ = [
     "TemplateSpec",
 ]
 
-DEFAULT_IMAGE = "ghcr.io/catalyst-forge/forge-step:latest"
+DEFAULT_IMAGE = DEFAULT_STEP_IMAGE
 LABEL_PREFIX = "forge.projectcatalyst.io"
 NATS_URL_KEY = "nats-url"
 
