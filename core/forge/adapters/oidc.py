@@ -139,14 +139,22 @@ class OidcIdentityProvider:
         self._verified: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
         self._verified_max = verified_cache
 
-    async def verify(self, token: str) -> Identity:
-        cached = self._verified.get(token)
-        if cached is not None:
-            identity, expires = cached
-            if self._wall_clock() < expires:
-                self._verified.move_to_end(token)
-                return identity
+    def cached(self, token: str) -> Identity | None:
+        """The identity of ``token`` when this provider verified it and it has not expired since."""
+        found = self._verified.get(token)
+        if found is None:
+            return None
+        identity, expires = found
+        if self._wall_clock() >= expires:
             del self._verified[token]
+            return None
+        self._verified.move_to_end(token)
+        return identity
+
+    async def verify(self, token: str) -> Identity:
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
         identity = await self._verify(token)
         if self._verified_max > 0:
             self._verified[token] = (identity, float(identity.claims["exp"]))
@@ -321,6 +329,10 @@ class TrustedIssuers:
         self.providers = {p.issuer: p for p in (primary, *others)}
 
     async def verify(self, token: str) -> Identity:
+        for known in self.providers.values():  # the primary included
+            cached = known.cached(token)
+            if cached is not None:  # verified before: no decoding to find its issuer again
+                return cached
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except (jwt.PyJWTError, AttributeError):
