@@ -21,7 +21,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import oras.auth
@@ -41,7 +41,9 @@ from forge.ports.registry import (
     read_layout,
     sha256_digest,
 )
-from forge.settings import RegistrySettings
+
+if TYPE_CHECKING:
+    from forge.settings import RegistrySettings
 
 __all__ = ["OrasRegistry"]
 
