@@ -15,6 +15,7 @@ __all__ = [
     "ApiSettings",
     "ArgoCDSettings",
     "AuthSettings",
+    "BreakerSettings",
     "CiSettings",
     "ControllerSettings",
     "DatabaseSettings",
@@ -25,6 +26,7 @@ __all__ = [
     "KubeClientSettings",
     "NatsSettings",
     "ObjectStoreSettings",
+    "QuotaSettings",
     "RegistrySettings",
     "SecretsSettings",
     "Settings",
@@ -35,6 +37,27 @@ __all__ = [
 
 DEFAULT_STEP_IMAGE = "ghcr.io/input-output-hk/catalyst-forge:0.1.0"
 """The one image of every process (images/Dockerfile), at this release: never a floating tag."""
+
+
+class BreakerSettings(BaseModel):
+    """A circuit breaker around one remote service (``forge.adapters._breakers``, docs/operations.md)."""
+
+    threshold: int = Field(5, ge=1, description="Consecutive transient failures (each attempt) that open the breaker")
+    reset_after: float = Field(
+        30.0, gt=0, description="Seconds an open breaker fails fast before it lets one probe call through"
+    )
+
+
+class QuotaSettings(BaseModel):
+    """Concurrency quotas (docs/operations.md). Steps in flight per worker process and job type are
+    ``FORGE_WORKER__CONCURRENCY``."""
+
+    runs_per_repository: int = Field(
+        0,
+        ge=0,
+        description="Runs of one repository executing at once (a workflow submitted); further discovered runs "
+        "wait, oldest first, until one ends; 0: no limit",
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -75,6 +98,9 @@ class GitOpsSettings(BaseModel):
     work_dir: Path = Field(Path(".forge-dev/gitops"), description="Where the local bare work copy of the remote lives")
     push_attempts: int = Field(
         5, ge=1, le=50, description="Pushes of one change before giving up while other writers keep moving the branch"
+    )
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="Circuit breaker around fetches and pushes to the remote"
     )
     argocd_namespace: str = Field("argocd", description="Namespace of the Argo CD Application objects written")
     argocd_repo_url: str | None = Field(
@@ -200,6 +226,9 @@ class EngineSettings(BaseModel):
     )
     parallelism: int = Field(100, ge=1, description="Tasks of one workflow running at once")
     max_parallel: int = Field(8, ge=1, description="Containers the local engine runs at once on this machine")
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="Circuit breaker around Argo Server requests (kind=argo)"
+    )
 
 
 class GithubSettings(BaseModel):
@@ -208,6 +237,9 @@ class GithubSettings(BaseModel):
     api_url: str = Field("https://api.github.com", description="GitHub REST API base URL (GHES: https://host/api/v3)")
     token: SecretStr | None = Field(None, description="Token allowed to write commit statuses; unset: none are posted")
     context: str = Field("ci/catalyst-forge", description="The status context shown on commits")
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="Circuit breaker around GitHub API requests"
+    )
 
 
 class RegistrySettings(BaseModel):
@@ -218,6 +250,9 @@ class RegistrySettings(BaseModel):
     )
     username: str | None = Field(None, description="Registry user (unset: anonymous)")
     password: SecretStr | None = Field(None, description="Registry password or token")
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="Circuit breaker around registry requests"
+    )
 
 
 class AuthSettings(BaseModel):
@@ -314,3 +349,4 @@ class Settings(BaseSettings):
     argocd: ArgoCDSettings = Field(default_factory=ArgoCDSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
