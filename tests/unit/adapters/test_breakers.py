@@ -35,6 +35,11 @@ def changes() -> Iterator[list[tuple[str, str]]]:
     unsubscribe()
 
 
+def _state(breaker: CircuitBreaker) -> str:
+    """The state, read afresh (mypy would keep a narrowed ``breaker.state`` across the awaits)."""
+    return breaker.state
+
+
 async def _fail(breaker: CircuitBreaker, error: BaseException | None = None) -> None:
     with pytest.raises(type(error) if error else TransientError):
         async with breaker:
@@ -54,9 +59,9 @@ async def test_opens_after_threshold_consecutive_failures_and_fails_fast(
     await _fail(breaker)
     await _succeed(breaker)  # a success in between: the count starts over
     for _ in range(3):
-        assert breaker.state == "closed"
+        assert _state(breaker) == "closed"
         await _fail(breaker)
-    assert breaker.state == "open"
+    assert _state(breaker) == "open"
     assert changes == [("registry", "open")]
 
     calls = 0
@@ -79,10 +84,10 @@ async def test_half_open_probe_success_closes(clock: Clock, changes: list[tuple[
     await _fail(breaker)
     clock.now += 30
     assert await _succeed(breaker) == "ok"
-    assert breaker.state == "closed"
+    assert _state(breaker) == "closed"
     assert changes == [("github", "open"), ("github", "half-open"), ("github", "closed")]
     await _fail(breaker)  # threshold 1 again: the count was reset
-    assert breaker.state == "open"
+    assert _state(breaker) == "open"
 
 
 async def test_half_open_probe_failure_reopens_for_a_full_period(clock: Clock, changes: list[tuple[str, str]]) -> None:
@@ -91,14 +96,14 @@ async def test_half_open_probe_failure_reopens_for_a_full_period(clock: Clock, c
     await _fail(breaker)
     clock.now += 31
     await _fail(breaker)  # the probe
-    assert breaker.state == "open"
+    assert _state(breaker) == "open"
     assert changes == [("argo", "open"), ("argo", "half-open"), ("argo", "open")]
     clock.now += 29
     with pytest.raises(ServiceUnavailableError, match=r"next probe in 1\.0 s"):
         await _succeed(breaker)
     clock.now += 1
     assert await _succeed(breaker) == "ok"
-    assert breaker.state == "closed"
+    assert _state(breaker) == "closed"
 
 
 async def test_half_open_lets_one_probe_through(clock: Clock) -> None:
@@ -119,7 +124,7 @@ async def test_half_open_lets_one_probe_through(clock: Clock) -> None:
     assert refused.value.retry_after == 1.0
     release.set()
     await task
-    assert breaker.state == "closed"
+    assert _state(breaker) == "closed"
     assert await _succeed(breaker) == "ok"
 
 
@@ -128,15 +133,15 @@ async def test_answers_that_are_not_outages_count_as_successes(clock: Clock) -> 
     await _fail(breaker)
     await _fail(breaker, NotFoundError("manifest unknown"))  # the registry answered
     await _fail(breaker)
-    assert breaker.state == "closed"
+    assert _state(breaker) == "closed"
 
 
 async def test_counts_only_the_given_errors(clock: Clock) -> None:
     breaker = CircuitBreaker("gitops", threshold=1, reset_after=30, clock=clock, counts=(ServiceUnavailableError,))
     await _fail(breaker, TransientError("branch kept moving"))  # contention, not an outage
-    assert breaker.state == "closed"
+    assert _state(breaker) == "closed"
     await _fail(breaker, ServiceUnavailableError("cannot fetch"))
-    assert breaker.state == "open"
+    assert _state(breaker) == "open"
 
 
 async def test_a_cancelled_probe_proves_nothing_and_frees_the_slot(clock: Clock) -> None:
@@ -146,9 +151,9 @@ async def test_a_cancelled_probe_proves_nothing_and_frees_the_slot(clock: Clock)
     with pytest.raises(asyncio.CancelledError):
         async with breaker:
             raise asyncio.CancelledError
-    assert breaker.state == "half-open"
+    assert _state(breaker) == "half-open"
     assert await _succeed(breaker) == "ok"
-    assert breaker.state == "closed"
+    assert _state(breaker) == "closed"
 
 
 async def test_states_snapshot_and_a_broken_listener_never_breaks_a_call(
