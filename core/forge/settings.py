@@ -24,6 +24,7 @@ __all__ = [
     "GitSettings",
     "GithubSettings",
     "KubeClientSettings",
+    "MetricsSettings",
     "NatsSettings",
     "ObjectStoreSettings",
     "QuotaSettings",
@@ -330,6 +331,20 @@ class SecretsSettings(KubeClientSettings):
     cache: float = Field(10.0, ge=0, description="Seconds one read of the Secret is reused (0: read on every lookup)")
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus ``/metrics`` of the controller and the workers (the API serves ``GET /metrics`` on its own
+    port). Traces and log format follow the environment alone (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``FORGE_LOG_FORMAT``; docs/operations.md)."""
+
+    port: int = Field(
+        0, ge=0, le=65535, description="Port of this process's /metrics endpoint; 0: none (the embedded platform)"
+    )
+    host: str = Field("127.0.0.1", description="Address the /metrics endpoint binds to (0.0.0.0 in a pod)")
+    sample_interval: float = Field(
+        15.0, gt=0, description="Seconds between two samples of JetStream lag, DLQ depth and active runs (controller)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORGE_", env_nested_delimiter="__", extra="ignore")
 
@@ -349,4 +364,5 @@ class Settings(BaseSettings):
     argocd: ArgoCDSettings = Field(default_factory=ArgoCDSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
