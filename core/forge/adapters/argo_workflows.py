@@ -32,7 +32,9 @@ transport failures onto the error tree, each carrying Argo's ``message`` (401/40
 ``TransientError`` with stamina under ``retry`` (a ``RetryPolicy``), honouring ``Retry-After``.
 Reads, ``terminate`` and template creation (a repeat ends in the 409 comparison above) are
 idempotent; ``submit`` is not (a repeat could start a second workflow), so it is retried only when
-the request provably was not processed (connect errors, 429, 503).
+the request provably was not processed (connect errors, 429, 503). Each attempt goes through the
+``argo`` circuit breaker (``forge.adapters._breakers``): an Argo Server that keeps failing is not
+asked again until its probe, and every call fails fast with a ``TransientError`` meanwhile.
 
 Why httpx and not a maintained client (hera 7.1, measured against ``httpx.MockTransport`` and read):
 hera's sync ``WorkflowsService`` is built on ``requests`` (a thread per call in our async
@@ -61,6 +63,7 @@ from typing import Any, Self
 
 import httpx
 
+from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._http import RetryPolicy, retry, send
 from forge.errors import ConflictError, InvalidInputError
 from forge.ports.engine import NodePhase, NodeStatus, WorkflowPhase, WorkflowStatus
@@ -90,6 +93,7 @@ class ArgoWorkflowEngine:
         poll_interval: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
     ):
         headers = {"Accept": "application/json"}
         if token:
@@ -97,6 +101,7 @@ class ArgoWorkflowEngine:
         self._ns = namespace
         self._poll_interval = poll_interval
         self._retry = retry or RetryPolicy()
+        self._breaker = breaker or CircuitBreaker("argo")
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers, verify=verify, timeout=timeout, transport=transport
         )
@@ -166,7 +171,8 @@ class ArgoWorkflowEngine:
         self, method: str, path: str, body: Mapping[str, Any] | None = None, *, idempotent: bool = True
     ) -> dict[str, Any]:
         async def call() -> httpx.Response:
-            return await send(self._client, method, path, service=_SERVICE, json=body, hints=_HINTS)
+            async with self._breaker:
+                return await send(self._client, method, path, service=_SERVICE, json=body, hints=_HINTS)
 
         response = await retry(call, self._retry, idempotent=idempotent)
         data = response.json()

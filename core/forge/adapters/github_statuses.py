@@ -9,7 +9,8 @@ repository or commit for this token), 422 → ``InvalidInputError`` (GitHub's va
 A status is best effort and must not hold up the controller: one retry (stamina) after
 ``retry_delay`` seconds, or after ``Retry-After`` when GitHub asks for at most 10 s; a longer
 rate limit is raised at once. Posting the same status twice is harmless (the latest per context
-wins), so every failure that is transient is retried.
+wins), so every failure that is transient is retried. Each attempt goes through the ``github``
+circuit breaker (``forge.adapters._breakers``): while GitHub is down, statuses fail fast.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Literal, Self
 
 import httpx
 
+from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._http import RetryPolicy, retry, send
 from forge.errors import InvalidInputError
 
@@ -35,19 +37,23 @@ _HINTS = {
 
 
 class GithubStatuses:
-    def __init__(self, client: httpx.AsyncClient, *, retry_delay: float = 1.0):
+    def __init__(self, client: httpx.AsyncClient, *, retry_delay: float = 1.0, breaker: CircuitBreaker | None = None):
         self._client = client
         self._retry_delay = retry_delay
+        self._breaker = breaker or CircuitBreaker("github")
 
     @classmethod
-    def from_token(cls, api_url: str, token: str, *, timeout: float = 10.0) -> Self:
+    def from_token(
+        cls, api_url: str, token: str, *, timeout: float = 10.0, breaker: CircuitBreaker | None = None
+    ) -> Self:
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
             "User-Agent": "catalyst-forge",
         }
-        return cls(httpx.AsyncClient(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout))
+        client = httpx.AsyncClient(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
+        return cls(client, breaker=breaker)
 
     async def __aenter__(self) -> Self:
         return self
@@ -66,7 +72,8 @@ class GithubStatuses:
         url = f"/repos/{repository}/statuses/{sha}"
 
         async def post() -> httpx.Response:
-            return await send(self._client, "POST", url, service=_SERVICE, json=body, hints=_HINTS)
+            async with self._breaker:
+                return await send(self._client, "POST", url, service=_SERVICE, json=body, hints=_HINTS)
 
         await retry(post, self._policy())
 

@@ -12,6 +12,9 @@ its session, its auth backends (Bearer token flow for Harbor and the like, Basic
   must be computed over the exact bytes). Those requests go through ``do_request`` here.
 - oras's logger writes WARNING and above to the console when nothing is configured; a
   ``NullHandler`` on the ``oras`` logger keeps it quiet (records still reach the root handlers).
+
+Every call goes through the ``registry`` circuit breaker (``forge.adapters._breakers``): after
+repeated ``TransientError``s (connection refused, 429, 5xx) calls fail fast until a probe succeeds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from urllib.parse import urlsplit
 import oras.auth
 import oras.provider
 
+from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._oras_http import RegistryHttp
 from forge.errors import InvalidInputError
 from forge.ports.registry import (
@@ -80,7 +84,14 @@ class _ChallengeAuth(oras.auth.TokenAuth):  # type: ignore[misc]  # oras ships n
 class OrasRegistry:
     """One OCI registry; ``repository`` arguments are paths inside it, never hosts."""
 
-    def __init__(self, url: str, *, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.path.strip("/"):
             raise InvalidInputError(
@@ -97,11 +108,13 @@ class OrasRegistry:
         registry.do_request = functools.partial(oras.provider.Registry.do_request.__wrapped__, registry)
         registry.session.request = functools.partial(registry.session.request, timeout=_TIMEOUT)
         self._http = RegistryHttp(registry, f"{parts.scheme}://{self.host}", self.host)
+        self._breaker = breaker or CircuitBreaker("registry")
 
     @classmethod
     def from_settings(cls, settings: RegistrySettings) -> OrasRegistry:
         password = settings.password.get_secret_value() if settings.password is not None else None
-        return cls(settings.url, username=settings.username, password=password)
+        breaker = CircuitBreaker.from_settings("registry", settings.breaker)
+        return cls(settings.url, username=settings.username, password=password, breaker=breaker)
 
     def reference(self, repository: str, digest: str) -> str:
         return f"{self.host}/{check_repository(repository)}@{check_digest(digest)}"
@@ -124,7 +137,7 @@ class OrasRegistry:
                 self._http.upload(repository, data, digest=sha256_digest(data), size=len(data))
             return self._http.put_manifest(repository, manifest, IMAGE_MANIFEST, tags)
 
-        return await _thread(push)
+        return await self._thread(push)
 
     async def push_layout(
         self, repository: str, layout: Path, *, tags: Sequence[str] = (), ref_name: str | None = None
@@ -138,20 +151,20 @@ class OrasRegistry:
                     self._http.upload(repository, stream, digest=blob.digest, size=blob.size)
             return self._http.put_manifest(repository, image.manifest, image.media_type, tags)
 
-        return await _thread(push)
+        return await self._thread(push)
 
     async def manifest(self, repository: str, reference: str) -> Manifest:
         check_repository(repository)
-        return await _thread(lambda: self._http.manifest(repository, reference))
+        return await self._thread(lambda: self._http.manifest(repository, reference))
 
     async def blob(self, repository: str, digest: str, *, max_bytes: int) -> bytes:
         check_repository(repository)
         check_digest(digest)
-        return await _thread(lambda: self._http.blob(repository, digest, max_bytes))
+        return await self._thread(lambda: self._http.blob(repository, digest, max_bytes))
 
     async def tags(self, repository: str) -> list[str]:
         check_repository(repository)
-        return sorted(await _thread(lambda: list(self._http.tags(repository))))
+        return sorted(await self._thread(lambda: list(self._http.tags(repository))))
 
     async def tag(self, repository: str, digest: str, tag: str) -> None:
         _check_names(repository, [tag])
@@ -161,15 +174,15 @@ class OrasRegistry:
             data, media_type = self._http.manifest_bytes(repository, digest)
             self._http.put_manifest(repository, data, media_type, [tag])
 
-        await _thread(retag)
+        await self._thread(retag)
+
+    async def _thread(self, call: Callable[[], T]) -> T:
+        """Run one blocking registry exchange off the event loop (the default pool bounds concurrency)."""
+        async with self._breaker:
+            return await asyncio.to_thread(call)
 
 
 def _check_names(repository: str, tags: Sequence[str]) -> None:
     check_repository(repository)
     for tag in tags:
         check_tag(tag)
-
-
-async def _thread(call: Callable[[], T]) -> T:
-    """Run one blocking registry exchange off the event loop (the default pool bounds concurrency)."""
-    return await asyncio.to_thread(call)

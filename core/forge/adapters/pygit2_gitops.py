@@ -13,6 +13,10 @@ push is followed by a fetch: a remote that cannot be fetched is down (``ServiceU
 a head that moved means a race (re-plan on it); a head equal to the new commit means the push
 landed although its answer was lost; a head that did not move means the remote refuses us
 (``ServiceUnavailableError`` with its reason, retried later by the caller).
+
+Every call goes through the ``gitops`` circuit breaker (``forge.adapters._breakers``), which counts
+``ServiceUnavailableError`` only (a branch that kept moving is contention, not an outage): a remote
+that cannot be fetched or refuses pushes is left alone until its probe, and calls fail fast.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from urllib.parse import unquote, urlparse
 import pygit2
 from pygit2.enums import FileMode
 
+from forge.adapters._breakers import CircuitBreaker
 from forge.errors import InvalidInputError, ServiceUnavailableError, TransientError
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsTree, PathRevision
 from forge.settings import GitOpsSettings
@@ -88,6 +93,7 @@ class Pygit2GitOps:
         author_email: str = "forge@catalyst.invalid",
         attempts: int = 5,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        breaker: CircuitBreaker | None = None,
     ):
         if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
             raise InvalidInputError(f"gitops branch: not a branch name: {branch!r}")
@@ -99,6 +105,7 @@ class Pygit2GitOps:
         self._signature = (author_name, author_email)
         self._attempts = attempts
         self._clock = clock
+        self._breaker = breaker or CircuitBreaker("gitops", counts=(ServiceUnavailableError,))
         digest = hashlib.sha256(self._source.encode()).hexdigest()[:16]
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(urlparse(url).path or url).name.removesuffix(".git")) or "gitops"
         self.path = work_dir / f"{name}-{digest}.git"
@@ -115,6 +122,7 @@ class Pygit2GitOps:
             author_name=settings.author_name,
             author_email=settings.author_email,
             attempts=settings.push_attempts,
+            breaker=CircuitBreaker.from_settings("gitops", settings.breaker, counts=(ServiceUnavailableError,)),
             **extra,
         )
 
@@ -127,18 +135,22 @@ class Pygit2GitOps:
         return self._branch
 
     async def update(self, plan: Callable[[GitOpsTree], GitOpsEdit | None]) -> GitOpsCommit:
-        return await asyncio.to_thread(self._locked_call, self._update, plan)
+        return await self._call(self._locked_call, self._update, plan)
 
     async def read(self, paths: Sequence[str]) -> GitOpsFiles:
-        return await asyncio.to_thread(self._locked_call, self._read, list(paths))
+        return await self._call(self._locked_call, self._read, list(paths))
 
     async def history(self, path: str, *, limit: int = 50) -> list[PathRevision]:
-        return await asyncio.to_thread(self._locked_call, self._history, path, limit)
+        return await self._call(self._locked_call, self._history, path, limit)
 
     async def contains(self, revision: str, commit: str) -> bool:
         """``revision`` is ``commit`` or a descendant (``forge.ports.deployer.RevisionHistory``); fetches when
         either is not in the work copy yet; False for a revision that is not a commit the remote has."""
-        return await asyncio.to_thread(self._locked_call, self._contains, revision, commit)
+        return await self._call(self._locked_call, self._contains, revision, commit)
+
+    async def _call(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self._breaker:
+            return await asyncio.to_thread(fn, *args, **kwargs)
 
     # -- in the worker thread, under the work copy's lock --------------------------------------
 
