@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Response, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Schema, Tag
@@ -24,6 +25,9 @@ from forge.api.routes.repositories import RepositoriesController
 from forge.api.routes.runs import RunsController
 from forge.api.routes.webhooks import WebhooksController
 from forge.api.services import ApiServices
+from forge.observability.exposition import CONTENT_TYPE, render
+from forge.observability.http import ObservedRequests
+from forge.observability.runs import observed_runs
 
 __all__ = ["create_app"]
 
@@ -34,6 +38,7 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
     ``rate_limits``: the 429s of run creation and webhooks (the defaults of ``ApiSettings`` when not given).
     """
     limits = rate_limits if rate_limits is not None else RateLimits()
+    services = replace(services, runs=observed_runs(services.runs))  # runs created: counted, and their trace's root
 
     def _services() -> ApiServices:
         return services
@@ -42,6 +47,7 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
         route_handlers=[
             healthz,
             readyz,
+            metrics,
             RepositoriesController,
             RunsController,
             ReleasesController,
@@ -53,6 +59,7 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
         ],
         dependencies={"services": Provide(_services, use_cache=True, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[ObservedRequests],  # requests by route and status, and their spans (docs/operations.md)
         plugins=[_ClosedModelsSchema()],
         guards=[guard(services.identity, limits)],  # the role table of forge.api.auth.roles, enforced on every route
         openapi_config=OpenAPIConfig(
@@ -65,7 +72,7 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
                 Tag(name="releases", description="Releases recorded by the controller, resolved by number, tag or sha"),
                 Tag(name="repositories", description="Repositories runs are accepted for"),
                 Tag(name="webhooks", description="Deliveries from source hosts (GitHub) that start runs"),
-                Tag(name="health", description="Liveness and readiness"),
+                Tag(name="health", description="Liveness, readiness and metrics"),
             ],
         ),
         debug=debug,
@@ -76,6 +83,19 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
     limits.install(app)
     document_retry_after(app)  # builds the OpenAPI document once, now
     return app
+
+
+@get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics of this API process",
+    description="The Prometheus text format (docs/operations.md lists the series). Open, like the health "
+    "endpoints: the Gateway does not route it; Prometheus scrapes it inside the cluster.",
+    media_type=CONTENT_TYPE,
+    sync_to_thread=False,
+)
+def metrics() -> Response[bytes]:
+    return Response(render(), media_type=CONTENT_TYPE)
 
 
 class _ClosedModelsSchema(PydanticSchemaPlugin):

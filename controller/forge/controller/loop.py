@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from forge.controller.commit_status import CommitStatuses
 from forge.controller.reconcile import ReconcileLoop
@@ -15,6 +15,9 @@ from forge.controller.reconcilers.release_tags import ReleaseTagger
 from forge.controller.step_events import StepEventRecorder
 from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
+from forge.observability.runs import observed_runs
+from forge.observability.sampler import sample_forever
+from forge.observability.workflows import observed_deployments, traced_engine
 from forge.ports import (
     ArtifactRegistry,
     ExecutionStore,
@@ -55,6 +58,7 @@ class ControllerServices:
 
 
 async def run_controller(services: ControllerServices, settings: Settings, stop: asyncio.Event) -> None:
+    services = _observed(services)
     statuses = CommitStatuses(
         host=services.source_host, context=settings.github.context, public_url=settings.api.public_url
     )
@@ -78,8 +82,10 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
             image=settings.engine.image, namespace=settings.engine.namespace, parallelism=settings.engine.parallelism
         ),
         statuses=statuses,
+        runs_per_repository=settings.quotas.runs_per_repository,
     )
     async with asyncio.TaskGroup() as group:
+        group.create_task(sample_forever(services.bus, services.runs, stop, interval=settings.metrics.sample_interval))
         group.create_task(recorder.run(stop))
         group.create_task(ReconcileLoop(discovery).run(stop))
         group.create_task(ReconcileLoop(execution).run(stop))
@@ -105,3 +111,11 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
                 health=health,
             )
             group.create_task(deployer.run(stop))
+
+
+def _observed(services: ControllerServices) -> ControllerServices:
+    """Run transitions and deployments counted, workflow submits traced (forge.observability)."""
+    deployments = observed_deployments(services.deployments) if services.deployments is not None else None
+    return replace(
+        services, runs=observed_runs(services.runs), engine=traced_engine(services.engine), deployments=deployments
+    )

@@ -13,21 +13,30 @@ carries on from wherever it is). The loop runs one task per run and decides what
   ``code="internal"`` and the exception named, instead of being left stuck.
 
 Failing a run goes through the reconciler's ``fail`` and is itself retried on transient errors.
+
+Each ``reconcile`` call is timed and traced (``reconcile <name>`` in the run's trace, the parent of
+the jobs it dispatches), and its errors are counted by kind (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
 import stamina
+from opentelemetry.trace import Span, Status, StatusCode
 
 from forge.controller.reconcilers.run_tasks import RunTasks, idle
 from forge.errors import ForgeError, PermanentError, TransientError
+from forge.observability.controller import RECONCILE_DURATION, RECONCILE_ERRORS
+from forge.observability.logs import current_run
+from forge.observability.tracing import parent_for, tracer
 from forge.retrying import transient
 
 __all__ = ["ReconcileLoop", "Reconciler"]
@@ -91,19 +100,26 @@ class ReconcileLoop:
 
     async def drive(self, run_id: UUID) -> None:
         """``reconcile`` the run until it returns; transient errors are retried, others fail the run."""
+        current_run.set(run_id)  # this run's own task: its log records name it
+        name = self.reconciler.name
         failure: ForgeError | None = None
         async for attempt in self._attempts():
-            with attempt:
+            with attempt, self._observed(run_id) as span:
                 try:
                     await self.reconciler.reconcile(run_id)
                 except TransientError as exc:
+                    RECONCILE_ERRORS.labels(name, "transient").inc()
                     self._log.warning("run %s: %s; retrying", run_id, exc)
                     raise
                 except PermanentError as exc:
+                    RECONCILE_ERRORS.labels(name, "permanent").inc()
                     failure = exc
                 except Exception as exc:  # noqa: BLE001 - a bug must fail its run, never leave it stuck
+                    RECONCILE_ERRORS.labels(name, "internal").inc()
                     self._log.exception("run %s: unexpected error", run_id)
                     failure = ForgeError(f"internal error: {type(exc).__name__}: {exc}", code="internal")
+                if failure is not None:
+                    span.set_status(Status(StatusCode.ERROR, failure.message))
         if failure is None:
             return
         self._log.error("run %s failed: %s", run_id, failure)
@@ -113,6 +129,20 @@ class ReconcileLoop:
                     await self.reconciler.fail(run_id, failure)
         except Exception:  # noqa: BLE001 - one run's trouble never takes the loop (and other runs) down
             self._log.exception("run %s: recording its failure failed; it is retried on the next start", run_id)
+
+    @contextlib.contextmanager
+    def _observed(self, run_id: UUID) -> Iterator[Span]:
+        """One reconcile call: its duration, and its span in the run's trace (the parent of the jobs it dispatches)."""
+        started = time.perf_counter()
+        try:
+            with tracer().start_as_current_span(
+                f"reconcile {self.reconciler.name}",
+                context=parent_for(run_id),
+                attributes={"forge.run_id": str(run_id), "forge.reconciler": self.reconciler.name},
+            ) as span:
+                yield span
+        finally:
+            RECONCILE_DURATION.labels(self.reconciler.name).observe(time.perf_counter() - started)
 
     async def _retrying(self, what: str, call: _Call) -> Sequence[UUID]:
         async for attempt in self._attempts():

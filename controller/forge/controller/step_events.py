@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from forge.domain.entities import ArtifactType, Trigger
 from forge.domain.events import EVENTS_STREAM, EVENTS_SUBJECTS, PublishedRelease, StepEvent
 from forge.errors import ForgeError, PermanentError, TransientError
+from forge.observability.controller import RELEASES_RECORDED, STEP_EVENTS_APPLIED
 from forge.ports import BusMessage, ExecutionStore, MessageBus
 from forge.ports.store import NewRelease, NewReleaseArtifact, ReleaseStore
 from forge.retrying import transient
@@ -118,6 +119,8 @@ class StepEventRecorder:
                 try:
                     await self._record_releases(events)
                     await self.executions.apply_step_events(events)
+                    for event in events:
+                        STEP_EVENTS_APPLIED.labels(event.kind).inc()
                 except TransientError as exc:
                     log.warning("cannot record %d step event(s) yet: %s", len(events), exc)
                     await _keep_alive(messages)
@@ -133,6 +136,7 @@ class StepEventRecorder:
                 continue
             release, created = await self.releases.record_release(new_release(published, event.run_id))
             if created:
+                RELEASES_RECORDED.inc()
                 log.info(
                     "release %s/%s #%d recorded: %s",
                     release.repository,

@@ -14,6 +14,10 @@ stream, then sends it to the ``Forge-Reply-To`` inbox the job names (if any). Tw
   before) carries the other inbox, so its result is awaited on the result subject instead; and
   the stored result is looked up every ``recheck`` seconds, so a reply lost on the way (a NATS
   reconnect) costs a little time, never the job.
+
+Both wrap a job in a ``dispatch <type>`` span of the run's trace and publish its ``traceparent`` in
+the job's headers, so the worker's span is its child; the time to the result is
+``forge_dispatch_duration_seconds`` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -23,12 +27,17 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from types import TracebackType
 
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from forge.domain.messages import Job, Result, result_subject
 from forge.errors import ForgeError, TransientError
+from forge.observability.bus import DISPATCH_DURATION
+from forge.observability.logs import current_run
+from forge.observability.tracing import inject, parent_for, tracer
 from forge.ports import MessageBus
 
 __all__ = ["REPLY_HEADER", "RESULTS_STREAM", "Dispatcher", "dispatch", "stored_result"]
@@ -47,14 +56,40 @@ def _timed_out(job: Job, timeout: float) -> TransientError:
     return TransientError(f"no result for job {job.key} within {timeout:g}s", retry_after=5, code="dispatch_timeout")
 
 
+@contextlib.contextmanager
+def _observed(job: Job) -> Iterator[dict[str, str]]:
+    """The job's span (current inside) and duration; yields the headers to publish it with (``traceparent``)."""
+    started = time.perf_counter()
+    run_token = current_run.set(job.run_id)
+    span = tracer().start_as_current_span(
+        f"dispatch {job.type.value}",
+        context=parent_for(job.run_id),
+        kind=SpanKind.PRODUCER,
+        attributes={"forge.run_id": str(job.run_id), "forge.job.key": job.key, "forge.job.type": job.type.value},
+    )
+    try:
+        with span:
+            headers: dict[str, str] = {}
+            inject(headers)
+            yield headers
+    finally:
+        current_run.reset(run_token)
+        DISPATCH_DURATION.labels(job.type.value).observe(time.perf_counter() - started)
+
+
 async def dispatch(bus: MessageBus, job: Job, *, timeout: float) -> Result:
     """Publish ``job`` (deduplicated by its key) and return its result; ``TransientError`` on timeout."""
+    with _observed(job) as headers:
+        return await _dispatch(bus, job, timeout=timeout, headers=headers)
+
+
+async def _dispatch(bus: MessageBus, job: Job, *, timeout: float, headers: dict[str, str]) -> Result:
     async with bus.subscribe(result_subject(job.key)) as results:
         existing = await stored_result(bus, job.key)
         if existing is not None:
             log.info("job %s already has a result; not publishing again", job.key)
             return existing
-        fresh = await bus.publish(job.subject, job.model_dump_json().encode(), msg_id=job.key)
+        fresh = await bus.publish(job.subject, job.model_dump_json().encode(), msg_id=job.key, headers=headers or None)
         log.info("job %s %s on %s", job.key, "published" if fresh else "already queued", job.subject)
         try:
             payload = await results.next(timeout)
@@ -92,8 +127,12 @@ class Dispatcher:
 
     async def dispatch(self, job: Job, *, timeout: float) -> Result:
         """Like :func:`dispatch`: the job's result, published at most once; ``TransientError`` on timeout."""
+        with _observed(job) as headers:
+            return await self._dispatch(job, timeout=timeout, headers=headers)
+
+    async def _dispatch(self, job: Job, *, timeout: float, headers: dict[str, str]) -> Result:
         if job.key in self._waiting:  # a second waiter for the same job: share the slow path
-            return await dispatch(self._bus, job, timeout=timeout)
+            return await _dispatch(self._bus, job, timeout=timeout, headers=headers)
         reply = asyncio.get_running_loop().create_future()
         self._waiting[job.key] = reply
         try:
@@ -102,10 +141,12 @@ class Dispatcher:
                 log.info("job %s already has a result; not publishing again", job.key)
                 return existing
             data = job.model_dump_json().encode()
-            fresh = await self._bus.publish(job.subject, data, msg_id=job.key, headers={REPLY_HEADER: self._inbox})
+            fresh = await self._bus.publish(
+                job.subject, data, msg_id=job.key, headers={**headers, REPLY_HEADER: self._inbox}
+            )
             if not fresh:  # queued before, with another inbox
                 log.info("job %s already queued; waiting on its result subject", job.key)
-                return await dispatch(self._bus, job, timeout=timeout)
+                return await _dispatch(self._bus, job, timeout=timeout, headers=headers)
             return await self._await(job, reply, timeout)
         finally:
             self._waiting.pop(job.key, None)

@@ -17,10 +17,11 @@ github-actions     create runs of its own ``repository`` claim, nothing else (a 
 =================  ===================================================================
 
 Open by intent (no token): ``POST /v1/webhooks/github`` (its HMAC signature is the
-authentication), ``/healthz``, ``/readyz``, the OpenAPI documents under ``/schema`` and every
-``OPTIONS`` (it names the allowed methods, nothing else). Everything else needs a token; a route
-that is neither open nor in :data:`ROUTE_ROLES` is refused to every token (deny by default), and a
-test walks the app's OpenAPI so no route is added without an entry here.
+authentication), ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus scrapes it in the cluster; the
+Gateway does not route it), the OpenAPI documents under ``/schema`` and every ``OPTIONS`` (it names
+the allowed methods, nothing else). Everything else needs a token; a route that is neither open
+nor in :data:`ROUTE_ROLES` is refused to every token (deny by default), and a test walks the app's
+OpenAPI so no route is added without an entry here.
 
 Entries for routes that other issues add (approvals, deployments, repository updates) are here
 already, so the route is guarded the day it lands.
@@ -60,7 +61,7 @@ OPERATORS = frozenset({OPERATOR})
 APPROVERS = frozenset({APPROVER})
 DEPLOYERS = frozenset({OPERATOR, SERVICE_ACCOUNT})
 
-OPEN = frozenset({("POST", "/v1/webhooks/github"), ("GET", "/healthz"), ("GET", "/readyz")})
+OPEN = frozenset({("POST", "/v1/webhooks/github"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")})
 OPEN_PREFIXES = ("/schema",)
 
 ROUTE_ROLES: Mapping[tuple[str, str], frozenset[str]] = {

@@ -16,6 +16,8 @@
 * ``delivery`` (a context variable) holds the JetStream delivery count of the job a handler runs
   (1 for a first delivery), so a handler can tell a redelivery (an earlier worker may have left
   partial output) from a first try without a ``Handler`` signature change.
+* Every valid job is counted (``forge_worker_jobs_*`` by type and outcome) and runs in a ``job <type>``
+  span, the child of its dispatcher's (``traceparent`` header) in the run's trace.
 * Jobs are pulled in batches of up to the free slots, so a busy worker makes one pull request
   for many jobs. Streams are the process's to ensure once (``forge-worker`` does, at start).
 """
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from forge.domain.messages import (
@@ -50,6 +53,9 @@ from forge.domain.messages import (
 )
 from forge.errors import ForgeError, PermanentError
 from forge.jobs.dispatch import stored_result
+from forge.observability.logs import current_run
+from forge.observability.tracing import parent_for, tracer
+from forge.observability.worker import observe_job
 from forge.ports import BusMessage, MessageBus, ObjectStore
 from forge.settings import WorkerSettings
 
@@ -163,37 +169,61 @@ class Worker:
         except ValidationError as exc:
             await self._dead_letter(msg, f"invalid job envelope: {exc.error_count()} error(s): {exc.errors()[0]}")
             return
+        # metrics, the job's span (a child of the dispatcher's, from the traceparent header) and the run in logs
+        current_run.set(job.run_id)  # this task's context: each job is handled in its own task
+        with (
+            observe_job(job.type.value) as observed,
+            tracer().start_as_current_span(
+                f"job {job.type.value}",
+                context=parent_for(job.run_id, msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "forge.run_id": str(job.run_id),
+                    "forge.job.key": job.key,
+                    "forge.delivery": msg.num_delivered,
+                },
+            ),
+        ):
+            observed.outcome = await self._handle(msg, job)
+
+    async def _handle(self, msg: BusMessage, job: Job) -> str:
+        """Handle a valid job; its outcome for the metrics."""
         if msg.num_delivered > 1 and await stored_result(self.bus, job.key) is not None:
             log.info("job %s already has a result; acking the duplicate", job.key)
             await msg.ack()
-            return
+            return "duplicate"
         if await self._run_cancelled(job.run_id):
             log.info("job %s not started: run %s was cancelled", job.key, job.run_id)
             await self._finish(msg, job, _cancelled(job))
-            return
+            return "cancelled"
         last_delivery = msg.num_delivered >= self.settings.max_deliver
         delivery.set(msg.num_delivered)  # this task's context: each job is handled in its own task
         try:
             data = await self._with_heartbeat(msg, job, self.handler(job))
-        except _RunCancelledError:
+        except Exception as exc:  # noqa: BLE001 - settled below: cancelled, failed, or retried then dead-lettered
+            return await self._settle_failure(msg, job, exc, last_delivery=last_delivery)
+        await self._finish(msg, job, await self._result(job, data))
+        return "success"
+
+    async def _settle_failure(self, msg: BusMessage, job: Job, exc: Exception, *, last_delivery: bool) -> str:
+        """End a job whose handler raised: cancelled, failed now (permanent), or retried until the DLQ."""
+        if isinstance(exc, _RunCancelledError):
             log.info("job %s cancelled with its run", job.key)
             await self._finish(msg, job, _cancelled(job))
-        except PermanentError as exc:
+            return "cancelled"
+        if isinstance(exc, PermanentError):
             log.info("job %s failed permanently: %s", job.key, exc)
             await self._finish(msg, job, _failure(job, exc, permanent=True))
-        except Exception as exc:  # noqa: BLE001 - any other failure is retried, then dead-lettered
-            if not last_delivery:
-                delay = min(30.0, 2.0**msg.num_delivered)
-                log.warning(
-                    "job %s failed (delivery %d), retrying in %.0fs: %s", job.key, msg.num_delivered, delay, exc
-                )
-                await msg.nak(delay=delay)
-                return
-            reason = f"failed on delivery {msg.num_delivered} of {self.settings.max_deliver}: {exc}"
-            await self._dead_letter(msg, reason, term=False)
-            await self._finish(msg, job, _failure(job, exc, permanent=False))
-        else:
-            await self._finish(msg, job, await self._result(job, data))
+            return "failed"
+        if not last_delivery:  # any other failure is retried, then dead-lettered
+            delay = min(30.0, 2.0**msg.num_delivered)
+            log.warning("job %s failed (delivery %d), retrying in %.0fs: %s", job.key, msg.num_delivered, delay, exc)
+            await msg.nak(delay=delay)
+            return "retried"
+        reason = f"failed on delivery {msg.num_delivered} of {self.settings.max_deliver}: {exc}"
+        await self._dead_letter(msg, reason, term=False)
+        await self._finish(msg, job, _failure(job, exc, permanent=False))
+        return "failed"
 
     async def _run_cancelled(self, run_id: UUID) -> bool:
         if run_id in self._cancelled:
