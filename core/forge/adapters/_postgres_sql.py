@@ -103,6 +103,33 @@ SQL_CLAIM_EXECUTION = f"""
     {FROM_CTE}
     ORDER BY r.created_at, r.id
 """  # noqa: S608
+#: ``SQL_CLAIM_EXECUTION`` under a quota of $3 executing runs per repository (a workflow recorded, or a
+#: claim younger than $2 s): the oldest ready runs of each repository fill its free places. Run after
+#: ``pg_advisory_xact_lock(CLAIM_LOCK)`` in the same transaction, so two claimers never both fill one place.
+SQL_CLAIM_EXECUTION_QUOTA = f"""
+    WITH ready AS (
+        SELECT id, repository_id, created_at FROM pipeline_runs
+        WHERE status = 'running' AND discovery_status = 'success' AND workflow_name IS NULL
+          AND cancel_requested_at IS NULL
+          AND (execution_claimed_at IS NULL OR execution_claimed_at < now() - make_interval(secs => $2))
+        FOR UPDATE SKIP LOCKED
+    ), busy AS (
+        SELECT repository_id, count(*) AS n FROM pipeline_runs
+        WHERE status = 'running'
+          AND (workflow_name IS NOT NULL OR execution_claimed_at >= now() - make_interval(secs => $2))
+        GROUP BY repository_id
+    ), ranked AS (
+        SELECT ready.id, ready.created_at, coalesce(busy.n, 0)
+            + row_number() OVER (PARTITION BY ready.repository_id ORDER BY ready.created_at, ready.id) AS place
+        FROM ready LEFT JOIN busy USING (repository_id)
+    ), r AS (
+        UPDATE pipeline_runs SET execution_claimed_at = now()
+        WHERE id IN (SELECT id FROM ranked WHERE place <= $3 ORDER BY created_at, id LIMIT $1)
+        RETURNING *
+    )
+    {FROM_CTE}
+    ORDER BY r.created_at, r.id
+"""  # noqa: S608
 SQL_INSERT_PHASES = """
     INSERT INTO phase_executions (run_id, name, group_number)
     SELECT $1, x.name, x.group_number FROM unnest($2::text[], $3::integer[]) AS x(name, group_number)

@@ -44,6 +44,7 @@ from forge.adapters._postgres_sql import (
     SQL_CHANGES_SINCE,
     SQL_CLAIM_DISCOVERY,
     SQL_CLAIM_EXECUTION,
+    SQL_CLAIM_EXECUTION_QUOTA,
     SQL_EXECUTIONS_JSON,
     SQL_FAIL_DISCOVERY,
     SQL_INSERT_PHASES,
@@ -92,6 +93,8 @@ MAX_PAGE = 1000
 MAX_STEPS_PAGE = 10_000
 #: ``pg_advisory_xact_lock`` key serialising migrations across processes ("forge" in ASCII).
 _MIGRATION_LOCK = 0x666F726765
+#: ``pg_advisory_xact_lock`` key serialising execution claims under a per-repository quota ("claim").
+_CLAIM_LOCK = 0x636C61696D
 
 #: ``RunFilter`` fields and the columns they compare with equality.
 _FILTER_COLUMNS = {
@@ -382,13 +385,22 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
                 await record_changes(conn, [run_change(updated)])
         return updated
 
-    async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
+    async def claim_execution(
+        self, *, limit: int, stale_after: float = 300.0, per_repository: int = 0
+    ) -> list[PipelineRun]:
         if limit < 1:
             raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
         if stale_after <= 0:
             raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
+        if per_repository < 0:
+            raise InvalidInputError(f"claim_execution: per_repository must be 0 or more, got {per_repository}")
         with translate_errors("claiming runs to execute"):
-            rows = await self._pool.fetch(SQL_CLAIM_EXECUTION, limit, float(stale_after))
+            if not per_repository:
+                rows = await self._pool.fetch(SQL_CLAIM_EXECUTION, limit, float(stale_after))
+            else:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
+                    rows = await conn.fetch(SQL_CLAIM_EXECUTION_QUOTA, limit, float(stale_after), per_repository)
         return [run_from_row(r) for r in rows]
 
     async def runs_executing(self) -> list[PipelineRun]:

@@ -366,12 +366,16 @@ class RunStore(Protocol):
         """Record the run's workflow; a repeat is a no-op, another name is a ``ConflictError`` unless
         ``replaces`` names the current one (a workflow resubmitted after the engine lost it)."""
 
-    async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
+    async def claim_execution(
+        self, *, limit: int, stale_after: float = 300.0, per_repository: int = 0
+    ) -> list[PipelineRun]:
         """Runs ready for a workflow, each handed to one caller (``FOR UPDATE SKIP LOCKED``).
 
         Ready: discovery ``success``, status ``running``, no workflow, no cancel requested, and not
         claimed — or claimed more than ``stale_after`` seconds ago without a workflow being recorded
-        (the claimer died). Claiming stamps ``execution_claimed_at``.
+        (the claimer died). Claiming stamps ``execution_claimed_at``. ``per_repository`` > 0 is a
+        quota: a repository never has more runs executing (running with a workflow, or claimed within
+        ``stale_after``) than that; its further ready runs wait, oldest first, for a free place.
         """
 
     async def runs_executing(self) -> list[PipelineRun]:

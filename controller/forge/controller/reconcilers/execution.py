@@ -18,6 +18,9 @@ follow it; otherwise build, submit and follow.
   is gone is resubmitted once from the same (deterministic) template: every job key is the same,
   so steps that already finished reuse their stored results and steps still running in a worker
   are awaited, not run twice. A workflow lost again fails the run with a clear message.
+* Quota: with ``runs_per_repository`` > 0 a repository has at most that many runs executing;
+  its other discovered runs stay unclaimed (``running``, discovery done, no workflow) and are
+  claimed oldest first as places free up (``RunStore.claim_execution(per_repository=...)``).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class ExecutionReconciler:
     options: TemplateOptions
     statuses: CommitStatuses | None = None
     batch: int = 10
+    runs_per_repository: int = 0  # the quota (FORGE_QUOTAS__RUNS_PER_REPOSITORY); 0: none
     name: str = "execution"
     _resubmitted: set[UUID] = field(default_factory=set)  # runs whose lost workflow was submitted again
 
@@ -84,7 +88,8 @@ class ExecutionReconciler:
         return [run.id for run in await self.runs.runs_executing()]
 
     async def claim(self) -> Sequence[UUID]:
-        return [run.id for run in await self.runs.claim_execution(limit=self.batch)]
+        claimed = await self.runs.claim_execution(limit=self.batch, per_repository=self.runs_per_repository)
+        return [run.id for run in claimed]
 
     async def interrupts(self) -> Sequence[UUID]:
         """Runs whose current reconcile must stop and start over: their cancel was requested."""

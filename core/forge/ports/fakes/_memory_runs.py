@@ -7,6 +7,7 @@ Each function is the body of one transaction: it checks everything before it cha
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from uuid import uuid4
@@ -176,7 +177,9 @@ def set_workflow(
     record_changes(tables, [run_change(run_entity(tables, row))], now)
 
 
-def claim_execution(tables: Tables, limit: int, stale_after: float, now: datetime) -> list[RunRow]:
+def claim_execution(
+    tables: Tables, limit: int, stale_after: float, now: datetime, per_repository: int = 0
+) -> list[RunRow]:
     stale = now - timedelta(seconds=stale_after)
     ready = (
         r
@@ -187,7 +190,23 @@ def claim_execution(tables: Tables, limit: int, stale_after: float, now: datetim
         and r.cancel_requested_at is None
         and (r.execution_claimed_at is None or r.execution_claimed_at < stale)
     )
-    claimed = oldest_first(ready)[:limit]
+    claimed = oldest_first(ready)
+    if per_repository:  # a place per repository: executing (a workflow, or a fresh claim) or claimed now
+        busy = Counter(
+            r.repository_id
+            for r in tables.runs.values()
+            if r.status == Status.RUNNING
+            and (
+                r.workflow_name is not None or (r.execution_claimed_at is not None and r.execution_claimed_at >= stale)
+            )
+        )
+        placed: list[RunRow] = []
+        for row in claimed:
+            if busy[row.repository_id] < per_repository:
+                busy[row.repository_id] += 1
+                placed.append(row)
+        claimed = placed
+    claimed = claimed[:limit]
     for row in claimed:
         row.execution_claimed_at = row.updated_at = now
     return claimed

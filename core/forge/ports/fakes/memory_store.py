@@ -272,13 +272,18 @@ class MemoryStore(MemoryDeployments):
         runs.set_workflow(self._t, row, workflow_name, replaces, now, what)
         return self._entity(row)
 
-    async def claim_execution(self, *, limit: int, stale_after: float = 300.0) -> list[PipelineRun]:
+    async def claim_execution(
+        self, *, limit: int, stale_after: float = 300.0, per_repository: int = 0
+    ) -> list[PipelineRun]:
         if limit < 1:
             raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
         if stale_after <= 0:
             raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
+        if per_repository < 0:
+            raise InvalidInputError(f"claim_execution: per_repository must be 0 or more, got {per_repository}")
         now = await self._enter("claiming runs to execute")
-        return [self._entity(r) for r in runs.claim_execution(self._t, limit, float(stale_after), now)]
+        claimed = runs.claim_execution(self._t, limit, float(stale_after), now, per_repository)
+        return [self._entity(r) for r in claimed]
 
     async def runs_executing(self) -> list[PipelineRun]:
         await self._enter("listing executing runs")
