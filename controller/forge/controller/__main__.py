@@ -32,13 +32,7 @@ __all__ = ["build", "main"]
 @contextlib.asynccontextmanager
 async def _engine(settings: Settings, bus: MessageBus, dispatcher: Dispatcher) -> AsyncIterator[WorkflowEngine]:
     if settings.engine.kind == "argo":
-        token = settings.engine.argo_token.get_secret_value() if settings.engine.argo_token else None
-        async with ArgoWorkflowEngine(
-            settings.engine.argo_url,
-            namespace=settings.engine.namespace,
-            token=token,
-            verify=settings.engine.verify_tls,
-        ) as argo:
+        async with ArgoWorkflowEngine.from_settings(settings.engine) as argo:
             yield argo
         return
 
@@ -58,7 +52,7 @@ async def _source_host(settings: Settings) -> AsyncIterator[SourceHost | None]:
     if settings.github.token is None:
         yield None
         return
-    async with GithubStatuses.from_token(settings.github.api_url, settings.github.token.get_secret_value()) as gh:
+    async with GithubStatuses.from_settings(settings.github) as gh:
         yield gh
 
 

@@ -59,7 +59,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -67,6 +67,9 @@ from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._http import RetryPolicy, retry, send
 from forge.errors import ConflictError, InvalidInputError
 from forge.ports.engine import NodePhase, NodeStatus, WorkflowPhase, WorkflowStatus
+
+if TYPE_CHECKING:
+    from forge.settings import EngineSettings
 
 __all__ = ["ArgoWorkflowEngine"]
 
@@ -104,6 +107,18 @@ class ArgoWorkflowEngine:
         self._breaker = breaker or CircuitBreaker("argo")
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers, verify=verify, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> Self:
+        """From ``FORGE_ENGINE__*`` (kind=argo), with the ``argo`` breaker's thresholds."""
+        token = settings.argo_token.get_secret_value() if settings.argo_token else None
+        return cls(
+            settings.argo_url,
+            namespace=settings.namespace,
+            token=token,
+            verify=settings.verify_tls,
+            breaker=CircuitBreaker.from_settings("argo", settings.breaker),
         )
 
     async def __aenter__(self) -> Self:

@@ -16,13 +16,16 @@ circuit breaker (``forge.adapters._breakers``): while GitHub is down, statuses f
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import httpx
 
 from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._http import RetryPolicy, retry, send
 from forge.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from forge.settings import GithubSettings
 
 __all__ = ["GithubStatuses", "StatusState"]
 
@@ -54,6 +57,14 @@ class GithubStatuses:
         }
         client = httpx.AsyncClient(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
         return cls(client, breaker=breaker)
+
+    @classmethod
+    def from_settings(cls, settings: GithubSettings) -> Self:
+        """From ``FORGE_GITHUB__*`` (the token must be set), with the ``github`` breaker's thresholds."""
+        if settings.token is None:
+            raise InvalidInputError("FORGE_GITHUB__TOKEN is not set: commit statuses cannot be posted")
+        breaker = CircuitBreaker.from_settings("github", settings.breaker)
+        return cls.from_token(settings.api_url, settings.token.get_secret_value(), breaker=breaker)
 
     async def __aenter__(self) -> Self:
         return self
