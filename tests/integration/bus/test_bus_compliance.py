@@ -90,6 +90,22 @@ async def test_publish_to_no_stream_is_unavailable(bus: MessageBus) -> None:
 # --- publish, fetch, ack -----------------------------------------------------------------------
 
 
+async def test_trace_context_headers_travel_with_a_job_unchanged(bus: MessageBus) -> None:
+    """What a dispatcher sends with a job (``traceparent``/``tracestate``, lower case as W3C and the
+    OpenTelemetry propagator write them, beside the reply inbox and the dedupe id) is what a worker reads."""
+    spec = await queue_with_consumer(bus)
+    sent = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "forge=1,vendor=a:b",
+        "Forge-Reply-To": "_INBOX.forge.abc",
+    }
+    assert await bus.publish(subject_in(spec, "traced"), b"job", msg_id="traced-1", headers=sent)
+    msg = await fetch_one(bus, spec)
+    assert {k: v for k, v in msg.headers.items() if k in sent} == sent
+    assert msg.headers["Nats-Msg-Id"] == "traced-1"
+    await msg.ack()
+
+
 async def test_publish_fetch_ack_removes_from_work_queue(bus: MessageBus) -> None:
     spec = await queue_with_consumer(bus)
     await bus.ensure_consumer(spec.name, "worker", filter_subject=spec.subjects[0], ack_wait=30.0, max_deliver=5)
