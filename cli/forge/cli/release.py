@@ -122,10 +122,10 @@ def create(
     body = {"repository": repository, "project": project, "commit_sha": commit, "requested_by": getpass.getuser()}
     if branch is not None:
         body["branch"] = branch
-    answer = call_api("release create", api_url, home, lambda client: answer(client.post("/v1/releases", json=body)))
+    reply = call_api("release create", api_url, home, lambda client: answer(client.post("/v1/releases", json=body)))
     if as_json:
-        click.echo(json.dumps(answer, indent=2))
-    elif "number" in answer:
-        click.echo(f"{project} is already released at {commit[:12]}: release {answer['number']} {answer['oci_ref']}")
+        click.echo(json.dumps(reply, indent=2))
+    elif "number" in reply:
+        click.echo(f"{project} is already released at {commit[:12]}: release {reply['number']} {reply['oci_ref']}")
     else:
-        click.echo(f"run {answer['id']} releases {project} at {commit[:12]} once its checks pass")
+        click.echo(f"run {reply['id']} releases {project} at {commit[:12]} once its checks pass")
