@@ -261,7 +261,7 @@ async def _drive(
                     name, _ = pending.pop(0)
                     faults.append(Fault(name, time.monotonic(), progress.finished))
                     faults[-1].back_after = await asyncio.to_thread(chaos.crash, name)
-                elif now >= next_kill:
+                elif now >= next_kill and progress.finished < expected:
                     name = chaos.rng.choice(chaos.workers())
                     faults.append(Fault(name, time.monotonic(), progress.finished))
                     faults[-1].back_after = await asyncio.to_thread(chaos.crash, name)
