@@ -7,6 +7,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
+from forge.adapters._breakers import on_state_change
 from forge.adapters.argo_workflows import ArgoWorkflowEngine
 from forge.adapters.github_statuses import GithubStatuses
 from forge.adapters.k8s_argocd import ArgoCDApplications
@@ -20,6 +21,7 @@ from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
 from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
+from forge.observability.breakers import record_breaker_state
 from forge.ports import DeployerStatus, MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
@@ -117,6 +119,7 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
 
 def main() -> int:
     configure_logging("forge-controller")
+    on_state_change(record_breaker_state)  # circuit breaker transitions in /metrics
     settings = Settings()
 
     async def serve(stop: asyncio.Event) -> None:

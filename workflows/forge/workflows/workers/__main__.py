@@ -9,12 +9,14 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator, Sequence
 
+from forge.adapters._breakers import on_state_change
 from forge.adapters.k8s_secrets import secret_provider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, JobType
+from forge.observability.breakers import record_breaker_state
 from forge.runtime import configure_logging, run_service
 from forge.settings import Settings
 from forge.workflows.workers.registry import HANDLERS, WorkerDeps
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     job_types = list(dict.fromkeys(JobType(t) for t in args.types))
     configure_logging(f"forge-worker-{'-'.join(t.value for t in job_types)}")
+    on_state_change(record_breaker_state)  # circuit breaker transitions in /metrics
     settings = Settings()
 
     async def serve(stop: asyncio.Event) -> None:
