@@ -18,7 +18,6 @@ import contextlib
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis import GenerationMode, checks
 
+from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
@@ -36,6 +36,8 @@ from forge.api.errors import PROBLEM_JSON
 from forge.api.services import ApiServices
 from forge.embedded.nats import start_nats
 from forge.embedded.process import ServiceProcess, free_port
+from forge.ports import ObjectStore
+from forge.ports.fakes import MemoryBus, MemoryStore
 from forge.settings import ObjectStoreSettings
 from forge.testing.postgres import create_database_async
 
@@ -141,8 +143,20 @@ def served_api(
 
 def _document() -> dict[str, Any]:
     """The OpenAPI document, from the app itself (it depends on the routes only, not on connections)."""
-    offline = SimpleNamespace(identity=None)  # create_app reads nothing else before a request
-    document: dict[str, Any] = create_app(cast(ApiServices, offline)).openapi_schema.to_schema()
+    store, bus = MemoryStore(), MemoryBus()  # never called: building the document makes no request
+    offline = ApiServices(
+        database=store,
+        repositories=store,
+        runs=store,
+        executions=store,
+        releases=store,
+        bus=bus,
+        objects=cast(ObjectStore, None),
+        secrets=EnvSecretProvider(environ={}),
+        deployments=store,
+        approvals=store,
+    )
+    document: dict[str, Any] = create_app(offline).openapi_schema.to_schema()
     return document
 
 
