@@ -33,7 +33,7 @@ def observed_runs(runs: RunStore) -> RunStore:
 
 
 class _ObservedRuns:
-    __slots__ = ("_runs",)
+    __slots__ = ("__weakref__", "_runs")  # the watch hub keys its channels weakly by the run store
 
     def __init__(self, runs: RunStore) -> None:
         self._runs = runs

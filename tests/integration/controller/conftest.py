@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from forge.adapters._breakers import CircuitBreaker
 from forge.adapters.argo_workflows import ArgoWorkflowEngine
 
 from .support import FakeArgo
@@ -23,5 +24,8 @@ def argo() -> Iterator[FakeArgo]:
 
 @pytest.fixture
 async def engine(argo: FakeArgo) -> AsyncIterator[ArgoWorkflowEngine]:
-    async with ArgoWorkflowEngine(argo.url, namespace=NAMESPACE, poll_interval=0.05) as e:
+    # The breaker opens after 5 failures as in production, but probes again after 0.2 s (not 30 s),
+    # so an outage longer than the breaker's threshold is waited out within the test.
+    breaker = CircuitBreaker("argo", reset_after=0.2)
+    async with ArgoWorkflowEngine(argo.url, namespace=NAMESPACE, poll_interval=0.05, breaker=breaker) as e:
         yield e
