@@ -99,23 +99,11 @@ class ReleaseHandler:
             await self.registry.blob(repository, layer["digest"], max_bytes=MAX_METADATA_BYTES)
         )
         await report.write(f"this commit's release is already in the registry ({manifest.digest}): reused")
-        return PublishedRelease(
-            repository=job.repository,
-            project=payload.project,
-            commit_sha=job.commit_sha,
-            oci_ref=self.registry.reference(repository, manifest.digest),
-            oci_digest=manifest.digest,
-            trigger=payload.trigger,
-            branch=payload.branch,
-            tag=payload.tag,
-            created_by=payload.requested_by,
-            artifacts=[
-                PublishedArtifact(
-                    name=a.name, type=a.type, tracking_ref=a.tracking_ref, tracking_digest=a.tracking_digest
-                )
-                for a in metadata.artifacts
-            ],
-        )
+        artifacts = [
+            PublishedArtifact(name=a.name, type=a.type, tracking_ref=a.tracking_ref, tracking_digest=a.tracking_digest)
+            for a in metadata.artifacts
+        ]
+        return self._published(job, payload, repository, manifest.digest, artifacts)
 
     async def _release(self, job: Job, payload: ReleasePayload, report: StepReport) -> PublishedRelease:
         config = await project_config(self.mirrors, job, payload.clone_url, payload.config_blob)
@@ -169,6 +157,27 @@ class ReleaseHandler:
             ),
             self.retry_for,
         )
+        published = [
+            PublishedArtifact(
+                name=name,
+                type=data["type"],
+                tracking_ref=data["tracking_ref"],
+                tracking_digest=data["tracking_digest"],
+                published=list(data.get("published", [])),
+            )
+            for name, data in artifacts.items()
+        ]
+        return self._published(job, payload, repository, digest, published)
+
+    def _published(
+        self,
+        job: Job,
+        payload: ReleasePayload,
+        repository: str,
+        digest: str,
+        artifacts: list[PublishedArtifact],
+    ) -> PublishedRelease:
+        """What the release step's success event carries for the controller to record."""
         return PublishedRelease(
             repository=job.repository,
             project=payload.project,
@@ -179,16 +188,7 @@ class ReleaseHandler:
             branch=payload.branch,
             tag=payload.tag,
             created_by=payload.requested_by,
-            artifacts=[
-                PublishedArtifact(
-                    name=name,
-                    type=data["type"],
-                    tracking_ref=data["tracking_ref"],
-                    tracking_digest=data["tracking_digest"],
-                    published=list(data.get("published", [])),
-                )
-                for name, data in artifacts.items()
-            ],
+            artifacts=artifacts,
         )
 
     async def _artifact(self, name: str, key: str) -> dict[str, Any]:
