@@ -13,6 +13,7 @@ import stamina
 from forge.domain.events import StepEvent, event_subject
 from forge.errors import TransientError
 from forge.ports import MessageBus
+from forge.retrying import transient
 
 __all__ = ["StepEventPublisher"]
 
@@ -32,7 +33,7 @@ class StepEventPublisher:
         else:
             return
         async for attempt in stamina.retry_context(
-            on=TransientError, attempts=None, timeout=self._retry_for, wait_initial=0.1, wait_max=2.0
+            on=transient, attempts=None, timeout=self._retry_for, wait_initial=0.1, wait_max=2.0
         ):
             with attempt:
                 await self._bus.publish(subject, data, msg_id=event.key)

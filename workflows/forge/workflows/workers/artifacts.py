@@ -48,6 +48,7 @@ from forge.releases import ArtifactMetadata, Publication, artifact_fields, track
 from forge.releases.media_types import ARTIFACT_METADATA, TRACKING_ARTIFACT_TYPE
 from forge.releases.metadata import MAX_METADATA_BYTES
 from forge.releases.naming import oci_repository
+from forge.retrying import transient
 from forge.workflows.workers.ci import CiHandler
 from forge.workflows.workers.executors import Sink
 from forge.workflows.workers.step_report import StepReport
@@ -233,7 +234,7 @@ async def retried(what: str, call: Callable[[], Awaitable[T]], retry_for: float)
     """``await call()``; a transient failure (registry or object store down) is retried for ``retry_for``
     seconds, then becomes a permanent one naming ``what``, so the step fails with its cause."""
     try:
-        async for attempt in stamina.retry_context(on=TransientError, attempts=None, timeout=retry_for):
+        async for attempt in stamina.retry_context(on=transient, attempts=None, timeout=retry_for):
             with attempt:
                 return await call()
     except TransientError as exc:
