@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 # Loaded on first use (PEP 562): a process that needs one contract (forge-cmp: the registry's) does not
 # import every other one's models.
 _EXPORTS = {
+    "ArtifactReader": "forge.ports.registry",
     "ArtifactRegistry": "forge.ports.registry",
     "BusMessage": "forge.ports.bus",
     "Database": "forge.ports.store",
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from forge.ports.git import EntryKind, GitMirrors, GitReader, TreeEntry
     from forge.ports.objects import ObjectInfo, ObjectStore
     from forge.ports.others import Identity, IdentityProvider, SecretProvider, SourceHost
-    from forge.ports.registry import ArtifactRegistry, Layer, Manifest
+    from forge.ports.registry import ArtifactReader, ArtifactRegistry, Layer, Manifest
     from forge.ports.store import (
         Database,
         ExecutionStore,
@@ -66,6 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ArtifactReader",
     "ArtifactRegistry",
     "BusMessage",
     "Database",

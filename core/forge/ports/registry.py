@@ -38,6 +38,7 @@ __all__ = [
     "MANIFEST_MEDIA_TYPES",
     "MAX_MANIFEST_BYTES",
     "REF_NAME",
+    "ArtifactReader",
     "ArtifactRegistry",
     "ImageLayout",
     "Layer",
@@ -72,10 +73,28 @@ class Manifest:
     size: int
 
 
-class ArtifactRegistry(Protocol):
+class ArtifactReader(Protocol):
+    """The read half of :class:`ArtifactRegistry`: all a process that only pulls needs (forge-cmp).
+
+    Every :class:`ArtifactRegistry` is an ``ArtifactReader``; a read-only adapter
+    (``forge.adapters.http_registry.HttpRegistryReader``) implements only this half and passes the
+    read tests of the same compliance suite.
+    """
+
     def reference(self, repository: str, digest: str) -> str:
         """The user-facing reference ``<host[:port]>/<repository>@<digest>``."""
 
+    async def manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest of a tag or digest; bytes fetched by digest are verified against it."""
+
+    async def blob(self, repository: str, digest: str, *, max_bytes: int) -> bytes:
+        """A blob, verified against ``digest``; larger than ``max_bytes`` → ``LimitExceededError``."""
+
+    async def tags(self, repository: str) -> list[str]:
+        """The repository's tags, sorted; ``NotFoundError`` for an unknown repository."""
+
+
+class ArtifactRegistry(ArtifactReader, Protocol):
     async def push_artifact(
         self,
         repository: str,
@@ -101,15 +120,6 @@ class ArtifactRegistry(Protocol):
         ``org.opencontainers.image.ref.name`` is ``ref_name``), every blob under ``blobs/sha256``
         present with matching digest and size.
         """
-
-    async def manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest of a tag or digest; bytes fetched by digest are verified against it."""
-
-    async def blob(self, repository: str, digest: str, *, max_bytes: int) -> bytes:
-        """A blob, verified against ``digest``; larger than ``max_bytes`` → ``LimitExceededError``."""
-
-    async def tags(self, repository: str) -> list[str]:
-        """The repository's tags, sorted; ``NotFoundError`` for an unknown repository."""
 
     async def tag(self, repository: str, digest: str, tag: str) -> None:
         """Point ``tag`` at the existing manifest ``digest`` (idempotent)."""
