@@ -10,7 +10,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -239,3 +239,90 @@ def referenced_secrets(objects: Sequence[Obj]) -> set[str]:
                 if ref:
                     names.add(ref)
     return names
+
+
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+PROMETHEUS_CRDS_CHART = "prometheus-operator-crds"
+PROMETHEUS_GROUP = "monitoring.coreos.com"
+_MONITORING_SWITCHES = {"servicemonitor", "servicemonitors", "prometheusrule", "prometheusrules", "podmonitor"}
+_CHARTS_WITH_PROMETHEUS_OBJECTS = {"kube-prometheus-stack"}
+"""Charts that create Prometheus Operator objects (Prometheus, Alertmanager, ServiceMonitors,
+PrometheusRules) with their defaults, whatever our values say."""
+
+
+def sync_wave(obj: Obj) -> int | None:
+    """The Argo CD sync wave of an object, or None when it has none (or not an integer)."""
+    wave = (obj["metadata"].get("annotations") or {}).get(SYNC_WAVE)
+    try:
+        return int(str(wave))
+    except ValueError:
+        return None
+
+
+def children_without_wave(objects: Sequence[Obj]) -> list[str]:
+    """An Application without an integer sync wave (its order against the others would be implicit)."""
+    return [
+        f"{name(obj)}: no integer {SYNC_WAVE}"
+        for obj in objects
+        if obj["kind"] == "Application" and sync_wave(obj) is None
+    ]
+
+
+def revisions_off_the_root(objects: Sequence[Obj], root: Obj) -> list[str]:
+    """A child on the root's repository at another revision than the root's: our own manifests move
+    together, pinned by the one targetRevision of root.yaml."""
+    repo, revision = root["spec"]["source"]["repoURL"], root["spec"]["source"]["targetRevision"]
+    return [
+        f"{name(obj)}: {repo} at {obj['spec']['source'].get('targetRevision')!r}, the root is at {revision!r}"
+        for obj in objects
+        if obj["kind"] == "Application"
+        and obj["spec"]["source"]["repoURL"] == repo
+        and obj["spec"]["source"].get("targetRevision") != revision
+    ]
+
+
+def _enables_monitoring_objects(values: Any) -> bool:
+    if not isinstance(values, Mapping):
+        return False
+    for key, value in values.items():
+        if str(key).lower() in _MONITORING_SWITCHES and isinstance(value, Mapping) and value.get("enabled") is True:
+            return True
+        if _enables_monitoring_objects(value):
+            return True
+    return False
+
+
+def creates_prometheus_objects(app: Obj, rendered: Callable[[str], Sequence[Obj]]) -> bool:
+    """Whether an Application creates objects of the Prometheus Operator's CRDs: for a path of this
+    repository, its rendered objects (``rendered(path)``); for a chart, values that enable a
+    ServiceMonitor / PrometheusRule / PodMonitor, or a chart that creates them by default."""
+    source = app["spec"]["source"]
+    if "chart" in source:
+        if source["chart"] == PROMETHEUS_CRDS_CHART:
+            return False
+        values = _get(source, ("helm", "valuesObject"))
+        return source["chart"] in _CHARTS_WITH_PROMETHEUS_OBJECTS or _enables_monitoring_objects(values)
+    if "path" not in source or "catalyst-forge" not in source["repoURL"]:
+        return False
+    return any(str(o["apiVersion"]).startswith(PROMETHEUS_GROUP + "/") for o in rendered(source["path"]))
+
+
+def prometheus_objects_before_their_crds(objects: Sequence[Obj], rendered: Callable[[str], Sequence[Obj]]) -> list[str]:
+    """An Application that creates ServiceMonitors, PrometheusRules (…) in a sync wave that is not
+    strictly after the Application of the Prometheus Operator's CRDs."""
+    apps = [o for o in objects if o["kind"] == "Application"]
+    crds = [a for a in apps if a["spec"]["source"].get("chart") == PROMETHEUS_CRDS_CHART]
+    if len(crds) != 1:
+        return [f"{len(crds)} Applications install the chart {PROMETHEUS_CRDS_CHART} (one is needed)"]
+    crd_wave = sync_wave(crds[0])
+    problems = []
+    for app in apps:
+        if not creates_prometheus_objects(app, rendered):
+            continue
+        wave = sync_wave(app)
+        if crd_wave is None or wave is None or wave <= crd_wave:
+            problems.append(
+                f"{name(app)}: creates {PROMETHEUS_GROUP} objects in wave {wave}, "
+                f"not after the CRDs ({name(crds[0])}, wave {crd_wave})"
+            )
+    return problems

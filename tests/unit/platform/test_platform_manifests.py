@@ -31,7 +31,7 @@ from .checks import (
 
 FORGE_OVERLAYS = ["forge/overlays/dev", "forge/overlays/prod"]
 APP_OVERLAYS = ["apps/overlays/dev", "apps/overlays/prod"]
-COMPONENTS = ["components/postgres", "components/environments", "components/issuers"]
+COMPONENTS = ["components/postgres", "components/environments", "components/issuers", "components/monitoring"]
 BUILDS = [*FORGE_OVERLAYS, *APP_OVERLAYS, *COMPONENTS]
 MADE_BY_OPERATORS = {"forge-db-app": "CloudNativePG (the Cluster's app user)"}
 
