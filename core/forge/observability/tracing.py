@@ -10,8 +10,9 @@ the root. An operator pastes a run id (without dashes) into Tempo or Jaeger and 
 
 Exported by OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``…_TRACES_ENDPOINT``) is set
 (:func:`configure_tracing`; the OpenTelemetry SDK reads the rest of the standard ``OTEL_*``
-variables). Otherwise the API's no-op tracer is all there is: spans cost a context-manager call,
-the SDK and the exporter are never imported.
+variables). Otherwise nothing is traced: :func:`run_span` is a shared no-op context manager (no span,
+no parent looked up, no ``traceparent`` written into job headers), so the job path pays nothing for
+tracing that is off; the SDK and the exporter are never imported.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.util.types import Attributes
 
 __all__ = [
     "ENDPOINT_VARIABLES",
@@ -36,6 +39,7 @@ __all__ = [
     "root_span_id",
     "run_context",
     "run_id_of_trace",
+    "run_span",
     "tracer",
     "tracing_enabled",
 ]
@@ -43,11 +47,32 @@ __all__ = [
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _forced: ContextVar[tuple[int, int] | None] = ContextVar("forge_forced_span_ids", default=None)
 _enabled = False
+_tracer: trace.Tracer | None = None
+_NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()
 
 
 def tracer() -> trace.Tracer:
-    """The platform's tracer (a proxy: it follows the provider :func:`configure_tracing` installs)."""
-    return trace.get_tracer("forge")
+    """The platform's tracer, looked up once (before :func:`configure_tracing` it is the API's proxy,
+    which follows the provider installed later)."""
+    global _tracer  # noqa: PLW0603 - a cache of the one tracer
+    if _tracer is None:
+        _tracer = trace.get_tracer("forge")
+    return _tracer
+
+
+def run_span(
+    name: str,
+    run_id: UUID,
+    *,
+    kind: SpanKind,
+    attributes: Attributes = None,
+    headers: Mapping[str, str] | None = None,
+) -> AbstractContextManager[Any]:
+    """A span about ``run_id``, current inside (its parent: :func:`parent_for`); when tracing is off, a
+    shared no-op context manager: no span object, no parent looked up, ``headers`` never parsed."""
+    if not _enabled:
+        return _NO_SPAN
+    return tracer().start_as_current_span(name, context=parent_for(run_id, headers), kind=kind, attributes=attributes)
 
 
 def tracing_enabled() -> bool:

@@ -6,8 +6,16 @@
 * While a handler runs, ``+WPI`` in-progress acks keep JetStream from redelivering it.
 * ``PermanentError``: a failed result now. Anything else is retried with a delay until the
   last delivery; then the job goes to ``pipeline.dlq.<type>`` with its reason and a failed result.
-* A redelivered job whose key already has a stored result is acked without running again
-  (idempotency; a first delivery cannot have one: the dispatcher looks before it publishes).
+* A job whose key already has a stored result is acked without running again (idempotency). Every
+  delivery looks, not only redeliveries: a NATS server killed and restarted can forget a consumer's
+  acks and delivery counts, and deliver a job it had already seen, with a count of 1, again.
+* A handler can *settle* its job before its last side effects (``settle``): the job's result and
+  what the handler needs to finish (``resume`` state) are stored on
+  ``pipeline.results.<key>.settled``. A delivery that finds a settled outcome (its worker died
+  after the step ended, before the result was stored) does not run the job again: the handler's
+  ``resume`` finishes the side effects (a CI step's log and final event), then the settled result
+  is stored and the job acked. The settled record is not the result: a dispatcher sees the result
+  only once the final event is stored, which the controller's end-of-run barrier relies on.
 * ``pipeline.cancel.<run>`` cancels that run's jobs: received live (core subscription), running
   jobs are cancelled (a CI step's process group is killed); kept in ``pipeline-cancels``, a job of
   a cancelled run pulled later is not started. Either way the job ends with a failed
@@ -32,11 +40,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+import stamina
 from opentelemetry.trace import SpanKind
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forge.domain.messages import (
     CANCEL_SUBJECTS,
@@ -51,15 +60,28 @@ from forge.domain.messages import (
     job_subject,
     result_subject,
 )
-from forge.errors import ForgeError, PermanentError
+from forge.errors import ForgeError, PermanentError, TransientError
+from forge.jobs.dispatch import RESULTS_STREAM as STREAM_OF_RESULTS
 from forge.jobs.dispatch import stored_result
 from forge.observability.logs import current_run
-from forge.observability.tracing import parent_for, tracer
+from forge.observability.tracing import run_span
 from forge.observability.worker import observe_job
 from forge.ports import BusMessage, MessageBus, ObjectStore
+from forge.retrying import transient
 from forge.settings import WorkerSettings
 
-__all__ = ["Handler", "Worker", "consumer_name", "delivery"]
+__all__ = [
+    "Handler",
+    "Resumable",
+    "Settled",
+    "Worker",
+    "consumer_name",
+    "delivery",
+    "settle",
+    "settled_subject",
+    "settles",
+    "stored_settled",
+]
 
 log = logging.getLogger("forge.worker")
 
@@ -73,6 +95,56 @@ _CHECKED_RUNS = 10_000
 
 #: The delivery count of the job the current handler runs (1: first delivery).
 delivery: ContextVar[int] = ContextVar("delivery", default=1)
+_STORE_FOR = 30.0  # seconds a settled outcome or a result is retried while NATS is unreachable
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A handler that can finish a settled job without running it again (``settle``)."""
+
+    async def resume(self, job: Job, state: dict[str, Any]) -> None: ...
+
+
+class Settled(BaseModel):
+    """A job's outcome, stored before its handler's last side effects were done."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    result: Result
+    resume: dict[str, Any] = Field(default_factory=dict, description="What the handler's resume needs")
+
+
+def settled_subject(key: str) -> str:
+    return f"{result_subject(key)}.settled"
+
+
+async def stored_settled(bus: MessageBus, key: str) -> Settled | None:
+    payload = await bus.last_payload(STREAM_OF_RESULTS, settled_subject(key))
+    return None if payload is None else Settled.model_validate_json(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    worker: Worker
+    job: Job
+
+
+_current: ContextVar[_Current | None] = ContextVar("forge_worker_current", default=None)
+
+
+def settles() -> bool:
+    """Whether ``settle`` stores anything here: the handler runs under a worker and can resume."""
+    current = _current.get()
+    return current is not None and isinstance(current.worker.handler, Resumable)
+
+
+async def settle(outcome: dict[str, Any] | PermanentError, resume: dict[str, Any]) -> None:
+    """Store the outcome of the job the current handler runs (its result data, or the ``PermanentError`` it
+    is about to raise) with the state its ``resume`` needs, before the handler's last side effects. A no-op
+    unless ``settles()``. ``TransientError`` when NATS stays unreachable (the job is then retried)."""
+    current = _current.get()
+    if current is None or not isinstance(current.worker.handler, Resumable):
+        return
+    await current.worker.settle(current.job, outcome, resume)
 
 
 def consumer_name(job_type: JobType) -> str:
@@ -173,9 +245,10 @@ class Worker:
         current_run.set(job.run_id)  # this task's context: each job is handled in its own task
         with (
             observe_job(job.type.value) as observed,
-            tracer().start_as_current_span(
+            run_span(
                 f"job {job.type.value}",
-                context=parent_for(job.run_id, msg.headers),
+                job.run_id,
+                headers=msg.headers,
                 kind=SpanKind.CONSUMER,
                 attributes={
                     "forge.run_id": str(job.run_id),
@@ -188,22 +261,59 @@ class Worker:
 
     async def _handle(self, msg: BusMessage, job: Job) -> str:
         """Handle a valid job; its outcome for the metrics."""
-        if msg.num_delivered > 1 and await stored_result(self.bus, job.key) is not None:
+        result, settled = await asyncio.gather(stored_result(self.bus, job.key), self._settled(job))
+        if result is not None:
             log.info("job %s already has a result; acking the duplicate", job.key)
             await msg.ack()
             return "duplicate"
+        if settled is not None:
+            return await self._resume(msg, job, settled)
         if await self._run_cancelled(job.run_id):
             log.info("job %s not started: run %s was cancelled", job.key, job.run_id)
             await self._finish(msg, job, _cancelled(job))
             return "cancelled"
         last_delivery = msg.num_delivered >= self.settings.max_deliver
         delivery.set(msg.num_delivered)  # this task's context: each job is handled in its own task
+        _current.set(_Current(self, job))
         try:
             data = await self._with_heartbeat(msg, job, self.handler(job))
         except Exception as exc:  # noqa: BLE001 - settled below: cancelled, failed, or retried then dead-lettered
             return await self._settle_failure(msg, job, exc, last_delivery=last_delivery)
         await self._finish(msg, job, await self._result(job, data))
         return "success"
+
+    async def settle(self, job: Job, outcome: dict[str, Any] | PermanentError, resume: dict[str, Any]) -> None:
+        """Store ``job``'s settled outcome (module ``settle`` is what a handler calls)."""
+        if isinstance(outcome, dict):
+            result = await self._result(job, outcome)
+        else:
+            result = _failure(job, outcome, permanent=True)
+        record = Settled(result=result, resume=resume).model_dump_json().encode()
+        await _retried(lambda: self.bus.publish(settled_subject(job.key), record))
+
+    async def _settled(self, job: Job) -> Settled | None:
+        return await stored_settled(self.bus, job.key) if isinstance(self.handler, Resumable) else None
+
+    async def _resume(self, msg: BusMessage, job: Job, settled: Settled) -> str:
+        """Finish a job settled by a worker that died before it stored the result: no run again."""
+        assert isinstance(self.handler, Resumable)
+        log.info("job %s was settled by a worker that stopped; finishing it without running it again", job.key)
+
+        async def resume() -> dict[str, Any]:
+            assert isinstance(self.handler, Resumable)
+            await self.handler.resume(job, settled.resume)
+            return {}
+
+        try:
+            await self._with_heartbeat(msg, job, resume())
+        except Exception as exc:  # noqa: BLE001 - its side effects are retried; the step never runs again
+            if msg.num_delivered < self.settings.max_deliver:
+                log.warning("finishing the settled job %s failed, retrying: %s", job.key, exc)
+                await msg.nak(delay=min(30.0, 2.0**msg.num_delivered))
+                return "retried"
+            log.error("finishing the settled job %s failed on its last delivery: %s", job.key, exc)
+        await self._finish(msg, job, settled.result)
+        return "resumed"
 
     async def _settle_failure(self, msg: BusMessage, job: Job, exc: Exception, *, last_delivery: bool) -> str:
         """End a job whose handler raised: cancelled, failed now (permanent), or retried until the DLQ."""
@@ -272,7 +382,7 @@ class Worker:
 
     async def _finish(self, msg: BusMessage, job: Job, result: Result) -> None:
         payload = result.model_dump_json().encode()
-        await self.bus.publish(result_subject(job.key), payload)
+        await _retried(lambda: self.bus.publish(result_subject(job.key), payload))
         reply_to = msg.headers.get("Forge-Reply-To")
         if reply_to:
             await self.bus.respond(reply_to, payload)
@@ -284,6 +394,21 @@ class Worker:
         await self.bus.publish(f"pipeline.dlq.{self.job_type.value}", msg.data, headers=headers)
         if term:
             await msg.term()
+
+
+async def _retried(publish: Callable[[], Coroutine[Any, Any, bool]]) -> None:
+    """Publish, retrying for a while when NATS is unreachable (a restart): ``TransientError`` after that."""
+    try:  # the common case, without building a retry context
+        await publish()
+    except TransientError:
+        pass
+    else:
+        return
+    async for attempt in stamina.retry_context(
+        on=transient, attempts=None, timeout=_STORE_FOR, wait_initial=0.1, wait_max=2.0
+    ):
+        with attempt:
+            await publish()
 
 
 def _cancelled(job: Job) -> Result:
