@@ -70,6 +70,11 @@ class Sample:
     jobs: int
     seconds: float
     latencies: list[float]
+    cpu_seconds: float = 0.0  # this process's CPU (dispatcher, worker, recorder) during the series
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        return self.cpu_seconds * 1000 / self.jobs
 
     @property
     def per_second(self) -> float:
@@ -103,7 +108,7 @@ def main() -> None:
     print(f"{args.jobs} jobs per series; dispatcher, worker and event recorder in this process")
     print(
         f"{'concurrency':>11}  {'series':<38} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
-        f"  {'jobs/s ÷ raw':>12} {'p50 ÷ raw':>9} {'p99 ÷ raw':>9}"
+        f" {'CPU ms/job':>10}  {'jobs/s ÷ raw':>12} {'p50 ÷ raw':>9} {'p99 ÷ raw':>9}"
     )
     headline: dict[str, float] = {}
     for concurrency, series in rows:
@@ -117,12 +122,13 @@ def main() -> None:
                 )
             print(
                 f"{concurrency:>11}  {label:<38} {sample.per_second:8.0f} {sample.quantile(0.5) * 1000:8.2f}"
-                f" {sample.quantile(0.99) * 1000:8.2f}{ratios}"
+                f" {sample.quantile(0.99) * 1000:8.2f} {sample.cpu_ms_per_job:10.3f}{ratios}"
             )
         ours = series[1][1]
         headline[f"jobs_per_s_c{concurrency}"] = round(ours.per_second, 1)
         headline[f"raw_jobs_per_s_c{concurrency}"] = round(raw.per_second, 1)
         headline[f"p50_ratio_c{concurrency}"] = round(ours.quantile(0.5) / raw.quantile(0.5), 2)
+        headline[f"cpu_ms_per_job_c{concurrency}"] = round(ours.cpu_ms_per_job, 3)
     if args.json:
         print(json.dumps(headline))
 
@@ -260,11 +266,13 @@ async def _run(jobs: int, concurrency: int, one: Callable[[int], Awaitable[None]
             await one(number)
             latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     async with asyncio.TaskGroup() as group:
         for _ in range(concurrency):
             group.create_task(lane())
-    return Sample(jobs=jobs, seconds=time.perf_counter() - started, latencies=latencies)
+    return Sample(
+        jobs=jobs, seconds=time.perf_counter() - started, latencies=latencies, cpu_seconds=time.process_time() - cpu
+    )
 
 
 def _dispatcher(

@@ -77,13 +77,18 @@ def _translate(what: str, *, timeout_raises: bool = False) -> Iterator[None]:
         raise ServiceUnavailableError(f"NATS {what} failed: {exc}") from exc
 
 
-class NatsMessage:
-    """One JetStream delivery, satisfying ``BusMessage``."""
+_NO_HEADERS: Mapping[str, str] = {}
 
-    __slots__ = ("_msg",)
+
+class NatsMessage:
+    """One JetStream delivery, satisfying ``BusMessage`` (headers and delivery count read once: nats-py
+    parses the metadata from the reply subject on every access)."""
+
+    __slots__ = ("_delivered", "_msg")
 
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
+        self._delivered: int | None = None
 
     @property
     def subject(self) -> str:
@@ -95,11 +100,13 @@ class NatsMessage:
 
     @property
     def headers(self) -> Mapping[str, str]:
-        return dict(self._msg.headers or {})
+        return self._msg.headers or _NO_HEADERS
 
     @property
     def num_delivered(self) -> int:
-        return int(self._msg.metadata.num_delivered)
+        if self._delivered is None:
+            self._delivered = int(self._msg.metadata.num_delivered)
+        return self._delivered
 
     async def ack(self) -> None:
         with _translate("ack"):

@@ -17,7 +17,8 @@ stream, then sends it to the ``Forge-Reply-To`` inbox the job names (if any). Tw
 
 Both wrap a job in a ``dispatch <type>`` span of the run's trace and publish its ``traceparent`` in
 the job's headers, so the worker's span is its child; the time to the result is
-``forge_dispatch_duration_seconds`` (docs/operations.md).
+``forge_dispatch_duration_seconds`` (docs/operations.md). With tracing off (no OTLP endpoint) there
+is no span and no ``traceparent``: a job costs one histogram observation (a cached child).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from pydantic import ValidationError
 
 from forge.domain.messages import Job, Result, result_subject
 from forge.errors import ForgeError, TransientError
-from forge.observability.bus import DISPATCH_DURATION
+from forge.observability.bus import dispatch_duration
 from forge.observability.logs import current_run
-from forge.observability.tracing import inject, parent_for, tracer
+from forge.observability.tracing import inject, run_span, tracing_enabled
 from forge.ports import MessageBus
 
 __all__ = ["REPLY_HEADER", "RESULTS_STREAM", "Dispatcher", "dispatch", "stored_result"]
@@ -61,20 +62,18 @@ def _observed(job: Job) -> Iterator[dict[str, str]]:
     """The job's span (current inside) and duration; yields the headers to publish it with (``traceparent``)."""
     started = time.perf_counter()
     run_token = current_run.set(job.run_id)
-    span = tracer().start_as_current_span(
-        f"dispatch {job.type.value}",
-        context=parent_for(job.run_id),
-        kind=SpanKind.PRODUCER,
-        attributes={"forge.run_id": str(job.run_id), "forge.job.key": job.key, "forge.job.type": job.type.value},
-    )
+    headers: dict[str, str] = {}
     try:
-        with span:
-            headers: dict[str, str] = {}
+        if not tracing_enabled():
+            yield headers
+            return
+        attributes = {"forge.run_id": str(job.run_id), "forge.job.key": job.key, "forge.job.type": job.type.value}
+        with run_span(f"dispatch {job.type.value}", job.run_id, kind=SpanKind.PRODUCER, attributes=attributes):
             inject(headers)
             yield headers
     finally:
         current_run.reset(run_token)
-        DISPATCH_DURATION.labels(job.type.value).observe(time.perf_counter() - started)
+        dispatch_duration(job.type.value).observe(time.perf_counter() - started)
 
 
 async def dispatch(bus: MessageBus, job: Job, *, timeout: float) -> Result:

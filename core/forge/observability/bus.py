@@ -8,13 +8,22 @@ what was dead-lettered in that time: an alert watches it grow.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Gauge, Histogram
 
 from forge.domain.messages import STREAMS
 from forge.errors import ForgeError
 from forge.ports.bus import MessageBus
 
-__all__ = ["DISPATCH_DURATION", "DLQ_MESSAGES", "DLQ_STREAM", "STREAM_PENDING", "sample_streams"]
+__all__ = [
+    "DISPATCH_DURATION",
+    "DLQ_MESSAGES",
+    "DLQ_STREAM",
+    "STREAM_PENDING",
+    "dispatch_duration",
+    "sample_streams",
+]
 
 DLQ_STREAM = "pipeline-dlq"
 DISPATCH_DURATION = Histogram(
@@ -29,6 +38,13 @@ STREAM_PENDING = Gauge(
     ["stream"],
 )
 DLQ_MESSAGES = Gauge("forge_dlq_messages", "Messages in the dead-letter stream (pipeline-dlq, kept 7 days)")
+
+
+@functools.cache
+def dispatch_duration(job_type: str) -> Histogram:
+    """The ``forge_dispatch_duration_seconds`` child of one job type, looked up once (``.labels()`` takes a
+    lock and validates the labels on every call; a job observes its child directly)."""
+    return DISPATCH_DURATION.labels(job_type)
 
 
 def _stored(first: int, last: int) -> int:

@@ -7,6 +7,7 @@ result). CI jobs in flight are the steps in flight.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,17 +37,29 @@ class JobOutcome:
     outcome: str = "failed"
 
 
+@functools.cache
+def _of_type(job_type: str) -> tuple[Counter, Gauge]:
+    """The labelled children of a job type, looked up once (``.labels()`` locks and validates per call)."""
+    return JOBS_STARTED.labels(job_type), JOBS_IN_FLIGHT.labels(job_type)
+
+
+@functools.cache
+def _of_outcome(job_type: str, outcome: str) -> tuple[Counter, Histogram]:
+    return JOBS_FINISHED.labels(job_type, outcome), JOB_DURATION.labels(job_type, outcome)
+
+
 @contextmanager
 def observe_job(job_type: str) -> Iterator[JobOutcome]:
     """Count a job started, in flight while the block runs, and finished with the outcome set inside."""
     result = JobOutcome()
-    JOBS_STARTED.labels(job_type).inc()
-    in_flight = JOBS_IN_FLIGHT.labels(job_type)
+    started_total, in_flight = _of_type(job_type)
+    started_total.inc()
     in_flight.inc()
     started = time.perf_counter()
     try:
         yield result
     finally:
         in_flight.dec()
-        JOBS_FINISHED.labels(job_type, result.outcome).inc()
-        JOB_DURATION.labels(job_type, result.outcome).observe(time.perf_counter() - started)
+        finished, duration = _of_outcome(job_type, result.outcome)
+        finished.inc()
+        duration.observe(time.perf_counter() - started)
