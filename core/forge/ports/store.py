@@ -42,6 +42,7 @@ __all__ = [
     "RUN_FILTERS",
     "ApprovalStore",
     "ChangeKind",
+    "CommittedDeployment",
     "Database",
     "DeploymentStore",
     "ExecutionDetail",
@@ -652,6 +653,15 @@ def _refuse(what: str, field_: str, reason: str) -> InvalidInputError:
 
 
 @dataclass(frozen=True, slots=True)
+class CommittedDeployment:
+    """A pending deployment whose pointer is committed (``gitops_commit`` set), and the seconds since, by the
+    store's clock."""
+
+    deployment: Deployment
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewDeployment:
     """A request to deploy a release to an environment (the policy is the caller's to check first)."""
 
@@ -711,8 +721,19 @@ class DeploymentStore(Protocol):
         """``NotFoundError`` for no deployment."""
 
     async def claim_deployments(self, *, limit: int, stale_after: float = 300.0) -> list[Deployment]:
-        """Pending deployments, oldest first, each handed to one caller: never claimed, or claimed more
-        than ``stale_after`` seconds ago (the claimer died). Claiming stamps the claim time."""
+        """Pending deployments whose pointer is not recorded yet (``record_pointer``), oldest first, each
+        handed to one caller: never claimed, or claimed more than ``stale_after`` seconds ago (the claimer
+        died). Claiming stamps the claim time."""
+
+    async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
+        """A pending deployment's pointer is committed in ``gitops_commit`` and Argo CD's health decides the
+        rest: it stays pending with ``gitops_commit`` set and the commit time stamped, is claimed no more
+        and is listed by ``committed_deployments``. A repeat keeps the first time (a new commit restamps
+        it); ``ConflictError`` for a deployment that ended."""
+
+    async def committed_deployments(self, *, limit: int) -> list[CommittedDeployment]:
+        """Pending deployments whose pointer is recorded, longest-waiting first: what Argo CD health follows
+        (any controller, at once after a restart)."""
 
     def deployment_lock(self, environment: str, repository: str, project: str) -> AbstractAsyncContextManager[None]:
         """Held by one caller at a time across processes (a PostgreSQL session advisory lock): the one

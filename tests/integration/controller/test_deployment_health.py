@@ -218,9 +218,9 @@ async def test_no_verdict_within_the_timeout_fails_with_what_was_seen_last(setup
     first = await _active(s, 1)
     _second, commit = await _written(s, 2)
     s.argo(sync="OutOfSync", revision=first.gitops_commit)
-    s.now[0] += TIMEOUT - 1
+    s.wall[0] += timedelta(seconds=TIMEOUT - 1)  # the timeout runs from the commit the store recorded
     assert await s.follow() == []
-    s.now[0] += 1
+    s.wall[0] += timedelta(seconds=2)  # past it (the store's clock also ticks a microsecond per write)
     [failed] = await s.follow()
     assert failed.status is DeploymentStatus.FAILED
     assert failed.error == (

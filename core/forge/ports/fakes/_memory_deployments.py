@@ -21,7 +21,7 @@ from forge.domain.status import ApprovalStatus, DeploymentStatus
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.fakes._memory_releases import MemoryReleases, ReleaseTables
 from forge.ports.fakes._memory_rows import Tables, check_text
-from forge.ports.store import NewApproval, NewDeployment, Page, check_page
+from forge.ports.store import CommittedDeployment, NewApproval, NewDeployment, Page, check_page
 
 __all__ = ["DeploymentTables", "MemoryDeployments"]
 
@@ -40,6 +40,7 @@ class _DeploymentRow:
     gitops_commit: str | None = None
     error: str | None = None
     claimed_at: datetime | None = None
+    committed_at: datetime | None = None
     completed_at: datetime | None = None
 
 
@@ -123,12 +124,44 @@ class MemoryDeployments(MemoryReleases):
         ready = [
             d
             for d in self._dt.deployments.values()
-            if d.status is DeploymentStatus.PENDING and (d.claimed_at is None or d.claimed_at < stale)
+            if d.status is DeploymentStatus.PENDING
+            and d.gitops_commit is None
+            and (d.claimed_at is None or d.claimed_at < stale)
         ]
         ready.sort(key=lambda d: (d.created_at, d.id))
         for row in ready[:limit]:
             row.claimed_at = row.updated_at = now
         return [self._deployment(row) for row in ready[:limit]]
+
+    async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
+        what = f"recording the pointer of deployment {deployment_id}"
+        now = await self._enter(what)
+        check_text(what, gitops_commit)
+        row = self._deployment_row(deployment_id)
+        if row.status is not DeploymentStatus.PENDING:
+            raise _ended(what, row.status)
+        if not _is_sha(gitops_commit):
+            raise InvalidInputError(
+                f"{what}: the value violates deployments_gitops_commit_format of deployments",
+                details={"constraint": "deployments_gitops_commit_format", "table": "deployments", "column": None},
+            )
+        if row.gitops_commit != gitops_commit or row.committed_at is None:
+            row.gitops_commit, row.committed_at, row.updated_at = gitops_commit, now, now
+        return self._deployment(row)
+
+    async def committed_deployments(self, *, limit: int) -> list[CommittedDeployment]:
+        check_page(limit, 0)
+        now = await self._enter("listing committed deployments")
+        rows = [
+            d
+            for d in self._dt.deployments.values()
+            if d.status is DeploymentStatus.PENDING and d.committed_at is not None
+        ]
+        rows.sort(key=lambda d: (d.committed_at or now, d.id))
+        return [
+            CommittedDeployment(self._deployment(r), max(0.0, (now - (r.committed_at or now)).total_seconds()))
+            for r in rows[:limit]
+        ]
 
     @contextlib.asynccontextmanager
     async def deployment_lock(self, environment: str, repository: str, project: str) -> AsyncIterator[None]:
