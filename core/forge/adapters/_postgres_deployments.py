@@ -23,7 +23,7 @@ from forge.adapters._postgres_releases import _release
 from forge.adapters._postgres_rows import translate_errors
 from forge.domain.entities import Approval, Deployment, Release
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError
-from forge.ports.store import NewApproval, NewDeployment, Page, check_page
+from forge.ports.store import CommittedDeployment, NewApproval, NewDeployment, Page, check_page
 
 __all__ = ["PostgresDeployments"]
 
@@ -55,10 +55,19 @@ _SQL_INSERT = """
 _SQL_CLAIM = """
     UPDATE deployments SET claimed_at = now() WHERE id IN (
         SELECT id FROM deployments
-        WHERE status = 'pending' AND (claimed_at IS NULL OR claimed_at < now() - make_interval(secs => $2))
+        WHERE status = 'pending' AND committed_at IS NULL
+          AND (claimed_at IS NULL OR claimed_at < now() - make_interval(secs => $2))
         ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
     ) RETURNING id
 """
+_SQL_RECORD_POINTER = """
+    UPDATE deployments SET gitops_commit = $2, committed_at = now()
+    WHERE id = $1 AND (committed_at IS NULL OR gitops_commit IS DISTINCT FROM $2)
+"""
+_SQL_COMMITTED = (
+    _DEPLOYMENT.format(extra=", extract(epoch FROM now() - d.committed_at)::float8 AS waited")
+    + " WHERE d.status = 'pending' AND d.committed_at IS NOT NULL ORDER BY d.committed_at, d.id LIMIT $1"
+)
 _SQL_LOCK_DEPLOYMENT = "SELECT status, environment, repository_id, project FROM deployments WHERE id = $1 FOR UPDATE"
 _SQL_SUPERSEDE = """
     UPDATE deployments SET status = 'superseded'
@@ -144,6 +153,22 @@ class PostgresDeployments:
                 ids = [row["id"] for row in await conn.fetch(_SQL_CLAIM, limit, float(stale_after))]
                 rows = await conn.fetch(f"{_SELECT_DEPLOYMENT} WHERE d.id = ANY($1) ORDER BY d.created_at, d.id", ids)
         return [_deployment_of(row) for row in rows]
+
+    async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
+        what = f"recording the pointer of deployment {deployment_id}"
+        with translate_errors(what):
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await _lock_deployment(conn, deployment_id)
+                if row["status"] != "pending":
+                    raise _ended(what, row["status"])
+                await conn.execute(_SQL_RECORD_POINTER, deployment_id, gitops_commit)
+                return await _deployment(conn, deployment_id)
+
+    async def committed_deployments(self, *, limit: int) -> list[CommittedDeployment]:
+        check_page(limit, 0)
+        with translate_errors("listing committed deployments"):
+            rows = await self._pool.fetch(_SQL_COMMITTED, limit)
+        return [CommittedDeployment(_deployment_of(r), max(0.0, float(r["waited"]))) for r in rows]
 
     @contextlib.asynccontextmanager
     async def deployment_lock(self, environment: str, repository: str, project: str) -> AsyncIterator[None]:
@@ -302,7 +327,7 @@ async def _approval(conn: _Conn, approval_id: UUID) -> Approval:
 
 
 def _deployment_of(row: asyncpg.Record) -> Deployment:
-    values: dict[str, Any] = {k: row[k] for k in row.keys() if k != "total"}  # noqa: SIM118 - a Record
+    values: dict[str, Any] = {k: row[k] for k in row.keys() if k not in ("total", "waited")}  # noqa: SIM118 - a Record
     try:
         return Deployment.model_validate(values)
     except ValueError as exc:

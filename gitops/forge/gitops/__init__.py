@@ -12,7 +12,7 @@ from forge.gitops.application import (
     render_application,
 )
 from forge.gitops.commits import pointer_message, read_trailers
-from forge.gitops.layout import AppLocation, environment_file
+from forge.gitops.layout import AppLocation, environment_file, environment_root_file
 from forge.gitops.models import EnvironmentValues, ReleasePointer, parse_document, to_yaml
 from forge.gitops.writer import GitOpsWriter, PointerChange, PointerRevision
 
@@ -27,6 +27,7 @@ __all__ = [
     "ReleasePointer",
     "environment_file",
     "environment_root_application",
+    "environment_root_file",
     "parse_document",
     "pointer_message",
     "read_trailers",

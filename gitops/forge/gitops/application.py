@@ -1,7 +1,8 @@
 """The Argo CD ``Application`` of one app: ``<env>/applications/<owner>-<repo>-<project>.yaml``.
 
-One app-of-apps per environment (an Application whose source is the directory
-``<env>/applications``) deploys every file here; each of them points Argo CD at the app's
+One app-of-apps per environment (the Application ``forge-<env>`` in ``<env>/app-of-apps.yaml``,
+whose source is the directory ``<env>/applications``, written by the writer with the first change
+to the environment) deploys every file here; each of them points Argo CD at the app's
 directory and renders it with our Config Management Plugin ``forge-release`` version ``v1``
 (referenced as ``forge-release-v1``). ``manifest-generate-paths: .;/<env>/env.yaml`` tells Argo CD
 that a commit touching the app's directory or the environment's values is the only one that can
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from forge.discovery.load import load_config
 from forge.errors import InvalidInputError
 from forge.gitops._crds import check_crd
-from forge.gitops.layout import APPLICATIONS_DIR, AppLocation, check_environment
+from forge.gitops.layout import APPLICATIONS_DIR, AppLocation, environment_root_file
 from forge.gitops.models import ANNOTATION_PREFIX, ENVIRONMENT_LABEL, to_yaml
 
 __all__ = [
@@ -88,8 +89,12 @@ def render_application(location: AppLocation, defaults: ApplicationDefaults) -> 
 
 
 def environment_root_application(environment: str, defaults: ApplicationDefaults) -> bytes:
-    """The environment's app-of-apps: a directory source over ``<env>/applications`` (installed once per cluster)."""
-    check_environment(environment)
+    """The environment's app-of-apps ``forge-<env>``: a directory source over ``<env>/applications``.
+
+    ``GitOpsWriter`` writes it to ``<env>/app-of-apps.yaml`` with the first change it commits to the
+    environment; an operator points Argo CD at that one file (docs/gitops.md, "The app-of-apps").
+    """
+    where = environment_root_file(environment)
     app = {
         "apiVersion": _API_VERSION,
         "kind": "Application",
@@ -110,7 +115,7 @@ def environment_root_application(environment: str, defaults: ApplicationDefaults
             "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
         },
     }
-    check_crd(app, f"forge-{environment} (app-of-apps)")
+    check_crd(app, where)
     return to_yaml(app)
 
 

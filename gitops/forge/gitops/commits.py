@@ -14,8 +14,10 @@
     Forge-Reason: promote after QA sign-off
 
 A commit that only changes the project's values (the pointer already names the release) says
-``update values of`` instead of ``deploy``. Reasons and actors are single lines (whitespace
-collapsed) so that a trailer can never forge another one.
+``update values of`` instead of ``deploy``. The first commit to an environment also writes its
+app-of-apps and says so in a paragraph before the trailers (``Installs dev/app-of-apps.yaml: the
+app-of-apps of dev (Argo CD Application forge-dev over dev/applications).``). Reasons and actors
+are single lines (whitespace collapsed) so that a trailer can never forge another one.
 """
 
 from __future__ import annotations
@@ -53,12 +55,19 @@ def pointer_message(
     actor: str,
     reason: str,
     pointer_changed: bool = True,
+    installs: str | None = None,
 ) -> str:
     verb = "deploy" if pointer_changed else "update values of"
     subject = f"{environment}: {verb} {repository} {project} release {release_number} ({commit[:7]})"
     values = (environment, repository, project, str(release_number), commit, digest, one_line(actor), one_line(reason))
     trailers = "\n".join(f"{name}: {value}" for name, value in zip(TRAILERS, values, strict=True))
-    return f"{subject}\n\n{trailers}\n"
+    note = (
+        f"Installs {installs}: the app-of-apps of {environment} (Argo CD Application forge-{environment} over "
+        f"{environment}/applications).\n\n"
+        if installs
+        else ""
+    )
+    return f"{subject}\n\n{note}{trailers}\n"
 
 
 def read_trailers(message: str) -> dict[str, str]:

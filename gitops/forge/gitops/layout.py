@@ -3,6 +3,7 @@
 ::
 
     <env>/env.yaml                                        the environment's EnvironmentConfig
+    <env>/app-of-apps.yaml                                the environment's app-of-apps (Application forge-<env>)
     <env>/apps/<owner>/<repo>/<project>/release.yaml      the ReleasePointer
     <env>/apps/<owner>/<repo>/<project>/env.yaml          the project's EnvironmentConfig (optional)
     <env>/applications/<owner>-<repo>-<project>.yaml      the Argo CD Application
@@ -29,11 +30,13 @@ __all__ = [
     "APPS_DIR",
     "ENV_FILE",
     "POINTER_FILE",
+    "ROOT_APPLICATION_FILE",
     "AppLocation",
     "check_environment",
     "check_project",
     "check_repository",
     "environment_file",
+    "environment_root_file",
     "value_error",
 ]
 
@@ -41,6 +44,7 @@ ENV_FILE = "env.yaml"
 POINTER_FILE = "release.yaml"
 APPS_DIR = "apps"
 APPLICATIONS_DIR = "applications"
+ROOT_APPLICATION_FILE = "app-of-apps.yaml"
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")  # environments and projects, as in .forge/*.yaml
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -89,6 +93,14 @@ def environment_file(environment: str) -> str:
     return f"{check_environment(environment)}/{ENV_FILE}"
 
 
+def environment_root_file(environment: str) -> str:
+    """``<env>/app-of-apps.yaml``: the environment's app-of-apps, the Application over ``<env>/applications``.
+
+    It lives beside ``env.yaml``, outside the directory it deploys, so the app-of-apps never manages itself.
+    """
+    return f"{check_environment(environment)}/{ROOT_APPLICATION_FILE}"
+
+
 @dataclass(frozen=True, slots=True)
 class AppLocation:
     """The files of one (environment, repository, project) in the GitOps repository."""
@@ -132,6 +144,10 @@ class AppLocation:
     @property
     def environment_file(self) -> str:
         return environment_file(self.environment)
+
+    @property
+    def environment_root_file(self) -> str:
+        return environment_root_file(self.environment)
 
     @property
     def application_name(self) -> str:

@@ -6,13 +6,21 @@ fetched head of the branch, one commit holding:
 - the app's ``release.yaml`` (unless it already names that digest),
 - the app's Argo CD Application (only when the file is missing; an existing one pointing at
   another app's path is a name collision, ``ConflictError``),
-- the project's ``env.yaml`` when values are given and differ from the file's.
+- the project's ``env.yaml`` when values are given and differ from the file's,
+- the environment's app-of-apps ``<env>/app-of-apps.yaml`` (``environment_root_application``) when
+  the file is missing and the commit changes something else: it rides with the first change to
+  the environment and is never rewritten (an operator may edit it).
 
 Nothing to write is a no-op (``changed=False``, the head's sha). The adapter pushes without force
 and re-plans on a moved head, so a concurrent deploy of another app lands in its own commit
 before ours and a concurrent deploy of the same digest turns ours into a no-op. The environment
 must exist (its ``<env>/env.yaml``): deploying to a misspelt environment is refused
 (``NotFoundError``) instead of creating a directory Argo CD never looks at.
+
+Each ``deploy`` is one ``gitops.commit`` span (a child of the caller's current span: the
+controller's ``deployment.deploy``) with the environment, repository, project, release number
+and digest, and once pushed the resulting commit, whether one was made and the non-fast-forward
+re-plans it took (``forge.gitops.retries`` = attempts - 1).
 
 Across machines, one writer per (environment, repository, project) is the caller's job (the
 controller's PostgreSQL advisory lock); push-race re-planning keeps other apps' writers safe.
@@ -29,10 +37,16 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError
-from forge.gitops.application import ApplicationDefaults, application_source_path, render_application
+from forge.gitops.application import (
+    ApplicationDefaults,
+    application_source_path,
+    environment_root_application,
+    render_application,
+)
 from forge.gitops.commits import one_line, pointer_message, read_trailers
 from forge.gitops.layout import AppLocation, check_environment, check_project, check_repository, value_error
 from forge.gitops.models import EnvironmentValues, ReleasePointer, parse_document
+from forge.observability.tracing import tracer
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsRepository, GitOpsTree
 from forge.settings import GitOpsSettings
 
@@ -130,7 +144,20 @@ class GitOpsWriter:
         Raises ``NotFoundError`` (no such environment), ``ConflictError`` (Application name taken
         by another app), ``TransientError`` (remote down, or the branch kept moving).
         """
-        result = await self._repository.update(lambda tree: self._plan(tree, change))
+        attributes: dict[str, str | int] = {
+            "forge.environment": change.environment,
+            "forge.repository": change.repository,
+            "forge.project": change.project,
+            "forge.release.number": change.release_number,
+            "forge.release.commit": change.commit,
+            "forge.release.digest": change.digest,
+        }
+        with tracer().start_as_current_span("gitops.commit", attributes=attributes) as span:
+            result = await self._repository.update(lambda tree: self._plan(tree, change))
+            span.set_attribute("forge.gitops.changed", result.changed)
+            span.set_attribute("forge.gitops.retries", result.attempts - 1)
+            if result.sha is not None:
+                span.set_attribute("forge.gitops.commit", result.sha)
         _log.info(
             "gitops %s %s/%s release %s: %s",
             change.environment,
@@ -199,6 +226,9 @@ class GitOpsWriter:
                 files[location.project_env_file] = rendered
         if not files:
             return None
+        root = tree.read(location.environment_root_file) is None
+        if root:
+            files[location.environment_root_file] = environment_root_application(change.environment, self._defaults)
         message = pointer_message(
             environment=change.environment,
             repository=change.repository,
@@ -209,6 +239,7 @@ class GitOpsWriter:
             actor=change.actor,
             reason=change.reason,
             pointer_changed=pointer_changed,
+            installs=location.environment_root_file if root else None,
         )
         return GitOpsEdit(files, message)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pygit2
 import pytest
+from ruamel.yaml import YAML
 from tests.integration.gitops.support import (
     COMMIT_1,
     COMMIT_2,
@@ -19,13 +23,18 @@ from tests.integration.gitops.support import (
     racing_writer,
 )
 
+from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import ConflictError, NotFoundError, ServiceUnavailableError, TransientError
 from forge.gitops import ReleasePointer, parse_document, read_trailers
-from forge.ports.gitops import GitOpsCommit
+from forge.ports.gitops import GitOpsCommit, GitOpsEdit
 
 POINTER = "dev/apps/acme/shop/api/release.yaml"
 APPLICATION = "dev/applications/acme-shop-api.yaml"
+ROOT = "dev/app-of-apps.yaml"
+APPLICATION_SCHEMA = (
+    Path(__file__).resolve().parents[3] / "gitops" / "forge" / "gitops" / "crds" / "application_v1alpha1.json"
+)
 
 
 def head(remote: Path) -> pygit2.Commit:
@@ -36,6 +45,16 @@ def changed_files(remote: Path, commit: pygit2.Commit) -> list[str]:
     repo = pygit2.Repository(str(remote))
     diff = repo.diff(commit.parents[0], commit)
     return sorted(delta.new_file.path for delta in diff.deltas)
+
+
+def _load(data: bytes) -> Any:
+    return YAML(typ="safe").load(data)
+
+
+def changed_files_of(repo: pygit2.Repository, commit: pygit2.Commit) -> list[str]:
+    if not commit.parents:
+        return [str(entry.name) for entry in commit.tree]
+    return sorted(delta.new_file.path for delta in repo.diff(commit.parents[0], commit).deltas)
 
 
 def read(remote: Path, path: str) -> bytes:
@@ -52,9 +71,12 @@ async def test_first_deploy_writes_pointer_and_application_in_one_commit(remote:
     commit = head(remote)
     assert result == GitOpsCommit(str(commit.id), changed=True, attempts=1)
     assert commit.parents[0].id == seed.id
-    assert changed_files(remote, commit) == [APPLICATION, POINTER]
+    assert changed_files(remote, commit) == [ROOT, APPLICATION, POINTER]
     assert (commit.author.name, commit.committer.name) == ("Catalyst Forge", "Catalyst Forge")
-    assert commit.message.startswith(f"dev: deploy acme/shop api release 4 ({COMMIT_1[:7]})\n")
+    assert commit.message.startswith(
+        f"dev: deploy acme/shop api release 4 ({COMMIT_1[:7]})\n\nInstalls dev/app-of-apps.yaml: the app-of-apps "
+        "of dev (Argo CD Application forge-dev over dev/applications).\n\nForge-Environment: dev\n"
+    )
     assert read_trailers(commit.message) == {
         "Forge-Environment": "dev",
         "Forge-Repository": "acme/shop",
@@ -71,6 +93,47 @@ async def test_first_deploy_writes_pointer_and_application_in_one_commit(remote:
     assert await writer.read_pointer("staging", "acme/shop", "api") is None
 
 
+async def test_the_first_deploy_to_an_environment_installs_its_app_of_apps_and_later_ones_leave_it(
+    remote: Path, tmp_path: Path
+) -> None:
+    writer = make_writer(str(remote), tmp_path / "work")
+    await writer.deploy(change())
+    root = _load(read(remote, ROOT))
+    jsonschema.validate(root, json.loads(APPLICATION_SCHEMA.read_text()))
+    assert (root["apiVersion"], root["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    assert (root["metadata"]["name"], root["metadata"]["namespace"]) == ("forge-dev", "argocd")
+    source = root["spec"]["source"]
+    assert (source["repoURL"], source["targetRevision"], source["path"]) == (
+        "https://git.example.com/gitops.git",
+        "main",
+        "dev/applications",
+    )
+    assert "plugin" not in source  # a plain directory of Application files
+    assert root["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    installed = head(remote).id
+
+    assert not (await writer.deploy(change(actor="bob"))).changed  # the same digest: nothing, root included
+    await writer.deploy(change(release_number=2, commit=COMMIT_2, digest=DIGEST_2))
+    await make_writer(str(remote), tmp_path / "other").deploy(change(project="web"))
+    assert ROOT not in changed_files(remote, head(remote))
+    repo = pygit2.Repository(str(remote))
+    assert [c.id for c in repo.walk(head(remote).id) if ROOT in changed_files_of(repo, c)] == [installed]
+
+    await writer.deploy(change(environment="staging"))  # another environment gets its own
+    assert changed_files(remote, head(remote))[0] == "staging/app-of-apps.yaml"
+    assert _load(read(remote, "staging/app-of-apps.yaml"))["spec"]["source"]["path"] == "staging/applications"
+
+
+async def test_an_app_of_apps_edited_by_hand_is_left_alone(remote: Path, tmp_path: Path) -> None:
+    writer = make_writer(str(remote), tmp_path / "work")
+    await writer.deploy(change())
+    edited = read(remote, ROOT).replace(b"project: default", b"project: forge-apps")
+    hand = Pygit2GitOps(str(remote), tmp_path / "hand")
+    await hand.update(lambda _tree: GitOpsEdit({ROOT: edited}, "operator: own AppProject"))
+    await writer.deploy(change(release_number=2, commit=COMMIT_2, digest=DIGEST_2))
+    assert read(remote, ROOT) == edited
+
+
 async def test_the_same_digest_again_is_a_no_op(remote: Path, tmp_path: Path) -> None:
     writer = make_writer(str(remote), tmp_path / "work")
     first = await writer.deploy(change())
@@ -84,7 +147,7 @@ async def test_project_values_land_with_the_pointer_and_a_values_change_is_its_o
 ) -> None:
     writer = make_writer(str(remote), tmp_path / "work")
     await writer.deploy(change(values={"replicas": 2}))
-    assert changed_files(remote, head(remote)) == [APPLICATION, "dev/apps/acme/shop/api/env.yaml", POINTER]
+    assert changed_files(remote, head(remote)) == [ROOT, APPLICATION, "dev/apps/acme/shop/api/env.yaml", POINTER]
     pointer_before = read(remote, POINTER)
     same = await writer.deploy(change(values={"replicas": 2}))
     assert not same.changed
@@ -114,6 +177,7 @@ async def test_a_concurrent_writer_makes_the_push_non_fast_forward_and_both_chan
     assert read_trailers(their_commit.message)["Forge-Project"] == "web"
     assert changed_files(remote, ours) == [APPLICATION, POINTER]
     assert changed_files(remote, their_commit) == [
+        ROOT,
         "dev/applications/acme-shop-web.yaml",
         "dev/apps/acme/shop/web/release.yaml",
     ]

@@ -13,15 +13,19 @@ deployment status) reads the app's Application every ``poll`` seconds until a ve
 - **failed** when, at such a revision, it is ``Synced`` and ``Degraded`` (the cause carries
   ``status.health.message`` and the last sync's ``operationState.message``), or when the last sync
   operation of a revision containing the commit ended ``Failed``/``Error``;
-- **failed** when ``timeout`` seconds pass after the commit without either (the cause says what was
-  seen last), or when the API refuses our credentials (401/403, ``PermanentError``);
+- **failed** when ``timeout`` seconds pass after the commit (by the store's clock) without either
+  (the cause says what was seen last), or when the API refuses our credentials (401/403, ``PermanentError``);
 - otherwise **pending**: ``Progressing``, ``OutOfSync``, an Application not created yet (404: the
   environment's app-of-apps creates it after the commit) and an API or GitOps remote that is down
   (``TransientError``) are all "look again later".
 
-Until the verdict the previous active deployment stays active. The watch list lives in memory: a
-controller that restarts finds the deployment pending, claims it again once its claim is stale,
-finds the pointer already written (a no-op) and follows it again from then.
+Until the verdict the previous active deployment stays active. The watch list is the store's, not
+this process's: the reconciler records the pointer commit on the pending deployment
+(``DeploymentStore.record_pointer``, which also stops it being claimed again) and every ``follow``
+reads the committed pending deployments (``committed_deployments``). A controller that restarts
+(or another one, after a leader change) follows them at once, and the timeout runs from the
+commit time the store recorded, not from the restart. Only the poll schedule and what was seen
+last live in memory.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from forge.domain.entities import Deployment
 from forge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from forge.gitops import AppLocation
 from forge.ports.deployer import ApplicationStatus, DeployerStatus, Health, OperationPhase, RevisionHistory, Sync
-from forge.ports.store import DeploymentStore
+from forge.ports.store import CommittedDeployment, DeploymentStore
 
 __all__ = ["DeploymentHealth", "Verdict", "judge"]
 
@@ -78,7 +82,8 @@ class _Watch:
     deployment: Deployment
     commit: str
     application: str
-    since: float
+    waited: float
+    """Seconds since the pointer commit, by the store's clock (read again on every ``follow``)."""
     next_check: float
     last: str = "nothing read yet"
 
@@ -93,25 +98,22 @@ class DeploymentHealth:
     poll: float = 5.0
     """Seconds between two reads of one Application."""
     clock: Callable[[], float] = time.monotonic
+    """Spaces the polls; the timeout runs by the store's clock, from the commit it recorded."""
+    batch: int = 500
+    """Committed deployments read from the store per ``follow`` (longest-waiting first)."""
     _watching: dict[UUID, _Watch] = field(default_factory=dict, init=False, repr=False)
-
-    def watch(self, deployment: Deployment, commit: str) -> None:
-        """Follow ``deployment``, pending with its pointer in GitOps commit ``commit``."""
-        if deployment.id in self._watching:
-            return
-        now = self.clock()
-        name = AppLocation(deployment.environment, deployment.repository, deployment.project).application_name
-        self._watching[deployment.id] = _Watch(deployment, commit, name, since=now, next_check=now)
-        log.info("deployment %s: waiting for Argo CD Application %s at %s", deployment.id, name, commit[:12])
-
-    def watching(self, deployment_id: UUID) -> bool:
-        return deployment_id in self._watching
+    """The poll schedule and last sight of each followed deployment (the list itself is the store's)."""
 
     async def follow(self) -> list[Deployment]:
-        """Look at every watched deployment whose poll is due, oldest first; the deployments that ended.
-        Store outages propagate (the deployment stays watched)."""
+        """Look at every committed pending deployment whose poll is due, longest-waiting first; the deployments
+        that ended. Store outages propagate (the deployments stay pending, followed on the next call)."""
+        committed = await self.deployments.committed_deployments(limit=self.batch)
+        watches = [self._watch(c) for c in committed]
+        current = {w.deployment.id for w in watches}
+        for gone in [i for i in self._watching if i not in current]:  # ended elsewhere (or beyond the batch)
+            del self._watching[gone]
         ended: list[Deployment] = []
-        for watch in list(self._watching.values()):
+        for watch in watches:
             now = self.clock()
             if now < watch.next_check:
                 continue
@@ -119,7 +121,7 @@ class DeploymentHealth:
             verdict = await self._look(watch)
             if verdict.outcome == "pending":
                 watch.last = verdict.cause
-                if now - watch.since < self.timeout:
+                if watch.waited < self.timeout:
                     continue
                 verdict = Verdict(
                     "failed",
@@ -131,6 +133,26 @@ class DeploymentHealth:
             if done is not None:
                 ended.append(done)
         return ended
+
+    def _watch(self, committed: CommittedDeployment) -> _Watch:
+        deployment = committed.deployment
+        watch = self._watching.get(deployment.id)
+        if watch is not None and watch.commit == deployment.gitops_commit:
+            watch.waited = committed.waited
+            return watch
+        now = self.clock()
+        name = AppLocation(deployment.environment, deployment.repository, deployment.project).application_name
+        commit = deployment.gitops_commit or ""
+        watch = _Watch(deployment, commit, name, waited=committed.waited, next_check=now)
+        self._watching[deployment.id] = watch
+        log.info(
+            "deployment %s: waiting for Argo CD Application %s at %s (committed %.0f s ago)",
+            deployment.id,
+            name,
+            commit[:12],
+            committed.waited,
+        )
+        return watch
 
     async def _look(self, watch: _Watch) -> Verdict:
         try:

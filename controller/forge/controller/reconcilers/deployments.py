@@ -16,14 +16,19 @@ Every ``interval`` the reconciler
    the GitOps commit: the deployment becomes ``active`` and the previous active one ``superseded``.
 
 With no Argo CD health port configured (the embedded platform), a deployment is ``active`` as soon
-as its pointer commit is pushed; with one (``health``), it stays ``pending`` after the commit and
-:class:`~forge.controller.reconcilers.deployment_health.DeploymentHealth`, run from this loop,
-makes it ``active`` or ``failed`` by its Argo CD Application. ``TransientError`` (the GitOps remote
-down, a push race that kept losing, PostgreSQL away) is retried with backoff for at most
-``deploy_timeout`` seconds, then the deployment fails with the cause; a ``PermanentError`` fails it
-at once. A failed deployment never touches the active one. A deployment whose claim was lost (the
-controller died) is claimed again after ``stale_after`` seconds; the writer finds the pointer
-already at the digest and records it.
+as its pointer commit is pushed; with one (``health``), it stays ``pending`` with its commit recorded
+(``record_pointer``: claimed no more) and
+:class:`~forge.controller.reconcilers.deployment_health.DeploymentHealth`, run from this loop, follows
+the store's committed deployments and makes each ``active`` or ``failed`` by its Argo CD Application.
+``TransientError`` (the GitOps remote down, a push race that kept losing, PostgreSQL away) is
+retried with backoff for at most ``deploy_timeout`` seconds, then the deployment fails with the
+cause; a ``PermanentError`` fails it at once. A failed deployment never touches the active one. A
+deployment whose claim was lost (the controller died before recording its commit) is claimed again
+after ``stale_after`` seconds; the writer finds the pointer already at the digest and records it.
+
+Each deployment written is one ``deployment.deploy`` span, in the trace of the run that made the
+release (trace id = run id, ``forge.observability.tracing``) when there is one; the writer's
+``gitops.commit`` span (the pointer commit) is its child.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
 import stamina
+from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
 from forge.controller.reconcilers.deployment_health import DeploymentHealth
@@ -45,6 +52,7 @@ from forge.domain.entities import Deployment, Release
 from forge.domain.status import DeploymentStatus
 from forge.errors import ForgeError, InvalidInputError, NotFoundError, PermanentError, TransientError
 from forge.gitops import GitOpsWriter, PointerChange
+from forge.observability.tracing import parent_for, tracer
 from forge.ports import RunStore
 from forge.ports.store import ApprovalStore, DeploymentStore, NewDeployment, ReleaseStore
 from forge.retrying import transient
@@ -123,8 +131,7 @@ class DeploymentReconciler:
         """Deploy what is claimed (held first, then newly claimed); the deployments as they ended."""
         claimed = await self.deployments.claim_deployments(limit=self.batch, stale_after=self.stale_after)
         for deployment in claimed:
-            if self.health is None or not self.health.watching(deployment.id):
-                self._held[deployment.id] = deployment
+            self._held[deployment.id] = deployment
         done: list[Deployment] = []
         for deployment in list(self._held.values()):
             done.append(await self.deploy(deployment))
@@ -132,22 +139,31 @@ class DeploymentReconciler:
         return done
 
     async def deploy(self, deployment: Deployment) -> Deployment:
-        """Take one claimed deployment to ``active`` or ``failed``, or with ``health`` leave it pending and
-        watched once its pointer is written (store outages propagate: it stays held)."""
+        """Take one claimed deployment to ``active`` or ``failed``, or with ``health`` leave it pending with
+        its pointer commit recorded (store outages propagate: it stays held)."""
         async with self.deployments.deployment_lock(deployment.environment, deployment.repository, deployment.project):
             current = await self.deployments.get_deployment(deployment.id)
             if current.status is not DeploymentStatus.PENDING:
                 return current
             try:
-                sha = await self._write(current)
+                release = await self.releases.get_release(
+                    current.repository, current.project, str(current.release_number)
+                )
             except PermanentError as exc:
                 return await self._fail(current, str(exc))
-            except TransientError as exc:
-                return await self._fail(current, f"gave up after {self.deploy_timeout:g} s: {exc}")
-            if self.health is not None:
-                self.health.watch(current, sha)
-                return current
-            active = await self.deployments.complete_deployment(current.id, sha)
+            with self._span(current, release) as span:
+                try:
+                    sha = await self._write(current, release)
+                except PermanentError as exc:
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    return await self._fail(current, str(exc))
+                except TransientError as exc:
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    return await self._fail(current, f"gave up after {self.deploy_timeout:g} s: {exc}")
+                span.set_attribute("forge.gitops.commit", sha)
+                if self.health is not None:
+                    return await self.deployments.record_pointer(current.id, sha)
+                active = await self.deployments.complete_deployment(current.id, sha)
         log.info(
             "%s/%s release %d is active in %s (gitops commit %s)",
             active.repository,
@@ -158,11 +174,24 @@ class DeploymentReconciler:
         )
         return active
 
-    async def _write(self, deployment: Deployment) -> str:
+    @contextlib.contextmanager
+    def _span(self, deployment: Deployment, release: Release) -> Iterator[Span]:
+        """``deployment.deploy``: in the trace of the run that made the release, else a trace of its own."""
+        parent = parent_for(release.run_id) if release.run_id is not None else None
+        attributes: dict[str, str | int] = {
+            "forge.deployment_id": str(deployment.id),
+            "forge.environment": deployment.environment,
+            "forge.repository": deployment.repository,
+            "forge.project": deployment.project,
+            "forge.release.number": deployment.release_number,
+        }
+        if release.run_id is not None:
+            attributes["forge.run_id"] = str(release.run_id)
+        with tracer().start_as_current_span("deployment.deploy", context=parent, attributes=attributes) as span:
+            yield span
+
+    async def _write(self, deployment: Deployment, release: Release) -> str:
         """Check the policy again and write the pointer; the GitOps commit that holds it."""
-        release = await self.releases.get_release(
-            deployment.repository, deployment.project, str(deployment.release_number)
-        )
         if release.id != deployment.release_id:  # pragma: no cover - numbers are immutable
             raise InvalidInputError(f"release {deployment.release_number} is not the release deployment asked for")
         intent = deploy_intent(release, await self._discovery(release), deployment.environment)
