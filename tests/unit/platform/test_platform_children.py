@@ -264,6 +264,8 @@ def test_dashboards_alerts_metrics_logs_and_traces_reach_the_stack(overlay: str)
     assert _service(sources["loki"]["url"]) == _service(env["FORGE_LOGS_PUSH_URL"])
     assert _service(sources["tempo"]["url"]) == _service(env["FORGE_TRACES_OTLP_ENDPOINT"])
     assert sources["loki"]["jsonData"]["derivedFields"][0]["datasourceUid"] == "tempo"
+    tempo_port = _values(apps["tempo"])["tempo"]["server"]["http_listen_port"]
+    assert sources["tempo"]["url"].endswith(f":{tempo_port}")  # Tempo's query API, not its receiver
     # the forge pods send traces to Alloy's Service
     forge = build(str(Path(apps["forge"]["spec"]["source"]["path"]).relative_to("gitops/platform")))
     otlp = _one(forge, "ConfigMap", "forge-config")["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
