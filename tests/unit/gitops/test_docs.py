@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from forge.embedded.gitops import SEED_ENVIRONMENTS
-from forge.gitops import ApplicationDefaults, AppLocation, ReleasePointer, pointer_message, render_application
+from forge.gitops import (
+    ApplicationDefaults,
+    AppLocation,
+    ReleasePointer,
+    environment_root_application,
+    pointer_message,
+    render_application,
+)
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "gitops.md"
 
@@ -17,7 +24,7 @@ def _yaml_blocks() -> list[str]:
 
 
 def test_the_documented_documents_are_rendered_byte_exact() -> None:
-    pointer_doc, values_doc, application_doc = _yaml_blocks()
+    pointer_doc, values_doc, application_doc, root_doc = _yaml_blocks()
     pointer = ReleasePointer.build(
         repository="acme/shop",
         project="api",
@@ -31,6 +38,7 @@ def test_the_documented_documents_are_rendered_byte_exact() -> None:
     assert SEED_ENVIRONMENTS["dev"] == values_doc
     defaults = ApplicationDefaults(repo_url="https://github.com/acme/gitops.git")
     assert render_application(AppLocation("dev", "acme/shop", "api"), defaults).decode() == application_doc
+    assert environment_root_application("dev", defaults).decode() == root_doc
     message = pointer_message(
         environment="dev",
         repository="acme/shop",
