@@ -151,6 +151,10 @@ def test_the_monitoring_stack_is_a_set_of_children_of_the_root(overlay: str) -> 
     # cert-manager's ServiceMonitor carries the label that kube-prometheus-stack's Prometheus selects
     labels = _at(_values(apps["cert-manager"]), "prometheus.servicemonitor.labels")
     assert labels == {"release": "kube-prometheus-stack"}
+    # its controller configuration file is of the API group cert-manager reads (a typo is ignored silently)
+    config = _values(apps["cert-manager"])["config"]
+    assert config["apiVersion"] == "controller.config.cert-manager.io/v1alpha1"
+    assert config["enableGatewayAPI"] is True
 
 
 # Values that matter at scale, set explicitly (path: what it must hold).
