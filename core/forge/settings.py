@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from forge.domain.messages import DEFAULT_POOL, PoolName
+
 __all__ = [
     "ApiSettings",
     "ArgoCDSettings",
@@ -100,6 +102,13 @@ class GitOpsSettings(BaseModel):
     push_attempts: int = Field(
         5, ge=1, le=50, description="Pushes of one change before giving up while other writers keep moving the branch"
     )
+    username: str | None = Field(
+        None, description="User for an HTTPS remote that asks for one (unset, with a password: x-access-token)"
+    )
+    password: SecretStr | None = Field(None, description="Password or token for an HTTPS remote (Basic auth)")
+    ssh_user: str = Field("git", description="User for an SSH remote whose URL names none")
+    ssh_key: SecretStr | None = Field(None, description="Private key (OpenSSH or PEM text) for an SSH remote")
+    ssh_key_passphrase: SecretStr | None = Field(None, description="Passphrase of ssh_key, when it has one")
     breaker: BreakerSettings = Field(
         default_factory=BreakerSettings, description="Circuit breaker around fetches and pushes to the remote"
     )
@@ -151,6 +160,11 @@ class WorkerSettings(BaseModel):
     heartbeat: float = Field(10.0, gt=0, description="Seconds between in-progress acks of a running job")
     max_deliver: int = Field(3, ge=1, description="Deliveries before a job goes to the DLQ")
     fetch_wait: float = Field(1.0, gt=0, description="Seconds one pull request waits for a job")
+    pool: PoolName = Field(
+        DEFAULT_POOL,
+        description="The worker pool this process serves (FORGE_WORKER__POOL): it consumes only the jobs of "
+        "repositories registered in that pool (one pool per trust boundary, docs/security.md)",
+    )
 
 
 class CiSettings(BaseModel):
