@@ -8,8 +8,10 @@ stays empty, because an empty render makes Argo CD prune the app. Exit codes: 0 
 succeed), 70 an internal error (a bug; ``FORGE_CMP_DEBUG=1`` adds the traceback after the line).
 
 This is the composition root: the cache directory comes from the environment here, and the
-registry adapter (``OrasRegistry`` from ``FORGE_REGISTRY__*``) is built only when the release is
-not cached, so a warm render imports neither oras nor pydantic-settings.
+registry reader (``HttpRegistryReader`` from ``FORGE_REGISTRY__*``: the stdlib's ``http.client``,
+the read half of the registry port) is built only when the release is not cached, and closed
+before the output is written. No render imports oras, requests, asyncio, pydantic or
+pydantic-settings.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from forge.ports.registry import ArtifactRegistry
+    from forge.adapters.http_registry import HttpRegistryReader
 
 __all__ = ["main"]
 
@@ -47,13 +49,15 @@ def run_generate(app_dir: Path, environ: Mapping[str, str]) -> int:
     from forge.errors import ForgeError, TransientError
 
     context = Context()
+    opened: list[HttpRegistryReader] = []
+
+    def open_registry() -> HttpRegistryReader:
+        opened.append(_open_registry(environ))
+        return opened[-1]
+
     try:
         output = generate(
-            app_dir,
-            environ,
-            context,
-            cache=ReleaseCache(default_cache_dir(environ)),
-            open_registry=lambda: _open_registry(environ),
+            app_dir, environ, context, cache=ReleaseCache(default_cache_dir(environ)), open_registry=open_registry
         )
     except ForgeError as exc:
         _fail(context.describe(), str(exc))
@@ -65,6 +69,9 @@ def run_generate(app_dir: Path, environ: Mapping[str, str]) -> int:
 
             traceback.print_exc()
         return EXIT_INTERNAL
+    finally:
+        for reader in opened:
+            reader.close()
     try:
         sys.stdout.buffer.write(output)
         sys.stdout.buffer.flush()
@@ -74,16 +81,16 @@ def run_generate(app_dir: Path, environ: Mapping[str, str]) -> int:
     return 0
 
 
-def _open_registry(environ: Mapping[str, str]) -> ArtifactRegistry:
-    """``OrasRegistry`` from ``FORGE_REGISTRY__URL``/``__USERNAME``/``__PASSWORD`` (the settings group read
-    directly: pydantic-settings costs a cold render ~130 ms to import)."""
-    from forge.adapters.oras_registry import OrasRegistry
+def _open_registry(environ: Mapping[str, str]) -> HttpRegistryReader:
+    """``HttpRegistryReader`` from ``FORGE_REGISTRY__URL``/``__USERNAME``/``__PASSWORD`` (the settings group
+    read directly: pydantic-settings costs a cold render ~130 ms to import)."""
+    from forge.adapters.http_registry import HttpRegistryReader
     from forge.errors import InvalidInputError
 
     url = environ.get("FORGE_REGISTRY__URL")
     if not url:
         raise InvalidInputError("FORGE_REGISTRY__URL is not set and the release is not in the cache")
-    return OrasRegistry(
+    return HttpRegistryReader(
         url,
         username=environ.get("FORGE_REGISTRY__USERNAME") or None,
         password=environ.get("FORGE_REGISTRY__PASSWORD") or None,

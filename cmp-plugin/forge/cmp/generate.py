@@ -30,7 +30,7 @@ from forge.errors import InvalidInputError, LimitExceededError
 
 if TYPE_CHECKING:
     from forge.cmp.pointer import ReleasePointer
-    from forge.ports.registry import ArtifactRegistry
+    from forge.ports.registry import ArtifactReader
 
 __all__ = ["MAX_FILE_BYTES", "Context", "generate"]
 
@@ -59,7 +59,7 @@ def generate(
     context: Context,
     *,
     cache: ReleaseCache | None,
-    open_registry: Callable[[], ArtifactRegistry],
+    open_registry: Callable[[], ArtifactReader],
 ) -> bytes:
     """The YAML stream for the app in ``app_dir``; a ForgeError (one line) on any doubt."""
     context.app = environ.get("ARGOCD_APP_NAME") or app_dir.name

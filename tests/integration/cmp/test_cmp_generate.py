@@ -9,6 +9,7 @@ the diff). Every failure: a non-zero exit, exactly one line on stderr, nothing o
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -147,3 +148,30 @@ def test_the_plugin_yaml_is_a_sidecar_cmp_named_forge_release_v1() -> None:
 def test_usage_errors(argv: list[str]) -> None:
     done = subprocess.run([FORGE_CMP, *argv[1:]], check=False, capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (2, "")
+
+
+async def test_renders_import_neither_oras_requests_asyncio_nor_pydantic(
+    registry_server: ServiceProcess, tmp_path: Path
+) -> None:
+    """The start-up budget (docs/cmp.md "Speed"): a cold render pulls with the stdlib reader."""
+    digest = await _push(registry_server.url)
+    app = write_gitops(tmp_path / "gitops", digest, project_data=PROJECT_DATA)
+    modules = tmp_path / "modules.txt"
+    script = (
+        "import sys\nfrom forge.cmp.__main__ import main\ncode = main(['generate'])\n"
+        f"open({str(modules)!r}, 'w').write('\\n'.join(sys.modules))\nsys.exit(code)\n"
+    )
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "FORGE_REGISTRY__URL": registry_server.url,
+        "FORGE_CMP_CACHE": str(tmp_path / "cache"),
+        **argocd_environ(app, tmp_path / "gitops"),
+    }
+    for render in ("cold", "warm"):
+        argv = [sys.executable, "-c", script]
+        done = subprocess.run(argv, check=False, cwd=app, env=environ, capture_output=True, timeout=60)
+        assert (done.returncode, done.stderr) == (0, b""), (render, done)
+        loaded = {name.partition(".")[0] for name in modules.read_text().split()}
+        assert loaded.isdisjoint({"oras", "requests", "urllib3", "asyncio", "pydantic", "pydantic_settings"}), render
+        shutil.rmtree(tmp_path / "cache" / "renders")

@@ -1,0 +1,343 @@
+"""What only the stdlib reader meets on a real docker-registry: down, htpasswd, token auth, corrupt bytes, redirects.
+
+The Bearer flow runs against docker-registry's own ``auth.token`` (distribution 2.8 verifies the
+JWT's ``x5c`` chain against ``rootcertbundle``), with a token service in this test that issues
+tokens the way distribution's token spec says (``GET <realm>?service=…&scope=…``, Basic
+credentials, ``{"token": …}``), signed with a self-signed ES256 certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import http.server
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from tests.integration.registry.test_oras_registry import PASSWORD, STORAGE, htpasswd_line
+
+from forge.adapters.http_registry import HttpRegistryReader
+from forge.adapters.oras_registry import OrasRegistry
+from forge.embedded.process import ServiceProcess, start_service
+from forge.embedded.registry import registry_binary, start_registry
+from forge.errors import InvalidInputError, PermanentError, ServiceUnavailableError
+from forge.ports.registry import Layer
+from forge.settings import RegistrySettings
+
+ARTIFACT = "application/vnd.forge.artifact.v1"
+LAYER = Layer("application/vnd.forge.artifact.metadata.v1+json", b'{"name":"api"}')
+SERVICE, ISSUER = "forge-registry", "forge-test-token-service"
+
+
+async def _push(url: str, repository: str = "o/r/p") -> tuple[str, str]:
+    """(manifest digest, layer digest) of an artifact pushed anonymously."""
+    registry = OrasRegistry(url)
+    digest = await registry.push_artifact(
+        repository, artifact_type=ARTIFACT, layers=[LAYER], annotations={}, tags=["v1"]
+    )
+    return digest, (await registry.manifest(repository, digest)).content["layers"][0]["digest"]
+
+
+async def test_a_stopped_registry_is_a_transient_error_naming_its_host(tmp_path: Path) -> None:
+    server = start_registry(tmp_path / "registry")
+    digest, layer = await _push(server.url)
+    host = server.url.removeprefix("http://")
+    with HttpRegistryReader(server.url) as reader:
+        assert (await reader.manifest("o/r/p", digest)).digest == digest  # a kept-alive connection now
+        server.stop()
+        for call in (
+            reader.manifest("o/r/p", digest),
+            reader.blob("o/r/p", layer, max_bytes=100),
+            reader.tags("o/r/p"),
+        ):
+            with pytest.raises(ServiceUnavailableError) as caught:
+                await call
+            assert host in str(caught.value)
+
+
+async def test_htpasswd_credentials_are_checked_and_never_echoed(tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(htpasswd_line("forge", PASSWORD))
+    server = start_registry(tmp_path / "registry", htpasswd=htpasswd)
+    try:
+        writer = OrasRegistry(server.url, username="forge", password=PASSWORD)
+        digest = await writer.push_artifact(
+            "o/r/p", artifact_type=ARTIFACT, layers=[LAYER], annotations={}, tags=["v1"]
+        )
+        layer = (await writer.manifest("o/r/p", digest)).content["layers"][0]["digest"]
+        settings = RegistrySettings.model_validate({"url": server.url, "username": "forge", "password": PASSWORD})
+        with HttpRegistryReader.from_settings(settings) as good:
+            assert (await good.manifest("o/r/p", "v1")).digest == digest
+            assert await good.blob("o/r/p", layer, max_bytes=100) == LAYER.data
+            assert await good.tags("o/r/p") == ["v1"]
+        for reader in (
+            HttpRegistryReader(server.url, username="forge", password="not-the-password"),
+            HttpRegistryReader(server.url),
+        ):
+            with reader:
+                for call in (reader.manifest("o/r/p", digest), reader.blob("o/r/p", layer, max_bytes=100)):
+                    with pytest.raises(PermanentError) as caught:
+                        await call
+                    assert caught.value.code == "registry_denied"
+                    assert "not-the-password" not in str(caught.value)
+                    assert PASSWORD not in str(caught.value)
+    finally:
+        server.stop()
+
+
+async def test_bytes_that_do_not_match_their_digest_are_refused(registry_server: ServiceProcess) -> None:
+    repository = f"o/r/corrupt{uuid.uuid4().hex[:8]}"
+    data = b"the real content"
+    writer = OrasRegistry(registry_server.url)
+    digest = await writer.push_artifact(
+        repository, artifact_type=ARTIFACT, layers=[Layer("application/octet-stream", data)], annotations={}
+    )
+    layer = (await writer.manifest(repository, digest)).content["layers"][0]["digest"]
+    storage = registry_server.log.parent / STORAGE
+    # The layer, then the manifest itself (still JSON, same size: only the digest can tell).
+    for target, old, new in ((layer, b"real", b"fake"), (digest, b"artifact.v1", b"artifacT.v1")):
+        stored = storage / target[7:9] / target[7:] / "data"
+        assert old in stored.read_bytes()
+        stored.write_bytes(stored.read_bytes().replace(old, new))
+
+    with HttpRegistryReader(registry_server.url) as reader:
+        with pytest.raises(PermanentError) as caught:
+            await reader.blob(repository, layer, max_bytes=100)
+        assert caught.value.code == "digest_mismatch"
+        with pytest.raises(PermanentError) as caught:
+            await reader.manifest(repository, digest)
+        assert caught.value.code == "digest_mismatch"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://127.0.0.1:5000", "http://user:pw@127.0.0.1:5000", "http://127.0.0.1:5000/v2/", "127.0.0.1:5000"],
+)
+def test_a_bad_url_is_invalid_input_without_its_credentials(url: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        HttpRegistryReader(url)
+    assert "FORGE_REGISTRY__URL" in str(caught.value)
+    assert "pw" not in str(caught.value)
+
+
+# Token auth: docker-registry's auth.token with a token service of our own.
+
+
+@dataclass
+class TokenService:
+    url: str
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    users: dict[str, str]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    fail_with: int | None = None
+
+    def issue(self, query: dict[str, str], authorization: str) -> tuple[int, bytes]:
+        if self.fail_with is not None:
+            return self.fail_with, b"{}"
+        user = None
+        if authorization.startswith("Basic "):
+            name, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+            if self.users.get(name) != password:
+                return 401, b'{"details":"bad credentials"}'
+            user = name
+        self.requests.append({**query, "user": user})
+        actions = ["pull", "push"] if user else []  # anonymous: a token that grants nothing
+        access = []
+        for scope in query.get("scope", "").split(" "):
+            kind, _, rest = scope.partition(":")
+            name, _, _ = rest.rpartition(":")
+            if kind == "repository" and name:
+                access.append({"type": "repository", "name": name, "actions": actions})
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": user or "",
+            "aud": query.get("service", ""),
+            "iat": now,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
+        x5c = [base64.b64encode(self.certificate.public_bytes(serialization.Encoding.DER)).decode()]
+        token = jwt.encode(claims, self.key, algorithm="ES256", headers={"x5c": x5c})
+        return 200, json.dumps({"token": token, "expires_in": 3600}).encode()
+
+
+def _serve(handle: Callable[[http.server.BaseHTTPRequestHandler], None]) -> tuple[http.server.ThreadingHTTPServer, str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            handle(self)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _reply(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:
+    request.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        request.send_header(name, value)
+    request.end_headers()
+    request.wfile.write(body)
+
+
+def _certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forge test token signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[tuple[ServiceProcess, TokenService]]:
+    """docker-registry with ``auth.token`` (content pushed before auth was turned on) and its token service."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = _certificate(key)
+    service = TokenService("", key, certificate, {"forge": PASSWORD})
+
+    def handle(request: http.server.BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(request.path)
+        query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+        status, body = service.issue(query, request.headers.get("Authorization", ""))
+        _reply(request, status, body, **{"Content-Type": "application/json"})
+
+    http_server, service.url = _serve(handle)
+    data_dir = tmp_path / "registry"
+    server = start_registry(data_dir)
+    port = urlsplit(server.url).port
+    asyncio.run(_push(server.url))
+    server.stop()
+    bundle = tmp_path / "token-signer.pem"
+    bundle.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    config = json.loads((data_dir / "config.yml").read_text())
+    config["auth"] = {
+        "token": {"realm": f"{service.url}/token", "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}
+    }
+    (data_dir / "config.yml").write_text(json.dumps(config))
+    exe = registry_binary()
+    assert exe is not None
+    server = start_service(
+        "docker-registry",
+        [exe, "serve", str((data_dir / "config.yml").resolve())],
+        url=f"http://127.0.0.1:{port}",
+        ready=_answers(f"http://127.0.0.1:{port}/v2/"),
+        log=data_dir / "registry.log",
+        timeout=30,
+    )
+    yield server, service
+    server.stop()
+    http_server.shutdown()
+    http_server.server_close()
+
+
+def _answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    return check
+
+
+async def test_the_bearer_challenge_is_answered_with_a_token_for_the_repository(
+    token_registry: tuple[ServiceProcess, TokenService],
+) -> None:
+    server, service = token_registry
+    with HttpRegistryReader(server.url, username="forge", password=PASSWORD) as reader:
+        manifest = await reader.manifest("o/r/p", "v1")
+        layer = manifest.content["layers"][0]["digest"]
+        assert await reader.blob("o/r/p", layer, max_bytes=100) == LAYER.data
+        assert await reader.tags("o/r/p") == ["v1"]
+        assert (await reader.manifest("o/r/p", manifest.digest)).digest == manifest.digest
+    # One token for the repository, asked for with the challenge's service and scope, as the user.
+    assert service.requests == [{"service": SERVICE, "scope": "repository:o/r/p:pull", "user": "forge"}]
+
+
+async def test_a_token_that_grants_nothing_or_refused_credentials_are_denied(
+    token_registry: tuple[ServiceProcess, TokenService],
+) -> None:
+    server, service = token_registry
+    for reader in (
+        HttpRegistryReader(server.url),  # anonymous: the service issues a token without access
+        HttpRegistryReader(server.url, username="forge", password="not-the-password"),  # the service says 401
+    ):
+        with reader, pytest.raises(PermanentError) as caught:
+            await reader.manifest("o/r/p", "v1")
+        assert caught.value.code == "registry_denied"
+        assert "not-the-password" not in str(caught.value)
+    assert [request["user"] for request in service.requests] == [None]
+
+
+async def test_a_token_service_that_fails_is_transient_naming_it(
+    token_registry: tuple[ServiceProcess, TokenService],
+) -> None:
+    server, service = token_registry
+    service.fail_with = 503
+    reader = HttpRegistryReader(server.url, username="forge", password=PASSWORD)
+    with reader, pytest.raises(ServiceUnavailableError) as caught:
+        await reader.manifest("o/r/p", "v1")
+    assert urlsplit(service.url).netloc in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+async def test_redirects_are_followed_and_credentials_stay_with_the_registry(registry_server: ServiceProcess) -> None:
+    """registry front (asks for Basic, redirects) → storage host (another host:port, records headers) → registry."""
+    repository = f"o/r/redirect{uuid.uuid4().hex[:8]}"
+    digest, layer = await _push(registry_server.url, repository)
+    seen: list[str | None] = []
+
+    def storage(request: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(request.headers.get("Authorization"))
+        _reply(request, 307, b"", Location=f"{registry_server.url}{request.path}")
+
+    def front(request: http.server.BaseHTTPRequestHandler) -> None:
+        if request.headers.get("Authorization") != "Basic " + base64.b64encode(b"forge:" + PASSWORD.encode()).decode():
+            _reply(request, 401, b"", **{"WWW-Authenticate": 'Basic realm="front"'})
+        else:
+            _reply(request, 307, b"", Location=f"{storage_url.replace('127.0.0.1', 'localhost')}{request.path}")
+
+    storage_server, storage_url = _serve(storage)
+    front_server, front_url = _serve(front)
+    try:
+        with HttpRegistryReader(front_url, username="forge", password=PASSWORD) as reader:
+            assert (await reader.manifest(repository, digest)).digest == digest
+            assert await reader.blob(repository, layer, max_bytes=100) == LAYER.data
+    finally:
+        for server in (storage_server, front_server):
+            server.shutdown()
+            server.server_close()
+    assert seen == [None, None]
