@@ -1,7 +1,14 @@
 """Versioned job and result envelopes carried over NATS JetStream (DESIGN §6).
 
-A ``Job`` is published on the subject of its type; its ``key`` is the natural idempotency key
-(``Nats-Msg-Id`` when published, and the subject suffix its ``Result`` is stored under).
+A ``Job`` is published on the subject of its type and its worker pool; its ``key`` is the natural
+idempotency key (``Nats-Msg-Id`` when published, and the subject suffix its ``Result`` is stored
+under).
+
+**Worker pools** (one per trust boundary, docs/security.md): every job subject is
+``<type prefix>.<pool>.<key tokens after the first>``, e.g. ``pipeline.tasks.<pool>.<run>.<phase>…``
+for every job type alike; a worker of pool ``p`` consumes ``<type prefix>.p.>`` only (one durable
+consumer per type and pool), so a job of a pool nobody serves stays queued. The pool of a run's jobs
+is its repository's (``Repository.pool``, ``default`` unless an operator sets another).
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "CANCELS_STREAM",
     "CANCEL_SUBJECTS",
+    "DEFAULT_POOL",
+    "MAX_POOL_LENGTH",
     "RESULT_INLINE_LIMIT",
     "SCHEMA_VERSION",
     "STREAMS",
@@ -27,11 +36,14 @@ __all__ = [
     "Job",
     "JobError",
     "JobType",
+    "PoolName",
     "ReleasePayload",
     "Result",
     "StreamSpec",
     "cancel_subject",
+    "check_pool",
     "job_subject",
+    "pool_filter",
     "result_subject",
 ]
 
@@ -43,6 +55,29 @@ CANCEL_SUBJECTS = "pipeline.cancel.>"
 CANCELS_STREAM = "pipeline-cancels"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 JobKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=200)]
+
+DEFAULT_POOL = "default"
+MAX_POOL_LENGTH = 32
+#: A pool is a NATS subject token, part of a durable consumer's name and of a Kubernetes object's name
+#: (``forge-worker-<type>-<pool>``): lower-case letters, digits and inner hyphens, at most 32 characters.
+_POOL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+#: ``pipeline.releases.deploy.…`` holds deploy jobs: a release pool of that name would share their subjects.
+_RESERVED_POOLS = frozenset({"deploy"})
+
+
+def check_pool(pool: str) -> str:
+    """``pool`` when it may name a worker pool; ``ValueError`` with the reason otherwise."""
+    if not 1 <= len(pool) <= MAX_POOL_LENGTH or not _POOL.match(pool):
+        raise ValueError(
+            f"pool {pool[:60]!r} is not a pool name: 1 to {MAX_POOL_LENGTH} lower-case letters, digits and "
+            "hyphens, starting and ending with a letter or digit"
+        )
+    if pool in _RESERVED_POOLS:
+        raise ValueError(f"pool {pool!r} is reserved (deploy jobs travel on pipeline.releases.deploy.*)")
+    return pool
+
+
+PoolName = Annotated[str, AfterValidator(check_pool)]
 
 
 class JobType(StrEnum):
@@ -96,6 +131,11 @@ def job_subject(job_type: JobType, *tokens: str) -> str:
         if not _TOKEN.match(token):
             raise ValueError(f"invalid subject token {token!r}")
     return ".".join((_PREFIX[job_type], *tokens))
+
+
+def pool_filter(job_type: JobType, pool: str) -> str:
+    """``<prefix>.<pool>.>``: the jobs of one type and pool (a worker's consumer filter)."""
+    return f"{job_subject(job_type, check_pool(pool))}.>"
 
 
 def cancel_subject(run_id: UUID) -> str:
@@ -209,10 +249,12 @@ class Job(BaseModel):
     attempt: int = Field(1, ge=1)
     deadline: datetime
     trace_id: str | None = None
+    pool: PoolName = Field(DEFAULT_POOL, description="The worker pool that runs it: its repository's")
 
     @property
     def subject(self) -> str:
-        return job_subject(self.type, *self.key.split(".")[1:]) if "." in self.key else job_subject(self.type)
+        """``<prefix>.<pool>.<key tokens after the first>`` (``pipeline.tasks.default.<run>.<phase>…``)."""
+        return job_subject(self.type, self.pool, *self.key.split(".")[1:])
 
 
 class JobError(BaseModel):

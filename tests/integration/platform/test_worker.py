@@ -111,11 +111,11 @@ async def test_invalid_envelope_goes_to_the_dlq(start_worker: Any, bus: NatsBus)
     await bus.ensure_streams(STREAMS)
     await bus.ensure_consumer("pipeline-dlq", "dlq-reader", filter_subject="pipeline.dlq.>", ack_wait=5, max_deliver=1)
     async with start_worker():
-        await bus.publish("pipeline.discovery.garbage", b"{not a job")
+        await bus.publish("pipeline.discovery.default.garbage", b"{not a job")
         messages = await _fetch_until(bus, "pipeline-dlq", "dlq-reader")
     assert messages[0].data == b"{not a job"
     assert messages[0].headers["Forge-Reason"].startswith("invalid job envelope")
-    assert messages[0].headers["Forge-Subject"] == "pipeline.discovery.garbage"
+    assert messages[0].headers["Forge-Subject"] == "pipeline.discovery.default.garbage"
 
 
 async def test_unreachable_remote_is_retried_then_dead_lettered(

@@ -13,7 +13,9 @@ from forge.domain.messages import (
     Job,
     JobType,
     Result,
+    check_pool,
     job_subject,
+    pool_filter,
     result_subject,
 )
 
@@ -38,7 +40,49 @@ def test_job_round_trips_through_json_with_its_payload_type() -> None:
     again = Job.model_validate_json(job.model_dump_json())
     assert again == job
     assert isinstance(again.payload, DiscoveryPayload)
-    assert job.subject == f"pipeline.discovery.{job.run_id}"
+    assert job.pool == "default"
+    assert job.subject == f"pipeline.discovery.default.{job.run_id}"
+
+
+def test_every_job_type_puts_its_pool_first_after_the_type_prefix() -> None:
+    discovery = _job(pool="org-b")
+    assert discovery.subject == f"pipeline.discovery.org-b.{discovery.run_id}"
+    payload = CiPayload(
+        clone_url="/x", phase="test", project="app", project_path="app", step="unit", action="run", target="true",
+        timeout_seconds=60,
+    )  # fmt: skip
+    ci = _job(key=f"ci.{discovery.run_id}.test.app.unit.a0", type=JobType.CI, payload=payload, pool="org-b")
+    assert ci.subject == f"pipeline.tasks.org-b.{discovery.run_id}.test.app.unit.a0"
+    for job_type in JobType:
+        assert pool_filter(job_type, "org-b") == f"{job_subject(job_type, 'org-b')}.>"
+    assert pool_filter(JobType.DEPLOY, "org-b") == "pipeline.releases.deploy.org-b.>"
+
+
+@pytest.mark.parametrize(
+    ("pool", "reason"),
+    [
+        ("", "not a pool name"),
+        ("Org", "not a pool name"),
+        ("a.b", "not a pool name"),
+        ("a*", "not a pool name"),
+        (">", "not a pool name"),
+        ("-a", "not a pool name"),
+        ("a-", "not a pool name"),
+        ("a b", "not a pool name"),
+        ("x" * 33, "not a pool name"),
+        ("deploy", "reserved"),
+    ],
+)
+def test_pool_names_are_subject_tokens_and_kubernetes_name_parts(pool: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_pool(pool)
+    with pytest.raises(ValidationError, match=reason):
+        _job(pool=pool)
+
+
+def test_pool_names_that_are_allowed() -> None:
+    for pool in ("default", "a", "org-b", "x" * 32, "team-42"):
+        assert check_pool(pool) == pool
 
 
 def test_subjects_of_every_type_fall_into_a_stream() -> None:

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from forge.domain.messages import (
     CANCEL_SUBJECTS,
     CANCELS_STREAM,
+    DEFAULT_POOL,
     RESULT_INLINE_LIMIT,
     STREAM_OF,
     Job,
@@ -57,7 +58,7 @@ from forge.domain.messages import (
     JobType,
     Result,
     cancel_subject,
-    job_subject,
+    pool_filter,
     result_subject,
 )
 from forge.errors import ForgeError, PermanentError, TransientError
@@ -147,8 +148,9 @@ async def settle(outcome: dict[str, Any] | PermanentError, resume: dict[str, Any
     await current.worker.settle(current.job, outcome, resume)
 
 
-def consumer_name(job_type: JobType) -> str:
-    return f"{job_type.value}-consumer"
+def consumer_name(job_type: JobType, pool: str = DEFAULT_POOL) -> str:
+    """``<type>-consumer`` for the default pool (its name before pools), ``<type>-<pool>-consumer`` otherwise."""
+    return f"{job_type.value}-consumer" if pool == DEFAULT_POOL else f"{job_type.value}-{pool}-consumer"
 
 
 @dataclass
@@ -170,8 +172,8 @@ class Worker:
     async def prepare(self) -> None:
         await self.bus.ensure_consumer(
             self.stream,
-            consumer_name(self.job_type),
-            filter_subject=f"{job_subject(self.job_type)}.>",
+            consumer_name(self.job_type, self.settings.pool),
+            filter_subject=pool_filter(self.job_type, self.settings.pool),  # this pool's jobs only
             ack_wait=self.settings.ack_wait,
             max_deliver=self.settings.max_deliver,
         )
@@ -180,7 +182,13 @@ class Worker:
         """Pull and handle jobs until ``stop`` is set; running jobs finish first."""
         await self.prepare()
         slots = asyncio.Semaphore(self.settings.concurrency)
-        log.info("%s worker ready on %s (concurrency %d)", self.job_type, self.stream, self.settings.concurrency)
+        log.info(
+            "%s worker of pool %s ready on %s (concurrency %d)",
+            self.job_type,
+            self.settings.pool,
+            self.stream,
+            self.settings.concurrency,
+        )
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(self._watch_cancels())
             while not stop.is_set():
@@ -191,7 +199,10 @@ class Worker:
                     wanted += 1
                 try:
                     messages = await self.bus.fetch(
-                        self.stream, consumer_name(self.job_type), batch=wanted, timeout=self.settings.fetch_wait
+                        self.stream,
+                        consumer_name(self.job_type, self.settings.pool),
+                        batch=wanted,
+                        timeout=self.settings.fetch_wait,
                     )
                 except ForgeError as exc:
                     log.warning("fetch failed: %s", exc)
