@@ -208,8 +208,9 @@ SQL_PHASE_CHILDREN_OF_RUN = """
     WHERE p.run_id = $1 GROUP BY p.id
 """
 # -- run changes (the outbox GET /v1/runs/{id}/events reads; 0004_run_changes.sql) ------------------
-#: One statement per transaction: the changes in order (ids follow it), then one NOTIFY per run
-#: (delivered at COMMIT, so a watcher never hears of an uncommitted change).
+#: One statement per transaction: the changes in order (ids follow it), each run's head moved to its
+#: newest change (``run_heads``: the version of its executions document, 0010_run_heads.sql), then one
+#: NOTIFY per run (delivered at COMMIT, so a watcher never hears of an uncommitted change).
 SQL_INSERT_CHANGES = """
     WITH c AS (
         INSERT INTO run_changes (run_id, kind, entity_id, status, body)
@@ -217,7 +218,11 @@ SQL_INSERT_CHANGES = """
         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY
             AS x(run_id, kind, entity_id, status, body, n)
         ORDER BY x.n
-        RETURNING run_id
+        RETURNING id, run_id
+    ), heads AS (
+        INSERT INTO run_heads AS h (run_id, change_id)
+        SELECT run_id, max(id) FROM c GROUP BY run_id
+        ON CONFLICT (run_id) DO UPDATE SET change_id = GREATEST(h.change_id, EXCLUDED.change_id)
     )
     SELECT pg_notify('run_changes', n.run_id::text) FROM (SELECT DISTINCT run_id FROM c) AS n
 """
@@ -319,6 +324,8 @@ RUN_JSON = _json_object(
         ("completed_at", _json_time("r.completed_at")),
     ]
 )
+#: The version of ``run_json(run_id=$1)`` alone: a caller holding a document asks this first.
+SQL_RUN_VERSION = "SELECT r.xmin::text AS version FROM pipeline_runs r WHERE r.id = $1"
 #: ``run_json(run_id=$1)``; ``body`` is NULL when the version is ``$2`` (the caller has those bytes).
 SQL_RUN_JSON = f"""
     SELECT r.xmin::text AS version,
@@ -386,13 +393,28 @@ _PHASE_JSON = _json_object(
         ("tasks", "'[' || COALESCE(pt.docs, '') || ']'"),
     ]
 )
-#: ``executions_json(run_id=$1, offset=$2, limit=$3)``. The version covers every row of the run: counts
-#: and sums of xmin (an UPDATE gives its row a newer xid, so a sum only grows: equal sums over the same
-#: rows mean no row changed, short of the 32-bit xid wrapping exactly onto an older sum). It costs three
-#: bitmap index scans (``= ANY(ARRAY(...))``: a nested loop would probe the steps' index once per task);
-#: the body, built only when the version is not ``$4`` (the caller holds those bytes), is
-#: in CTEs referenced only inside the CASE, which PostgreSQL never runs for an unchanged run. Steps are
-#: numbered in tree order and paged; the page's steps are grouped by task once, tasks by phase once.
+#: The version of the executions of run ``r`` (``r.id = $1``): its head (``run_heads``: its newest change,
+#: one primary-key probe). Every write of the store that changes a phase, task or step records a change of
+#: the run in the same transaction, and a head only grows. A run without a head (its changes were pruned
+#: before heads were kept) falls back to counts and sums of the rows' xmin (an UPDATE gives its row a
+#: newer xid, so a sum only grows), computed only then; the two forms (``c…``, ``x…``) never meet.
+_EXECUTIONS_VERSION = """COALESCE(
+        'c' || (SELECT h.change_id FROM run_heads h WHERE h.run_id = r.id),
+        (SELECT 'x' || concat_ws('.', ps.n, ps.x, ts.n, ts.x, ss.n, ss.x)
+         FROM (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM phase_executions WHERE run_id = $1) ps,
+              (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM task_executions
+               WHERE phase_id = ANY(ARRAY(SELECT id FROM phase_executions WHERE run_id = $1))) ts,
+              (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM step_executions
+               WHERE task_id = ANY(ARRAY(SELECT t.id FROM task_executions t
+                                         JOIN phase_executions p ON p.id = t.phase_id WHERE p.run_id = $1))) ss))"""
+#: The version of ``executions_json(run_id=$1, ...)`` alone (every page has the run's version): a caller
+#: holding a document asks this first, and only builds when it moved.
+SQL_EXECUTIONS_VERSION = f"SELECT {_EXECUTIONS_VERSION} AS version FROM pipeline_runs r WHERE r.id = $1"  # noqa: S608
+#: ``executions_json(run_id=$1, offset=$2, limit=$3)``: the version (``_EXECUTIONS_VERSION``), the total
+#: and the body; the body and the total, built only when the version is not ``$4`` (the caller holds those
+#: bytes), are in CTEs referenced only inside the CASEs, which PostgreSQL never runs for an unchanged
+#: run. Steps are numbered in tree order and paged; the page's steps are grouped by task once, tasks by
+#: phase once.
 SQL_EXECUTIONS_JSON = f"""
     WITH phases AS (SELECT p.* FROM phase_executions p WHERE p.run_id = $1),
     tasks AS (SELECT t.* FROM task_executions t JOIN phases p ON p.id = t.phase_id),
@@ -420,18 +442,11 @@ SQL_EXECUTIONS_JSON = f"""
         SELECT string_agg({_PHASE_JSON}, ',' ORDER BY p.group_number, p.name) AS docs
         FROM kept_phases p LEFT JOIN task_docs pt ON pt.phase_id = p.id
     ),
-    sums AS (
-        SELECT concat_ws('.', ps.n, ps.x, ts.n, ts.x, ss.n, ss.x) AS v, ss.n AS total
-        FROM (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM phase_executions WHERE run_id = $1) ps,
-             (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM task_executions
-              WHERE phase_id = ANY(ARRAY(SELECT id FROM phase_executions WHERE run_id = $1))) ts,
-             (SELECT count(*) AS n, sum(xmin::text::bigint) AS x FROM step_executions
-              WHERE task_id = ANY(ARRAY(SELECT t.id FROM task_executions t JOIN phase_executions p ON p.id = t.phase_id
-                                        WHERE p.run_id = $1))) ss
-    )
-    SELECT sums.v AS version, sums.total,
-           CASE WHEN sums.v = $4 THEN NULL
-                ELSE convert_to('{{"run_id":"' || r.id::text || '","phases":['
+    head AS MATERIALIZED (SELECT r.id, {_EXECUTIONS_VERSION} AS v FROM pipeline_runs r WHERE r.id = $1)
+    SELECT head.v AS version,
+           CASE WHEN head.v = $4 THEN NULL ELSE (SELECT count(*) FROM steps) END AS total,
+           CASE WHEN head.v = $4 THEN NULL
+                ELSE convert_to('{{"run_id":"' || head.id::text || '","phases":['
                                 || COALESCE((SELECT docs FROM phase_docs), '') || ']}}', 'UTF8') END AS body
-    FROM pipeline_runs r, sums WHERE r.id = $1
+    FROM head
 """  # noqa: S608

@@ -9,7 +9,7 @@ processes starting at once never apply one twice. Status changes go through
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -19,7 +19,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from forge.adapters._postgres_deployments import PostgresDeployments
-from forge.adapters._postgres_documents import DocumentCache
+from forge.adapters._postgres_documents import DocumentCache, read_document
 from forge.adapters._postgres_executions import (
     apply_events,
     created_changes,
@@ -46,6 +46,7 @@ from forge.adapters._postgres_sql import (
     SQL_CLAIM_EXECUTION,
     SQL_CLAIM_EXECUTION_QUOTA,
     SQL_EXECUTIONS_JSON,
+    SQL_EXECUTIONS_VERSION,
     SQL_FAIL_DISCOVERY,
     SQL_INSERT_PHASES,
     SQL_INSERT_RUN,
@@ -59,6 +60,7 @@ from forge.adapters._postgres_sql import (
     SQL_REQUEST_CANCEL,
     SQL_RUN_JSON,
     SQL_RUN_OF_STEP,
+    SQL_RUN_VERSION,
     SQL_RUNS_JSON,
     SQL_SET_RUN_STATUS,
     SQL_SET_WORKFLOW,
@@ -289,13 +291,13 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
         return Page([run_from_row(r) for r in rows], int(total), limit, offset)
 
     async def run_json(self, run_id: UUID) -> JsonDocument:
-        key = ("run", run_id)
-        held = self._documents.get(key)
         with translate_errors(f"reading run {run_id}"):
-            row = await self._pool.fetchrow(SQL_RUN_JSON, run_id, None if held is None else held.version)
-        if row is None:
+            found = await read_document(
+                self._pool, self._documents, ("run", run_id), SQL_RUN_VERSION, SQL_RUN_JSON, run_id
+            )
+        if found is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
-        return self._document(key, held, row)
+        return found
 
     async def runs_json(self, flt: RunFilter, *, limit: int, offset: int) -> JsonDocument:
         _check_page(limit, offset)
@@ -493,22 +495,13 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
     async def executions_json(self, run_id: UUID, *, limit: int, offset: int) -> JsonDocument:
         _check_page(limit, offset, maximum=MAX_STEPS_PAGE)
         key = ("executions", run_id, limit, offset)
-        held = self._documents.get(key)
         with translate_errors(f"reading the executions of run {run_id}"):
-            row = await self._pool.fetchrow(
-                SQL_EXECUTIONS_JSON, run_id, offset, limit, None if held is None else held.version
+            found = await read_document(
+                self._pool, self._documents, key, SQL_EXECUTIONS_VERSION, SQL_EXECUTIONS_JSON, run_id, offset, limit
             )
-        if row is None:
+        if found is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
-        return self._document(key, held, row)
-
-    def _document(self, key: Hashable, held: JsonDocument | None, row: asyncpg.Record) -> JsonDocument:
-        """The document of a ``*_JSON`` row: the bytes held when the version is theirs (no body sent)."""
-        if row["body"] is None and held is not None:
-            return held
-        document = JsonDocument(row["body"], row["version"], int(row.get("total", 1)))
-        self._documents.put(key, document)
-        return document
+        return found
 
     async def get_step(self, step_id: UUID) -> StepExecution:
         with translate_errors(f"reading step {step_id}"):
