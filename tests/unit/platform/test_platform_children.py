@@ -279,6 +279,44 @@ def test_dashboards_alerts_metrics_logs_and_traces_reach_the_stack(overlay: str)
     assert _one(forge, "PrometheusRule", "forge")["spec"]["groups"]
 
 
+def _existing_secrets(values: Any) -> list[str]:
+    """Secret names a chart's values point at (``existingSecret``, ``existingSecretAdminPassword``…)."""
+    if isinstance(values, dict):
+        found = [
+            v
+            for k, v in values.items()
+            if "existingsecret" in k.lower() and not k.lower().endswith("key") and isinstance(v, str) and v
+        ]
+        return found + [s for v in values.values() for s in _existing_secrets(v)]
+    if isinstance(values, list):
+        return [s for v in values for s in _existing_secrets(v)]
+    return []
+
+
+@pytest.mark.parametrize("overlay", APP_OVERLAYS)
+def test_every_secret_a_chart_is_given_comes_from_an_external_secret_of_its_namespace(overlay: str) -> None:
+    apps = _apps(overlay)
+    targets = {
+        (o["metadata"]["namespace"], o["spec"]["target"]["name"]): {d["secretKey"] for d in o["spec"].get("data") or ()}
+        for app in apps.values()
+        if app["spec"]["source"]["repoURL"] == _root()["spec"]["source"]["repoURL"]
+        for o in _rendered(app["spec"]["source"]["path"])
+        if o["kind"] == "ExternalSecret"
+    }
+    named = {
+        (app["spec"]["destination"]["namespace"], secret): name
+        for name, app in apps.items()
+        if "chart" in app["spec"]["source"]
+        for secret in _existing_secrets(app["spec"]["source"].get("helm", {}).get("valuesObject"))
+    }
+    assert set(named.values()) >= {"minio", "harbor", "grafana"}
+    assert set(named) <= set(targets), f"no ExternalSecret for {sorted(set(named) - set(targets))}"
+    harbor = _values(apps["harbor"])
+    key = harbor["existingSecretAdminPasswordKey"]
+    assert key in targets[("harbor", harbor["existingSecretAdminPassword"])]
+    assert {"rootUser", "rootPassword"} <= targets[("minio", _values(apps["minio"])["existingSecret"])]
+
+
 def _build_with_component(tmp_path: Path, overlay: str, component: str) -> tuple[Obj, ...]:
     relative = os.path.relpath(PLATFORM, tmp_path)
     (tmp_path / "kustomization.yaml").write_text(

@@ -31,7 +31,13 @@ from .checks import (
 
 FORGE_OVERLAYS = ["forge/overlays/dev", "forge/overlays/prod"]
 APP_OVERLAYS = ["apps/overlays/dev", "apps/overlays/prod"]
-COMPONENTS = ["components/postgres", "components/environments", "components/issuers", "components/monitoring"]
+COMPONENTS = [
+    "components/postgres",
+    "components/environments",
+    "components/issuers",
+    "components/monitoring",
+    "components/platform-secrets",
+]
 BUILDS = [*FORGE_OVERLAYS, *APP_OVERLAYS, *COMPONENTS]
 MADE_BY_OPERATORS = {"forge-db-app": "CloudNativePG (the Cluster's app user)"}
 
