@@ -14,6 +14,17 @@ a head that moved means a race (re-plan on it); a head equal to the new commit m
 landed although its answer was lost; a head that did not move means the remote refuses us
 (``ServiceUnavailableError`` with its reason, retried later by the caller).
 
+**Credentials** (``GitOpsCredentials``, from ``FORGE_GITOPS__USERNAME``/``__PASSWORD`` for HTTPS and
+``__SSH_KEY``/``__SSH_KEY_PASSPHRASE``/``__SSH_USER`` for SSH) are handed to libgit2 by a
+``RemoteCallbacks.credentials`` callback when the remote asks for them, on every fetch and push:
+``UserPass`` for HTTPS (Basic auth), ``KeypairFromMemory`` for SSH (the host key is checked by
+libgit2 against ``~/.ssh/known_hosts``). The remote asking a second time in one operation means it
+refused them: the operation stops there with ``AuthenticationError``
+(``gitops: <remote>: authentication failed: …``, one line, never the secret), a permanent error, so a
+deployment fails at once instead of retrying; nothing was pushed. A remote that asks and gets
+nothing (none configured, or not of a kind it accepts) fails the same way. Credentials written
+into the URL work too but are not shown: messages and ``url`` drop a URL's user info.
+
 Every call goes through the ``gitops`` circuit breaker (``forge.adapters._breakers``), which counts
 ``ServiceUnavailableError`` only (a branch that kept moving is contention, not an outage): a remote
 that cannot be fetched or refuses pushes is left alone until its probe, and calls fail fast.
@@ -28,20 +39,22 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
 import pygit2
-from pygit2.enums import FileMode
+from pydantic import SecretStr
+from pygit2.enums import CredentialType, FileMode
 
 from forge.adapters._breakers import CircuitBreaker
-from forge.errors import InvalidInputError, ServiceUnavailableError, TransientError
+from forge.errors import AuthenticationError, InvalidInputError, ServiceUnavailableError, TransientError
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsTree, PathRevision
 from forge.settings import GitOpsSettings
 
-__all__ = ["Pygit2GitOps"]
+__all__ = ["GitOpsCredentials", "Pygit2GitOps"]
 
 _REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 _SCP_LIKE = re.compile(r"^[^/:]+@[^/:]+:")
@@ -68,12 +81,69 @@ class _Tree:
         return _blob_at(self._repo, self._commit.tree, path)
 
 
-class _PushOutcome(pygit2.RemoteCallbacks):
-    """Records the remote's rejection of a reference update (a server-side refusal is not an exception)."""
+@dataclass(frozen=True, slots=True)
+class GitOpsCredentials:
+    """What the remote may ask for: a user and password (or token) over HTTPS, a private key over SSH."""
 
-    def __init__(self) -> None:
+    username: str | None = None
+    password: SecretStr | None = None
+    ssh_user: str = "git"
+    ssh_key: SecretStr | None = None
+    ssh_key_passphrase: SecretStr | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GitOpsSettings) -> GitOpsCredentials:
+        return cls(
+            username=settings.username,
+            password=settings.password,
+            ssh_user=settings.ssh_user,
+            ssh_key=settings.ssh_key,
+            ssh_key_passphrase=settings.ssh_key_passphrase,
+        )
+
+    def secrets(self) -> list[str]:
+        """The secret values, to keep out of any message."""
+        return [s.get_secret_value() for s in (self.password, self.ssh_key, self.ssh_key_passphrase) if s is not None]
+
+
+class _AuthenticationFailed(Exception):  # noqa: N818 - raised inside libgit2's callback, turned into AuthenticationError
+    """The remote refused our credentials, or asked for some we do not have."""
+
+
+_CredentialAnswer = pygit2.UserPass | pygit2.KeypairFromMemory | pygit2.Username
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Answers the remote's credential requests (once: a second request is a refusal) and records its
+    rejection of a reference update (a server-side refusal is not an exception)."""
+
+    def __init__(self, credentials: GitOpsCredentials) -> None:
         super().__init__()
+        self._credentials = credentials
+        self._given = False
         self.rejected: str | None = None
+
+    def credentials(self, url: str, username_from_url: str | None, allowed_types: CredentialType) -> _CredentialAnswer:
+        c = self._credentials
+        if allowed_types & CredentialType.USERNAME and not allowed_types & CredentialType.SSH_KEY:
+            return pygit2.Username(username_from_url or c.ssh_user)  # SSH asks for the user first
+        if self._given:
+            raise _AuthenticationFailed("the remote refused the credentials")
+        self._given = True
+        if allowed_types & CredentialType.SSH_KEY and c.ssh_key is not None:
+            passphrase = c.ssh_key_passphrase.get_secret_value() if c.ssh_key_passphrase is not None else None
+            return pygit2.KeypairFromMemory(
+                username_from_url or c.ssh_user, None, c.ssh_key.get_secret_value(), passphrase
+            )
+        if allowed_types & CredentialType.USERPASS_PLAINTEXT and c.password is not None:
+            return pygit2.UserPass(c.username or username_from_url or "x-access-token", c.password.get_secret_value())
+        if allowed_types & CredentialType.SSH_KEY:
+            raise _AuthenticationFailed("the remote asks for an SSH key and FORGE_GITOPS__SSH_KEY is not set")
+        raise _AuthenticationFailed(
+            "the remote asks for a user and password and FORGE_GITOPS__PASSWORD is not set"
+            if allowed_types & CredentialType.USERPASS_PLAINTEXT
+            else f"the remote asks for credentials of a kind not supported ({allowed_types!r})"
+        )
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
@@ -94,12 +164,15 @@ class Pygit2GitOps:
         attempts: int = 5,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         breaker: CircuitBreaker | None = None,
+        credentials: GitOpsCredentials | None = None,
     ):
         if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
             raise InvalidInputError(f"gitops branch: not a branch name: {branch!r}")
         if attempts < 1:
             raise InvalidInputError("gitops push attempts must be at least 1")
         self._url = url
+        self._shown = _without_user_info(url)
+        self._credentials = credentials or GitOpsCredentials()
         self._source = _fetch_source(url)
         self._branch = branch
         self._signature = (author_name, author_email)
@@ -123,12 +196,14 @@ class Pygit2GitOps:
             author_email=settings.author_email,
             attempts=settings.push_attempts,
             breaker=CircuitBreaker.from_settings("gitops", settings.breaker, counts=(ServiceUnavailableError,)),
+            credentials=GitOpsCredentials.from_settings(settings),
             **extra,
         )
 
     @property
     def url(self) -> str:
-        return self._url
+        """The remote as configured, without user info (credentials belong in ``GitOpsCredentials``)."""
+        return self._shown
 
     @property
     def branch(self) -> str:
@@ -175,19 +250,23 @@ class Pygit2GitOps:
                 repo.references.create(self._tracking, new, force=True)
                 return GitOpsCommit(str(new), changed=True, attempts=attempt)
         raise TransientError(
-            f"gitops: {self._url} branch {self._branch} kept moving; the change was re-applied "
+            f"gitops: {self._shown} branch {self._branch} kept moving; the change was re-applied "
             f"{self._attempts} times without a successful push",
-            details={"url": self._url, "branch": self._branch, "attempts": self._attempts},
+            details={"url": self._shown, "branch": self._branch, "attempts": self._attempts},
         )
 
     def _push(self, repo: pygit2.Repository, head: pygit2.Commit | None, new: pygit2.Oid) -> bool:
         """True when the remote's branch is now ``new``; False when it moved under us (re-plan)."""
-        outcome = _PushOutcome()
+        outcome = _Callbacks(self._credentials)
         failure: str | None
         try:
             repo.remotes["origin"].push([f"{new}:refs/heads/{self._branch}"], callbacks=outcome)
             failure = outcome.rejected
+        except _AuthenticationFailed as exc:
+            raise self._authentication_failed("push to", str(exc)) from None
         except pygit2.GitError as exc:
+            if _is_authentication(str(exc)):
+                raise self._authentication_failed("push to", str(exc)) from None
             failure = self._scrub(str(exc))
         if failure is None:
             return True
@@ -197,8 +276,8 @@ class Pygit2GitOps:
         if (now.id if now is not None else None) != (head.id if head is not None else None):
             return False
         raise ServiceUnavailableError(
-            f"gitops: {self._url} refused the push to {self._branch}: {failure}",
-            details={"url": self._url, "branch": self._branch},
+            f"gitops: {self._shown} refused the push to {self._branch}: {failure}",
+            details={"url": self._shown, "branch": self._branch},
         )
 
     def _read(self, paths: list[str]) -> GitOpsFiles:
@@ -254,10 +333,16 @@ class Pygit2GitOps:
     def _fetch(self, repo: pygit2.Repository) -> pygit2.Commit | None:
         """Fetch the remote's branches; the branch's head commit, ``None`` when it does not exist yet."""
         try:
-            repo.remotes["origin"].fetch([_REFSPEC], prune=pygit2.enums.FetchPrune.PRUNE)
+            repo.remotes["origin"].fetch(
+                [_REFSPEC], prune=pygit2.enums.FetchPrune.PRUNE, callbacks=_Callbacks(self._credentials)
+            )
+        except _AuthenticationFailed as exc:
+            raise self._authentication_failed("fetch from", str(exc)) from None
         except pygit2.GitError as exc:
+            if _is_authentication(str(exc)):
+                raise self._authentication_failed("fetch from", str(exc)) from None
             raise ServiceUnavailableError(
-                f"gitops: cannot fetch {self._url}: {self._scrub(str(exc))}", details={"url": self._url}
+                f"gitops: cannot fetch {self._shown}: {self._scrub(str(exc))}", details={"url": self._shown}
             ) from exc
         ref = repo.references.get(self._tracking)
         return ref.peel(pygit2.Commit) if ref is not None else None
@@ -268,9 +353,35 @@ class Pygit2GitOps:
         minutes = int(offset.total_seconds() // 60) if offset is not None else 0
         return pygit2.Signature(self._signature[0], self._signature[1], int(now.timestamp()), minutes)
 
+    def _authentication_failed(self, what: str, reason: str) -> AuthenticationError:
+        return AuthenticationError(
+            f"gitops: {self._shown}: authentication failed ({what} the remote): {self._scrub(reason)}",
+            details={"url": self._shown},
+        )
+
     def _scrub(self, reason: str) -> str:
-        """The work copy's path is nobody's business."""
-        return reason.replace(str(self.path), "<work copy>")
+        """One line, without the work copy's path (nobody's business), the URL's user info or any secret."""
+        reason = reason.replace(str(self.path), "<work copy>").replace(self._url, self._shown)
+        for secret in self._credentials.secrets():
+            reason = reason.replace(secret, "***")
+        return " ".join(reason.split())
+
+
+def _is_authentication(message: str) -> bool:
+    """libgit2's own words for a refused login (when it gives up before asking us again)."""
+    lowered = message.lower()
+    return any(
+        words in lowered
+        for words in ("authentication", "unauthorized", "status code: 401", "permission denied (publickey")
+    )
+
+
+def _without_user_info(url: str) -> str:
+    """``url`` without ``user:password@`` (an HTTP(S)/SSH URL's user info), anything else unchanged."""
+    parsed = urlparse(url)
+    if parsed.scheme and len(parsed.scheme) > 1 and parsed.netloc and "@" in parsed.netloc:
+        return parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
+    return url
 
 
 def _check_path(path: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""GitOps remotes for the writer's tests: seeded bare repositories on disk, and a ``git daemon`` that accepts pushes."""
+"""GitOps remotes for the writer's tests: seeded bare repositories on disk, a ``git daemon`` that accepts pushes,
+and a smart-HTTP server that wants Basic auth (git_http.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.gitops.git_http import GitHttpServer
 
 from forge.embedded.gitops import create_gitops_repository
 from forge.embedded.process import ServiceProcess, free_port, start_service, tcp_ready
@@ -43,3 +45,15 @@ def pushable_git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     proc.extra["base_dir"] = str(base)
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def git_http(tmp_path: Path) -> Iterator[GitHttpServer]:
+    """A smart-HTTP server wanting Basic auth (user ``forge``, password ``s3cret-token``) serving a seeded
+    ``gitops.git``."""
+    root = tmp_path / "served"
+    create_gitops_repository(root / "gitops.git")
+    server = GitHttpServer(root, "forge", "s3cret-token")
+    server.start()
+    yield server
+    server.close()

@@ -1,0 +1,81 @@
+"""The credential callback the pygit2 adapter hands libgit2 (an SSH server cannot run here: no sshd on this
+machine, so SSH is tested at the callback, the way libgit2 calls it; HTTPS runs for real in
+tests/integration/gitops/test_credentials.py)."""
+
+from __future__ import annotations
+
+import pygit2
+import pytest
+from pydantic import SecretStr
+from pygit2.enums import CredentialType
+
+from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps, _AuthenticationFailed, _Callbacks
+from forge.settings import Settings
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+SSH = GitOpsCredentials(ssh_key=SecretStr(KEY), ssh_key_passphrase=SecretStr("open sesame"), ssh_user="deploy")
+
+
+def test_ssh_asks_for_the_user_then_gets_the_key_from_memory() -> None:
+    callbacks = _Callbacks(SSH)
+    user = callbacks.credentials("ssh://git.example/gitops.git", None, CredentialType.USERNAME)
+    assert isinstance(user, pygit2.Username)
+    assert user.credential_tuple == ("deploy",)
+    key = callbacks.credentials(
+        "ssh://git.example/gitops.git", None, CredentialType.SSH_KEY | CredentialType.SSH_MEMORY
+    )
+    assert isinstance(key, pygit2.KeypairFromMemory)
+    assert key.credential_tuple == ("deploy", None, KEY, "open sesame")
+    assert key.credential_type is CredentialType.SSH_MEMORY
+
+
+def test_the_user_of_the_url_wins() -> None:
+    key = _Callbacks(SSH).credentials("git@git.example:acme/gitops.git", "git", CredentialType.SSH_KEY)
+    assert isinstance(key, pygit2.KeypairFromMemory)
+    assert key.credential_tuple[0] == "git"
+
+
+def test_asked_again_means_refused() -> None:
+    callbacks = _Callbacks(SSH)
+    callbacks.credentials("ssh://git.example/gitops.git", "git", CredentialType.SSH_KEY)
+    with pytest.raises(_AuthenticationFailed, match=r"^the remote refused the credentials$"):
+        callbacks.credentials("ssh://git.example/gitops.git", "git", CredentialType.SSH_KEY)
+
+
+def test_an_ssh_remote_without_a_key_says_which_setting_is_missing() -> None:
+    https_only = GitOpsCredentials(username="forge", password=SecretStr("token"))
+    with pytest.raises(_AuthenticationFailed, match="asks for an SSH key and FORGE_GITOPS__SSH_KEY is not set"):
+        _Callbacks(https_only).credentials("ssh://git.example/gitops.git", "git", CredentialType.SSH_KEY)
+
+
+def test_https_gets_user_and_password_and_a_token_alone_gets_a_placeholder_user() -> None:
+    given = _Callbacks(GitOpsCredentials(username="forge", password=SecretStr("token"))).credentials(
+        "https://git.example/gitops.git", None, CredentialType.USERPASS_PLAINTEXT
+    )
+    assert isinstance(given, pygit2.UserPass)
+    assert given.credential_tuple == ("forge", "token")
+    token_only = _Callbacks(GitOpsCredentials(password=SecretStr("token"))).credentials(
+        "https://git.example/gitops.git", None, CredentialType.USERPASS_PLAINTEXT
+    )
+    assert token_only.credential_tuple == ("x-access-token", "token")
+
+
+def test_ssh_settings_reach_the_adapter_and_stay_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORGE_GITOPS__URL", "ssh://git@git.example/acme/gitops.git")
+    monkeypatch.setenv("FORGE_GITOPS__SSH_KEY", KEY)
+    monkeypatch.setenv("FORGE_GITOPS__SSH_KEY_PASSPHRASE", "open sesame")
+    gitops = Settings().gitops
+    assert KEY not in repr(gitops)
+    assert "open sesame" not in repr(gitops)
+    credentials = GitOpsCredentials.from_settings(gitops)
+    assert credentials == GitOpsCredentials(
+        username=None,
+        password=None,
+        ssh_user="git",
+        ssh_key=gitops.ssh_key,
+        ssh_key_passphrase=gitops.ssh_key_passphrase,
+    )
+    repository = Pygit2GitOps.from_settings(gitops)
+    assert repository.url == "ssh://git.example/acme/gitops.git"  # the user is user info: not shown
+    key = _Callbacks(credentials).credentials(gitops.url or "", "git", CredentialType.SSH_KEY)
+    assert key.credential_tuple == ("git", None, KEY, "open sesame")
