@@ -71,6 +71,7 @@ from forge.adapters._postgres_sql import (
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun, Repository, StepExecution
 from forge.domain.events import StepEvent
+from forge.domain.messages import DEFAULT_POOL
 from forge.domain.plan import plan_executions
 from forge.domain.status import Status, ensure_transition
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
@@ -174,8 +175,8 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
         with translate_errors(f"registering repository {new.name!r}"):
             row = await self._pool.fetchrow(
                 """
-                INSERT INTO repositories (name, clone_url, default_branch, webhook_secret_ref, secrets)
-                VALUES ($1, $2, $3, $4, $5)
+                INSERT INTO repositories (name, clone_url, default_branch, webhook_secret_ref, secrets, pool)
+                VALUES ($1, $2, $3, $4, $5, $6)
                 ON CONFLICT (name) DO NOTHING
                 RETURNING *
                 """,
@@ -184,6 +185,7 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
                 new.default_branch,
                 new.webhook_secret_ref,
                 list(secret_grant(new.secrets or ())),
+                DEFAULT_POOL if new.pool is None else new.pool,
             )
             if row is not None:
                 return repository_from_row(row), True
@@ -204,6 +206,22 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
         with translate_errors(f"granting secrets to repository {name!r}"):
             row = await self._pool.fetchrow(
                 "UPDATE repositories SET secrets = $2 WHERE name = $1 RETURNING *", name, list(secret_grant(secrets))
+            )
+        if row is None:
+            raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
+        return repository_from_row(row)
+
+    async def update_repository(
+        self, name: str, *, secrets: Sequence[str] | None = None, pool: str | None = None
+    ) -> Repository:
+        grant = None if secrets is None else list(secret_grant(secrets))
+        with translate_errors(f"updating repository {name!r}"):
+            row = await self._pool.fetchrow(
+                "UPDATE repositories SET secrets = coalesce($2, secrets), pool = coalesce($3, pool) WHERE name = $1 "
+                "RETURNING *",
+                name,
+                grant,
+                pool,
             )
         if row is None:
             raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})

@@ -11,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from forge.domain.discovery import DiscoveryResult
+from forge.domain.messages import DEFAULT_POOL, PoolName
 from forge.domain.status import ApprovalStatus, DeploymentStatus, Status
 
 __all__ = [
@@ -56,6 +57,9 @@ class Repository(_Entity):
     enabled: bool = True
     secrets: tuple[str, ...] = Field(
         (), description="Names of the secrets an operator granted this repository's steps, sorted"
+    )
+    pool: PoolName = Field(
+        DEFAULT_POOL, description="The worker pool (trust boundary) that runs its jobs; set by an operator"
     )
     created_at: datetime
     updated_at: datetime

@@ -85,13 +85,15 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class NewRepository:
-    """A repository to register; ``secrets`` are the names its steps may read (``None``: not given)."""
+    """A repository to register; ``secrets`` are the names its steps may read and ``pool`` the worker pool
+    that runs its jobs (``None``: not given; a new repository then has none and ``default``)."""
 
     name: str
     clone_url: str
     default_branch: str = "main"
     webhook_secret_ref: str | None = None
     secrets: tuple[str, ...] | None = None
+    pool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +164,8 @@ def secret_grant(names: Sequence[str]) -> tuple[str, ...]:
 
 def ensure_same_registration(existing: Repository, new: NewRepository) -> None:
     """``ConflictError`` naming the fields (never their values) where ``new`` differs from the registered
-    repository: a registration never changes one. An absent ``webhook_secret_ref`` or ``secrets`` is no
-    change (grants change only through ``RepositoryStore.set_repository_secrets``)."""
+    repository: a registration never changes one. An absent ``webhook_secret_ref``, ``secrets`` or ``pool`` is
+    no change (grants and pools change only through ``RepositoryStore.update_repository``)."""
     differ = [
         name
         for name, old, wanted in (
@@ -171,6 +173,7 @@ def ensure_same_registration(existing: Repository, new: NewRepository) -> None:
             ("default_branch", existing.default_branch, new.default_branch),
             ("webhook_secret_ref", existing.webhook_secret_ref, new.webhook_secret_ref),
             ("secrets", existing.secrets, None if new.secrets is None else secret_grant(new.secrets)),
+            ("pool", existing.pool, new.pool),
         )
         if wanted is not None and wanted != old
     ]
@@ -322,6 +325,14 @@ class RepositoryStore(Protocol):
         stored as ``secret_grant``): the repository as updated. ``NotFoundError`` when unknown,
         ``InvalidInputError`` naming the constraint for a name that is not ``[A-Z_][A-Z0-9_]*`` or
         more than 100 names."""
+
+    async def update_repository(
+        self, name: str, *, secrets: Sequence[str] | None = None, pool: str | None = None
+    ) -> Repository:
+        """An operator's update, in one write: replace the secret grant (as ``set_repository_secrets``) and/or
+        move the repository to worker ``pool`` (runs whose jobs are built later use it); ``None`` keeps a
+        field. ``NotFoundError`` when unknown, ``InvalidInputError`` naming the constraint for a bad grant or
+        a pool that is not a pool name (``forge.domain.messages.check_pool``); nothing is written then."""
 
     async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]: ...
 

@@ -81,6 +81,7 @@ class RepositoryRow:
     updated_at: datetime
     enabled: bool = True
     secrets: tuple[str, ...] = ()
+    pool: str = "default"
 
 
 @dataclass(slots=True)

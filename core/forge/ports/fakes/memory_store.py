@@ -26,6 +26,7 @@ from uuid import UUID, uuid4
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun, Repository, StepExecution
 from forge.domain.events import StepEvent
+from forge.domain.messages import DEFAULT_POOL, check_pool
 from forge.domain.plan import plan_executions
 from forge.domain.status import Status
 from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
@@ -79,6 +80,15 @@ _SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 def _granted_names_ok(names: Sequence[str]) -> bool:
     return len(names) <= 100 and all(_SECRET_NAME.fullmatch(name) for name in names)
+
+
+def _pool_ok(pool: str) -> bool:
+    """``repositories_pool_name`` (migration 0011)."""
+    try:
+        check_pool(pool)
+    except ValueError:
+        return False
+    return True
 
 
 class _Database:
@@ -157,12 +167,14 @@ class MemoryStore(MemoryDeployments):
         what = f"registering repository {new.name!r}"
         now = await self._enter(what)
         secrets = secret_grant(new.secrets or ())
-        check_text(what, new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, *secrets)
+        pool = DEFAULT_POOL if new.pool is None else new.pool
+        check_text(what, new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, pool, *secrets)
         for constraint, ok in (
             ("repositories_clone_url_present", new.clone_url != ""),
             ("repositories_default_branch_present", new.default_branch != ""),
             ("repositories_name_format", REPO_NAME.fullmatch(new.name) is not None and len(new.name) <= 200),
             ("repositories_secrets_names", _granted_names_ok(secrets)),
+            ("repositories_pool_name", _pool_ok(pool)),
         ):
             if not ok:
                 raise check_violation(what, "repositories", constraint)
@@ -172,7 +184,7 @@ class MemoryStore(MemoryDeployments):
             ensure_same_registration(repository_entity(row), new)
             return repository_entity(row), False
         row = RepositoryRow(uuid4(), new.name, new.clone_url, new.default_branch, new.webhook_secret_ref, now, now)
-        row.secrets = secrets
+        row.secrets, row.pool = secrets, pool
         self._t.repositories[row.id] = row
         self._t.repository_by_name[row.name] = row.id
         return repository_entity(row), True
@@ -198,6 +210,26 @@ class MemoryStore(MemoryDeployments):
             raise check_violation(what, "repositories", "repositories_secrets_names")
         row = self._t.repositories[found]
         row.secrets, row.updated_at = grant, now
+        return repository_entity(row)
+
+    async def update_repository(
+        self, name: str, *, secrets: Sequence[str] | None = None, pool: str | None = None
+    ) -> Repository:
+        what = f"updating repository {name!r}"
+        now = await self._enter(what)
+        grant = None if secrets is None else secret_grant(secrets)
+        check_text(what, name, pool, *(grant or ()))
+        found = self._t.repository_by_name.get(name)
+        if found is None:
+            raise NotFoundError(f"repository {name!r} is not registered", details={"repository": name})
+        if grant is not None and not _granted_names_ok(grant):
+            raise check_violation(what, "repositories", "repositories_secrets_names")
+        if pool is not None and not _pool_ok(pool):
+            raise check_violation(what, "repositories", "repositories_pool_name")
+        row = self._t.repositories[found]
+        row.secrets = row.secrets if grant is None else grant
+        row.pool = row.pool if pool is None else pool
+        row.updated_at = now
         return repository_entity(row)
 
     async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]:
