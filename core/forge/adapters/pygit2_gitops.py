@@ -23,7 +23,8 @@ refused them: the operation stops there with ``AuthenticationError``
 (``gitops: <remote>: authentication failed: …``, one line, never the secret), a permanent error, so a
 deployment fails at once instead of retrying; nothing was pushed. A remote that asks and gets
 nothing (none configured, or not of a kind it accepts) fails the same way. Credentials written
-into the URL work too but are not shown: messages and ``url`` drop a URL's user info.
+into the URL work too but are not shown: messages and ``url`` drop an HTTP(S) URL's user info and
+any URL's password.
 
 Every call goes through the ``gitops`` circuit breaker (``forge.adapters._breakers``), which counts
 ``ServiceUnavailableError`` only (a branch that kept moving is contention, not an outage): a remote
@@ -377,11 +378,15 @@ def _is_authentication(message: str) -> bool:
 
 
 def _without_user_info(url: str) -> str:
-    """``url`` without ``user:password@`` (an HTTP(S)/SSH URL's user info), anything else unchanged."""
+    """``url`` without secrets: an HTTP(S) URL without its user info (a token is often the user), any other
+    URL without a password (``ssh://git@host/…`` keeps its user, which Argo CD needs too)."""
     parsed = urlparse(url)
-    if parsed.scheme and len(parsed.scheme) > 1 and parsed.netloc and "@" in parsed.netloc:
-        return parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
-    return url
+    if not (parsed.scheme and len(parsed.scheme) > 1 and "@" in parsed.netloc):
+        return url
+    userinfo, _, host = parsed.netloc.rpartition("@")
+    if parsed.scheme in ("http", "https"):
+        return parsed._replace(netloc=host).geturl()
+    return parsed._replace(netloc=f"{userinfo.partition(':')[0]}@{host}").geturl()
 
 
 def _check_path(path: str) -> list[str]:

@@ -76,6 +76,8 @@ def test_ssh_settings_reach_the_adapter_and_stay_secret(monkeypatch: pytest.Monk
         ssh_key_passphrase=gitops.ssh_key_passphrase,
     )
     repository = Pygit2GitOps.from_settings(gitops)
-    assert repository.url == "ssh://git.example/acme/gitops.git"  # the user is user info: not shown
+    assert repository.url == "ssh://git@git.example/acme/gitops.git"  # an SSH user is no secret (Argo CD needs it)
+    assert Pygit2GitOps("ssh://git:pw@git.example/x.git", repository.path.parent).url == "ssh://git@git.example/x.git"
+    assert Pygit2GitOps("https://tok@git.example/x.git", repository.path.parent).url == "https://git.example/x.git"
     key = _Callbacks(credentials).credentials(gitops.url or "", "git", CredentialType.SSH_KEY)
     assert key.credential_tuple == ("git", None, KEY, "open sesame")
