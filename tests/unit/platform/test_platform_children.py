@@ -140,7 +140,18 @@ def test_the_monitoring_stack_is_a_set_of_children_of_the_root(overlay: str) -> 
         app = apps[name]
         assert app["spec"]["project"] == "forge-platform"
         assert app["spec"]["source"]["repoURL"] in project["spec"]["sourceRepos"]
-        assert app["spec"]["destination"]["namespace"] == "monitoring"
+        if name != "prometheus-operator-crds":  # cluster-scoped CRDs only
+            assert app["spec"]["destination"]["namespace"] == "monitoring"
+    # the first child to create the namespace puts it in the ambient mesh: the forge
+    # AuthorizationPolicies admit callers from monitoring by their mesh identity
+    creators = [a for a in apps.values() if "CreateNamespace=true" in a["spec"]["syncPolicy"].get("syncOptions", [])]
+    first = min(
+        (a for a in creators if a["spec"]["destination"].get("namespace") == "monitoring"),
+        key=lambda a: sync_wave(a) or 0,
+    )
+    assert first["metadata"]["name"] == "forge-monitoring"
+    labels = first["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"]
+    assert labels["istio.io/dataplane-mode"] == "ambient"
     values = _values(apps["kube-prometheus-stack"])
     assert values["crds"]["enabled"] is False  # the CRDs are prometheus-operator-crds' alone
     assert values["grafana"]["enabled"] is False  # Grafana is its own child
