@@ -80,26 +80,33 @@ async def test_retry_attempt_starts_from_the_earlier_log_and_discards_leftovers(
 
 
 @pytest.mark.parametrize("deliveries", [1, 2])
-async def test_only_a_redelivery_looks_for_a_dead_worker_s_chunks(
+async def test_only_a_redelivery_takes_over_a_dead_worker_s_chunks(
     deliveries: int, repo: tuple[str, str], start_worker: StartWorker, objects: MinioObjectStore
 ) -> None:
+    """A redelivery keeps the dead worker's partial log (a follower may have shown it), marks the boundary,
+    then logs its own run; a first delivery never looks (nothing can be there)."""
     url, sha = repo
     job = ci_job(url, sha, "echo fresh")
     key = log_key(job.run_id, "test", "svc", "unit")
-    await objects.put(f"{key}.parts/0000000000", b"stale output of a killed worker\n")
+    await objects.put(f"{key}.parts/0000000000", b"partial output of a killed worker")
     counting = CountingObjects(objects, scope=f"pipeline-runs/{job.run_id}/")
     async with start_worker(store=counting) as handler:
         delivery.set(deliveries)  # what Worker.handle sets from JetStream's delivery count
         await handler(job)
-    log = await objects.get(key)
-    assert b"fresh\n" in log
-    assert b"stale output" not in log  # the whole log is this delivery's output either way
+    log = (await objects.get(key)).decode()
     leftovers = await objects.list(f"{key}.parts/")
     if deliveries == 1:
         assert counting.calls["list"] == 0
-        assert len(leftovers) == 1  # a first delivery never looks (and nothing can be there)
+        assert "partial output" not in log
+        assert len(leftovers) == 1
     else:
         assert counting.calls["list"] == 1
+        assert log.startswith(
+            "partial output of a killed worker\n"  # the boundary starts on a line of its own
+            "forge: the worker running this step stopped before the step ended; delivery 2 runs it again"
+            " from the start\nforge: test/svc/unit attempt 1 of 1 at "
+        )
+        assert log.endswith("$ echo fresh\nfresh\n")
         assert leftovers == []
 
 

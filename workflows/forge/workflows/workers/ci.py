@@ -54,8 +54,7 @@ from forge.domain.events import EventKind, StepEvent
 from forge.domain.messages import CiPayload, Job
 from forge.errors import ForgeError, InvalidInputError, PermanentError
 from forge.jobs.events import StepEventPublisher
-from forge.logs import LogWriter, log_key
-from forge.logs.reader import parts_prefix
+from forge.logs import LogCheckpoint, LogWriter, StoredLog, log_key, seal
 from forge.ports import GitMirrors, ObjectStore, SecretProvider
 from forge.settings import CiSettings
 from forge.workflows.workers.executors import (
@@ -68,7 +67,7 @@ from forge.workflows.workers.executors import (
     execute,
     run_argv,
 )
-from forge.workflows.workers.runtime import delivery
+from forge.workflows.workers.runtime import delivery, settle, settles
 from forge.workflows.workers.sandbox import Sandbox, hand_over, resolve
 from forge.workflows.workers.trees import TreeCache, private_copy, remove_tree
 
@@ -155,6 +154,17 @@ class CiHandler:
                 tail = masker.flush()
                 if tail:
                     await writer.write(tail)
+            data = {
+                "exit_code": outcome.exit_code,
+                "logs_key": key,
+                "duration_seconds": round(time.monotonic() - started, 3),
+                "attempt": attempt,
+                **produced,
+            }
+            event, failure = self._conclude(job, payload, outcome, data, began)
+            if settles():  # the outcome is kept before the log and the event: a redelivery finishes them
+                resume = _Resume(logs_key=key, log=await writer.checkpoint(), event=event)
+                await settle(data if failure is None else failure, resume.as_json())
             await writer.close()
         finally:
             await writer.release()  # a closed writer has nothing left; a cancelled one leaves no spool file
@@ -163,14 +173,18 @@ class CiHandler:
             with contextlib.suppress(asyncio.CancelledError):
                 await announce
 
-        data = {
-            "exit_code": outcome.exit_code,
-            "logs_key": key,
-            "duration_seconds": round(time.monotonic() - started, 3),
-            "attempt": attempt,
-            **produced,
-        }
-        total = payload.retries + 1
+        if event is not None and self.events is not None:
+            await self.events.publish(event)
+        if failure is not None:
+            raise failure
+        return data
+
+    def _conclude(
+        self, job: Job, payload: CiPayload, outcome: StepOutcome, data: dict[str, Any], began: datetime
+    ) -> tuple[StepEvent | None, PermanentError | None]:
+        """The step's final event (success, failed, or retrying when an attempt follows) and, when it did not
+        succeed, the error the job ends with."""
+        attempt, total = payload.attempt + 1, payload.retries + 1
         kind: EventKind
         message: str | None = outcome.message
         if outcome.success:
@@ -179,22 +193,32 @@ class CiHandler:
             kind = "failed"
         else:  # Argo dispatches attempt + 1; the step stays running until then
             kind, message = "retrying", f"attempt {attempt} of {total} failed: {outcome.message}; retrying"
-        await self._report(
+        event = self._event(
             job,
             payload,
             kind,
             attempt=attempt,
             exit_code=outcome.exit_code,
-            logs_key=key,
+            logs_key=data["logs_key"],
             message=message,
             started_at=began,
         )
         if outcome.success:
-            return data
+            return event, None
         step = f"{payload.phase}/{payload.project}/{payload.step}"
-        raise PermanentError(
+        failure = PermanentError(
             f"step {step} (attempt {attempt} of {total}) {outcome.message}", code="step_failed", details=data
         )
+        return event, failure
+
+    async def resume(self, job: Job, state: dict[str, Any]) -> None:
+        """Finish a step a dead worker settled (``runtime.settle``): complete its log from the checkpoint and
+        publish its final event; the step does not run again."""
+        resumed = _Resume.from_json(state)
+        await seal(self.objects, resumed.logs_key, resumed.log)
+        if resumed.event is not None and self.events is not None:
+            await self.events.publish(resumed.event)
+        await asyncio.to_thread(remove_tree, self.settings.work_dir.resolve() / str(job.id))  # the dead one's copy
 
     async def _execute(
         self, job: Job, payload: CiPayload, checkout: Path, secrets: Mapping[str, str], sink: Sink
@@ -261,26 +285,31 @@ class CiHandler:
         return values, "; ".join(problems) or None
 
     async def _open_log(self, key: str, attempt: int) -> LogWriter:
-        """The attempt's log writer, holding the earlier attempts' complete log (streamed, never in memory);
-        what an earlier attempt or delivery left in the store is deleted. Each attempt may log up to the
-        limit: the earlier attempts' log (capped each) does not count."""
-        writer = LogWriter(self.objects, key, interval=self.settings.log_interval, limit=self.settings.log_limit)
+        """The attempt's log writer. A first delivery of a first attempt writes a new log (nothing can be
+        stored: no listing). A retry attempt or a redelivery takes over what is stored (``LogWriter.take_over``):
+        the earlier attempts' complete log, or the partial log a dead worker left, then a ``forge:`` line
+        marking a redelivery, all uploaded as the writer's first chunk before what it replaces is deleted;
+        so a follower sees each attempt and each delivery once. Each attempt may log up to the limit: what
+        was taken over (capped each) does not count."""
+        settings = self.settings
+        redelivered = delivery.get() > 1
+        if attempt == 0 and not redelivered:
+            return LogWriter(self.objects, key, interval=settings.log_interval, limit=settings.log_limit)
+        stored = await StoredLog.look(self.objects, key)
+        writer = LogWriter(
+            self.objects,
+            key,
+            interval=settings.log_interval,
+            limit=settings.log_limit,
+            generation=stored.next_generation,
+        )
+        marker = _redelivery_marker(delivery.get()) if redelivered else b""
         try:
-            if attempt > 0:  # the log of a retried step keeps every attempt, oldest first
-                await writer.start_from(key)
-            if attempt > 0 or delivery.get() > 1:
-                await self._discard_log(key)  # an earlier attempt's log, or a dead worker's partial output
+            await writer.take_over(stored, marker=marker)
         except BaseException:
             await writer.release()
             raise
         return writer
-
-    async def _discard_log(self, key: str) -> None:
-        """Delete the chunks and the log an earlier delivery or attempt left (``LogWriter.start_from`` read it
-        first)."""
-        for info in await self.objects.list(parts_prefix(key)):
-            await self.objects.delete(info.key)
-        await self.objects.delete(key)
 
     async def _report_started(self, job: Job, payload: CiPayload, attempt: int, key: str, began: datetime) -> None:
         await asyncio.sleep(self.settings.started_event_after)
@@ -295,13 +324,28 @@ class CiHandler:
         attempt: int,
         logs_key: str,
         started_at: datetime,
-        exit_code: int | None = None,
-        message: str | None = None,
     ) -> None:
         """Publish one lifecycle event of the step; ``TransientError`` when NATS stays unreachable."""
+        event = self._event(job, payload, kind, attempt=attempt, logs_key=logs_key, started_at=started_at)
+        if event is not None and self.events is not None:
+            await self.events.publish(event)
+
+    def _event(
+        self,
+        job: Job,
+        payload: CiPayload,
+        kind: EventKind,
+        *,
+        attempt: int,
+        logs_key: str,
+        started_at: datetime,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> StepEvent | None:
+        """One lifecycle event of the step; ``None`` when nothing reports (no publisher, no step execution)."""
         if self.events is None or payload.step_execution_id is None:
-            return
-        event = StepEvent(
+            return None
+        return StepEvent(
             run_id=job.run_id,
             step_id=payload.step_execution_id,
             attempt=attempt,
@@ -311,7 +355,31 @@ class CiHandler:
             message=message[:4000] if message else None,
             started_at=started_at,
         )
-        await self.events.publish(event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resume:
+    """What ``CiHandler.resume`` needs of a settled step: its log's checkpoint and its final event."""
+
+    logs_key: str
+    log: LogCheckpoint
+    event: StepEvent | None
+
+    def as_json(self) -> dict[str, Any]:
+        event = None if self.event is None else self.event.model_dump(mode="json")
+        return {"logs_key": self.logs_key, "log": self.log.as_json(), "event": event}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Resume:
+        event = None if data.get("event") is None else StepEvent.model_validate(data["event"])
+        return cls(logs_key=str(data["logs_key"]), log=LogCheckpoint.from_json(data["log"]), event=event)
+
+
+def _redelivery_marker(number: int) -> bytes:
+    return (
+        f"forge: the worker running this step stopped before the step ended; delivery {number} runs it again"
+        " from the start\n"
+    ).encode()
 
 
 def _header(job: Job, payload: CiPayload, attempt: int) -> str:

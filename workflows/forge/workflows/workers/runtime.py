@@ -135,7 +135,7 @@ _current: ContextVar[_Current | None] = ContextVar("forge_worker_current", defau
 def settles() -> bool:
     """Whether ``settle`` stores anything here: the handler runs under a worker and can resume."""
     current = _current.get()
-    return current is not None and isinstance(current.worker.handler, Resumable)
+    return current is not None and _resumer(current.worker.handler) is not None
 
 
 async def settle(outcome: dict[str, Any] | PermanentError, resume: dict[str, Any]) -> None:
@@ -143,9 +143,13 @@ async def settle(outcome: dict[str, Any] | PermanentError, resume: dict[str, Any
     is about to raise) with the state its ``resume`` needs, before the handler's last side effects. A no-op
     unless ``settles()``. ``TransientError`` when NATS stays unreachable (the job is then retried)."""
     current = _current.get()
-    if current is None or not isinstance(current.worker.handler, Resumable):
+    if current is None or _resumer(current.worker.handler) is None:
         return
     await current.worker.settle(current.job, outcome, resume)
+
+
+def _resumer(handler: object) -> Resumable | None:
+    return handler if isinstance(handler, Resumable) else None
 
 
 def consumer_name(job_type: JobType, pool: str = DEFAULT_POOL) -> str:
@@ -303,16 +307,16 @@ class Worker:
         await _retried(lambda: self.bus.publish(settled_subject(job.key), record))
 
     async def _settled(self, job: Job) -> Settled | None:
-        return await stored_settled(self.bus, job.key) if isinstance(self.handler, Resumable) else None
+        return await stored_settled(self.bus, job.key) if _resumer(self.handler) is not None else None
 
     async def _resume(self, msg: BusMessage, job: Job, settled: Settled) -> str:
         """Finish a job settled by a worker that died before it stored the result: no run again."""
-        assert isinstance(self.handler, Resumable)
+        resumer = _resumer(self.handler)
+        assert resumer is not None
         log.info("job %s was settled by a worker that stopped; finishing it without running it again", job.key)
 
         async def resume() -> dict[str, Any]:
-            assert isinstance(self.handler, Resumable)
-            await self.handler.resume(job, settled.resume)
+            await resumer.resume(job, settled.resume)
             return {}
 
         try:
