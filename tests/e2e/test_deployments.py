@@ -82,6 +82,14 @@ def _pointer(checkout: Path, env: str, name: str) -> ReleasePointer:
     return parse_document((checkout / path).read_bytes(), ReleasePointer, path)
 
 
+def _check_app_of_apps(checkout: Path, env: str, name: str) -> None:
+    """The environment's app-of-apps is in the repository and deploys the directory holding the app's Application."""
+    root = (checkout / env / "app-of-apps.yaml").read_text()
+    assert f"  name: forge-{env}\n" in root
+    assert f"    path: {env}/applications\n" in root
+    assert (checkout / env / "applications" / f"{name.lower().replace('/', '-')}-hello.yaml").is_file()
+
+
 def _render(platform: Platform, checkout: Path, env: str, name: str, cache: Path) -> str:
     app = f"{env}/apps/{name.lower()}/hello"
     assert platform.registry_url is not None
@@ -110,6 +118,7 @@ def test_release_to_dev_by_itself_then_staging_with_approval_and_back(
     pointer = _pointer(checkout, "dev", name)
     assert (pointer.spec.digest, pointer.spec.release, pointer.release_number) == (one["oci_digest"], first, 1)
     assert str(pygit2.Repository(str(checkout)).head.target) == dev_one["gitops_commit"]
+    _check_app_of_apps(checkout, "dev", name)
 
     rendered = _render(platform, checkout, "dev", name, tmp_path / "cmp-cache")
     assert platform.registry_url is not None
@@ -141,6 +150,7 @@ def test_release_to_dev_by_itself_then_staging_with_approval_and_back(
     assert "active" in promoted.stdout
     staging = _pointer(_checkout(platform, checkout), "staging", name)
     assert (staging.spec.digest, staging.release_number) == (two["oci_digest"], 2)
+    _check_app_of_apps(checkout, "staging", name)
 
     back = runner.invoke(cli, ["rollback", "dev", name, "hello", *api])
     assert back.exit_code == 0, back.output
