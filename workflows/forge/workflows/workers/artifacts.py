@@ -115,6 +115,10 @@ class ArtifactHandler:
         )
         return await self.ci.run_step(job, step, partial(self._publish, job, payload, artifact))
 
+    async def resume(self, job: Job, state: dict[str, Any]) -> None:
+        """Finish a producer step a dead worker settled (its log and final event), as a CI step is."""
+        await self.ci.resume(job, state)
+
     async def _published(self, job: Job, payload: ArtifactPayload) -> dict[str, Any] | None:
         """The artifact's fields when its tracking image for this commit exists (an earlier run of the commit
         published it): the producer does not run again, so a release names exactly what was published."""
