@@ -19,7 +19,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from forge.adapters._postgres_deployments import PostgresDeployments
-from forge.adapters._postgres_documents import DocumentCache, read_document
+from forge.adapters._postgres_documents import DocumentReads
 from forge.adapters._postgres_executions import (
     apply_events,
     created_changes,
@@ -125,7 +125,7 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
 
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
-        self._documents = DocumentCache()
+        self._documents = DocumentReads(pool)
 
     @classmethod
     async def connect(
@@ -310,9 +310,7 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
 
     async def run_json(self, run_id: UUID) -> JsonDocument:
         with translate_errors(f"reading run {run_id}"):
-            found = await read_document(
-                self._pool, self._documents, ("run", run_id), SQL_RUN_VERSION, SQL_RUN_JSON, run_id
-            )
+            found = await self._documents.read(("run", run_id), SQL_RUN_VERSION, SQL_RUN_JSON, run_id)
         if found is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
         return found
@@ -514,9 +512,7 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
         _check_page(limit, offset, maximum=MAX_STEPS_PAGE)
         key = ("executions", run_id, limit, offset)
         with translate_errors(f"reading the executions of run {run_id}"):
-            found = await read_document(
-                self._pool, self._documents, key, SQL_EXECUTIONS_VERSION, SQL_EXECUTIONS_JSON, run_id, offset, limit
-            )
+            found = await self._documents.read(key, SQL_EXECUTIONS_VERSION, SQL_EXECUTIONS_JSON, run_id, offset, limit)
         if found is None:
             raise NotFoundError(f"run {run_id} does not exist", details={"run_id": str(run_id)})
         return found

@@ -7,18 +7,21 @@ row of the run was rewritten (its ``xmin`` moved), the head moved too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
+import pytest
 
 from forge.adapters.postgres_store import PostgresStore
 from forge.domain.entities import PipelineRun
 from forge.domain.status import Status
+from forge.errors import NotFoundError, ServiceUnavailableError
 from forge.ports.store import JsonDocument, RunExecutions
 
 from .test_executions import at, discovered_runs, discovery, event
@@ -275,3 +278,78 @@ async def test_postgres_pruning_a_runs_changes_keeps_its_version(
     assert await pg_store.changes_since(old.id, 0, limit=10) == []
     after = await pg_store.executions_json(old.id, **PAGE)
     assert (after.version, after.body) == (kept.version, kept.body)
+
+
+# -- PostgreSQL: reads of one document share statements, never an older one ----------------------------------
+
+
+class GatedPool:
+    """The pool of a store's document reads, counting statements and holding each answer until ``gate``
+    opens (``holding`` is set once one is held); ``fail`` makes the next statement raise."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.statements = 0
+        self.gate = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self.statements += 1
+        if self.fail is not None:
+            exc, self.fail = self.fail, None
+            raise exc
+        row = await self.pool.fetchrow(sql, *args)
+        self.holding.set()
+        await self.gate.wait()
+        return row
+
+
+async def test_postgres_concurrent_reads_share_statements_sent_after_they_arrived(
+    pg_store: PostgresStore, pg_repo: str
+) -> None:
+    [run] = await discovered_runs(pg_store, pg_repo)
+    ex = await pg_store.create_executions(run.id, discovery(run.commit_sha))
+    first = await pg_store.executions_json(run.id, **PAGE)
+    gated = GatedPool(pg_store._documents._pool)
+    pg_store._documents._pool = gated  # type: ignore[assignment]
+
+    def read() -> asyncio.Task[JsonDocument]:
+        return asyncio.create_task(pg_store.executions_json(run.id, **PAGE))
+
+    early = [read() for _ in range(8)]
+    await gated.holding.wait()  # their statement ran: the version before the write below
+    await pg_store.apply_step_events([event(run, ex.step_id("test", "api", "unit"), "started", at=at(1))])
+    late = [read() for _ in range(8)]  # arrived after the write committed: must see it
+    for _ in range(3):
+        await asyncio.sleep(0)  # every late reader waits on its batch (no I/O before that)
+    gated.gate.set()
+    early_docs = await asyncio.gather(*early)
+    late_docs = await asyncio.gather(*late)
+    assert {d.version for d in early_docs} == {first.version}
+    assert {d.version for d in late_docs} != {first.version}
+    assert len({d.version for d in late_docs}) == 1
+    assert late_docs[0].body == executions_reference(await pg_store.get_executions(run.id))
+    assert gated.statements == 3  # early: the version; late: the version, then the document
+
+    gated.fail = ConnectionResetError("the connection dropped")
+    failed = await asyncio.gather(*(read() for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(f, ServiceUnavailableError) for f in failed)
+    assert (await pg_store.executions_json(run.id, **PAGE)).version == late_docs[0].version
+    missing = await asyncio.gather(
+        *(pg_store.executions_json(uuid4(), **PAGE) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(m, NotFoundError) for m in missing)
+
+
+async def test_postgres_a_cancelled_reader_does_not_cancel_the_others(pg_store: PostgresStore, pg_repo: str) -> None:
+    [run] = await discovered_runs(pg_store, pg_repo)
+    gated = GatedPool(pg_store._documents._pool)
+    pg_store._documents._pool = gated  # type: ignore[assignment]
+    readers = [asyncio.create_task(pg_store.run_json(run.id)) for _ in range(3)]
+    await gated.holding.wait()
+    readers[0].cancel()
+    gated.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await readers[0]
+    assert [json.loads(d.body)["id"] for d in await asyncio.gather(*readers[1:])] == [str(run.id)] * 2
