@@ -373,7 +373,7 @@ def _is_authentication(message: str) -> bool:
     lowered = message.lower()
     return any(
         words in lowered
-        for words in ("authentication", "unauthorized", "status code: 401", "permission denied (publickey")
+        for words in ("authenticat", "unauthorized", "status code: 401", "permission denied (publickey")
     )
 
 

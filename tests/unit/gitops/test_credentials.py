@@ -9,7 +9,13 @@ import pytest
 from pydantic import SecretStr
 from pygit2.enums import CredentialType
 
-from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps, _AuthenticationFailed, _Callbacks
+from forge.adapters.pygit2_gitops import (
+    GitOpsCredentials,
+    Pygit2GitOps,
+    _AuthenticationFailed,
+    _Callbacks,
+    _is_authentication,
+)
 from forge.settings import Settings
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -81,3 +87,17 @@ def test_ssh_settings_reach_the_adapter_and_stay_secret(monkeypatch: pytest.Monk
     assert Pygit2GitOps("https://tok@git.example/x.git", repository.path.parent).url == "https://git.example/x.git"
     key = _Callbacks(credentials).credentials(gitops.url or "", "git", CredentialType.SSH_KEY)
     assert key.credential_tuple == ("git", None, KEY, "open sesame")
+
+
+@pytest.mark.parametrize(
+    ("message", "refused"),
+    [
+        ("too many redirects or authentication replays", True),
+        ("Failed to authenticate SSH session: Unable to send userauth-publickey request", True),
+        ("unexpected http status code: 401", True),
+        ("failed to resolve address for git.example: Name or service not known", False),
+        ("unexpected http status code: 404", False),
+    ],
+)
+def test_libgit2s_own_refusals_are_recognised(message: str, refused: bool) -> None:
+    assert _is_authentication(message) is refused
