@@ -26,6 +26,7 @@ __all__ = [
     "CANCEL_SUBJECTS",
     "DEFAULT_POOL",
     "MAX_POOL_LENGTH",
+    "POOL_PATTERN",
     "RESULT_INLINE_LIMIT",
     "SCHEMA_VERSION",
     "STREAMS",
@@ -60,7 +61,8 @@ DEFAULT_POOL = "default"
 MAX_POOL_LENGTH = 32
 #: A pool is a NATS subject token, part of a durable consumer's name and of a Kubernetes object's name
 #: (``forge-worker-<type>-<pool>``): lower-case letters, digits and inner hyphens, at most 32 characters.
-_POOL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+POOL_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+_POOL = re.compile(POOL_PATTERN)
 #: ``pipeline.releases.deploy.…`` holds deploy jobs: a release pool of that name would share their subjects.
 _RESERVED_POOLS = frozenset({"deploy"})
 

@@ -17,6 +17,11 @@ A clone URL is where workers fetch from, so it is checked before it is stored (4
 never changes it; ``PATCH /v1/repositories/{owner}/{name}`` replaces it. Platform credentials are
 never grantable (400 naming ``secrets``): a ``FORGE_*`` name, or a name that is the webhook secret
 of a registered repository; nor can a webhook secret be a name granted to a repository.
+
+``pool`` is the worker pool (one per trust boundary, docs/security.md) whose workers run the
+repository's jobs: ``default`` unless an operator registers it in another or moves it with ``PATCH``.
+A pool name is a NATS subject token and a Kubernetes name part (``forge.domain.messages.check_pool``);
+anything else is a 400 naming ``pool`` with the reason. A pool nobody serves leaves the jobs queued.
 """
 
 from __future__ import annotations
@@ -152,9 +157,12 @@ class RepositoriesController(Controller):
         "/",
         summary="Register a repository (idempotent on name)",
         description="201 with the new repository; 200 with the registered one when the name exists with the same "
-        "`clone_url`, `default_branch`, `webhook_secret_ref` and `secrets` (an omitted `webhook_secret_ref` or "
-        "`secrets` is no change); 409 naming the fields when any differs: a registration never changes an existing "
-        "repository (`PATCH` changes its secret grant).\n\n"
+        "`clone_url`, `default_branch`, `webhook_secret_ref`, `secrets` and `pool` (an omitted `webhook_secret_ref`, "
+        "`secrets` or `pool` is no change); 409 naming the fields when any differs: a registration never changes an "
+        "existing repository (`PATCH` changes its secret grant and pool).\n\n"
+        "`pool`: the worker pool (trust boundary) that runs its jobs, `default` when omitted; only workers started "
+        "with `FORGE_WORKER__POOL=<pool>` take them. Lower-case letters, digits and inner hyphens, at most 32 "
+        "characters, `deploy` reserved (400 naming `pool`).\n\n"
         "`secrets`: names of the secrets its steps may read (`[A-Z_][A-Z0-9_]*`, at most 100); `FORGE_*` names "
         "and repositories' webhook secrets are refused (400 naming `secrets`).\n\n"
         "`clone_url`: `https://`, `http://`, `ssh://`, `git://` or `user@host:path`, without credentials; "
@@ -171,19 +179,22 @@ class RepositoriesController(Controller):
         if data.secrets or data.webhook_secret_ref is not None:
             await _check_grant(services.repositories, data.secrets or [], data.webhook_secret_ref)
         secrets = None if data.secrets is None else tuple(data.secrets)
-        new = NewRepository(**data.model_dump(exclude={"secrets"}), secrets=secrets)
+        new = NewRepository(**data.model_dump(exclude={"secrets"}), secrets=secrets)  # pool: None when omitted
         repo, created = await services.repositories.register_repository(new)
         return Response(RepositoryOut.of(repo), status_code=201 if created else 200)
 
     @patch(
         "/{owner:str}/{name:str}",
-        summary="Change a repository's secret grant (operators)",
+        summary="Change a repository's secret grant and worker pool (operators)",
         description="Replaces `secrets`, the names of the secrets the repository's steps may read (a step naming "
-        "any other secret fails before it starts). Names are `[A-Z_][A-Z0-9_]*`, at most 100; `FORGE_*` names and "
+        "any other secret fails before it starts), and/or `pool`, the worker pool (trust boundary) that runs its "
+        "jobs; an omitted field is unchanged, at least one is required, both are written at once or neither. "
+        "Names are `[A-Z_][A-Z0-9_]*`, at most 100; `FORGE_*` names and "
         "repositories' webhook secrets are platform credentials and are refused (400 naming `secrets`). "
-        "Runs whose workflow is built after the change use the new grant.",
+        "A pool is lower-case letters, digits and inner hyphens, at most 32 characters, `deploy` reserved "
+        "(400 naming `pool`). Runs whose workflow is built after the change use the new grant and pool.",
         responses={
-            400: _problem("Invalid body or a refused secret name (the problem names the field)"),
+            400: _problem("Invalid body, a refused secret name or pool (the problem names the field)"),
             404: _problem("The repository is not registered"),
         },
     )
@@ -192,8 +203,10 @@ class RepositoriesController(Controller):
     ) -> RepositoryOut:
         repositories = services.repositories
         current = await repositories.get_repository(f"{owner}/{name}")  # 404 before any scan
-        await _check_grant(repositories, data.secrets, None)
-        return RepositoryOut.of(await repositories.set_repository_secrets(current.name, data.secrets))
+        if data.secrets is not None:
+            await _check_grant(repositories, data.secrets, None)
+        updated = await repositories.update_repository(current.name, secrets=data.secrets, pool=data.pool)
+        return RepositoryOut.of(updated)
 
     @get(
         "/",

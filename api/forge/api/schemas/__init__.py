@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
 from litestar.params import KwargDefinition
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import (
@@ -20,6 +20,7 @@ from forge.domain.entities import (
     TaskExecution,
     Trigger,
 )
+from forge.domain.messages import MAX_POOL_LENGTH, POOL_PATTERN, check_pool
 from forge.domain.status import Status
 from forge.ports.store import RunExecutions
 
@@ -60,6 +61,19 @@ SecretName = Annotated[
 ]
 
 
+PoolIn = Annotated[
+    str,
+    AfterValidator(check_pool),  # the one rule (forge.domain.messages), with its reason in the 400
+    KwargDefinition(
+        pattern=POOL_PATTERN,
+        min_length=1,
+        max_length=MAX_POOL_LENGTH,
+        description="A worker pool: lower-case letters, digits and inner hyphens, at most "
+        f"{MAX_POOL_LENGTH} characters; `deploy` is reserved",
+    ),
+]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -80,13 +94,32 @@ class CreateRepository(_In):
         description="Names of the secrets this repository's steps may read (an operator's grant; omitted: "
         "none on a new repository, no change on a registered one)",
     )
+    pool: PoolIn | None = Field(
+        None,
+        description="The worker pool (trust boundary) that runs its jobs: only workers started with "
+        "FORGE_WORKER__POOL=<pool> take them (omitted: `default` on a new repository, no change on a registered "
+        "one)",
+    )
 
 
 class UpdateRepository(_In):
-    secrets: list[SecretName] = Field(
+    secrets: list[SecretName] | None = Field(
+        None,
         max_length=MAX_GRANTED_SECRETS,
-        description="The names of the secrets this repository's steps may read, replacing the current grant",
+        description="The names of the secrets this repository's steps may read, replacing the current grant "
+        "(omitted: unchanged)",
     )
+    pool: PoolIn | None = Field(
+        None,
+        description="The worker pool that runs its jobs from now on (runs whose workflow is built later; "
+        "omitted: unchanged)",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateRepository:
+        if self.secrets is None and self.pool is None:
+            raise ValueError("give secrets, pool or both")
+        return self
 
 
 class CreateRun(_In):
@@ -106,6 +139,7 @@ class RepositoryOut(BaseModel):
     default_branch: str
     enabled: bool
     secrets: list[str] = Field(description="Names of the secrets granted to this repository's steps")
+    pool: str = Field(description="The worker pool (trust boundary) that runs its jobs")
     created_at: datetime
     updated_at: datetime
 
