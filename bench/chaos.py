@@ -23,6 +23,11 @@ Measured (how):
   executed twice when it *started again after it had completed once* (a ``start`` after its first
   ``done``): it could then have reported success before it ran again. Steps started again after a
   SIGKILL interrupted them (no ``done`` yet) are counted apart, as ``steps_rerun_unfinished``.
+  Each step executed twice is listed with the last fault before it started again (time relative to
+  its first ``done``: the cause, usually).
+* jobs finished from a settled outcome (``steps_resumed``: a worker died after the step ended, the
+  redelivery finished it without running it) and duplicate deliveries acked (a stored result found),
+  counted in the workers' logs.
 * jobs in the DLQ: messages in the ``pipeline-dlq`` stream at the end.
 * recovery: every 0.25 s the number of finished steps is read from PostgreSQL; a fault's recovery is
   the time from the fault until that number first grows again (PostgreSQL unreadable counts as no
@@ -31,7 +36,8 @@ Measured (how):
   ``ack_wait``).
 
 Ends with one JSON line with ``--json``: ``{"runs", "runs_ok", "runs_failed", "runs_stuck",
-"steps_twice", "dlq", "max_recovery_s"}`` and a few more figures.
+"steps_twice", "dlq", "max_recovery_s"}`` and a few more figures (``steps_resumed``,
+``duplicates_acked``, ...).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class Fault:
     finished: int  # steps finished at that moment (-1: unknown)
     back_after: float = 0.0  # seconds until the process was ready again
     recovery: float | None = None  # seconds until finished steps grew again
+    wall: float = field(default_factory=time.time)  # the moment on the ledger's clock
 
 
 @dataclass
@@ -192,6 +199,7 @@ def main() -> None:
     os.environ["FORGE_ENGINE__MAX_PARALLEL"] = str(args.concurrency * args.ci_workers)
     os.environ["FORGE_CI__SANDBOX"] = "off"  # steps append to the host's ledger
     faults: list[Fault] = []
+    resumed = duplicates = 0
     try:
         plat, _ = platform_up(home / "platform")
         for number in range(2, args.ci_workers + 1):
@@ -207,12 +215,20 @@ def main() -> None:
         dlq = asyncio.run(_dlq(plat.env["FORGE_NATS__URL"]))
     finally:
         platform_down(home / "platform")
+        resumed, duplicates = _worker_logs(home / "platform" / "logs")
         if not args.keep:
             shutil.rmtree(home / "platform", ignore_errors=True)
     twice, rerun, delay = _ledger(ledger)
     if not args.keep:
         shutil.rmtree(home, ignore_errors=True)
-    _report(args, runs, faults, progress, wall, dlq, twice, rerun, delay, home if args.keep else None)
+    headline = _report(args, runs, faults, progress, wall, dlq, len(twice), rerun, delay, home if args.keep else None)
+    print(f"jobs finished from a settled outcome (not run again): {resumed}; duplicate deliveries acked: {duplicates}")
+    for key, done, again in twice:  # each with the last fault before it ran again (negative: before it was done)
+        before = [f for f in faults if f.wall <= again]
+        cause = f"last fault {before[-1].kind} at done{before[-1].wall - done:+.2f} s" if before else "no fault"
+        print(f"twice: {' '.join(key)}: started again {again - done:.2f} s after it was done ({cause})")
+    if args.json:
+        print(json.dumps({**headline, "steps_resumed": resumed, "duplicates_acked": duplicates}))
 
 
 def _generate(repo: Path, projects: int, runs: int, ledger: Path, seconds: float) -> list[str]:
@@ -313,7 +329,20 @@ async def _dlq(url: str) -> int:
         await nc.close()
 
 
-def _ledger(path: Path) -> tuple[int, int, float]:
+def _worker_logs(logs: Path) -> tuple[int, int]:
+    """(jobs finished from a settled outcome, duplicate deliveries acked) in the workers' logs."""
+    resumed = duplicates = 0
+    for path in logs.glob("worker-*.log"):
+        text = path.read_text(errors="replace")
+        resumed += text.count("finishing it without running it again")
+        duplicates += text.count("acking the duplicate")
+    return resumed, duplicates
+
+
+Twice = tuple[tuple[str, ...], float, float]  # (run, project, step), its first done, the start after it
+
+
+def _ledger(path: Path) -> tuple[list[Twice], int, float]:
     """(steps started again after they completed, steps started again before completing, longest first
     start → completion in seconds)."""
     starts: dict[tuple[str, ...], list[float]] = defaultdict(list)
@@ -324,8 +353,12 @@ def _ledger(path: Path) -> tuple[int, int, float]:
             continue
         kind, run, project, step, _attempt, stamp = parts
         (starts if kind == "start" else dones)[(run, project, step)].append(float(stamp))
-    twice = sum(1 for key, done in dones.items() if any(start > min(done) for start in starts[key]))
-    rerun = sum(1 for key, begun in starts.items() if len(begun) > 1) - twice
+    twice = [
+        (key, min(done), min(start for start in starts[key] if start > min(done)))
+        for key, done in dones.items()
+        if any(start > min(done) for start in starts[key])
+    ]
+    rerun = sum(1 for key, begun in starts.items() if len(begun) > 1) - len(twice)
     delay = max((min(dones[key]) - min(begun) for key, begun in starts.items() if dones.get(key)), default=0.0)
     return twice, rerun, delay
 
@@ -341,7 +374,7 @@ def _report(
     rerun: int,
     delay: float,
     kept: Path | None,
-) -> None:
+) -> dict[str, Any]:
     ok = sum(run["status"] == "success" for run in runs)
     failed = sum(run["status"] in {"failed", "cancelled"} for run in runs)
     stuck = args.runs - ok - failed
@@ -373,7 +406,7 @@ def _report(
             for kind in ("nats", "api", "postgres")
             if any(f.kind == kind for f in faults)
         }
-        headline = {
+        return {
             "runs": args.runs,
             "runs_ok": ok,
             "runs_failed": failed,
@@ -387,7 +420,7 @@ def _report(
             "max_step_delay_s": round(delay, 2),
             "wall_s": round(wall, 1),
         }
-        print(json.dumps(headline))
+    return {}
 
 
 if __name__ == "__main__":
