@@ -171,6 +171,7 @@ def test_workflow_level_fields(doc: dict[str, Any]) -> None:
         "repository": "acme/mono",
         "commit": "c0ffee" + "0" * 34,
         "branch": "main",
+        "pool": "default",
     }
     labels = doc["metadata"]["labels"]
     assert labels["forge.projectcatalyst.io/run-id"] == "11111111-2222-3333-4444-555555555555"

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
-from forge.domain.messages import Job, JobType, Payload
+from forge.domain.messages import DEFAULT_POOL, Job, JobType, Payload
 from forge.errors import ForgeError
 from forge.jobs.dispatch import Dispatcher, dispatch
 from forge.ports import MessageBus
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--run-id", required=True, type=UUID)
     d.add_argument("--repository", required=True)
     d.add_argument("--commit", required=True)
+    d.add_argument("--pool", default=DEFAULT_POOL, help="the worker pool that runs the job (its repository's)")
     d.add_argument("--payload", required=True, help="JSON payload of the job type")
     d.add_argument("--timeout", type=float, help="seconds to wait; the job type's default when omitted")
     d.add_argument("--output", type=Path, help="also write the result JSON here")
@@ -76,6 +77,7 @@ def parse_job(argv: Sequence[str], timeouts: TimeoutSettings) -> tuple[Job, floa
             run_id=args.run_id,
             repository=args.repository,
             commit_sha=args.commit,
+            pool=args.pool,
             payload=payload,
             deadline=datetime.now(UTC) + timedelta(seconds=timeout),
         )

@@ -27,8 +27,9 @@ Encoding choices (the local engine runs this very template, so it implements the
   ``project`` and ``step`` (DAG tasks have no metadata of their own).
 - **NATS**: ``FORGE_NATS__URL`` comes from the ``nats-url`` key of the ConfigMap
   ``spec.nats_config_map`` (cluster configuration, not per-run data).
-- The run's identity (``run-id``, ``repository``, ``commit``, ``branch``) is in
-  ``spec.arguments.parameters``; the command reads them as ``{{workflow.parameters.*}}``.
+- The run's identity (``run-id``, ``repository``, ``commit``, ``branch``) and its repository's worker
+  ``pool`` are in ``spec.arguments.parameters``; the command reads them as ``{{workflow.parameters.*}}``,
+  so every job of the run is published on ``<type prefix>.<pool>.…`` and only that pool's workers run it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ STEP_COMMAND = [
     "{{workflow.parameters.repository}}",
     "--commit",
     "{{workflow.parameters.commit}}",
+    "--pool",
+    "{{workflow.parameters.pool}}",
     "--payload",
     "{{inputs.parameters.payload}}",
     "--timeout",
@@ -127,6 +130,7 @@ def build_template(spec: TemplateSpec) -> dict[str, Any]:
             Parameter(name="repository", value=spec.repository),
             Parameter(name="commit", value=spec.commit_sha),
             Parameter(name="branch", value=spec.branch or ""),
+            Parameter(name="pool", value=spec.pool),
         ],
         active_deadline_seconds=spec.active_deadline_seconds,
         parallelism=spec.parallelism,

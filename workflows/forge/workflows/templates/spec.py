@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from forge.domain.discovery import DiscoveryResult
+from forge.domain.messages import DEFAULT_POOL
 from forge.settings import DEFAULT_STEP_IMAGE
 
 __all__ = [
@@ -44,6 +45,8 @@ class TemplateSpec:
     granted_secrets: frozenset[str] = frozenset()
     """The secret names an operator granted the repository (``Repository.secrets``); each CI payload
     carries those its step names."""
+    pool: str = DEFAULT_POOL
+    """The repository's worker pool (``Repository.pool``): every job of the run is published on it."""
     discovery: DiscoveryResult
     step_ids: Mapping[StepKey, UUID]
     image: str = DEFAULT_IMAGE
