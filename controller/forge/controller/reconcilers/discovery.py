@@ -95,6 +95,7 @@ class DiscoveryReconciler:
             run_id=run.id,
             repository=run.repository,
             commit_sha=run.commit_sha,
+            pool=repo.pool,
             payload=payload,
             deadline=datetime.now(UTC) + timedelta(seconds=self.timeout),
         )

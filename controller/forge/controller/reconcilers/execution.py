@@ -146,6 +146,7 @@ class ExecutionReconciler:
             clone_url=repo.clone_url,
             triggered_by=run.triggered_by,
             granted_secrets=frozenset(repo.secrets),
+            pool=repo.pool,
             discovery=run.discovery,
             step_ids=executions.step_ids(),
             image=self.options.image,
