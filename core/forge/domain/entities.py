@@ -193,7 +193,7 @@ class Deployment(_Entity):
     commit_sha: CommitSha
     oci_digest: str
     status: DeploymentStatus
-    gitops_commit: str | None = Field(None, description="The GitOps commit that wrote the pointer (once active)")
+    gitops_commit: str | None = Field(None, description="The GitOps commit that wrote the pointer (once it is pushed)")
     deployed_by: str = Field(description="Who asked: a token's subject, or the controller for auto-deploys")
     reason: str
     approval_id: UUID | None = Field(None, description="The approval the deployment was allowed by, if one was needed")

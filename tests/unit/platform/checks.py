@@ -38,6 +38,8 @@ _POD_SPEC_PATHS = {
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
     "Pod": ("spec",),
 }
+# The GitOps repository Catalyst Forge writes (FORGE_GITOPS__URL): its branch is what is deployed.
+GITOPS_REPOSITORY = "https://github.com/example-org/forge-gitops.git"
 _PINNED_CHART = re.compile(r"^v?\d+\.\d+\.\d+$")
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
@@ -144,7 +146,8 @@ def floating_images(objects: Sequence[Obj]) -> list[str]:
 
 def unpinned_sources(objects: Sequence[Obj]) -> list[str]:
     """An Argo CD Application on a Helm chart without an exact version, or on another git
-    repository without a tag (our own repository's branch is the GitOps revision, by design)."""
+    repository without a tag (our own repository's branch is the GitOps revision, by design, and
+    the GitOps repository's branch is what Catalyst Forge deploys)."""
     problems = []
     for obj in objects:
         if obj["kind"] != "Application":
@@ -153,7 +156,12 @@ def unpinned_sources(objects: Sequence[Obj]) -> list[str]:
         revision = str(source.get("targetRevision", ""))
         if "chart" in source and not _PINNED_CHART.match(revision):
             problems.append(f"{name(obj)}: chart {source['chart']} version {revision!r} is not exact")
-        elif "chart" not in source and "catalyst-forge" not in source["repoURL"] and not _PINNED_CHART.match(revision):
+        elif (
+            "chart" not in source
+            and "catalyst-forge" not in source["repoURL"]
+            and source["repoURL"] != GITOPS_REPOSITORY
+            and not _PINNED_CHART.match(revision)
+        ):
             problems.append(f"{name(obj)}: {source['repoURL']} at {revision!r} is not a release tag")
     return problems
 

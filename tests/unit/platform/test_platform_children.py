@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .checks import (
+    GITOPS_REPOSITORY,
     PLATFORM,
     SYNC_WAVE,
     Obj,
@@ -84,7 +85,7 @@ def test_every_child_is_pinned_to_a_concrete_version_and_has_a_sync_wave(overlay
     assert children_without_wave(objects) == []
     for app in _apps(overlay).values():
         source = app["spec"]["source"]
-        if source["repoURL"] != root["spec"]["source"]["repoURL"]:
+        if source["repoURL"] not in {root["spec"]["source"]["repoURL"], GITOPS_REPOSITORY}:  # branches by design
             assert _VERSION.match(str(source["targetRevision"])), app["metadata"]["name"]
 
 
@@ -350,3 +351,49 @@ def test_an_existing_stack_replaces_the_in_cluster_one_by_a_component(tmp_path: 
     assert all(".monitoring.svc" not in value for value in env.values())
     assert env["FORGE_TRACES_OTLP_INSECURE"] == "false"
     assert prometheus_objects_before_their_crds(objects, _rendered) == []
+
+
+# Which environments each cluster runs (docs/deploy.md "Deployments"): dev on the dev cluster.
+CLUSTER_ENVIRONMENTS = {"apps/overlays/dev": {"dev"}, "apps/overlays/prod": {"staging", "production"}}
+
+
+@pytest.mark.parametrize("overlay", APP_OVERLAYS)
+def test_each_environment_of_the_cluster_syncs_the_app_of_apps_forge_writes(overlay: str) -> None:
+    """The child over ``<env>/app-of-apps.yaml`` (docs/gitops.md) on the branch the controller writes,
+    after Catalyst Forge itself, for environments that have an EnvironmentConfig."""
+    (config,) = (o for o in build("forge/base") if o["kind"] == "ConfigMap" and "FORGE_GITOPS__BRANCH" in o["data"])
+    known = {o["metadata"]["labels"]["forge.projectcatalyst.io/environment"] for o in build("components/environments")}
+    apps = {n: a for n, a in _apps(overlay).items() if a["spec"]["source"]["repoURL"] == GITOPS_REPOSITORY}
+    assert {a["spec"]["source"]["path"] for a in apps.values()} == CLUSTER_ENVIRONMENTS[overlay] <= known
+    forge_wave = sync_wave(_apps(overlay)["forge"])
+    assert forge_wave is not None
+    for app in apps.values():
+        source = app["spec"]["source"]
+        assert source["targetRevision"] == config["data"]["FORGE_GITOPS__BRANCH"]
+        assert source["directory"] == {"include": "app-of-apps.yaml"}
+        assert app["spec"]["destination"]["namespace"] == "argocd"
+        assert (sync_wave(app) or 0) > forge_wave
+
+
+def test_argo_cd_reads_the_gitops_repository_with_the_controller_s_credentials() -> None:
+    """One store entry (forge/gitops) feeds the controller's push and Argo CD's repository Secret."""
+    (repository,) = (
+        o
+        for o in build("components/platform-secrets")
+        if o["kind"] == "ExternalSecret" and o["metadata"]["namespace"] == "argocd"
+    )
+    assert repository["spec"]["target"]["template"]["metadata"]["labels"] == {
+        "argocd.argoproj.io/secret-type": "repository"
+    }
+    (controller,) = (
+        o for o in build("forge/base") if o["kind"] == "ExternalSecret" and o["metadata"]["name"] == "forge-controller"
+    )
+    keys = {d["secretKey"]: d["remoteRef"] for d in controller["spec"]["data"]}
+    argo = {d["secretKey"]: d["remoteRef"] for d in repository["spec"]["data"]}
+    assert argo == {
+        "url": keys["FORGE_GITOPS__URL"],
+        "username": keys["FORGE_GITOPS__USERNAME"],
+        "password": keys["FORGE_GITOPS__PASSWORD"],
+    }
+    (project,) = (o for o in build("apps/base") if o["kind"] == "AppProject")
+    assert GITOPS_REPOSITORY in project["spec"]["sourceRepos"]
