@@ -23,9 +23,10 @@ request in flight, pinned to CPU 1) sends requests for ``--seconds`` (after one 
 and records every latency. Each series also reports the CPU the server and the generator used
 (``/proc``): the bare app's server at ~100% while the generator stays below its core shows the
 generator is not the bottleneck. ``--json`` ends the output with one JSON line of headline
-figures: the forge ÷ bare throughput ratios and forge's p99 at the highest concurrency, and the
-watcher figures of ``bench/watch.py`` (run after the reads, as its own process, unless
-``--no-watch``: 100 SSE watchers of a running pipeline against one poller).
+figures: the forge ÷ bare throughput ratios and forge's p99 at the highest concurrency (with the
+bare app's p99 there: the floor the machine allowed during the run), and the watcher figures of
+``bench/watch.py`` (run after the reads, as its own process, unless ``--no-watch``: 100 SSE
+watchers of a running pipeline against one poller).
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def main() -> None:
         if concurrency == top:
             headline[f"{name}_ratio_c{top}"] = round(forge.per_second / bare.per_second, 3)
             headline[f"{name}_p99_ms_c{top}"] = round(forge.quantile(0.99) * 1000, 2)
+            headline[f"{name}_bare_p99_ms_c{top}"] = round(bare.quantile(0.99) * 1000, 2)
     order = [f"run_ratio_c{top}", f"executions_ratio_c{top}", f"run_p99_ms_c{top}", f"executions_p99_ms_c{top}"]
+    order += [f"run_bare_p99_ms_c{top}", f"executions_bare_p99_ms_c{top}"]  # the same machine's floor
     figures: dict[str, float] = {key: headline[key] for key in order}
     if not args.no_watch:
         figures |= _watchers()
