@@ -258,6 +258,11 @@ class NatsBus:
             return state.last_seq + 1, state.last_seq
         return state.first_seq, state.last_seq
 
+    async def consumer_lag(self, stream: str) -> dict[str, int]:
+        with _translate(f"consumers of {stream}"):
+            infos = await self._js.consumers_info(stream)
+        return {info.name: (info.num_pending or 0) + (info.num_ack_pending or 0) for info in infos}
+
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
         with _translate(f"last message of {stream}/{subject}"):
             try:

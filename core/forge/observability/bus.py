@@ -2,8 +2,12 @@
 
 Lag is read from each stream's bounds (``MessageBus.stream_bounds``): a work-queue stream keeps a
 message until its consumer acks it, so the messages it holds are the jobs (or step events) queued
-or in flight, which is the lag KEDA scales the workers on. The DLQ (limits retention, 7 days) holds
-what was dead-lettered in that time: an alert watches it grow.
+or in flight. A job stream has one durable consumer per worker pool (``<type>-consumer`` for the
+default pool, ``<type>-<pool>-consumer`` for another), whose lag — jobs of that pool queued or in
+flight, ``MessageBus.consumer_lag`` — is what KEDA scales the pool's workers on:
+``forge_jetstream_consumer_lag{stream, consumer, pool}``. Jobs of a pool no worker ever served have no
+consumer yet: they count in the stream's pending messages only. The DLQ (limits retention, 7 days)
+holds what was dead-lettered in that time: an alert watches it grow.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ import functools
 
 from prometheus_client import Gauge, Histogram
 
-from forge.domain.messages import STREAMS
+from forge.domain.messages import DEFAULT_POOL, STREAM_OF, STREAMS
 from forge.errors import ForgeError
 from forge.ports.bus import MessageBus
 
 __all__ = [
+    "CONSUMER_LAG",
     "DISPATCH_DURATION",
     "DLQ_MESSAGES",
     "DLQ_STREAM",
     "STREAM_PENDING",
     "dispatch_duration",
+    "pool_of_consumer",
     "sample_streams",
 ]
 
@@ -38,6 +44,26 @@ STREAM_PENDING = Gauge(
     ["stream"],
 )
 DLQ_MESSAGES = Gauge("forge_dlq_messages", "Messages in the dead-letter stream (pipeline-dlq, kept 7 days)")
+CONSUMER_LAG = Gauge(
+    "forge_jetstream_consumer_lag",
+    "Jobs of one worker pool queued or in flight (not acked) on a job stream, by stream, durable consumer and pool",
+    ["stream", "consumer", "pool"],
+)
+_JOB_TYPES_OF: dict[str, tuple[str, ...]] = {}
+for _type, _stream in STREAM_OF.items():
+    _JOB_TYPES_OF[_stream] = (*_JOB_TYPES_OF.get(_stream, ()), _type.value)
+
+
+def pool_of_consumer(stream: str, consumer: str) -> str | None:
+    """The worker pool a job stream's durable consumer serves (``<type>-consumer``: the default pool,
+    ``<type>-<pool>-consumer``: that pool); ``None`` for a consumer that is no worker pool's."""
+    for job_type in _JOB_TYPES_OF.get(stream, ()):
+        if consumer == f"{job_type}-consumer":
+            return DEFAULT_POOL
+        middle = consumer.removeprefix(f"{job_type}-").removesuffix("-consumer")
+        if consumer.startswith(f"{job_type}-") and consumer.endswith("-consumer") and middle:
+            return middle
+    return None
 
 
 @functools.cache
@@ -62,5 +88,15 @@ async def sample_streams(bus: MessageBus) -> None:
             continue
         if spec.name == DLQ_STREAM:
             DLQ_MESSAGES.set(_stored(first, last))
-        else:
-            STREAM_PENDING.labels(spec.name).set(_stored(first, last))
+            continue
+        STREAM_PENDING.labels(spec.name).set(_stored(first, last))
+        if spec.name not in _JOB_TYPES_OF:
+            continue
+        try:
+            lags = await bus.consumer_lag(spec.name)
+        except ForgeError:
+            continue
+        for consumer, lag in lags.items():
+            pool = pool_of_consumer(spec.name, consumer)
+            if pool is not None:
+                CONSUMER_LAG.labels(spec.name, consumer, pool).set(lag)

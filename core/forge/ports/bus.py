@@ -66,6 +66,11 @@ class MessageBus(Protocol):
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
         """The newest message stored on ``subject`` in ``stream``, or None."""
 
+    async def consumer_lag(self, stream: str) -> dict[str, int]:
+        """Per durable consumer of ``stream``: the messages its filter matches that are not delivered yet plus
+        those delivered and not acked (NATS' ``num_pending + num_ack_pending``; what KEDA scales workers on).
+        A job stream has one consumer per worker pool, so this is the lag of each pool."""
+
     def subscribe(self, subject: str) -> AbstractAsyncContextManager[Subscription]:
         """A core (non-JetStream) subscription, open for the life of the context."""
 

@@ -100,6 +100,12 @@ class Consumer:
             out.append(Delivery(stored, 1))
         return out
 
+    def lag(self, stream: Stream, now: float) -> int:
+        """Not yet delivered messages its filter matches, plus delivered ones not acked."""
+        self._sweep(stream, now)
+        waiting = sum(1 for seq, s in stream.messages.items() if seq >= self.next_seq and self.wants(s.subject))
+        return waiting + len(self.pending) + len(self.exhausted)
+
     def next_ready_at(self, stream: Stream, now: float) -> float | None:
         """When the earliest pending delivery may go out again (None: nothing is pending)."""
         self._sweep(stream, now)

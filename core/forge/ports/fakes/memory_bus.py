@@ -368,6 +368,14 @@ class MemoryBus:
         found.expire(time.monotonic())
         return found.first_seq(), found.last_seq
 
+    async def consumer_lag(self, stream: str) -> dict[str, int]:
+        _check_names(stream=stream)
+        what = f"consumers of {stream}"
+        found = self._live(what).stream(what, stream)
+        now = time.monotonic()
+        found.expire(now)
+        return {name: consumer.lag(found, now) for name, consumer in found.consumers.items()}
+
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
         _check_names(stream=stream)
         what = f"last message of {stream}/{subject}"
