@@ -19,7 +19,6 @@ non-string keys are refused, so what is printed is exactly what was read.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import re
@@ -207,6 +206,8 @@ def _count(node: Any) -> int:
 
 
 def _yaml(text: str, where: str, max_nodes: int) -> list[Any]:
+    import datetime
+
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -218,7 +219,7 @@ def _yaml(text: str, where: str, max_nodes: int) -> list[Any]:
         raise InvalidInputError(f"{where}: not valid YAML: {reason[:300]}") from None
     except RecursionError:
         raise InvalidInputError(f"{where}: nested too deeply") from None
-    budget = _Budget(max_nodes, where)
+    budget = _Budget(max_nodes, where, datetime.date)
     try:
         return [_plain(doc, budget, set()) for doc in loaded]
     except RecursionError:
@@ -226,10 +227,11 @@ def _yaml(text: str, where: str, max_nodes: int) -> list[Any]:
 
 
 class _Budget:
-    def __init__(self, limit: int, where: str) -> None:
+    def __init__(self, limit: int, where: str, date: Any) -> None:
         self.left = limit
         self.limit = limit
         self.where = where
+        self.date = date  # datetime.date, imported with ruamel (the fast paths need neither)
 
     def take(self) -> None:
         self.left -= 1
@@ -247,8 +249,8 @@ def _plain(node: Any, budget: _Budget, active: set[int]) -> Any:
         if not math.isfinite(node):
             raise InvalidInputError(f"{budget.where}: {node} is not a value a Kubernetes object can hold")
         return node
-    if isinstance(node, datetime.date):
-        return node.isoformat()
+    if isinstance(node, budget.date):
+        return str(node.isoformat())
     if isinstance(node, dict | list):
         if id(node) in active:
             raise InvalidInputError(f"{budget.where}: a YAML alias refers to a node that contains it")

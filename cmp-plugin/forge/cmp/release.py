@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -255,13 +254,19 @@ def _read(path: Path) -> bytes | None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, whole or not at all: written to a temporary file of its own (pid and a random
+    suffix, created exclusively) in the same directory, then renamed over ``path``. Two renders that write
+    the same entry at once each rename a whole file; the last rename wins, and both hold the same bytes
+    (every entry is keyed by its content). A failure leaves no temporary file; it is skipped (the cache is
+    only an optimisation). No ``tempfile``: its import costs a render more than this does."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}-{os.urandom(6).hex()}")
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
-            Path(temporary).replace(path)
+            temporary.replace(path)
         except OSError:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise

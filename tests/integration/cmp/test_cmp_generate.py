@@ -175,3 +175,33 @@ async def test_renders_import_neither_oras_requests_asyncio_nor_pydantic(
         loaded = {name.partition(".")[0] for name in modules.read_text().split()}
         assert loaded.isdisjoint({"oras", "requests", "urllib3", "asyncio", "pydantic", "pydantic_settings"}), render
         shutil.rmtree(tmp_path / "cache" / "renders")
+
+
+async def test_concurrent_cold_renders_of_one_digest_share_the_cache_safely(
+    registry_server: ServiceProcess, tmp_path: Path
+) -> None:
+    """Argo CD runs generates in parallel: several processes pull the same digest into one empty cache at once."""
+    digest = await _push(registry_server.url)
+    root = tmp_path / "gitops"
+    app = write_gitops(root, digest, project_data=PROJECT_DATA)
+    cache = tmp_path / "cache"
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "FORGE_REGISTRY__URL": registry_server.url,
+        "FORGE_CMP_CACHE": str(cache),
+        **argocd_environ(app, root),
+    }
+    processes = [
+        subprocess.Popen([FORGE_CMP, "generate"], cwd=app, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    results = [(process.communicate(timeout=60), process.returncode) for process in processes]
+    assert [(code, err) for (_, err), code in results] == [(0, b"")] * 4
+    assert {out for (out, _), _ in results} == {GOLDEN.read_bytes()}
+    assert not [path for path in cache.rglob("*") if path.name.startswith(".tmp-")]  # every write renamed
+    with_registry_down = _generate(app, root, f"http://127.0.0.1:{free_port()}", cache)  # the cache is whole
+    assert (with_registry_down.code, with_registry_down.out) == (0, GOLDEN.read_text(encoding="utf-8"))
+    shutil.rmtree(cache / "renders")
+    warm = _generate(app, root, f"http://127.0.0.1:{free_port()}", cache)
+    assert (warm.code, warm.out) == (0, GOLDEN.read_text(encoding="utf-8"))
