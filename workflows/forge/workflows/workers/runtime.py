@@ -276,11 +276,11 @@ class Worker:
 
     async def _handle(self, msg: BusMessage, job: Job) -> str:
         """Handle a valid job; its outcome for the metrics."""
-        result, settled = await asyncio.gather(stored_result(self.bus, job.key), self._settled(job))
-        if result is not None:
+        if await stored_result(self.bus, job.key) is not None:  # one read; a settled record is looked up after
             log.info("job %s already has a result; acking the duplicate", job.key)
             await msg.ack()
             return "duplicate"
+        settled = await self._settled(job)
         if settled is not None:
             return await self._resume(msg, job, settled)
         if await self._run_cancelled(job.run_id):
