@@ -12,11 +12,11 @@ import asyncio
 import base64
 import datetime
 import http.server
+import ipaddress
 import json
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -202,12 +202,16 @@ def _reply(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes
     request.wfile.write(body)
 
 
-def _certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forge test token signer")])
+def _certificate(key: ec.EllipticCurvePrivateKey, *, san: bool = False) -> x509.Certificate:
+    """Self-signed; with ``san``, a server certificate for 127.0.0.1."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forge test")])
     now = datetime.datetime.now(datetime.UTC)
+    builder = x509.CertificateBuilder()
+    if san:
+        address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+        builder = builder.add_extension(x509.SubjectAlternativeName([address]), critical=False)
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -232,40 +236,45 @@ def token_registry(tmp_path: Path) -> Iterator[tuple[ServiceProcess, TokenServic
         _reply(request, status, body, **{"Content-Type": "application/json"})
 
     http_server, service.url = _serve(handle)
-    data_dir = tmp_path / "registry"
-    server = start_registry(data_dir)
-    port = urlsplit(server.url).port
-    asyncio.run(_push(server.url))
-    server.stop()
     bundle = tmp_path / "token-signer.pem"
     bundle.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    config = json.loads((data_dir / "config.yml").read_text())
-    config["auth"] = {
-        "token": {"realm": f"{service.url}/token", "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}
-    }
-    (data_dir / "config.yml").write_text(json.dumps(config))
-    exe = registry_binary()
-    assert exe is not None
-    server = start_service(
-        "docker-registry",
-        [exe, "serve", str((data_dir / "config.yml").resolve())],
-        url=f"http://127.0.0.1:{port}",
-        ready=_answers(f"http://127.0.0.1:{port}/v2/"),
-        log=data_dir / "registry.log",
-        timeout=30,
-    )
+    token = {"realm": f"{service.url}/token", "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}
+    server = _pushed_then_restarted(tmp_path / "registry", auth={"token": token})
     yield server, service
     server.stop()
     http_server.shutdown()
     http_server.server_close()
 
 
-def _answers(url: str) -> Callable[[], bool]:
+def _pushed_then_restarted(data_dir: Path, **config: Any) -> ServiceProcess:
+    """A registry holding ``o/r/p:v1`` (pushed anonymously over http), restarted with ``config`` added."""
+    server = start_registry(data_dir)
+    port = urlsplit(server.url).port
+    try:
+        asyncio.run(_push(server.url))
+    finally:
+        server.stop()
+    written = json.loads((data_dir / "config.yml").read_text())
+    for key, value in config.items():  # sections merge: "http" keeps its address
+        written[key] = {**written.get(key, {}), **value}
+    (data_dir / "config.yml").write_text(json.dumps(written))
+    exe = registry_binary()
+    assert exe is not None
+    scheme = "https" if "tls" in config.get("http", {}) else "http"
+    return start_service(
+        "docker-registry",
+        [exe, "serve", str((data_dir / "config.yml").resolve())],
+        url=f"{scheme}://127.0.0.1:{port}",
+        ready=_listening(port),
+        log=data_dir / "registry.log",
+        timeout=30,
+    )
+
+
+def _listening(port: int | None) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return True
-        except urllib.error.HTTPError:
+            socket.create_connection(("127.0.0.1", port or 0), timeout=1).close()
             return True
         except OSError:
             return False
@@ -341,3 +350,28 @@ async def test_redirects_are_followed_and_credentials_stay_with_the_registry(reg
             server.shutdown()
             server.server_close()
     assert seen == [None, None]
+
+
+def test_https_verifies_the_registry_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS against the system's trust store (``SSL_CERT_FILE`` here): trusted reads, untrusted is refused."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = _certificate(key, san=True)
+    (tmp_path / "tls.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    data_dir = tmp_path / "registry"
+    tls = {"certificate": str(tmp_path / "tls.pem"), "key": str(tmp_path / "tls.key")}
+    server = _pushed_then_restarted(data_dir, http={"tls": tls})
+    try:
+        assert server.url.startswith("https://")
+        with HttpRegistryReader(server.url) as untrusting, pytest.raises(ServiceUnavailableError) as caught:
+            asyncio.run(untrusting.manifest("o/r/p", "v1"))
+        assert "SSLCertVerificationError" in str(caught.value)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "tls.pem"))
+        with HttpRegistryReader(server.url) as trusting:
+            manifest = asyncio.run(trusting.manifest("o/r/p", "v1"))
+            layer = manifest.content["layers"][0]["digest"]
+            assert asyncio.run(trusting.blob("o/r/p", layer, max_bytes=100)) == LAYER.data
+    finally:
+        server.stop()
