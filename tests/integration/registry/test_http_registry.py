@@ -102,8 +102,9 @@ async def test_htpasswd_credentials_are_checked_and_never_echoed(tmp_path: Path)
 
 
 async def test_bytes_that_do_not_match_their_digest_are_refused(registry_server: ServiceProcess) -> None:
-    repository = f"o/r/corrupt{uuid.uuid4().hex[:8]}"
-    data = b"the real content"
+    unique = uuid.uuid4().hex[:8]  # blobs (manifests too) are shared by content across the registry's repositories
+    repository = f"o/r/corrupt{unique}"
+    data = f"the real content {unique}".encode()
     writer = OrasRegistry(registry_server.url)
     digest = await writer.push_artifact(
         repository, artifact_type=ARTIFACT, layers=[Layer("application/octet-stream", data)], annotations={}
