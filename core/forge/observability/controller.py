@@ -1,11 +1,18 @@
 """The controller's series: reconcile durations and errors per reconciler, step events applied,
-releases recorded, deployments by outcome (the reconcile loop and the step event recorder count)."""
+releases recorded, deployments by outcome, GitOps push retries (counted where each happens)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["DEPLOYMENTS", "RECONCILE_DURATION", "RECONCILE_ERRORS", "RELEASES_RECORDED", "STEP_EVENTS_APPLIED"]
+__all__ = [
+    "DEPLOYMENTS",
+    "GITOPS_PUSH_RETRIES",
+    "RECONCILE_DURATION",
+    "RECONCILE_ERRORS",
+    "RELEASES_RECORDED",
+    "STEP_EVENTS_APPLIED",
+]
 
 RECONCILE_DURATION = Histogram(
     "forge_controller_reconcile_duration_seconds",
@@ -24,4 +31,9 @@ STEP_EVENTS_APPLIED = Counter(
 RELEASES_RECORDED = Counter("forge_releases_recorded", "Releases recorded (new Release rows)")
 DEPLOYMENTS = Counter(
     "forge_deployments", "Deployments by environment and outcome (committed, failed)", ["environment", "outcome"]
+)
+GITOPS_PUSH_RETRIES = Counter(
+    "forge_gitops_push_retries",
+    "Pointer commits re-planned on a new head after a non-fast-forward push, by environment",
+    ["environment"],
 )

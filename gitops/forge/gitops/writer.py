@@ -46,6 +46,7 @@ from forge.gitops.application import (
 from forge.gitops.commits import one_line, pointer_message, read_trailers
 from forge.gitops.layout import AppLocation, check_environment, check_project, check_repository, value_error
 from forge.gitops.models import EnvironmentValues, ReleasePointer, parse_document
+from forge.observability.controller import GITOPS_PUSH_RETRIES
 from forge.observability.tracing import tracer
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsRepository, GitOpsTree
 from forge.settings import GitOpsSettings
@@ -156,6 +157,8 @@ class GitOpsWriter:
             result = await self._repository.update(lambda tree: self._plan(tree, change))
             span.set_attribute("forge.gitops.changed", result.changed)
             span.set_attribute("forge.gitops.retries", result.attempts - 1)
+            if result.attempts > 1:
+                GITOPS_PUSH_RETRIES.labels(change.environment).inc(result.attempts - 1)
             if result.sha is not None:
                 span.set_attribute("forge.gitops.commit", result.sha)
         _log.info(

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, Tracer
+from prometheus_client import REGISTRY
 from tests.integration.gitops.support import COMMIT_1, DIGEST_1, change, make_writer, racing_writer
 
 import forge.controller.reconcilers.deployments as deployments_module
@@ -70,6 +71,7 @@ async def test_the_pointer_commit_is_a_child_span_of_the_deploy_in_the_runs_trac
     writer, _ = racing_writer(str(remote), tmp_path / "work", other, change(project="web"))
     reconciler = DeploymentReconciler(deployments=store, approvals=store, releases=store, runs=store, writer=writer)
     asked, _ = await store.request_deployment(NewDeployment(release.id, "dev", "alice", "ship it"))
+    retries_before = _push_retries("dev")
 
     [active] = await reconciler.deploy_pending()
 
@@ -104,6 +106,7 @@ async def test_the_pointer_commit_is_a_child_span_of_the_deploy_in_the_runs_trac
         "forge.gitops.commit": head,
     }
     assert commit.status.status_code is StatusCode.UNSET
+    assert _push_retries("dev") == retries_before + 1  # forge_gitops_push_retries_total
 
 
 async def test_a_failed_commit_is_an_error_span(remote: Path, tmp_path: Path, spans: InMemorySpanExporter) -> None:
@@ -114,3 +117,7 @@ async def test_a_failed_commit_is_an_error_span(remote: Path, tmp_path: Path, sp
     assert commit.status.status_code is StatusCode.ERROR
     assert "forge.gitops.commit" not in (commit.attributes or {})
     assert commit.events[0].name == "exception"
+
+
+def _push_retries(environment: str) -> float:
+    return REGISTRY.get_sample_value("forge_gitops_push_retries_total", {"environment": environment}) or 0.0
