@@ -178,8 +178,9 @@ class HttpRegistryReader:
     def _get(self, repository: str, path: str, what: str, limit: int, accept: str | None = None) -> _Answer:
         """GET ``path`` with the registry's auth challenge answered once; any status but 2xx raises."""
         url = urljoin(f"{self._base}/", path)
-        answer = self._exchange(url, what, limit, accept, self._authorization(repository))
-        if answer.status == 401 and self._answer_challenge(repository, answer, what):
+        sent = self._authorization(repository)
+        answer = self._exchange(url, what, limit, accept, sent)
+        if answer.status == 401 and self._answer_challenge(repository, answer, what, sent):
             answer = self._exchange(url, what, limit, accept, self._authorization(repository))
         self._check(answer, what)
         return answer
@@ -191,12 +192,13 @@ class HttpRegistryReader:
             return _basic_header(*self._credentials)
         return None
 
-    def _answer_challenge(self, repository: str, answer: _Answer, what: str) -> bool:
-        """True when the 401's ``WWW-Authenticate`` challenge was answered and the request can go again."""
+    def _answer_challenge(self, repository: str, answer: _Answer, what: str, sent: str | None) -> bool:
+        """True when the 401's ``WWW-Authenticate`` challenge was answered and the request can go again
+        (``sent``: the Authorization the refused request carried)."""
         challenge = answer.headers.get("www-authenticate", "")
         scheme, _, params = challenge.strip().partition(" ")
         if scheme.lower() == "basic":
-            if self._credentials is None or self._basic:
+            if self._credentials is None or (sent or "").startswith("Basic "):
                 return False  # anonymous, or the credentials were sent and refused
             self._basic = True
             return True
