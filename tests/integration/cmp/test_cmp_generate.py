@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.integration.registry.test_oras_registry import PASSWORD, htpasswd_line
 from tests.unit.cmp.support import (
     ENV_DATA,
     PROJECT_DATA,
@@ -205,3 +206,24 @@ async def test_concurrent_cold_renders_of_one_digest_share_the_cache_safely(
     shutil.rmtree(cache / "renders")
     warm = _generate(app, root, f"http://127.0.0.1:{free_port()}", cache)
     assert (warm.code, warm.out) == (0, GOLDEN.read_text(encoding="utf-8"))
+
+
+async def test_registry_credentials_come_from_the_environment_and_a_refusal_is_one_line(tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(htpasswd_line("forge", PASSWORD))
+    registry = start_registry(tmp_path / "registry", htpasswd=htpasswd)
+    try:
+        layers = release_layers(sample_objects())
+        digest = await push_release(OrasRegistry(registry.url, username="forge", password=PASSWORD), layers)
+        root = tmp_path / "gitops"
+        app = write_gitops(root, digest, project_data=PROJECT_DATA)
+        good = {"FORGE_REGISTRY__USERNAME": "forge", "FORGE_REGISTRY__PASSWORD": PASSWORD}
+        wrong = {**good, "FORGE_REGISTRY__PASSWORD": "not-the-password"}
+        refused = _generate(app, root, registry.url, tmp_path / "cache", **wrong)
+        _refused(refused, 1, "denied access")
+        assert "not-the-password" not in refused.err
+        _refused(_generate(app, root, registry.url, tmp_path / "cache"), 1, "denied access")  # anonymous
+        rendered = _generate(app, root, registry.url, tmp_path / "cache", **good)
+        assert (rendered.code, rendered.err, rendered.out) == (0, "", GOLDEN.read_text(encoding="utf-8"))
+    finally:
+        registry.stop()
