@@ -19,12 +19,15 @@ waits behind the generator):
 
 Then, for ``GET /v1/runs/{id}`` and ``GET /v1/runs/{id}/executions`` at every ``--concurrency``:
 a keep-alive HTTP/1.1 load generator in this process (raw asyncio sockets, one connection per
-request in flight, pinned to CPU 1) sends requests for ``--seconds`` (after one second of warm-up)
-and records every latency. Each series also reports the CPU the server and the generator used
-(``/proc``): the bare app's server at ~100% while the generator stays below its core shows the
-generator is not the bottleneck. ``--json`` ends the output with one JSON line of headline
+request in flight, pinned to CPU 1) sends requests for ``--seconds`` to each server (after one
+second of warm-up each), in five slices alternating between forge and bare so that both see the
+same background load on a shared machine, and records every latency. Each series also reports the
+CPU the server and the generator used (``/proc``) and the server's CPU per request, the figure
+least moved by other load: the bare app's server at ~100% while the generator stays below its core
+shows the generator is not the bottleneck. ``--json`` ends the output with one JSON line of headline
 figures: the forge ÷ bare throughput ratios and forge's p99 at the highest concurrency (with the
-bare app's p99 there: the floor the machine allowed during the run), and the watcher figures of
+bare app's p99 there: the floor the machine allowed during the run, and forge's CPU per request ÷
+the bare app's), and the watcher figures of
 ``bench/watch.py`` (run after the reads, as its own process, unless ``--no-watch``: 100 SSE
 watchers of a running pipeline against one poller).
 """
@@ -57,6 +60,10 @@ from forge.testing.measure import api_services, cpu_seconds, machine, pin
 
 SHA = "e" * 40
 WARMUP = 1.0
+#: Each series is measured in this many slices, forge and bare alternating (forge first, then bare first),
+#: so both servers see the same background load on a shared machine.
+SLICES = 5
+SLICE_WARMUP = 0.2
 ENDPOINTS = {"run": "/v1/runs/{id}", "executions": "/v1/runs/{id}/executions"}
 
 
@@ -73,6 +80,10 @@ class Sample:
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.server_cpu / max(self.requests, 1)
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -97,7 +108,7 @@ def main() -> None:
     print(f"a finished run of {args.projects} projects x 1 step; {args.seconds:g} s per series, keep-alive")
     print(
         f"{'endpoint':<28} {'in flight':>9} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'srv CPU':>7} {'gen CPU':>7} {'forge ÷ bare':>12}"
+        f" {'srv CPU':>7} {'gen CPU':>7} {'µs CPU/req':>10} {'forge ÷ bare':>12}"
     )
     headline: dict[str, float] = {}
     top = max(args.concurrency)
@@ -108,14 +119,16 @@ def main() -> None:
             print(
                 f"{label:<28} {concurrency:>9} {server:<6} {sample.per_second:8.0f} {sample.quantile(0.5) * 1000:8.2f}"
                 f" {sample.quantile(0.99) * 1000:8.2f} {sample.server_cpu / sample.seconds:7.0%}"
-                f" {sample.client_cpu / sample.seconds:7.0%} {ratio}"
+                f" {sample.client_cpu / sample.seconds:7.0%} {sample.cpu_per_request * 1e6:10.0f} {ratio}"
             )
         if concurrency == top:
             headline[f"{name}_ratio_c{top}"] = round(forge.per_second / bare.per_second, 3)
             headline[f"{name}_p99_ms_c{top}"] = round(forge.quantile(0.99) * 1000, 2)
             headline[f"{name}_bare_p99_ms_c{top}"] = round(bare.quantile(0.99) * 1000, 2)
+            headline[f"{name}_cpu_ratio_c{top}"] = round(forge.cpu_per_request / bare.cpu_per_request, 3)
     order = [f"run_ratio_c{top}", f"executions_ratio_c{top}", f"run_p99_ms_c{top}", f"executions_p99_ms_c{top}"]
     order += [f"run_bare_p99_ms_c{top}", f"executions_bare_p99_ms_c{top}"]  # the same machine's floor
+    order += [f"run_cpu_ratio_c{top}", f"executions_cpu_ratio_c{top}"]  # forge's CPU per request ÷ bare's
     figures: dict[str, float] = {key: headline[key] for key in order}
     if not args.no_watch:
         figures |= _watchers()
@@ -171,9 +184,9 @@ def _bench(
                 results: dict[tuple[str, int], tuple[Sample, Sample]] = {}
                 for name, path in paths.items():
                     for concurrency in levels:
-                        forge = asyncio.run(_load(api_port, path, concurrency, seconds, api.pid, auth))
-                        floor = asyncio.run(_load(bare_port, path, concurrency, seconds, bare.pid, auth))
-                        results[name, concurrency] = (forge, floor)
+                        results[name, concurrency] = _series(
+                            path, concurrency, seconds, (api_port, api.pid), (bare_port, bare.pid), auth
+                        )
             finally:
                 bare.stop()
         finally:
@@ -233,8 +246,45 @@ async def _finished_run(dsn: str, projects: int) -> uuid.UUID:
         await store.close()
 
 
+def _series(
+    path: str,
+    concurrency: int,
+    seconds: float,
+    forge: tuple[int, int],
+    bare: tuple[int, int],
+    headers: dict[str, str],
+) -> tuple[Sample, Sample]:
+    """Forge and bare (each a (port, pid)) for ``seconds`` each, in ``SLICES`` alternating slices after a
+    warm-up of each."""
+    samples: dict[tuple[int, int], list[Sample]] = {forge: [], bare: []}
+    for server in (forge, bare):
+        asyncio.run(_load(server[0], path, concurrency, 0.0, server[1], headers))  # warm-up only
+    for n in range(SLICES):
+        for server in (forge, bare) if n % 2 == 0 else (bare, forge):
+            sample = _load(server[0], path, concurrency, seconds / SLICES, server[1], headers, warmup=SLICE_WARMUP)
+            samples[server].append(asyncio.run(sample))
+    return _merged(samples[forge]), _merged(samples[bare])
+
+
+def _merged(slices: list[Sample]) -> Sample:
+    return Sample(
+        sum(s.requests for s in slices),
+        sum(s.seconds for s in slices),
+        [latency for s in slices for latency in s.latencies],
+        sum(s.server_cpu for s in slices),
+        sum(s.client_cpu for s in slices),
+    )
+
+
 async def _load(
-    port: int, path: str, concurrency: int, seconds: float, server_pid: int, headers: dict[str, str]
+    port: int,
+    path: str,
+    concurrency: int,
+    seconds: float,
+    server_pid: int,
+    headers: dict[str, str],
+    *,
+    warmup: float = WARMUP,
 ) -> Sample:
     """``concurrency`` keep-alive connections, each sending ``GET path`` as soon as the last answer came."""
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -245,7 +295,7 @@ async def _load(
     ]
     latencies: list[float] = []
     recording = False
-    stop_at = time.perf_counter() + WARMUP + seconds
+    stop_at = time.perf_counter() + warmup + seconds
 
     async def lane(conn: _Connection) -> None:
         while (now := time.perf_counter()) < stop_at:
@@ -257,7 +307,7 @@ async def _load(
         async with asyncio.TaskGroup() as group:
             for conn in connections:
                 group.create_task(lane(conn))
-            await asyncio.sleep(WARMUP)
+            await asyncio.sleep(warmup)
             recording = True
             started, server0, client0 = time.perf_counter(), cpu_seconds(server_pid), time.process_time()
             await asyncio.sleep(seconds)
