@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,21 @@ from forge.testing.gitrepos import commit_files
 from forge.testing.platform import Platform
 
 FINAL = {"success", "failed", "cancelled"}
+HELLO = Path(__file__).parents[2] / "examples" / "monorepo" / "services" / "hello"
+
+
+def hello_files(message: str, *, manual: bool = False) -> dict[str, str | None]:
+    """The example monorepo's released service ``hello`` alone (no library, a stand-in unit test),
+    printing ``message``; ``manual`` also lets it be released on request."""
+    project = (HELLO / ".forge" / "project.yaml").read_text().replace("depends_on: [greeting]\n", "")
+    project = project.replace("PYTHONPATH=../../libs/greeting python3 -m unittest discover -s tests -t .", "echo unit")
+    if manual:
+        project = project.replace("    - branch: main", "    - branch: main\n    - manual: true")
+    return {
+        "services/hello/.forge/project.yaml": project,
+        "services/hello/build_image.py": (HELLO / "build_image.py").read_text(),
+        "services/hello/main.py": f"print({message!r})\n",
+    }
 
 
 def make_repo(platform: Platform, client: httpx.Client, files: dict[str, str | None]) -> tuple[str, str]:

@@ -26,20 +26,9 @@ from forge.gitops import ReleasePointer, parse_document
 from forge.testing.gitrepos import commit_files
 from forge.testing.platform import Platform
 
-from .support import make_repo, wait_run, wait_until
+from .support import hello_files, make_repo, wait_run, wait_until
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "deployments" / "dev-hello.yaml"
-EXAMPLE = Path(__file__).parents[2] / "examples" / "monorepo" / "services" / "hello"
-PROJECT = (EXAMPLE / ".forge" / "project.yaml").read_text().replace("depends_on: [greeting]\n", "")
-PROJECT = PROJECT.replace("PYTHONPATH=../../libs/greeting python3 -m unittest discover -s tests -t .", "echo unit")
-
-
-def _files(message: str) -> dict[str, str | None]:
-    return {
-        "services/hello/.forge/project.yaml": PROJECT,
-        "services/hello/build_image.py": (EXAMPLE / "build_image.py").read_text(),
-        "services/hello/main.py": f"print({message!r})\n",
-    }
 
 
 def _released(client: httpx.Client, platform: Platform, name: str, commit: str) -> dict[str, Any]:
@@ -110,7 +99,7 @@ def _render(platform: Platform, checkout: Path, env: str, name: str, cache: Path
 def test_release_to_dev_by_itself_then_staging_with_approval_and_back(
     platform: Platform, client: httpx.Client, tmp_path: Path
 ) -> None:
-    name, first = make_repo(platform, client, _files("hello 1"))
+    name, first = make_repo(platform, client, hello_files("hello 1"))
     one = _released(client, platform, name, first)
     dev_one = _active(client, platform, "dev", name, 1)
     assert (dev_one["deployed_by"], dev_one["reason"]) == ("forge-controller", "auto-deploy: release 1 on branch main")
@@ -129,7 +118,7 @@ def test_release_to_dev_by_itself_then_staging_with_approval_and_back(
     assert text == GOLDEN.read_text(), f"{GOLDEN} differs; run with FORGE_UPDATE_GOLDEN=1 and review the diff"
     assert '"replicas": 1' in rendered  # dev's value, typed
 
-    second = commit_files(platform.git_base / f"{name}.git", _files("hello 2"), "second")
+    second = commit_files(platform.git_base / f"{name}.git", hello_files("hello 2"), "second")
     two = _released(client, platform, name, second)
     _active(client, platform, "dev", name, 2)
 

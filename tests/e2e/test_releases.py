@@ -26,21 +26,9 @@ from forge.releases.media_types import RELEASE_ARTIFACT_TYPE, RELEASE_METADATA, 
 from forge.testing.gitrepos import commit_files
 from forge.testing.platform import Platform
 
-from .support import make_repo, step_map, wait_run, wait_until
+from .support import hello_files, make_repo, step_map, wait_run, wait_until
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "releases" / "e2e-hello-resources.json"
-EXAMPLE = Path(__file__).parents[2] / "examples" / "monorepo" / "services" / "hello"
-PROJECT = (EXAMPLE / ".forge" / "project.yaml").read_text().replace("depends_on: [greeting]\n", "")
-PROJECT = PROJECT.replace("PYTHONPATH=../../libs/greeting python3 -m unittest discover -s tests -t .", "echo unit")
-PROJECT = PROJECT.replace("    - branch: main", "    - branch: main\n    - manual: true")
-
-
-def _files(message: str) -> dict[str, str | None]:
-    return {
-        "services/hello/.forge/project.yaml": PROJECT,
-        "services/hello/build_image.py": (EXAMPLE / "build_image.py").read_text(),
-        "services/hello/main.py": f"print({message!r})\n",
-    }
 
 
 def _run(client: httpx.Client, platform: Platform, **body: Any) -> dict[str, Any]:
@@ -65,7 +53,7 @@ def _check_golden(objects: list[dict[str, Any]], registry: str, repository: str)
 
 
 def test_pushes_to_main_release_and_a_tag_names_the_release(platform: Platform, client: httpx.Client) -> None:
-    name, first = make_repo(platform, client, _files("hello 1"))
+    name, first = make_repo(platform, client, hello_files("hello 1", manual=True))
     assert platform.registry_url is not None
     registry = OrasRegistry(platform.registry_url)
     host = urlsplit(platform.registry_url).netloc
@@ -139,7 +127,7 @@ def test_pushes_to_main_release_and_a_tag_names_the_release(platform: Platform, 
 
 
 def test_a_manual_release_request_runs_and_releases_only_that_project(platform: Platform, client: httpx.Client) -> None:
-    name, sha = make_repo(platform, client, _files("manual"))
+    name, sha = make_repo(platform, client, hello_files("manual", manual=True))
     runner = CliRunner(env={"FORGE_TOKEN": platform.token()})
     requested = runner.invoke(cli, ["release", "create", name, "hello", sha, "--api", platform.api_url, "--json"])
     assert requested.exit_code == 0, requested.output

@@ -25,7 +25,7 @@ from forge.testing.platform import Platform
 from forge.testing.postgres import create_database
 
 from .conftest import running_platform
-from .support import make_repo, wait_run, wait_until
+from .support import hello_files, make_repo, wait_run, wait_until
 
 PROJECT = """name: app
 phases:
@@ -168,3 +168,44 @@ def test_one_trace_covers_the_api_the_controller_and_the_workers(
     about_run = [e for e in entries if e.get("run_id") == str(run_id)]
     assert about_run
     assert {(e["service"], e["trace_id"]) for e in about_run} == {("forge-controller", run_id.hex)}
+
+
+def test_the_trace_goes_on_through_the_release_and_the_pointer_commit(
+    platform: Platform, client: httpx.Client, receiver: _Receiver
+) -> None:
+    """A push that releases and auto-deploys to dev: its artifact and release jobs, the deployment and
+    its GitOps pointer commit are spans of the same run's trace (issue 11 item 4: ... → release → pointer
+    commit)."""
+    name, sha = make_repo(platform, client, hello_files("traced release"))
+    created = client.post("/v1/runs", json={"repository": name, "commit_sha": sha, "branch": "main"})
+    assert created.status_code == 201, created.text
+    run_id = uuid.UUID(created.json()["id"])
+    run = wait_run(client, str(run_id), platform, timeout=180)
+    assert run["status"] == "success", f"{run['error']}\n{platform.log_tail()}"
+
+    def deployed() -> bool:
+        spans = receiver.trace(run_id.hex)
+        ids = {s.span_id for s in spans}
+        names = {s.name for s in spans}
+        return {"job release", "gitops.commit"} <= names and all(not s.parent_id or s.parent_id in ids for s in spans)
+
+    wait_until(deployed, platform, timeout=60)
+    spans = receiver.trace(run_id.hex)
+    by_id = {s.span_id: s for s in spans}
+    root = format(root_span_id(run_id), "016x")
+
+    def under_root(span: _Span) -> bool:
+        while span.parent_id:
+            span = by_id[span.parent_id]
+        return span.span_id == root
+
+    for job_type in ("artifact", "release"):
+        (job,) = [s for s in spans if s.name == f"job {job_type}"]
+        assert by_id[job.parent_id].name == f"dispatch {job_type}"
+        assert job.service == "forge-worker-artifact-release"  # one worker process serves both here
+        assert under_root(job)
+    (deploy,) = [s for s in spans if s.name == "deployment.deploy"]
+    (commit,) = [s for s in spans if s.name == "gitops.commit"]
+    assert (deploy.service, commit.service) == ("forge-controller", "forge-controller")
+    assert commit.parent_id == deploy.span_id
+    assert under_root(deploy)
