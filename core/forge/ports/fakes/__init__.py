@@ -7,6 +7,7 @@ against a fake behaves the same on the real service.
 from forge.ports.fakes.memory_bus import MemoryBus, MemoryMessage, MemoryServer, MemorySubscription
 from forge.ports.fakes.memory_changes import MemoryChangeFeed
 from forge.ports.fakes.memory_engine import MemoryEngine
+from forge.ports.fakes.memory_limits import MemoryRateLimiter
 from forge.ports.fakes.memory_registry import MemoryRegistry
 from forge.ports.fakes.memory_store import MemoryStore
 
@@ -15,6 +16,7 @@ __all__ = [
     "MemoryChangeFeed",
     "MemoryEngine",
     "MemoryMessage",
+    "MemoryRateLimiter",
     "MemoryRegistry",
     "MemoryServer",
     "MemoryStore",
