@@ -16,11 +16,17 @@ and the same inputs print it again without parsing YAML, reading the release or 
 pydantic. This is the common case: with polling, every commit to the GitOps repository makes
 Argo CD call every plugin app again with mostly unchanged inputs. The code's part of the key is
 the size and mtime of every module of ``forge.cmp`` and ``forge.releases``.
+
+Objects cache: the resources layer's objects, once read (gzip, tar, limits, YAML), are stored as
+JSON under ``<cache>/objects/<sha256 of the layer's sha256 and the code>`` (sha256-checked on read
+like the memo), so a render of a cached release with new values (the "warm" case) neither imports
+tarfile nor reads the archive again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +42,7 @@ __all__ = ["MAX_FILE_BYTES", "Context", "generate"]
 
 MAX_FILE_BYTES = 1_048_576
 _MEMO_VERSION = b"forge-cmp render 1\n"
+_OBJECTS_VERSION = b"forge-cmp objects 1\n"
 
 
 class Context:
@@ -73,12 +80,12 @@ def generate(
     assert pointer_bytes is not None
     assert env_bytes is not None
 
-    memo_key = _memo_key(segments, pointer_bytes, env_bytes, project_bytes)
-    if cache is not None and (memoized := _memo_read(cache, memo_key)) is not None:
+    fingerprint = _code_fingerprint()
+    memo_key = _memo_key(fingerprint, segments, pointer_bytes, env_bytes, project_bytes)
+    if cache is not None and (memoized := _stored(cache, "renders", memo_key)) is not None:
         return memoized
     # Imported past the memo: a replayed render needs none of them (module docstring).
     from forge.cmp.documents import load_documents
-    from forge.cmp.extract import read_objects
     from forge.cmp.pointer import parse_pointer
     from forge.cmp.release import load_release
     from forge.cmp.render import emit, render_objects
@@ -96,11 +103,33 @@ def generate(
         project_doc = documents[0]
 
     release = load_release(pointer, cache, open_registry)
-    objects = render_objects(read_objects(release.resources), merge_values(env_data, project_data))
+    objects = render_objects(
+        _release_objects(release.resources, cache, fingerprint), merge_values(env_data, project_data)
+    )
     output = emit([*objects, *([project_doc] if project_doc is not None else [])])
     if cache is not None:
-        _memo_write(cache, memo_key, output)
+        _store(cache, "renders", memo_key, output)
     return output
+
+
+def _release_objects(resources: bytes, cache: ReleaseCache | None, fingerprint: bytes) -> list[dict[str, Any]]:
+    """The objects of the resources layer: read once (tar, limits, YAML) and kept as JSON under ``objects/``,
+    keyed by the layer's sha256 and this code, so a render of a cached release imports no tarfile."""
+    digest = hashlib.sha256(_OBJECTS_VERSION)
+    digest.update(fingerprint)
+    digest.update(hashlib.sha256(resources).digest())
+    key = digest.hexdigest()
+    stored = _stored(cache, "objects", key) if cache is not None else None
+    if stored is not None:
+        objects = json.loads(stored)
+        if isinstance(objects, list) and objects and all(isinstance(obj, dict) for obj in objects):
+            return objects
+    from forge.cmp.extract import read_objects
+
+    objects = read_objects(resources)
+    if cache is not None:
+        _store(cache, "objects", key, json.dumps(objects, ensure_ascii=False, separators=(",", ":")).encode())
+    return objects
 
 
 def _source_path(environ: Mapping[str, str]) -> list[str]:
@@ -155,9 +184,9 @@ def _one_document(data: bytes, where: str) -> Any:
     return documents[0]
 
 
-def _memo_key(segments: list[str], *inputs: bytes | None) -> str:
+def _memo_key(fingerprint: bytes, segments: list[str], *inputs: bytes | None) -> str:
     digest = hashlib.sha256(_MEMO_VERSION)
-    digest.update(_code_fingerprint())
+    digest.update(fingerprint)
     digest.update("/".join(segments).encode() + b"\0")
     for data in inputs:
         digest.update(b"-\0" if data is None else f"{len(data)}\0".encode() + data)
@@ -178,8 +207,9 @@ def _code_fingerprint() -> bytes:
     return "\n".join(stamps).encode()
 
 
-def _memo_read(cache: ReleaseCache, key: str) -> bytes | None:
-    path = cache.root / "renders" / key
+def _stored(cache: ReleaseCache, folder: str, key: str) -> bytes | None:
+    """An entry written by :func:`_store`, if whole (its sha256 header matches), else None (and it is deleted)."""
+    path = cache.root / folder / key
     try:
         data = path.read_bytes()
     except OSError:
@@ -191,6 +221,6 @@ def _memo_read(cache: ReleaseCache, key: str) -> bytes | None:
     return output
 
 
-def _memo_write(cache: ReleaseCache, key: str, output: bytes) -> None:
+def _store(cache: ReleaseCache, folder: str, key: str, output: bytes) -> None:
     header = f"sha256:{hashlib.sha256(output).hexdigest()}\n".encode()
-    write_atomic(cache.root / "renders" / key, header + output)
+    write_atomic(cache.root / folder / key, header + output)

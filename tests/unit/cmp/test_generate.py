@@ -4,7 +4,9 @@ run_generate() prints everything or nothing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,27 @@ def test_a_cached_release_needs_no_registry_and_the_memo_replays(tmp_path: Path)
     )
     warm = _render(app, tmp_path / "g", _Opened(None), tmp_path / "cache")  # release cache, new values
     assert warm[2]["spec"]["replicas"] == 5
+
+
+def test_a_cached_release_renders_from_its_stored_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = MemoryRegistry()
+    app = write_gitops(tmp_path / "g", _push(registry))
+    cold = _render(app, tmp_path / "g", _Opened(registry), tmp_path / "cache")
+    [stored] = (tmp_path / "cache" / "objects").iterdir()
+    shutil.rmtree(tmp_path / "cache" / "renders")
+
+    def unexpected(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the resources layer was read again")
+
+    monkeypatch.setattr("forge.cmp.extract.read_objects", unexpected)
+    assert _render(app, tmp_path / "g", _Opened(None), tmp_path / "cache") == cold
+    monkeypatch.undo()
+
+    stored.write_bytes(stored.read_bytes()[:-2] + b"]]")  # corrupt: read from the layer again, and rewritten
+    shutil.rmtree(tmp_path / "cache" / "renders")
+    assert _render(app, tmp_path / "g", _Opened(None), tmp_path / "cache") == cold
+    header, _, body = stored.read_bytes().partition(b"\n")
+    assert header.decode() == "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def _env(name: str) -> dict[str, Any]:
