@@ -19,12 +19,15 @@ Measured (how):
 * runs succeeded / failed / stuck: the runs' statuses through the API at the end; stuck = not final
   when every other run was final and no step finished for ``--stall`` seconds (or at ``--timeout``).
 * steps executed twice: every step appends ``start`` and ``done`` lines (run, project, step,
-  attempt, time) to a ledger file on the host (the CI sandbox is off for that). A step counts as
+  attempt, the pid of the forge-worker running it, time) to a ledger file on the host (the CI
+  sandbox is off for that). A step counts as
   executed twice when it *started again after it had completed once* (a ``start`` after its first
   ``done``): it could then have reported success before it ran again. Steps started again after a
   SIGKILL interrupted them (no ``done`` yet) are counted apart, as ``steps_rerun_unfinished``.
-  Each step executed twice is listed with the last fault before it started again (time relative to
-  its first ``done``: the cause, usually).
+  Each step executed twice is listed with the moment its worker was SIGKILLed relative to its first
+  ``done``; ``steps_twice_done_after_kill`` counts those whose ``done`` came *after* their worker
+  was killed (the step outlived its worker by the moment the reaper needs to kill it: no worker
+  could have reported it).
 * jobs finished from a settled outcome (``steps_resumed``: a worker died after the step ended, the
   redelivery finished it without running it) and duplicate deliveries acked (a stored result found),
   counted in the workers' logs.
@@ -70,6 +73,15 @@ from forge.testing.gitrepos import commit_files
 from forge.testing.measure import machine
 
 FINAL = {"success", "failed", "cancelled"}
+#: A step's ledger line, with the pid of the forge-worker running it (its nearest ancestor of that name).
+LEDGER_SH = """#!/bin/sh
+p=$$
+while [ "$p" -gt 1 ]; do
+  case "$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)" in *forge-worker*) break ;; esac
+  p=$(cut -d')' -f2 "/proc/$p/stat" | awk '{print $2}')
+done
+echo "$1 $FORGE_RUN_ID $FORGE_PROJECT $FORGE_STEP $FORGE_ATTEMPT $p $(date +%s.%N)" >> LEDGER
+"""
 PHASES = ("check", "build", "test")
 REPOSITORY = "bench/chaos"
 WORKERS = {"worker-discovery": ["discovery"], "worker-release": ["artifact", "release"]}
@@ -84,6 +96,7 @@ class Fault:
     back_after: float = 0.0  # seconds until the process was ready again
     recovery: float | None = None  # seconds until finished steps grew again
     wall: float = field(default_factory=time.time)  # the moment on the ledger's clock
+    pid: int = 0  # the process killed
 
 
 @dataclass
@@ -223,18 +236,21 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
     headline = _report(args, runs, faults, progress, wall, dlq, len(twice), rerun, delay, home if args.keep else None)
     print(f"jobs finished from a settled outcome (not run again): {resumed}; duplicate deliveries acked: {duplicates}")
-    for key, done, again in twice:  # each with the last fault before it ran again (negative: before it was done)
-        before = [f for f in faults if f.wall <= again]
-        cause = f"last fault {before[-1].kind} at done{before[-1].wall - done:+.2f} s" if before else "no fault"
-        print(f"twice: {' '.join(key)}: started again {again - done:.2f} s after it was done ({cause})")
+    after_kill = 0  # done only after the worker running it was SIGKILLed: it could never have been reported
+    for key, done, again, pid in twice:
+        killed = next((f for f in faults if f.pid == pid), None)
+        if killed is not None and killed.wall < done:
+            after_kill += 1
+        cause = f"its worker ({pid}) SIGKILLed at done{killed.wall - done:+.3f} s" if killed else f"worker {pid} alive"
+        print(f"twice: {' '.join(key)}: started again {again - done:.2f} s after it was done; {cause}")
     if args.json:
-        print(json.dumps({**headline, "steps_resumed": resumed, "duplicates_acked": duplicates}))
+        extra = {"steps_twice_done_after_kill": after_kill, "steps_resumed": resumed, "duplicates_acked": duplicates}
+        print(json.dumps({**headline, **extra}))
 
 
 def _generate(repo: Path, projects: int, runs: int, ledger: Path, seconds: float) -> list[str]:
-    files: dict[str, str | None] = {}
-    line = "$FORGE_RUN_ID $FORGE_PROJECT $FORGE_STEP $FORGE_ATTEMPT $(date +%s.%N)"
-    run = f'echo \\"start {line}\\" >> {ledger}; sleep {seconds}; echo \\"done {line}\\" >> {ledger}'
+    files: dict[str, str | None] = {"ledger.sh": LEDGER_SH.replace("LEDGER", str(ledger))}
+    run = f"sh ../ledger.sh start; sleep {seconds}; sh ../ledger.sh done"
     for index in range(projects):
         phases = "".join(f'  {phase}:\n    steps:\n      - {{name: {phase}, run: "{run}"}}\n' for phase in PHASES)
         files[f"p{index:03d}/.forge/project.yaml"] = f"name: p{index:03d}\nphases:\n{phases}"
@@ -275,11 +291,11 @@ async def _drive(
                     break
                 if pending and progress.finished >= pending[0][1] * expected:
                     name, _ = pending.pop(0)
-                    faults.append(Fault(name, time.monotonic(), progress.finished))
+                    faults.append(Fault(name, time.monotonic(), progress.finished, pid=chaos.plat.pids[name]))
                     faults[-1].back_after = await asyncio.to_thread(chaos.crash, name)
                 elif now >= next_kill and progress.finished < expected:
                     name = chaos.rng.choice(chaos.workers())
-                    faults.append(Fault(name, time.monotonic(), progress.finished))
+                    faults.append(Fault(name, time.monotonic(), progress.finished, pid=chaos.plat.pids[name]))
                     faults[-1].back_after = await asyncio.to_thread(chaos.crash, name)
                     next_kill = time.monotonic() + args.kill_every
                 await asyncio.sleep(0.1)
@@ -339,7 +355,7 @@ def _worker_logs(logs: Path) -> tuple[int, int]:
     return resumed, duplicates
 
 
-Twice = tuple[tuple[str, ...], float, float]  # (run, project, step), its first done, the start after it
+Twice = tuple[tuple[str, ...], float, float, int]  # (run, project, step), first done, start after it, its worker
 
 
 def _ledger(path: Path) -> tuple[list[Twice], int, float]:
@@ -347,14 +363,18 @@ def _ledger(path: Path) -> tuple[list[Twice], int, float]:
     start → completion in seconds)."""
     starts: dict[tuple[str, ...], list[float]] = defaultdict(list)
     dones: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    worker: dict[tuple[str, ...], int] = {}  # the worker of each step's first done
     for line in path.read_text().splitlines() if path.exists() else []:
         parts = line.split()
-        if len(parts) != 6:
+        if len(parts) != 7:
             continue
-        kind, run, project, step, _attempt, stamp = parts
-        (starts if kind == "start" else dones)[(run, project, step)].append(float(stamp))
+        kind, run, project, step, _attempt, pid, stamp = parts
+        key = (run, project, step)
+        (starts if kind == "start" else dones)[key].append(float(stamp))
+        if kind == "done" and float(stamp) == min(dones[key]):
+            worker[key] = int(pid)
     twice = [
-        (key, min(done), min(start for start in starts[key] if start > min(done)))
+        (key, min(done), min(start for start in starts[key] if start > min(done)), worker[key])
         for key, done in dones.items()
         if any(start > min(done) for start in starts[key])
     ]
