@@ -1,22 +1,37 @@
-"""Rate limits: runs per identity and per repository, webhooks per repository → 429 with Retry-After."""
+"""Rate limits: runs per identity and per repository, webhooks per repository → 429 with Retry-After.
+
+Every API test runs twice: buckets in the process (``memory``) and in PostgreSQL (``postgres``, what
+``forge-api`` uses). The bucket semantics themselves are the compliance suite's
+(tests/integration/auth/test_rate_limiter_compliance.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from litestar import Litestar
+from prometheus_client import REGISTRY
 
 from forge.adapters.env_secrets import EnvSecretProvider
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
+from forge.adapters.postgres_limits import PostgresRateLimiter
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
-from forge.api.auth.limits import RateLimits, TokenBucket
+from forge.api.auth.limits import RateLimits
+from forge.embedded.process import free_port
+from forge.errors import InvalidInputError
+from forge.ports.fakes import MemoryRateLimiter
+from forge.ports.limits import RateLimiter
 from forge.settings import ApiSettings
 from forge.testing.oidc import shared_issuer
 
@@ -39,19 +54,37 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["memory", "postgres"])
+def buckets(request: pytest.FixtureRequest, store: PostgresStore, clock: Clock) -> RateLimiter:
+    if request.param == "memory":
+        return MemoryRateLimiter(clock)
+    return PostgresRateLimiter.of_store(store, clock=clock)
+
+
+def _app(store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, buckets: RateLimiter) -> Litestar:
+    secrets = EnvSecretProvider(environ={"FORGE_SECRET_HOOK": SECRET})
+    limits = RateLimits(runs=3, repository_runs=4, webhooks=2, buckets=buckets)
+    return create_app(api_services(store, bus, objects, secrets=secrets), rate_limits=limits)
+
+
+async def _register(client: httpx.AsyncClient) -> None:
+    for name in ("acme/one", "acme/two", "acme/three"):
+        body = {"name": name, "clone_url": f"https://g.example/{name}.git", "webhook_secret_ref": "HOOK"}
+        created = await client.post("/v1/repositories", json=body, headers=auth_headers(("operator",)))
+        assert created.status_code == 201, created.text
+
+
+def _client(app: Litestar) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://forge.test")
+
+
 @pytest.fixture
 async def client(
-    store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, clock: Clock
+    store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, buckets: RateLimiter
 ) -> AsyncIterator[httpx.AsyncClient]:
-    secrets = EnvSecretProvider(environ={"FORGE_SECRET_HOOK": SECRET})
-    limits = RateLimits(runs=3, repository_runs=4, webhooks=2, clock=clock)
-    app = create_app(api_services(store, bus, objects, secrets=secrets), rate_limits=limits)
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
-        for name in ("acme/one", "acme/two", "acme/three"):
-            body = {"name": name, "clone_url": f"https://g.example/{name}.git", "webhook_secret_ref": "HOOK"}
-            created = await client.post("/v1/repositories", json=body, headers=auth_headers(("operator",)))
-            assert created.status_code == 201, created.text
+    async with _client(_app(store, bus, objects, buckets)) as client:
+        await _register(client)
         yield client
 
 
@@ -72,28 +105,19 @@ def _limited(resp: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def test_a_bucket_refills_evenly_and_says_how_long_to_wait() -> None:
-    clock = Clock()
-    bucket = TokenBucket(per_minute=2, clock=clock)
-    assert bucket.take("a") is None
-    assert bucket.take("a") is None
-    assert bucket.take("a") == 30.0  # one token every 30 s
-    assert bucket.take("b") is None  # keys are independent
-    clock.now += 15
-    assert bucket.take("a") == 15.0
-    clock.now += 15
-    assert bucket.take("a") is None
-    clock.now += 3600
-    assert bucket.take("a") is None  # never more than per_minute saved up
-    assert bucket.take("a") is None
-    assert bucket.take("a") is not None
-    assert TokenBucket(per_minute=0, clock=clock).take("a") is None  # 0: no limit
-
-
 def test_the_settings_name_the_limits() -> None:
     api = ApiSettings(rate_limit_runs=5, rate_limit_repository_runs=6, rate_limit_webhooks=7)
     limits = RateLimits.from_settings(api)
     assert (limits.runs, limits.repository_runs, limits.webhooks) == (5, 6, 7)
+    assert isinstance(limits.buckets, MemoryRateLimiter)
+    shared = MemoryRateLimiter()
+    assert RateLimits.from_settings(api, shared).buckets is shared
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
+def test_a_limit_that_is_not_a_rate_fails_at_start(bad: float) -> None:
+    with pytest.raises(InvalidInputError, match="rate limit repository_runs must be"):
+        RateLimits(repository_runs=bad)
 
 
 async def test_runs_are_limited_per_identity(client: httpx.AsyncClient, clock: Clock) -> None:
@@ -160,3 +184,70 @@ async def test_429_is_documented_with_retry_after(client: httpx.AsyncClient) -> 
         assert PROBLEM in response["content"], path
         assert response["headers"]["Retry-After"]["required"] is True, path
     assert "429" not in schema["paths"]["/v1/runs"]["get"]["responses"]
+
+
+async def test_two_api_replicas_share_the_postgres_buckets(
+    store: PostgresStore, bus: NatsBus, objects: MinioObjectStore, clock: Clock
+) -> None:
+    """Two apps (two API processes' worth: each its own limiter) on one database enforce one limit."""
+    one = _app(store, bus, objects, PostgresRateLimiter.of_store(store, clock=clock))
+    two = _app(store, bus, objects, PostgresRateLimiter.of_store(store, clock=clock))
+    async with _client(one) as a, _client(two) as b:
+        await _register(a)
+        assert (await a.post("/v1/runs", json=_run("acme/one", 1), headers=_as("jane"))).status_code == 201
+        assert (await b.post("/v1/runs", json=_run("acme/two", 2), headers=_as("jane"))).status_code == 201
+        assert (await a.post("/v1/runs", json=_run("acme/three", 3), headers=_as("jane"))).status_code == 201
+        _limited(await b.post("/v1/runs", json=_run("acme/one", 4), headers=_as("jane")))  # 3 per minute in all
+        _limited(await a.post("/v1/runs", json=_run("acme/one", 5), headers=_as("jane")))
+        clock.now += 20
+        assert (await b.post("/v1/runs", json=_run("acme/one", 6), headers=_as("jane"))).status_code == 201
+        for n in range(2):  # webhooks: 2 per minute per repository, across both
+            body, headers = _delivery("acme/two", SECRET, n)
+            assert (await (a, b)[n].post("/v1/webhooks/github", content=body, headers=headers)).status_code == 200
+        body, headers = _delivery("acme/two", SECRET, 3)
+        _limited(await a.post("/v1/webhooks/github", content=body, headers=headers))
+
+
+@contextmanager
+def _records(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records of logger ``name`` (Litestar's logging config replaces the root handlers caplog uses)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign,assignment]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def _errors(limit: str) -> float:
+    return REGISTRY.get_sample_value("forge_rate_limit_store_errors_total", {"limit": limit}) or 0.0
+
+
+async def test_a_bucket_store_outage_lets_requests_through_logged_and_counted(
+    store: PostgresStore, bus: NatsBus, objects: MinioObjectStore
+) -> None:
+    """PostgreSQL unreachable for the limiter (the store itself is up): no 500, no 429, a warning and a count."""
+    dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/forge", min_size=0)
+    before = {limit: _errors(limit) for limit in ("runs", "repository_runs", "webhooks")}
+    try:
+        with _records("forge.api.limits") as records:
+            async with _client(_app(store, bus, objects, PostgresRateLimiter(dead))) as client:
+                await _register(client)
+                for n in range(5):  # more than the limit of 3
+                    created = await client.post("/v1/runs", json=_run("acme/one", n), headers=_as("jane"))
+                    assert created.status_code == 201, created.text
+                for n in range(3):  # more than the limit of 2
+                    body, headers = _delivery("acme/one", SECRET, n)
+                    assert (await client.post("/v1/webhooks/github", content=body, headers=headers)).status_code == 200
+    finally:
+        await dead.close()
+    assert _errors("runs") - before["runs"] == 5
+    assert _errors("repository_runs") - before["repository_runs"] == 5
+    assert _errors("webhooks") - before["webhooks"] == 3
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 13
+    assert warnings[0].startswith("rate limit runs not checked for runs created by jane, request let through: ")
+    assert "PostgreSQL is unavailable" in warnings[0]

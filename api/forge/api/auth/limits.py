@@ -1,30 +1,39 @@
 """Rate limits on what starts work: runs per identity and per repository, webhook deliveries per repository.
 
-Each limit is a token bucket per key (:class:`TokenBucket`): ``per_minute`` tokens refill evenly, the
-bucket holds at most ``per_minute`` (a quiet client may send a minute's worth at once), and a
-request that finds it empty is refused with :class:`RateLimitedError` → 429 with ``Retry-After``
-(whole seconds until a token is back) and an ``application/problem+json`` body naming the limit.
+Each limit is a token bucket per key: ``per_minute`` tokens refill evenly, the bucket holds at most
+``per_minute`` (a quiet client may send a minute's worth at once), and a request that finds it empty
+is refused with :class:`RateLimitedError` → 429 with ``Retry-After`` (whole seconds until a token is
+back) and an ``application/problem+json`` body naming the limit.
 
 - ``POST /v1/runs`` and ``POST /v1/releases``: per token subject (``rate_limit_runs``), then per
   repository of the body (``rate_limit_repository_runs``);
 - ``POST /v1/webhooks/github`` with a valid signature: per repository (``rate_limit_webhooks``).
 
+Where the buckets live is a port (``forge.ports.limits.RateLimiter``). ``forge-api`` keeps them in
+PostgreSQL (``forge.adapters.postgres_limits``: one atomic statement per take, on the database's
+clock), so a limit holds across every API replica, not once per replica; an app built without a
+database (tests) keeps them in its process (``MemoryRateLimiter``). ``0`` disables a limit (no
+bucket is touched).
+
+**When the bucket store fails, the request goes through** (fail open): PostgreSQL down or slower than
+the adapter's timeout (1 s) during a take is logged as a warning and counted in
+``forge_rate_limit_store_errors_total{limit}``, and the request is not limited. Rate limits protect
+capacity; they are not an authorization check (the guard has already authenticated and authorized the
+request), and a 500 or 503 for every run because the limiter's table could not be reached would turn
+a degraded database into an outage of run creation — which needs PostgreSQL anyway, and answers 503 on
+its own if it is really gone.
+
 Why not Litestar's ``RateLimitConfig``: it keys by client address and counts fixed windows in a
 store; Forge keys by the verified identity and by a repository read from the body, which only the
 guard (after authentication) and the webhook handler (after the signature) know. Webhooks are
 counted after the signature is checked, so forged deliveries cannot spend a repository's budget.
-
-The clock is injected (``time.monotonic`` by default), so tests step it instead of sleeping. Buckets
-live in the API process (one bucket map per limit, idle full buckets dropped): with several API
-replicas each enforces its own share. ``0`` disables a limit.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,15 +41,19 @@ from litestar import Litestar
 from litestar.connection import ASGIConnection
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, OpenAPIType, Schema
+from prometheus_client import Counter
 
 from forge.api.errors import PROBLEM_JSON, ProblemOut, RateLimitedError
+from forge.errors import TransientError
+from forge.ports.fakes.memory_limits import MemoryRateLimiter
+from forge.ports.limits import RateLimiter, check_per_minute, retry_after
 from forge.ports.others import Identity
 from forge.settings import ApiSettings
 
 __all__ = [
     "LIMITED",
+    "STORE_ERRORS",
     "RateLimits",
-    "TokenBucket",
     "body_repository",
     "document_limits",
     "document_retry_after",
@@ -50,60 +63,36 @@ __all__ = [
 LIMITED = frozenset({("POST", "/v1/runs"), ("POST", "/v1/releases"), ("POST", "/v1/webhooks/github")})
 """The operations that may answer 429 (documented in the OpenAPI)."""
 _RUNS = frozenset({("POST", "/v1/runs"), ("POST", "/v1/releases")})
-_MAX_KEYS = 100_000  # a flood of made-up names costs memory up to here, then full buckets are dropped
 _STATE_KEY = "forge_rate_limits"
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """Buckets of ``per_minute`` tokens keyed by name; :meth:`take` spends one or says how long to wait."""
-
-    per_minute: float
-    clock: Callable[[], float] = time.monotonic
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (tokens, at)
-
-    def take(self, key: str) -> float | None:
-        """Spend a token of ``key``: ``None`` when one was there, else the seconds until one is."""
-        if self.per_minute <= 0:
-            return None
-        now, rate = self.clock(), self.per_minute / 60.0
-        tokens, at = self._buckets.get(key, (self.per_minute, now))
-        tokens = min(self.per_minute, tokens + (now - at) * rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
-            if len(self._buckets) > _MAX_KEYS:
-                self._forget_full(now, rate)
-            return None
-        self._buckets[key] = (tokens, now)
-        return (1 - tokens) / rate
-
-    def _forget_full(self, now: float, rate: float) -> None:
-        for key, (tokens, at) in list(self._buckets.items()):
-            if tokens + (now - at) * rate >= self.per_minute:
-                del self._buckets[key]
+STORE_ERRORS = Counter(
+    "forge_rate_limit_store_errors",
+    "Requests let through unlimited because the rate-limit buckets could not be read (PostgreSQL down or slow)",
+    ["limit"],
+)
+_log = logging.getLogger("forge.api.limits")
 
 
 @dataclass(slots=True)
 class RateLimits:
-    """The API's limits (``FORGE_API__RATE_LIMIT_*``); per minute, ``0`` for none."""
+    """The API's limits (``FORGE_API__RATE_LIMIT_*``); per minute, ``0`` for none; ``buckets``: where they live."""
 
     runs: float = 120  # the defaults of ApiSettings
     repository_runs: float = 300
     webhooks: float = 300
-    clock: Callable[[], float] = time.monotonic
-    _identity: TokenBucket = field(init=False)
-    _repository: TokenBucket = field(init=False)
-    _webhooks: TokenBucket = field(init=False)
+    buckets: RateLimiter = field(default_factory=MemoryRateLimiter)
 
     def __post_init__(self) -> None:
-        self._identity = TokenBucket(self.runs, self.clock)
-        self._repository = TokenBucket(self.repository_runs, self.clock)
-        self._webhooks = TokenBucket(self.webhooks, self.clock)
+        for name in ("runs", "repository_runs", "webhooks"):  # a bad setting fails at start, not per request
+            check_per_minute(getattr(self, name), f"rate limit {name}")
 
     @classmethod
-    def from_settings(cls, api: ApiSettings) -> RateLimits:
+    def from_settings(cls, api: ApiSettings, buckets: RateLimiter | None = None) -> RateLimits:
+        """The limits of the settings, in ``buckets`` (this process's when ``None``)."""
         return cls(
-            runs=api.rate_limit_runs, repository_runs=api.rate_limit_repository_runs, webhooks=api.rate_limit_webhooks
+            runs=api.rate_limit_runs,
+            repository_runs=api.rate_limit_repository_runs,
+            webhooks=api.rate_limit_webhooks,
+            buckets=MemoryRateLimiter() if buckets is None else buckets,
         )
 
     def install(self, app: Litestar) -> None:
@@ -114,23 +103,29 @@ class RateLimits:
         method, template = connection.scope["method"], connection.scope["path_template"]  # type: ignore[typeddict-item]
         if (method, template) not in _RUNS:
             return
-        self._spend(self._identity, who.subject, f"runs created by {who.subject}", self.runs)
+        await self._spend("runs", who.subject, f"runs created by {who.subject}", self.runs)
         repository = await body_repository(connection)
         if repository is not None:
-            self._spend(self._repository, repository.lower(), f"runs of {repository}", self.repository_runs)
+            await self._spend("repository_runs", repository.lower(), f"runs of {repository}", self.repository_runs)
 
-    def webhook(self, repository: str) -> None:
+    async def webhook(self, repository: str) -> None:
         """For the webhook handler, after the signature: limit deliveries by repository."""
-        self._spend(self._webhooks, repository.lower(), f"webhook deliveries for {repository}", self.webhooks)
+        await self._spend("webhooks", repository.lower(), f"webhook deliveries for {repository}", self.webhooks)
 
-    @staticmethod
-    def _spend(bucket: TokenBucket, key: str, what: str, per_minute: float) -> None:
-        wait = bucket.take(key)
+    async def _spend(self, limit: str, key: str, what: str, per_minute: float) -> None:
+        if per_minute == 0:
+            return
+        try:
+            wait = await self.buckets.take(limit, key, per_minute)
+        except TransientError as exc:  # fail open: see the module docstring
+            STORE_ERRORS.labels(limit).inc()
+            _log.warning("rate limit %s not checked for %s, request let through: %s", limit, what, exc)
+            return
         if wait is not None:
-            retry_after = max(1, math.ceil(wait))
+            seconds = retry_after(wait)
             raise RateLimitedError(
-                f"too many requests: {what} are limited to {per_minute:g} per minute; retry in {retry_after} s",
-                retry_after=retry_after,
+                f"too many requests: {what} are limited to {per_minute:g} per minute; retry in {seconds} s",
+                retry_after=seconds,
                 details={"limit_per_minute": per_minute},
             )
 

@@ -173,7 +173,7 @@ class WebhooksController(Controller):
         if not repo.enabled:
             raise ConflictError(f"repository {name} is disabled", details={"repository": name})
         if (limits := rate_limits_of(request.app)) is not None:
-            limits.webhook(name)  # after the signature: forged deliveries spend no budget (429)
+            await limits.webhook(name)  # after the signature: forged deliveries spend no budget (429)
 
         if event == "ping":
             ping = _parse(PingEvent, body, "ping")
