@@ -16,6 +16,7 @@ from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oidc import OidcIdentityProvider, TrustedIssuers, github_actions
 from forge.adapters.postgres_changes import PostgresChangeFeed
+from forge.adapters.postgres_limits import PostgresRateLimiter
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.auth.limits import RateLimits
@@ -74,6 +75,7 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
                     secrets=secret_provider(settings),
                     feed=feed,
                     identity=identity,
+                    rate_limiter=PostgresRateLimiter.of_store(store),
                     clones=ClonePolicy(
                         allow_local=settings.api.allow_local_clone_urls,
                         own_dirs=tuple(
@@ -116,7 +118,7 @@ def main() -> int:
         async with build(settings) as services:
             await services.database.migrate()
             config = uvicorn.Config(
-                create_app(services, rate_limits=RateLimits.from_settings(settings.api)),
+                create_app(services, rate_limits=RateLimits.from_settings(settings.api, services.rate_limiter)),
                 host=settings.api.host,
                 port=settings.api.port,
                 log_level="warning",

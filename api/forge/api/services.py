@@ -18,6 +18,7 @@ from forge.ports import (
     SecretProvider,
 )
 from forge.ports.changes import ChangeFeed
+from forge.ports.limits import RateLimiter
 from forge.ports.store import ApprovalStore, DeploymentStore, ReleaseStore
 
 __all__ = ["ApiServices", "ClonePolicy", "Services"]
@@ -56,6 +57,8 @@ class ApiServices:
     """Deployment requests and reads (``/v1/deployments``); without one those routes answer 503."""
     approvals: ApprovalStore | None = None
     """Approvals (``/v1/approvals``); without one those routes answer 503."""
+    rate_limiter: RateLimiter | None = None
+    """Where rate-limit buckets live (PostgreSQL: one limit across replicas); ``None``: in this process."""
 
 
 Services = NamedDependency[ApiServices]
