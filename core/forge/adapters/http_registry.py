@@ -93,7 +93,10 @@ class _Answer(NamedTuple):
 class HttpRegistryReader:
     """One OCI registry, read-only; ``repository`` arguments are paths inside it, never hosts."""
 
-    def __init__(self, url: str, *, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, username: str | None = None, password: str | None = None, tags_page: int | None = None
+    ) -> None:
+        """``tags_page``: tags asked for per page (``?n=``); None leaves the page size to the registry."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.path.strip("/"):
             raise InvalidInputError(
@@ -106,6 +109,7 @@ class HttpRegistryReader:
         self._basic = False  # the registry asked for Basic: send the credentials up front
         self._tokens: dict[str, str] = {}  # repository → bearer token
         self._idle: list[HTTPConnection] = []  # keep-alive connections to the registry (list ops are atomic)
+        self._tags_page = tags_page
 
     @classmethod
     def from_settings(cls, settings: RegistrySettings) -> HttpRegistryReader:
@@ -161,7 +165,7 @@ class HttpRegistryReader:
 
     def _tags(self, repository: str) -> Iterator[str]:
         what = f"tags of {repository}"
-        url: str | None = f"/v2/{repository}/tags/list"
+        url: str | None = f"/v2/{repository}/tags/list" + (f"?n={self._tags_page}" if self._tags_page else "")
         while url:
             answer = self._get(repository, url, what, _MAX_TAG_PAGE)
             try:

@@ -126,6 +126,31 @@ async def test_bytes_that_do_not_match_their_digest_are_refused(registry_server:
         assert caught.value.code == "digest_mismatch"
 
 
+def test_tags_follow_the_registrys_pages() -> None:
+    """docker-registry 2.8 ignores ``?n=`` on tag lists (distribution 3 and Harbor page them), so a server
+    that pages as the distribution spec says: ``n`` tags after ``last``, then ``Link: <…>; rel="next"``."""
+    tags = ["a", "b", "c", "d", "e"]
+    asked: list[str] = []
+
+    def pages(request: http.server.BaseHTTPRequestHandler) -> None:
+        asked.append(request.path)
+        query = {name: values[-1] for name, values in parse_qs(urlsplit(request.path).query).items()}
+        size, last = int(query.get("n", "1000")), query.get("last")
+        rest = tags[tags.index(last) + 1 :] if last else tags
+        page, more = rest[:size], rest[size:]
+        link = {"Link": f'</v2/o/r/tags/list?n={size}&last={page[-1]}>; rel="next"'} if more else {}
+        _reply(request, 200, json.dumps({"name": "o/r", "tags": page}).encode(), **link)
+
+    server, url = _serve(pages)
+    try:
+        with HttpRegistryReader(url, tags_page=2) as reader:
+            assert asyncio.run(reader.tags("o/r")) == tags
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/v2/o/r/tags/list?n=2", "/v2/o/r/tags/list?n=2&last=b", "/v2/o/r/tags/list?n=2&last=d"]
+
+
 @pytest.mark.parametrize(
     "url",
     ["ftp://127.0.0.1:5000", "http://user:pw@127.0.0.1:5000", "http://127.0.0.1:5000/v2/", "127.0.0.1:5000"],

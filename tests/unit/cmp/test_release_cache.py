@@ -1,10 +1,13 @@
-"""The cache's writes: whole files or nothing, never a temporary file left behind."""
+"""The cache's writes (whole files or nothing, never a temporary file left behind) and the reader driver."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from forge.cmp.release import write_atomic
+import pytest
+
+from forge.cmp.release import _complete, write_atomic
 
 
 def test_a_write_replaces_the_file_whole(tmp_path: Path) -> None:
@@ -31,3 +34,16 @@ def test_an_unwritable_cache_is_skipped(tmp_path: Path) -> None:
     blocker.write_bytes(b"")
     write_atomic(blocker / "below" / "entry", b"data")  # its parent cannot be created
     assert blocker.read_bytes() == b""
+
+
+def test_a_reader_coroutine_runs_without_an_event_loop_or_is_refused() -> None:
+    async def immediate() -> str:
+        return "value"
+
+    async def suspending() -> str:
+        await asyncio.sleep(0)  # needs a loop: forge-cmp never runs one
+        return "value"
+
+    assert _complete(immediate()) == "value"
+    with pytest.raises(RuntimeError, match="suspended without an event loop"):
+        _complete(suspending())
