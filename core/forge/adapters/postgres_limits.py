@@ -125,10 +125,10 @@ def _key(key: str) -> bytes:
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """``translate_errors``, and any other database error (read-only after a failover, ...) as
-    ``ServiceUnavailableError`` too: the buckets cannot answer now, whatever the reason."""
-    with translate_errors(what):
-        try:
+    """``translate_errors``, and any database error it leaves as it is (read-only after a failover, ...)
+    as ``ServiceUnavailableError`` too: the buckets cannot answer now, whatever the reason."""
+    try:
+        with translate_errors(what):
             yield
-        except asyncpg.PostgresError as exc:
-            raise ServiceUnavailableError(f"{what}: PostgreSQL refused: {exc}", retry_after=1.0) from exc
+    except asyncpg.PostgresError as exc:
+        raise ServiceUnavailableError(f"{what}: PostgreSQL refused: {exc}", retry_after=1.0) from exc
