@@ -18,7 +18,8 @@ Registry auth, answered on the registry's ``401`` challenge:
 - ``Bearer realm=…,service=…,scope=…`` (distribution's token auth, Harbor, GHCR, Docker Hub):
   ``GET <realm>?service=…&scope=…`` (with the credentials as Basic when configured, anonymous
   otherwise), then ``Authorization: Bearer <token>`` for that repository; a token the registry
-  refuses later (expired) is fetched once more.
+  refuses later (expired) is fetched once more. Credentials never go to a plain-http realm of an
+  https registry.
 
 Errors follow the port's contract, as ``OrasRegistry`` maps them: 404 → ``NotFoundError``; 401/403
 (also from the token service) → ``PermanentError`` ``registry_denied``; 429, 5xx, refused
@@ -215,6 +216,13 @@ class HttpRegistryReader:
         if not realm or urlsplit(realm).scheme not in ("http", "https"):
             raise PermanentError(
                 f"registry {self.host} asked for a bearer token without a usable realm for {what}",
+                code="registry_denied",
+                details={"host": self.host},
+            )
+        if self._credentials is not None and self._base.startswith("https:") and realm.startswith("http:"):
+            raise PermanentError(
+                f"registry {self.host} sends {what}'s token requests to {urlsplit(realm).netloc} over plain http;"
+                " refusing to send the credentials there",
                 code="registry_denied",
                 details={"host": self.host},
             )

@@ -380,24 +380,55 @@ async def test_redirects_are_followed_and_credentials_stay_with_the_registry(reg
 
 def test_https_verifies_the_registry_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TLS against the system's trust store (``SSL_CERT_FILE`` here): trusted reads, untrusted is refused."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = _certificate(key, san=True)
-    (tmp_path / "tls.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    tls = _tls_files(tmp_path)
     data_dir = tmp_path / "registry"
-    tls = {"certificate": str(tmp_path / "tls.pem"), "key": str(tmp_path / "tls.key")}
     server = _pushed_then_restarted(data_dir, http={"tls": tls})
     try:
         assert server.url.startswith("https://")
         with HttpRegistryReader(server.url) as untrusting, pytest.raises(ServiceUnavailableError) as caught:
             asyncio.run(untrusting.manifest("o/r/p", "v1"))
         assert "SSLCertVerificationError" in str(caught.value)
-        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "tls.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", tls["certificate"])
         with HttpRegistryReader(server.url) as trusting:
             manifest = asyncio.run(trusting.manifest("o/r/p", "v1"))
             layer = manifest.content["layers"][0]["digest"]
             assert asyncio.run(trusting.blob("o/r/p", layer, max_bytes=100)) == LAYER.data
     finally:
         server.stop()
+
+
+def test_credentials_are_never_sent_to_a_plain_http_realm_of_an_https_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = _tls_files(tmp_path)
+    asked: list[str] = []
+
+    def token_service(request: http.server.BaseHTTPRequestHandler) -> None:
+        asked.append(request.path)
+        _reply(request, 500, b"")
+
+    token_server, token_url = _serve(token_service)
+    token = {"realm": f"{token_url}/token", "service": SERVICE, "issuer": ISSUER, "rootcertbundle": tls["certificate"]}
+    server = _pushed_then_restarted(tmp_path / "registry", http={"tls": tls}, auth={"token": token})
+    monkeypatch.setenv("SSL_CERT_FILE", tls["certificate"])
+    try:
+        reader = HttpRegistryReader(server.url, username="forge", password=PASSWORD)
+        with reader, pytest.raises(PermanentError) as caught:
+            asyncio.run(reader.manifest("o/r/p", "v1"))
+    finally:
+        server.stop()
+        token_server.shutdown()
+        token_server.server_close()
+    assert caught.value.code == "registry_denied"
+    assert "plain http" in str(caught.value)
+    assert asked == []  # the token service never saw the credentials
+
+
+def _tls_files(folder: Path) -> dict[str, str]:
+    """A self-signed server certificate for 127.0.0.1 and its key: docker-registry's ``http.tls``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    (folder / "tls.pem").write_bytes(_certificate(key, san=True).public_bytes(serialization.Encoding.PEM))
+    (folder / "tls.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return {"certificate": str(folder / "tls.pem"), "key": str(folder / "tls.key")}
