@@ -188,7 +188,7 @@ class RepositoriesController(Controller):
         summary="Change a repository's secret grant and worker pool (operators)",
         description="Replaces `secrets`, the names of the secrets the repository's steps may read (a step naming "
         "any other secret fails before it starts), and/or `pool`, the worker pool (trust boundary) that runs its "
-        "jobs; an omitted field is unchanged, at least one is required, both are written at once or neither. "
+        "jobs; an omitted field is unchanged (`{}` changes nothing), both are written at once or neither. "
         "Names are `[A-Z_][A-Z0-9_]*`, at most 100; `FORGE_*` names and "
         "repositories' webhook secrets are platform credentials and are refused (400 naming `secrets`). "
         "A pool is lower-case letters, digits and inner hyphens, at most 32 characters, `deploy` reserved "
@@ -205,6 +205,8 @@ class RepositoriesController(Controller):
         current = await repositories.get_repository(f"{owner}/{name}")  # 404 before any scan
         if data.secrets is not None:
             await _check_grant(repositories, data.secrets, None)
+        if data.secrets is None and data.pool is None:
+            return RepositoryOut.of(current)
         updated = await repositories.update_repository(current.name, secrets=data.secrets, pool=data.pool)
         return RepositoryOut.of(updated)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
 from litestar.params import KwargDefinition
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import (
@@ -114,12 +114,6 @@ class UpdateRepository(_In):
         description="The worker pool that runs its jobs from now on (runs whose workflow is built later; "
         "omitted: unchanged)",
     )
-
-    @model_validator(mode="after")
-    def _something(self) -> UpdateRepository:
-        if self.secrets is None and self.pool is None:
-            raise ValueError("give secrets, pool or both")
-        return self
 
 
 class CreateRun(_In):
