@@ -275,18 +275,23 @@ def token_registry(tmp_path: Path) -> Iterator[tuple[ServiceProcess, TokenServic
 def _pushed_then_restarted(data_dir: Path, **config: Any) -> ServiceProcess:
     """A registry holding ``o/r/p:v1`` (pushed anonymously over http), restarted with ``config`` added."""
     server = start_registry(data_dir)
-    port = urlsplit(server.url).port
     try:
         asyncio.run(_push(server.url))
     finally:
         server.stop()
+    return _restart(data_dir, **config)
+
+
+def _restart(data_dir: Path, **config: Any) -> ServiceProcess:
+    """Start the registry of ``data_dir`` again (same address), with ``config`` merged into its config."""
     written = json.loads((data_dir / "config.yml").read_text())
     for key, value in config.items():  # sections merge: "http" keeps its address
         written[key] = {**written.get(key, {}), **value}
     (data_dir / "config.yml").write_text(json.dumps(written))
     exe = registry_binary()
     assert exe is not None
-    scheme = "https" if "tls" in config.get("http", {}) else "http"
+    scheme = "https" if "tls" in written["http"] else "http"
+    port = urlsplit(f"http://{written['http']['addr']}").port
     return start_service(
         "docker-registry",
         [exe, "serve", str((data_dir / "config.yml").resolve())],
@@ -320,6 +325,26 @@ async def test_the_bearer_challenge_is_answered_with_a_token_for_the_repository(
         assert (await reader.manifest("o/r/p", manifest.digest)).digest == manifest.digest
     # One token for the repository, asked for with the challenge's service and scope, as the user.
     assert service.requests == [{"service": SERVICE, "scope": "repository:o/r/p:pull", "user": "forge"}]
+
+
+async def test_a_token_the_registry_no_longer_accepts_is_fetched_again(
+    token_registry: tuple[ServiceProcess, TokenService], tmp_path: Path
+) -> None:
+    """The signing key rotates and the registry restarts: the cached token is refused (on a new connection:
+    the kept-alive one died with the old process), a new one is fetched once, the read goes on."""
+    server, service = token_registry
+    with HttpRegistryReader(server.url, username="forge", password=PASSWORD) as reader:
+        first = await reader.manifest("o/r/p", "v1")
+        server.stop()
+        service.key = ec.generate_private_key(ec.SECP256R1())
+        service.certificate = _certificate(service.key)
+        (tmp_path / "token-signer.pem").write_bytes(service.certificate.public_bytes(serialization.Encoding.PEM))
+        restarted = _restart(tmp_path / "registry")
+        try:
+            assert (await reader.manifest("o/r/p", "v1")).digest == first.digest
+        finally:
+            restarted.stop()
+    assert len(service.requests) == 2
 
 
 async def test_a_token_that_grants_nothing_or_refused_credentials_are_denied(
