@@ -163,7 +163,16 @@ class NatsBus:
             # nats-py retries the initial connect ``max_reconnect_attempts`` times, sleeping
             # ``reconnect_time_wait`` between tries (minutes by default): bound it from outside.
             async with asyncio.timeout(connect_timeout):
-                await nc.connect(url, connect_timeout=max(1, round(connect_timeout)), error_cb=_log_error, name="forge")
+                await nc.connect(
+                    url,
+                    connect_timeout=max(1, round(connect_timeout)),
+                    error_cb=_log_error,
+                    name="forge",
+                    # after a NATS restart, try again every second (nats-py waits 2 s): a worker whose job ended
+                    # during the restart stores its outcome sooner; the same ~2 min in all before it gives up
+                    reconnect_time_wait=1,
+                    max_reconnect_attempts=120,
+                )
         except (OSError, nats.errors.Error) as exc:  # OSError covers TimeoutError
             with contextlib.suppress(Exception):
                 await nc.close()
