@@ -239,9 +239,14 @@ def main() -> None:
     after_kill = 0  # done only after the worker running it was SIGKILLed: it could never have been reported
     for key, done, again, pid in twice:
         killed = next((f for f in faults if f.pid == pid), None)
-        if killed is not None and killed.wall < done:
+        if pid <= 1 or (killed is not None and killed.wall < done):  # pid 1: no forge-worker above it any more
             after_kill += 1
-        cause = f"its worker ({pid}) SIGKILLed at done{killed.wall - done:+.3f} s" if killed else f"worker {pid} alive"
+        if pid <= 1:
+            cause = "its worker was already dead (no forge-worker among its ancestors)"
+        elif killed is not None:
+            cause = f"its worker ({pid}) SIGKILLed at done{killed.wall - done:+.3f} s"
+        else:
+            cause = f"its worker ({pid}) was not killed"
         print(f"twice: {' '.join(key)}: started again {again - done:.2f} s after it was done; {cause}")
     if args.json:
         extra = {"steps_twice_done_after_kill": after_kill, "steps_resumed": resumed, "duplicates_acked": duplicates}
