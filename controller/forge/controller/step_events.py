@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import stamina
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from forge.domain.entities import ArtifactType, Trigger
@@ -120,7 +121,7 @@ class StepEventRecorder:
                     await self._record_releases(events)
                     await self.executions.apply_step_events(events)
                     for event in events:
-                        STEP_EVENTS_APPLIED.labels(event.kind).inc()
+                        _applied(event.kind).inc()
                 except TransientError as exc:
                     log.warning("cannot record %d step event(s) yet: %s", len(events), exc)
                     await _keep_alive(messages)
@@ -153,6 +154,16 @@ class StepEventRecorder:
         _, last = await self.bus.stream_bounds(EVENTS_STREAM)
         while (await self.bus.stream_bounds(EVENTS_STREAM))[0] <= last:  # noqa: ASYNC110 - remote state
             await asyncio.sleep(poll)
+
+
+_APPLIED: dict[str, Counter] = {}  # STEP_EVENTS_APPLIED's child per kind: .labels() once, not per event
+
+
+def _applied(kind: str) -> Counter:
+    child = _APPLIED.get(kind)
+    if child is None:
+        child = _APPLIED[kind] = STEP_EVENTS_APPLIED.labels(kind)
+    return child
 
 
 async def _keep_alive(messages: list[BusMessage]) -> None:
