@@ -15,6 +15,13 @@ bounded by ``timeout`` (waiting for a connection included): PostgreSQL slow or d
 through: ``forge.api.auth.limits``). Every ``purge_every`` seconds (of the clock), a take also
 deletes the full buckets (a sequential scan of a table that holds the keys active in the last
 minute or so); a failed purge is logged and retried on the next take.
+
+**Refusals are remembered** until their wait is over: tokens only come back with time, and other
+replicas can only spend them, so a bucket that answered "wait W" at some instant between sending the
+statement (local time ``s``) and reading its answer (``r``) is still short of a token until local
+time ``s + W`` at the earliest. Until then a take of that bucket is refused in this process without
+a statement, with the wait ``r + W - now`` (an upper bound: ``Retry-After`` stays enough). A client
+hammering while limited costs PostgreSQL one statement per wait, not one per request.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresRateLimiter"]
 
 _log = logging.getLogger("forge.limits")
+_MAX_REFUSED = 10_000  # refusals remembered; past it, the ended ones are dropped (then all, if need be)
 
 # $1 is the clock reading of a test, NULL for the database's own (constant within the statement).
 _NOW = "coalesce($1::float8, extract(epoch FROM statement_timestamp())::float8)"
@@ -72,6 +80,8 @@ class PostgresRateLimiter:
         self._timeout = timeout
         self._purge_every = purge_every
         self._purged_at = self._monotonic()
+        # (limit, key, per_minute) -> (local time from which a token may be back, the latest it is back)
+        self._refused: dict[tuple[str, str, float], tuple[float, float]] = {}
 
     @classmethod
     def of_store(cls, store: PostgresStore, **kwargs: Any) -> PostgresRateLimiter:
@@ -82,18 +92,35 @@ class PostgresRateLimiter:
         check_limit(limit)
         if check_per_minute(per_minute) == 0:
             return None
+        bucket = (limit, key, per_minute)
+        sent = self._monotonic()
+        if (refused := self._refused.get(bucket)) is not None:
+            earliest, latest = refused
+            if sent < earliest:
+                return latest - sent
+            del self._refused[bucket]
         interval, lead = window(per_minute)
         now = None if self._clock is None else self._clock()
         row = await self._fetchrow(
             f"taking a token of rate limit {limit}", _SQL_TAKE, now, limit, _key(key), interval, lead
         )
         assert row is not None  # INSERT … ON CONFLICT DO UPDATE always returns its row
-        if self._monotonic() - self._purged_at >= self._purge_every:
+        answered = self._monotonic()
+        if answered - self._purged_at >= self._purge_every:
             await self._purge_quietly()
         if row["admitted"]:
             return None
         wait: float = row["full_at"] + interval - lead - row["now"]  # take_step's wait, same order
+        self._remember(bucket, sent + wait, answered + wait)
         return wait
+
+    def _remember(self, bucket: tuple[str, str, float], earliest: float, latest: float) -> None:
+        if len(self._refused) >= _MAX_REFUSED:
+            now = self._monotonic()
+            self._refused = {b: times for b, times in self._refused.items() if times[0] > now}
+            if len(self._refused) >= _MAX_REFUSED:
+                self._refused.clear()
+        self._refused[bucket] = (earliest, latest)
 
     async def purge(self) -> int:
         self._purged_at = self._monotonic()

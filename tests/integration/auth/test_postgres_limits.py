@@ -19,6 +19,7 @@ from forge.adapters.postgres_limits import PostgresRateLimiter
 from forge.api.__main__ import build
 from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import ServiceUnavailableError
+from forge.ports.limits import TOLERANCE
 from forge.settings import AuthSettings, DatabaseSettings, NatsSettings, ObjectStoreSettings, Settings
 from forge.testing.postgres import create_database_async
 
@@ -174,3 +175,29 @@ async def test_forge_api_keeps_its_buckets_in_postgres(
         assert isinstance(services.rate_limiter, PostgresRateLimiter)
         assert await services.rate_limiter.take("runs", "jane", 1) is None
         assert await services.rate_limiter.take("runs", "jane", 1) is not None
+
+
+async def test_a_refused_bucket_is_answered_from_memory_until_its_wait_is_over(
+    dsn: str, pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    clock = Clock()
+    limiter = PostgresRateLimiter(pool, clock=clock, timeout=0.3)
+    assert [await limiter.take("runs", "jane", 3) for _ in range(3)] == [None, None, None]
+    assert await limiter.take("runs", "jane", 3) == pytest.approx(20 - TOLERANCE)
+    assert await limiter.take("runs", "joe", 3) is None
+    holder = await asyncpg.connect(dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT * FROM rate_limit_buckets FOR UPDATE")  # any statement now times out
+            for _ in range(100):
+                assert await limiter.take("runs", "jane", 3) == pytest.approx(20 - TOLERANCE)  # no statement
+            clock.now += 19
+            assert await limiter.take("runs", "jane", 3) == pytest.approx(1 - TOLERANCE)
+            with pytest.raises(ServiceUnavailableError):  # what any other bucket's take gets meanwhile
+                await limiter.take("runs", "joe", 3)
+            clock.now += 1  # the wait is over: asked again
+            with pytest.raises(ServiceUnavailableError):
+                await limiter.take("runs", "jane", 3)
+        assert await limiter.take("runs", "jane", 3) is None
+    finally:
+        await holder.close()
