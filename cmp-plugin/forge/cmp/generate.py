@@ -48,12 +48,13 @@ _OBJECTS_VERSION = b"forge-cmp objects 1\n"
 class Context:
     """What is known so far, for the one-line error: filled in as ``generate`` learns it."""
 
-    __slots__ = ("app", "environment", "pointer")
+    __slots__ = ("app", "environment", "pointer", "source")
 
     def __init__(self) -> None:
         self.app = "?"
         self.environment = "?"
         self.pointer: ReleasePointer | None = None
+        self.source = "?"  # memo (the same inputs again), cache (the release by digest) or registry
 
     def describe(self) -> str:
         release = "?" if self.pointer is None else f"{self.pointer.describe()} {self.pointer.digest[:19]}"
@@ -83,6 +84,7 @@ def generate(
     fingerprint = _code_fingerprint()
     memo_key = _memo_key(fingerprint, segments, pointer_bytes, env_bytes, project_bytes)
     if cache is not None and (memoized := _stored(cache, "renders", memo_key)) is not None:
+        context.source = "memo"
         return memoized
     # Imported past the memo: a replayed render needs none of them (module docstring).
     from forge.cmp.documents import load_documents

@@ -8,6 +8,7 @@ the diff). Every failure: a non-zero exit, exactly one line on stderr, nothing o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -228,3 +229,45 @@ async def test_registry_credentials_come_from_the_environment_and_a_refusal_is_o
         assert (rendered.code, rendered.err, rendered.out) == (0, "", GOLDEN.read_text(encoding="utf-8"))
     finally:
         registry.stop()
+
+
+async def test_each_render_appends_one_json_record_to_forge_cmp_log(
+    registry_server: ServiceProcess, tmp_path: Path
+) -> None:
+    """Render time as a structured field (issue 11): registry, then memo, then a refusal; stdout and the
+    refusal's one line on stderr are as without the log."""
+    digest = await _push(registry_server.url)
+    app = write_gitops(tmp_path / "gitops", digest, project_data=PROJECT_DATA)
+    log = tmp_path / "cmp.log"
+    cold = _generate(app, tmp_path / "gitops", registry_server.url, tmp_path / "cache", FORGE_CMP_LOG=str(log))
+    memo = _generate(app, tmp_path / "gitops", registry_server.url, tmp_path / "cache", FORGE_CMP_LOG=str(log))
+    assert (cold.code, cold.err, memo.out) == (0, "", cold.out)
+    (app / "release.yaml").write_text("kind: Nothing\n", encoding="utf-8")
+    refused = _generate(app, tmp_path / "gitops", registry_server.url, tmp_path / "cache", FORGE_CMP_LOG=str(log))
+    assert (refused.code, refused.out, refused.err.count("\n")) == (1, "", 1), refused
+
+    first, second, third = (json.loads(line) for line in log.read_text(encoding="utf-8").splitlines())
+    for record in (first, second, third):
+        assert (record["service"], record["app"], record["environment"]) == ("forge-cmp", "acme-shop-web", "dev")
+        assert isinstance(record["render_ms"], float)
+        assert record["render_ms"] > 0
+    assert (first["source"], first["exit"], first["level"], first["message"]) == ("registry", 0, "INFO", "rendered")
+    assert (first["digest"], first["bytes"]) == (digest, len(cold.out.encode()))
+    assert first["release"].startswith("acme/shop/web@")
+    assert (second["source"], second["exit"], second["bytes"]) == ("memo", 0, len(cold.out.encode()))
+    assert (third["exit"], third["level"], third["bytes"]) == (1, "ERROR", 0)
+    assert third["message"] in refused.err
+
+
+async def test_a_log_that_cannot_be_written_changes_nothing_but_a_warning(
+    registry_server: ServiceProcess, tmp_path: Path
+) -> None:
+    digest = await _push(registry_server.url)
+    app = write_gitops(tmp_path / "gitops", digest, project_data=PROJECT_DATA)
+    run = _generate(
+        app, tmp_path / "gitops", registry_server.url, tmp_path / "cache", FORGE_CMP_LOG=str(tmp_path / "no" / "log")
+    )
+    assert run.code == 0
+    assert run.out
+    assert run.err.startswith("forge-cmp: FORGE_CMP_LOG ")
+    assert "cannot append" in run.err

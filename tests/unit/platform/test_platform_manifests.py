@@ -238,8 +238,13 @@ def test_the_cmp_is_a_repo_server_sidecar_with_the_plugin_of_the_repository(dire
     assert config["data"]["plugin.yaml"] == (ROOT / "cmp-plugin" / "plugin.yaml").read_text(encoding="utf-8")
     mount = {m["name"]: m for m in sidecar["volumeMounts"]}["forge-cmp-plugin"]
     assert mount["mountPath"] == "/home/argocd/cmp-server/config/plugin.yaml"
-    registry = {e["name"]: e.get("value") for e in sidecar["env"]}["FORGE_REGISTRY__URL"]
-    assert registry == _one(objects, "ConfigMap", "forge-config")["data"]["FORGE_REGISTRY__URL"]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["FORGE_REGISTRY__URL"] == _one(objects, "ConfigMap", "forge-config")["data"]["FORGE_REGISTRY__URL"]
+    # each render's JSON line goes to the container log (docs/cmp.md), and Alloy collects that container
+    assert env["FORGE_CMP_LOG"] == "/proc/1/fd/1"
+    alloy = (PLATFORM / "components" / "monitoring" / "config.alloy").read_text(encoding="utf-8")
+    assert f'regex         = "{sidecar["name"]}"' in alloy
+    assert 'names = ["argocd"]' in alloy
 
 
 @pytest.mark.parametrize("directory", FORGE_OVERLAYS)
