@@ -1,4 +1,5 @@
-"""The bytes of recent ``*_json`` reads of ``PostgresStore``, so an unchanged document is not built again.
+"""The ``*_json`` reads of ``PostgresStore``: the bytes of recent documents, so an unchanged document is not
+built again, and reads of one document coalesced.
 
 A read holding a document first asks for the current version alone (``SQL_RUN_VERSION``: the run row's
 ``xmin``; ``SQL_EXECUTIONS_VERSION``: the run's head, one primary-key probe) and answers with the held
@@ -6,8 +7,9 @@ bytes when it is theirs: one small statement, whose plan is a few nodes (the doc
 have a hundred, and PostgreSQL initialises every node of a plan on each execution, run or not). When
 the version moved, or nothing is held, the document statement builds the body and its version from one
 snapshot. A finished run read a thousand times is formatted once per API process. The version changes
-whenever a byte of the body would (the ``JsonDocument`` contract), so a hit is never stale: the answer
-is as fresh as the statement that checked it.
+whenever a write of the store changes a byte of the body (the ``JsonDocument`` contract), so a hit is
+never stale: the answer is as fresh as the statement that checked it, and that statement was sent
+after the read arrived (``DocumentReads``).
 """
 
 from __future__ import annotations
