@@ -80,8 +80,8 @@ class PostgresRateLimiter:
         self._timeout = timeout
         self._purge_every = purge_every
         self._purged_at = self._monotonic()
-        # (limit, key, per_minute) -> (local time from which a token may be back, the latest it is back)
-        self._refused: dict[tuple[str, str, float], tuple[float, float]] = {}
+        # (limit, key digest, per_minute) -> (local time from which a token may be back, the latest it is back)
+        self._refused: dict[tuple[str, bytes, float], tuple[float, float]] = {}
 
     @classmethod
     def of_store(cls, store: PostgresStore, **kwargs: Any) -> PostgresRateLimiter:
@@ -92,7 +92,8 @@ class PostgresRateLimiter:
         check_limit(limit)
         if check_per_minute(per_minute) == 0:
             return None
-        bucket = (limit, key, per_minute)
+        digest = _key(key)
+        bucket = (limit, digest, per_minute)
         sent = self._monotonic()
         if (refused := self._refused.get(bucket)) is not None:
             earliest, latest = refused
@@ -102,7 +103,7 @@ class PostgresRateLimiter:
         interval, lead = window(per_minute)
         now = None if self._clock is None else self._clock()
         row = await self._fetchrow(
-            f"taking a token of rate limit {limit}", _SQL_TAKE, now, limit, _key(key), interval, lead
+            f"taking a token of rate limit {limit}", _SQL_TAKE, now, limit, digest, interval, lead
         )
         assert row is not None  # INSERT … ON CONFLICT DO UPDATE always returns its row
         answered = self._monotonic()
@@ -114,7 +115,7 @@ class PostgresRateLimiter:
         self._remember(bucket, sent + wait, answered + wait)
         return wait
 
-    def _remember(self, bucket: tuple[str, str, float], earliest: float, latest: float) -> None:
+    def _remember(self, bucket: tuple[str, bytes, float], earliest: float, latest: float) -> None:
         if len(self._refused) >= _MAX_REFUSED:
             now = self._monotonic()
             self._refused = {b: times for b, times in self._refused.items() if times[0] > now}

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import asyncpg
 import pytest
 
+from forge.adapters import postgres_limits
 from forge.adapters.postgres_limits import PostgresRateLimiter
 from forge.api.__main__ import build
 from forge.embedded.process import ServiceProcess, free_port
@@ -201,3 +202,23 @@ async def test_a_refused_bucket_is_answered_from_memory_until_its_wait_is_over(
         assert await limiter.take("runs", "jane", 3) is None
     finally:
         await holder.close()
+
+
+async def test_remembered_refusals_are_bounded(
+    pool: asyncpg.Pool[asyncpg.Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_limits, "_MAX_REFUSED", 3)
+    clock = Clock()
+    limiter = PostgresRateLimiter(pool, clock=clock)
+    for n in range(3):
+        assert await limiter.take("runs", f"k{n}", 1) is None
+        assert await limiter.take("runs", f"k{n}", 1) is not None
+    clock.now += 60  # k0..k2 have waited theirs: dropped to make room
+    await limiter.take("runs", "k3", 1)
+    assert await limiter.take("runs", "k3", 1) is not None
+    assert len(limiter._refused) == 1
+    for n in range(4, 8):  # none has waited: past the bound, all are forgotten (the database still answers)
+        await limiter.take("runs", f"k{n}", 1)
+        assert await limiter.take("runs", f"k{n}", 1) is not None
+        assert len(limiter._refused) <= 3
+    assert await limiter.take("runs", "k4", 1) == pytest.approx(60 - TOLERANCE)
