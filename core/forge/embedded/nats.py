@@ -16,6 +16,12 @@ def start_nats(data_dir: Path, port: int | None = None, *, timeout: float = 30.0
 
     Ready when the monitor's ``/healthz?js-enabled-only=true`` answers 200. ``extra["monitor_url"]``
     is the HTTP monitoring endpoint.
+
+    JetStream keeps its default ``sync_interval`` (Debian's 2.9 has no such option): a SIGKILLed
+    server keeps every message it acknowledged but may forget the last consumer acks, which the
+    workers' stored-result read on every delivery covers (docs/architecture.md, "No step runs again
+    once it ended"); an fsync per message would protect against a machine crash only, at half the
+    sequential job rate (docs/performance.md).
     """
     client_port = port if port is not None else free_port()
     monitor_port = free_port()
