@@ -8,7 +8,14 @@ remove the private copy (always).
 
 A first delivery of a first attempt costs its log one object write when the step ends before
 the first upload; only a redelivery (an earlier worker died mid-step) or a retry attempt looks
-for, and deletes, what an earlier run of the step left in the store.
+for what an earlier run of the step left in the store, and takes it over (``LogWriter.take_over``:
+the earlier log, then, for a redelivery, one ``forge:`` line marking the boundary), so a follow
+across a retry or a worker kill shows each run once and equals the final log.
+
+Once the step's process has exited and its output is read, the step is *settled*
+(``runtime.settle``: its result, its log checkpoint and its final event, in one publish) before
+the log is closed and the event published; a delivery that finds it settled (this worker died in
+between) runs ``resume``: the log sealed from the checkpoint, the event published, no step run.
 
 Events: ``started`` goes out once the step has run for ``CiSettings.started_event_after`` seconds
 (a shorter step reports only its outcome, which implies it started), then one of ``success``,
