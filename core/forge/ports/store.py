@@ -209,10 +209,11 @@ class JsonDocument:
 
     body: bytes
     version: str
-    """Opaque and cheap: different as soon as any row the body was built from changed, equal while
-    none of the rows it covers did (an adapter may cover more than the body shows, say every row of
-    the run under one page of it). An ``ETag`` is made from it. Only comparable between reads of the
-    same method with the same arguments on the same adapter."""
+    """Opaque and cheap: different as soon as a write of the store changed any row the body was built
+    from, equal while none of the rows it covers did (an adapter may cover more than the body shows,
+    say every row of the run under one page of it; PostgreSQL versions executions by the run's newest
+    change, so a row edited by hand outside the store is not seen). An ``ETag`` is made from it. Only
+    comparable between reads of the same method with the same arguments on the same adapter."""
     total: int = 1
     """For a page: how many items there are in all (steps of the run, runs matching the filter)."""
 
