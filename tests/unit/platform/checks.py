@@ -10,7 +10,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ import jsonschema
 import kubernetes_validate
 from ruamel.yaml import YAML
 
+from forge.domain.messages import DEFAULT_POOL, STREAMS, JobType, check_pool, pool_filter
 from forge.releases.schemas import has_schema
+from forge.workflows.workers.runtime import consumer_name
 
 ROOT = Path(__file__).resolve().parents[3]
 PLATFORM = ROOT / "gitops" / "platform"
@@ -55,11 +57,14 @@ def kubectl() -> Path:
 @cache
 def build(directory: str) -> tuple[Obj, ...]:
     """``kubectl kustomize <gitops/platform/directory>``, parsed."""
-    done = subprocess.run(
-        [str(kubectl()), "kustomize", str(PLATFORM / directory)], capture_output=True, text=True, check=False
-    )
+    return build_at(PLATFORM / directory)
+
+
+def build_at(path: Path) -> tuple[Obj, ...]:
+    """``kubectl kustomize <path>``, parsed (a copy of the tree, for a build the repository does not hold)."""
+    done = subprocess.run([str(kubectl()), "kustomize", str(path)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise AssertionError(f"kubectl kustomize {directory} failed:\n{done.stderr}")
+        raise AssertionError(f"kubectl kustomize {path} failed:\n{done.stderr}")
     return load(done.stdout)
 
 
@@ -334,3 +339,250 @@ def prometheus_objects_before_their_crds(objects: Sequence[Obj], rendered: Calla
                 f"not after the CRDs ({name(crds[0])}, wave {crd_wave})"
             )
     return problems
+
+
+# Worker pools (docs/deploy.md, "Worker pools"): one pool's workers are the default pool's with the
+# pool's name, consumers, identity, step secrets and nodes, and no selector spans two pools.
+
+POOL_LABEL = "forge.projectcatalyst.io/pool"
+_COMPONENT = "app.kubernetes.io/component"
+_SELECTOR_PATHS = {
+    "StatefulSet": ("spec", "selector"),
+    "Deployment": ("spec", "selector"),
+    "DaemonSet": ("spec", "selector"),
+    "ReplicaSet": ("spec", "selector"),
+    "PodDisruptionBudget": ("spec", "selector"),
+    "NetworkPolicy": ("spec", "podSelector"),
+    "AuthorizationPolicy": ("spec", "selector"),
+    "PeerAuthentication": ("spec", "selector"),
+}
+
+
+def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, Any]) -> bool:
+    """Whether a LabelSelector (``matchLabels`` and ``matchExpressions``) selects ``labels``; an empty
+    or absent selector selects every pod."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or ():
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or ()
+        present = key in labels
+        if (
+            (operator == "In" and (not present or labels[key] not in values))
+            or (operator == "NotIn" and present and labels[key] in values)
+            or (operator == "Exists" and not present)
+            or (operator == "DoesNotExist" and present)
+        ):
+            return False
+    return True
+
+
+def pod_selector(obj: Obj) -> Mapping[str, Any] | None:
+    """The pods an object applies to, as a LabelSelector; None when it selects no pods (a Service
+    without a selector, a kind that selects none)."""
+    if obj["kind"] == "Service":
+        selector = _get(obj, ("spec", "selector"))
+        return {"matchLabels": selector} if selector else None
+    path = _SELECTOR_PATHS.get(str(obj["kind"]))
+    if path is None:
+        return None
+    return _get(obj, path) or {}  # a policy without a selector applies to its whole namespace
+
+
+def worker_pods(objects: Sequence[Obj]) -> list[tuple[Obj, Mapping[str, Any]]]:
+    """``(workload, pod template labels)`` of every worker."""
+    return [
+        (obj, labels)
+        for obj in objects
+        if obj["kind"] in _POD_SPEC_PATHS
+        and (labels := _get(obj, (*_POD_SPEC_PATHS[str(obj["kind"])][:-1], "metadata", "labels")) or {}).get(_COMPONENT)
+        == "worker"
+    ]
+
+
+def pool_of(obj: Obj) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(POOL_LABEL)
+
+
+def selectors_across_pools(objects: Sequence[Obj], shared: Set[str]) -> list[str]:
+    """A worker without a pool label; an object that applies to the workers of two pools (unless it is
+    namespace-wide plumbing named in ``shared``, ``"<Kind>/<name>"``); an object of a pool (its label)
+    that applies to another pool's workers."""
+    workers = worker_pods(objects)
+    problems = [f"{name(w)}: its pods have no {POOL_LABEL} label" for w, labels in workers if POOL_LABEL not in labels]
+    for obj in objects:
+        selector = pod_selector(obj)
+        if selector is None:
+            continue
+        namespace = obj["metadata"].get("namespace")
+        pools = {
+            labels.get(POOL_LABEL)
+            for w, labels in workers
+            if w["metadata"].get("namespace") == namespace and selects(selector, labels)
+        }
+        own = pool_of(obj)
+        if own is not None and pools - {own}:
+            problems.append(f"{name(obj)}: of the pool {own}, applies to the workers of {sorted(map(str, pools))}")
+        elif len(pools) > 1 and name(obj) not in shared:
+            problems.append(f"{name(obj)}: applies to the workers of the pools {sorted(map(str, pools))}")
+    return problems
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container.get("env") or ()}
+
+
+def _step_secret_names(workload: Obj) -> set[str]:
+    spec = pod_spec(workload) or {}
+    return {
+        str(v["secret"]["secretName"])
+        for v in spec.get("volumes") or ()
+        if v.get("name") == "step-secrets" and "secret" in v
+    }
+
+
+def _remote_keys(objects: Sequence[Obj], secret: str) -> set[str]:
+    keys: set[str] = set()
+    for obj in objects:
+        if obj["kind"] == "ExternalSecret" and obj["spec"]["target"]["name"] == secret:
+            keys |= {str(d["remoteRef"]["key"]) for d in obj["spec"].get("data") or ()}
+            keys |= {str(d["extract"]["key"]) for d in obj["spec"].get("dataFrom") or () if "extract" in d}
+    return keys
+
+
+def pool_worker_problems(objects: Sequence[Obj], job_types: Sequence[JobType]) -> list[str]:
+    """Each worker of a pool other than the default: a valid pool name in FORGE_WORKER__POOL and its
+    label, named ``forge-worker-<type>-<pool>``, scaled (never to 0) on the consumer the code names
+    for its type and pool on its type's stream, its own ServiceAccount without a token, step secrets
+    of its own (another Secret and other store keys than the default pool's), on the pool's nodes; and
+    each pool has a worker for every job type in ``job_types`` (every job of a run carries its pool)."""
+    problems: list[str] = []
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"]: o
+        for o in objects
+        if o["kind"] == "ScaledObject" and o["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    }
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    workers = worker_pods(objects)
+    default_accounts = {
+        (pod_spec(w) or {}).get("serviceAccountName") for w, pod in workers if pod.get(POOL_LABEL) == DEFAULT_POOL
+    }
+    default_secrets = {s for w, pod in workers if pod.get(POOL_LABEL) == DEFAULT_POOL for s in _step_secret_names(w)}
+    default_keys = {k for s in default_secrets for k in _remote_keys(objects, s)}
+    served: dict[str, set[str]] = {}
+    for workload, labels in workers:
+        pool = labels.get(POOL_LABEL)
+        if pool is None or pool == DEFAULT_POOL:
+            continue
+        where = name(workload)
+        ((spec, container),) = containers(workload)
+        try:
+            check_pool(str(pool))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        env = _env(container)
+        if env.get("FORGE_WORKER__POOL") != pool:
+            problems.append(f"{where}: FORGE_WORKER__POOL is {env.get('FORGE_WORKER__POOL')!r}, its pool is {pool!r}")
+        job_type = JobType(container["command"][1])
+        served.setdefault(str(pool), set()).add(job_type.value)
+        if workload["metadata"]["name"] != f"forge-worker-{job_type.value}-{pool}":
+            problems.append(f"{where}: not named forge-worker-{job_type.value}-{pool}")
+        scaler = scaled.get(workload["metadata"]["name"])
+        if scaler is None:
+            problems.append(f"{where}: no ScaledObject")
+        else:
+            (trigger,) = scaler["spec"]["triggers"]
+            if trigger["metadata"].get("consumer") != consumer_name(job_type, pool):
+                problems.append(
+                    f"{name(scaler)}: consumer {trigger['metadata'].get('consumer')!r}, "
+                    f"the workers consume {consumer_name(job_type, pool)!r}"
+                )
+            wanted = [s.name for s in STREAMS if _covers(s.subjects, pool_filter(job_type, pool))]
+            if [trigger["metadata"].get("stream")] != wanted:
+                problems.append(
+                    f"{name(scaler)}: stream {trigger['metadata'].get('stream')!r}, the jobs are on {wanted}"
+                )
+            if scaler["spec"].get("minReplicaCount", 0) < 1:
+                problems.append(f"{name(scaler)}: may scale to 0 (the pool's consumer exists once a worker started)")
+        account = spec.get("serviceAccountName")
+        if account in default_accounts or account not in accounts:
+            problems.append(f"{where}: service account {account!r} is the default pool's or missing")
+        elif accounts[account].get("automountServiceAccountToken") is not False or pool_of(accounts[account]) != pool:
+            problems.append(f"{where}: service account {account!r} mounts a token or is not the pool's")
+        for secret in _step_secret_names(workload):
+            keys = _remote_keys(objects, secret)
+            if secret in default_secrets or not keys or keys & default_keys:
+                problems.append(f"{where}: step secrets {secret!r} (store keys {sorted(keys)}) are not the pool's own")
+        if (spec.get("nodeSelector") or {}).get(POOL_LABEL) != pool or not any(
+            t.get("key") == POOL_LABEL and t.get("value") == pool for t in spec.get("tolerations") or ()
+        ):
+            problems.append(f"{where}: not on the pool's nodes (nodeSelector and toleration {POOL_LABEL}={pool})")
+    for pool, types in served.items():
+        missing = sorted({t.value for t in job_types} - types)
+        if missing:
+            problems.append(f"pool {pool}: no worker for {missing} (their jobs would stay queued)")
+    return problems
+
+
+def _covers(patterns: Sequence[str], subject: str) -> bool:
+    return any(subject.startswith(p.removesuffix(">")) for p in patterns)
+
+
+def as_default_pool(obj: Obj, pool: str) -> dict[str, Any]:
+    """A pool's object as the default pool's would read: its names without ``-<pool>``, its consumer
+    ``<type>-consumer``, its pool label ``default``, without FORGE_WORKER__POOL, nodes and tolerations."""
+    text = json.dumps(obj).replace(f'-{pool}"', '"').replace(f"-{pool}-consumer", "-consumer")
+    text = text.replace(f'"{POOL_LABEL}": "{pool}"', f'"{POOL_LABEL}": "{DEFAULT_POOL}"')
+    copy_: dict[str, Any] = json.loads(text)
+    path = _POD_SPEC_PATHS.get(str(copy_["kind"]))
+    spec = _get(copy_, path) if path else None
+    if isinstance(spec, dict):
+        spec.pop("nodeSelector", None)
+        spec.pop("tolerations", None)
+        for container in spec.get("containers") or ():
+            container["env"] = [e for e in container.get("env") or () if e["name"] != "FORGE_WORKER__POOL"]
+    if copy_["kind"] == "ScaledObject":
+        copy_["spec"].pop("minReplicaCount", None)
+    if copy_["metadata"].get("labels") == {POOL_LABEL: DEFAULT_POOL}:
+        copy_["metadata"].pop("labels")
+    return copy_
+
+
+def pool_drift(objects: Sequence[Obj]) -> list[str]:
+    """A pool's StatefulSet, Service, ScaledObject, NetworkPolicy or AuthorizationPolicy that differs
+    from the default pool's of the same name in anything but what makes it the pool's (as_default_pool)."""
+    compared = {"StatefulSet", "Service", "ScaledObject", "NetworkPolicy", "AuthorizationPolicy"}
+    defaults = {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"] in compared}
+    problems = []
+    for obj in objects:
+        pool = pool_of(obj)
+        if obj["kind"] not in compared or pool in (None, DEFAULT_POOL):
+            continue
+        mine = as_default_pool(obj, str(pool))
+        default = defaults.get((mine["kind"], mine["metadata"]["name"]))
+        if default is None:
+            problems.append(f"{name(obj)}: no default-pool {mine['kind']}/{mine['metadata']['name']} to compare with")
+            continue
+        theirs = json.loads(json.dumps(default))
+        if theirs["kind"] == "ScaledObject":
+            theirs["spec"].pop("minReplicaCount", None)
+        if theirs["metadata"].get("labels") == {POOL_LABEL: DEFAULT_POOL}:
+            theirs["metadata"].pop("labels")
+        if mine != theirs:
+            problems.append(
+                f"{name(obj)}: differs from {name(default)} beyond the pool ({_first_difference(mine, theirs)})"
+            )
+    return problems
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return f"{path or '(object)'}: {a!r} != {b!r}"

@@ -30,6 +30,10 @@ from .checks import (
 )
 
 FORGE_OVERLAYS = ["forge/overlays/dev", "forge/overlays/prod"]
+# An overlay with another worker pool (forge/pools/example, docs/deploy.md "Worker pools"): every
+# check of the forge overlays holds for it too; test_worker_pools.py checks the pool itself.
+POOL_OVERLAYS = ["forge/overlays/prod-pool-example"]
+FORGE_BUILDS = [*FORGE_OVERLAYS, *POOL_OVERLAYS]
 APP_OVERLAYS = ["apps/overlays/dev", "apps/overlays/prod"]
 COMPONENTS = [
     "components/postgres",
@@ -38,7 +42,7 @@ COMPONENTS = [
     "components/monitoring",
     "components/platform-secrets",
 ]
-BUILDS = [*FORGE_OVERLAYS, *APP_OVERLAYS, *COMPONENTS]
+BUILDS = [*FORGE_BUILDS, *APP_OVERLAYS, *COMPONENTS]
 MADE_BY_OPERATORS = {"forge-db-app": "CloudNativePG (the Cluster's app user)"}
 
 
@@ -167,7 +171,7 @@ def test_the_checks_catch_unknown_fields_kinds_without_schema_and_unpinned_chart
 # What the platform promises, checked on the rendered objects.
 
 
-@pytest.mark.parametrize("directory", FORGE_OVERLAYS)
+@pytest.mark.parametrize("directory", FORGE_BUILDS)
 def test_the_controller_runs_twice_with_leader_election_on_its_lease(directory: str) -> None:
     objects = build(directory)
     controller = _one(objects, "Deployment", "forge-controller")
@@ -183,7 +187,7 @@ def test_the_controller_runs_twice_with_leader_election_on_its_lease(directory: 
     assert _one(objects, "PodDisruptionBudget", "forge-controller")
 
 
-@pytest.mark.parametrize("directory", FORGE_OVERLAYS)
+@pytest.mark.parametrize("directory", FORGE_BUILDS)
 def test_the_api_has_a_service_an_hpa_a_pdb_and_routes(directory: str) -> None:
     objects = build(directory)
     _one(objects, "Deployment", "forge-api")
@@ -205,7 +209,7 @@ def _stream_of(job_type: JobType) -> str:
     return stream
 
 
-@pytest.mark.parametrize("directory", FORGE_OVERLAYS)
+@pytest.mark.parametrize("directory", FORGE_BUILDS)
 def test_every_job_type_has_a_worker_statefulset_scaled_on_its_consumer_lag(directory: str) -> None:
     objects = build(directory)
     scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in objects if o["kind"] == "ScaledObject"}
@@ -225,7 +229,7 @@ def test_every_job_type_has_a_worker_statefulset_scaled_on_its_consumer_lag(dire
         assert scaled[worker["metadata"]["name"]]["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
 
 
-@pytest.mark.parametrize("directory", FORGE_OVERLAYS)
+@pytest.mark.parametrize("directory", FORGE_BUILDS)
 def test_the_cmp_is_a_repo_server_sidecar_with_the_plugin_of_the_repository(directory: str) -> None:
     objects = build(directory)
     repo_server = _one(objects, "Deployment", "argocd-repo-server")
@@ -247,7 +251,7 @@ def test_the_cmp_is_a_repo_server_sidecar_with_the_plugin_of_the_repository(dire
     assert 'names = ["argocd"]' in alloy
 
 
-@pytest.mark.parametrize("directory", FORGE_OVERLAYS)
+@pytest.mark.parametrize("directory", FORGE_BUILDS)
 def test_only_the_controller_gets_a_kubernetes_token(directory: str) -> None:
     objects = build(directory)
     accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
@@ -261,7 +265,7 @@ def test_only_the_controller_gets_a_kubernetes_token(directory: str) -> None:
                 assert pod.get("automountServiceAccountToken") is False, obj["metadata"]["name"]
 
 
-@pytest.mark.parametrize("directory", FORGE_OVERLAYS)
+@pytest.mark.parametrize("directory", FORGE_BUILDS)
 def test_the_namespace_is_in_the_ambient_mesh_and_every_workload_has_a_policy(directory: str) -> None:
     objects = build(directory)
     namespace = _one(objects, "Namespace", "forge")
