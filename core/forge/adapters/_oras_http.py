@@ -1,6 +1,7 @@
 """The OCI distribution requests of :mod:`forge.adapters.oras_registry`, sent with oras's ``do_request``.
 
-Every answer goes through :meth:`RegistryHttp.check`, the one translation into the port's error
+Every answer goes through :meth:`RegistryHttp.check` (``forge.adapters._registry_answers``, the one
+translation shared with the CMP's reader) into the port's error
 contract: 404 → NotFoundError; 401/403 → ``registry_denied``; 429 and 5xx → ServiceUnavailableError
 (with ``Retry-After``); other 4xx → PermanentError with the registry's own error code, lowercased
 (``manifest_invalid``, ``digest_invalid``, ...). Transport failures (requests' exceptions are
@@ -14,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, NoReturn
 from urllib.parse import urljoin
 
+from forge.adapters._registry_answers import denied, failure
 from forge.errors import (
     ForgeError,
     LimitExceededError,
-    NotFoundError,
     PermanentError,
     ServiceUnavailableError,
 )
@@ -148,34 +149,12 @@ class RegistryHttp:
             self._denied(what, 401)
 
     def check(self, answer: Any, what: str) -> None:
-        status = int(answer.status_code)
-        if status < 300:
-            return
-        code, message = _registry_error(answer)
-        said = f": {code}: {message}" if code else ""
-        details = {"host": self.host, "status": status, "registry_code": code}
-        if status == 404:
-            raise NotFoundError(f"{what} not found in registry {self.host}{said}", details=details)
-        if status in (401, 403):
-            self._denied(what, status)
-        if status == 429 or status >= 500:
-            raise ServiceUnavailableError(
-                f"registry {self.host} answered HTTP {status} for {what}{said}",
-                retry_after=_retry_after(answer),
-                details=details,
-            )
-        raise PermanentError(
-            f"registry {self.host} refused {what} (HTTP {status}){said}",
-            code=code.lower() if code else "registry_rejected",
-            details=details,
-        )
+        error = failure(self.host, what, int(answer.status_code), answer.content, answer.headers.get("Retry-After"))
+        if error is not None:
+            raise error
 
     def _denied(self, what: str, status: int) -> NoReturn:
-        raise PermanentError(
-            f"registry {self.host} denied access to {what} (HTTP {status}); check FORGE_REGISTRY__USERNAME/PASSWORD",
-            code="registry_denied",
-            details={"host": self.host, "status": status},
-        )
+        raise denied(self.host, what, status)
 
     def _read(self, answer: Any, limit: int, what: str) -> bytes:
         """The body, refused before reading when its announced length passes ``limit``, and while reading."""
@@ -190,18 +169,3 @@ class RegistryHttp:
                 raise LimitExceededError(f"{what} in {self.host} has more than {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-def _registry_error(answer: Any) -> tuple[str, str]:
-    """The first ``{"errors": [{"code", "message"}]}`` entry of an OCI distribution error body."""
-    try:
-        errors = answer.json().get("errors") or []
-        first = errors[0]
-        return str(first.get("code") or ""), str(first.get("message") or "")[:200]
-    except (ValueError, AttributeError, IndexError, TypeError):
-        return "", ""
-
-
-def _retry_after(answer: Any) -> float | None:
-    value = str(answer.headers.get("Retry-After") or "")
-    return float(value) if value.isdigit() else None

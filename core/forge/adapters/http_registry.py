@@ -40,13 +40,13 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from forge.adapters._registry_answers import denied, failure, retry_after
 from forge.errors import (
     InvalidInputError,
     LimitExceededError,
-    NotFoundError,
     PermanentError,
     ServiceUnavailableError,
 )
@@ -241,7 +241,7 @@ class HttpRegistryReader:
         if answer.status == 429 or answer.status >= 500:
             raise ServiceUnavailableError(
                 f"token service {token_host} of registry {self.host} answered HTTP {answer.status} for {what}",
-                retry_after=_retry_after(answer),
+                retry_after=retry_after(answer.headers.get("retry-after")),
                 details={"host": token_host, "status": answer.status},
             )
         try:
@@ -345,34 +345,12 @@ class HttpRegistryReader:
         return b"".join(chunks)
 
     def _check(self, answer: _Answer, what: str) -> None:
-        status = answer.status
-        if 200 <= status < 300:
-            return
-        code, message = _registry_error(answer.body)
-        said = f": {code}: {message}" if code else ""
-        details: dict[str, Any] = {"host": self.host, "status": status, "registry_code": code}
-        if status == 404:
-            raise NotFoundError(f"{what} not found in registry {self.host}{said}", details=details)
-        if status in (401, 403):
-            self._denied(what, status)
-        if status == 429 or status >= 500:
-            raise ServiceUnavailableError(
-                f"registry {self.host} answered HTTP {status} for {what}{said}",
-                retry_after=_retry_after(answer),
-                details=details,
-            )
-        raise PermanentError(
-            f"registry {self.host} refused {what} (HTTP {status}){said}",
-            code=code.lower() if code else "registry_rejected",
-            details=details,
-        )
+        error = failure(self.host, what, answer.status, answer.body, answer.headers.get("retry-after"))
+        if error is not None:
+            raise error
 
     def _denied(self, what: str, status: int) -> NoReturn:
-        raise PermanentError(
-            f"registry {self.host} denied access to {what} (HTTP {status}); check FORGE_REGISTRY__USERNAME/PASSWORD",
-            code="registry_denied",
-            details={"host": self.host, "status": status},
-        )
+        raise denied(self.host, what, status)
 
 
 async def _blocking(call: Callable[[], T]) -> T:
@@ -409,17 +387,3 @@ def _basic_header(username: str, password: str) -> str:
     import base64
 
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-
-
-def _registry_error(body: bytes) -> tuple[str, str]:
-    """The first ``{"errors": [{"code", "message"}]}`` entry of an OCI distribution error body."""
-    try:
-        first = json.loads(body).get("errors")[0]
-        return str(first.get("code") or ""), str(first.get("message") or "")[:200]
-    except (ValueError, AttributeError, IndexError, TypeError):
-        return "", ""
-
-
-def _retry_after(answer: _Answer) -> float | None:
-    value = answer.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None
