@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
-from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType
+from forge.domain.messages import STREAMS, Job
 from forge.embedded.process import free_port
 from forge.errors import TransientError
 from forge.jobs.dispatch import dispatch
 from forge.testing.gitrepos import commit_files
+from forge.testing.jobs import discovery_job
 from forge.workflows.workers.discovery import discovery_key
 
 from .support import PROJECT, Counting
@@ -37,24 +36,11 @@ def monorepo(tmp_path: Path) -> tuple[Path, str]:
     return path, sha
 
 
-def _job(clone_url: str, sha: str, *, base: str | None = None) -> Job:
-    run = uuid4()
-    return Job(
-        key=f"discovery.{run}",
-        type=JobType.DISCOVERY,
-        run_id=run,
-        repository="acme/mono",
-        commit_sha=sha,
-        payload=DiscoveryPayload(clone_url=clone_url, branch="main", base_sha=base),
-        deadline=datetime.now(UTC) + timedelta(minutes=1),
-    )
-
-
 async def test_discovery_job_round_trip(
     monorepo: tuple[Path, str], start_worker: Any, bus: NatsBus, objects: MinioObjectStore, handler: Counting
 ) -> None:
     path, sha = monorepo
-    job = _job(str(path), sha)
+    job = discovery_job(str(path), sha)
     async with start_worker():
         result = await dispatch(bus, job, timeout=30)
     assert result.success, result.error
@@ -74,7 +60,7 @@ async def test_restarted_dispatcher_does_not_publish_twice(
     monorepo: tuple[Path, str], start_worker: Any, bus: NatsBus, handler: Counting
 ) -> None:
     path, sha = monorepo
-    job = _job(str(path), sha)
+    job = discovery_job(str(path), sha)
     await bus.ensure_streams(STREAMS)
     with pytest.raises(TransientError, match="no result for job"):
         await dispatch(bus, job, timeout=0.5)  # no worker yet: the first dispatcher gives up
@@ -97,7 +83,7 @@ async def test_invalid_config_is_a_permanent_failure_with_every_issue(
         },
     )
     async with start_worker():
-        result = await dispatch(bus, _job(str(path), sha), timeout=30)
+        result = await dispatch(bus, discovery_job(str(path), sha), timeout=30)
     assert not result.success
     assert result.error is not None
     assert result.error.code == "invalid_config"
@@ -123,7 +109,7 @@ async def test_unreachable_remote_is_retried_then_dead_lettered(
 ) -> None:
     await bus.ensure_streams(STREAMS)
     await bus.ensure_consumer("pipeline-dlq", "dlq-reader", filter_subject="pipeline.dlq.>", ack_wait=5, max_deliver=1)
-    job = _job(f"git://127.0.0.1:{free_port()}/nothing-here", "c" * 40)
+    job = discovery_job(f"git://127.0.0.1:{free_port()}/nothing-here", "c" * 40)
     async with start_worker():
         result = await dispatch(bus, job, timeout=60)
         dead = await _fetch_until(bus, "pipeline-dlq", "dlq-reader")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import uuid4
 
@@ -15,12 +14,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType
+from forge.domain.messages import STREAMS, Job, JobType
 from forge.jobs.dispatch import Dispatcher
 from forge.observability import tracing
 from forge.ports import MessageBus, ObjectStore
 from forge.ports.fakes import MemoryBus, MemoryServer
 from forge.settings import WorkerSettings
+from forge.testing.jobs import discovery_job
 from forge.workflows.workers.runtime import Worker
 
 from .support import until, value
@@ -48,19 +48,6 @@ class _Recording:
 
 async def _handler(job: Job) -> dict[str, Any]:
     return {}
-
-
-def _job() -> Job:
-    run = uuid4()
-    return Job(
-        key=f"discovery.{run}",
-        type=JobType.DISCOVERY,
-        run_id=run,
-        repository="acme/mono",
-        commit_sha="ab" * 20,
-        payload=DiscoveryPayload(clone_url="https://git.example.com/acme/mono.git"),
-        deadline=datetime.now(UTC) + timedelta(minutes=1),
-    )
 
 
 @pytest.fixture
@@ -94,7 +81,7 @@ async def test_with_tracing_off_a_job_carries_no_trace_context_and_is_still_coun
     dispatched = value("forge_dispatch_duration_seconds_count", type="discovery")
     finished = value("forge_worker_jobs_finished_total", type="discovery", outcome="success")
     async with Dispatcher(cast(MessageBus, recording)) as dispatcher:
-        assert (await dispatcher.dispatch(_job(), timeout=10)).success
+        assert (await dispatcher.dispatch(discovery_job(), timeout=10)).success
     assert len(recording.sent) == 1
     assert set(recording.sent[0]) == {"Forge-Reply-To"}
     assert value("forge_dispatch_duration_seconds_count", type="discovery") == dispatched + 1
@@ -104,7 +91,7 @@ async def test_with_tracing_off_a_job_carries_no_trace_context_and_is_still_coun
 async def test_with_tracing_on_a_job_carries_its_dispatch_spans_context(
     recording: _Recording, spans: InMemorySpanExporter
 ) -> None:
-    job = _job()
+    job = discovery_job()
     async with Dispatcher(cast(MessageBus, recording)) as dispatcher:
         assert (await dispatcher.dispatch(job, timeout=10)).success
     traceparent = recording.sent[0]["traceparent"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -23,24 +21,12 @@ from forge.observability.tracing import root_span_id
 from forge.ports import ObjectStore
 from forge.ports.fakes import MemoryBus, MemoryServer
 from forge.settings import WorkerSettings
+from forge.testing.jobs import discovery_job
 from forge.workflows.workers.runtime import Worker
 
 from .support import sample, until, value
 
 FAST = WorkerSettings(concurrency=2, ack_wait=5.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.05)
-
-
-def _job(*, fail: bool = False) -> Job:
-    run = uuid4()
-    return Job(
-        key=f"discovery.{run}",
-        type=JobType.DISCOVERY,
-        run_id=run,
-        repository="acme/mono",
-        commit_sha="ab" * 20,
-        payload=DiscoveryPayload(clone_url="https://git.example.com/acme/mono.git", branch="fail" if fail else "main"),
-        deadline=datetime.now(UTC) + timedelta(minutes=1),
-    )
 
 
 async def _handler(job: Job) -> dict[str, Any]:
@@ -77,9 +63,9 @@ async def test_jobs_move_the_worker_series_seen_on_its_metrics_endpoint(buses: t
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
             before = (await scraper.get("/metrics")).text
             async with Dispatcher(bus) as dispatcher:
-                assert (await dispatcher.dispatch(_job(), timeout=10)).success
-                assert not (await dispatcher.dispatch(_job(fail=True), timeout=10)).success
-            assert (await dispatch(bus, _job(), timeout=10)).success
+                assert (await dispatcher.dispatch(discovery_job(), timeout=10)).success
+                assert not (await dispatcher.dispatch(discovery_job(branch="fail"), timeout=10)).success
+            assert (await dispatch(bus, discovery_job(), timeout=10)).success
             # a worker acks (and counts) a job just after it replied
             await until(lambda: value("forge_worker_jobs_in_flight", type="discovery") == 0)
             after = (await scraper.get("/metrics")).text
@@ -104,7 +90,7 @@ async def test_the_job_span_is_the_child_of_the_dispatch_span_in_the_runs_trace(
     buses: tuple[MemoryBus, MemoryBus], spans: InMemorySpanExporter
 ) -> None:
     _, bus = buses
-    job = _job()
+    job = discovery_job()
     async with Dispatcher(bus) as dispatcher:
         assert (await dispatcher.dispatch(job, timeout=10)).success
     await until(lambda: any(s.name == "job discovery" for s in spans.get_finished_spans()))
