@@ -19,14 +19,15 @@ from forge.adapters.k8s_argocd import ArgoCDApplications
 from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.controller.reconcilers.deployments import DeploymentReconciler
-from forge.domain.entities import Deployment, Release, Trigger
+from forge.domain.entities import Deployment, Release
 from forge.domain.status import DeploymentStatus
 from forge.embedded.gitops import create_gitops_repository
 from forge.gitops import ApplicationDefaults, GitOpsWriter
 from forge.ports.fakes import MemoryStore
 from forge.ports.gitops import GitOpsEdit
-from forge.ports.store import NewDeployment, NewRelease, NewRepository
+from forge.ports.store import NewDeployment, NewRepository
 from forge.settings import ArgoCDSettings
+from forge.testing.releases import new_release
 
 REPO = "acme/shop"
 APP = "acme-shop-app"  # the Application of (dev, acme/shop, app)
@@ -110,18 +111,7 @@ async def setup(tmp_path: Path, kube: FakeKube) -> AsyncIterator[Setup]:
 async def _written(s: Setup, n: int) -> tuple[Deployment, str]:
     """Release ``n`` of ``app`` asked for dev and its pointer written: the pending deployment and its commit."""
     release: Release
-    release, _ = await s.store.record_release(
-        NewRelease(
-            repository=REPO,
-            project="app",
-            commit_sha=f"{n:040x}",
-            oci_ref=f"registry.test/{REPO}/app@sha256:{n:064x}",
-            oci_digest=f"sha256:{n:064x}",
-            trigger=Trigger.PUSH,
-            created_by="forge-controller",
-            branch="main",
-        )
-    )
+    release, _ = await s.store.record_release(new_release(REPO, "app", n))
     await s.store.request_deployment(NewDeployment(release.id, "dev", "alice", f"deploy {n}"))
     [pending] = await s.reconciler.deploy_pending()
     assert pending.status is DeploymentStatus.PENDING  # written, not active: Argo CD decides

@@ -18,13 +18,14 @@ from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.discovery.releases import deploy_intents
 from forge.domain.config import RepoConfig
 from forge.domain.discovery import ReleaseIntent
-from forge.domain.entities import Release, Trigger
+from forge.domain.entities import Release
 from forge.domain.status import DeploymentStatus
 from forge.embedded.gitops import create_gitops_repository
 from forge.gitops import ApplicationDefaults, GitOpsWriter, read_trailers
 from forge.ports.fakes import MemoryStore
-from forge.ports.store import NewApproval, NewDeployment, NewRelease, NewRepository, NewRun
+from forge.ports.store import NewApproval, NewDeployment, NewRepository, NewRun
 from forge.testing.discoveries import lib_and_app
+from forge.testing.releases import new_release
 
 REPO = "acme/shop"
 
@@ -84,19 +85,7 @@ async def _released(s: Setup, n: int, *, with_run: bool = True) -> Release:
         await s.store.claim_discovery(limit=10)
         await s.store.record_discovery(run.id, discovery, "discovery/key")
         run_id = run.id
-    release, _ = await s.store.record_release(
-        NewRelease(
-            repository=REPO,
-            project="app",
-            commit_sha=commit,
-            oci_ref=f"registry.test/{REPO}/app@sha256:{n:064x}",
-            oci_digest=f"sha256:{n:064x}",
-            trigger=Trigger.PUSH,
-            created_by="forge-controller",
-            run_id=run_id,
-            branch="main",
-        )
-    )
+    release, _ = await s.store.record_release(new_release(REPO, "app", n, commit_sha=commit, run_id=run_id))
     return release
 
 

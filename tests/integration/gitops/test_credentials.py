@@ -16,13 +16,13 @@ from tests.integration.gitops.support import AT, change
 
 from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps
 from forge.controller.reconcilers.deployments import DeploymentReconciler
-from forge.domain.entities import Trigger
 from forge.domain.status import DeploymentStatus
 from forge.errors import AuthenticationError, ServiceUnavailableError
 from forge.gitops import ApplicationDefaults, GitOpsWriter
 from forge.ports.fakes import MemoryStore
-from forge.ports.store import NewDeployment, NewRelease, NewRepository
+from forge.ports.store import NewDeployment, NewRepository
 from forge.settings import Settings
+from forge.testing.releases import new_release
 
 RIGHT = GitOpsCredentials(username="forge", password=SecretStr("s3cret-token"))
 WRONG = GitOpsCredentials(username="forge", password=SecretStr("not-the-token"))
@@ -98,23 +98,7 @@ async def test_a_failed_login_fails_the_deployment_at_once_and_the_active_one_st
 ) -> None:
     store = MemoryStore()
     await store.register_repository(NewRepository("acme/shop", "https://git.example/acme/shop.git"))
-    releases = [
-        (
-            await store.record_release(
-                NewRelease(
-                    repository="acme/shop",
-                    project="api",
-                    commit_sha=f"{n:040x}",
-                    oci_ref=f"registry.test/acme/shop/api@sha256:{n:064x}",
-                    oci_digest=f"sha256:{n:064x}",
-                    trigger=Trigger.PUSH,
-                    created_by="forge-controller",
-                    branch="main",
-                )
-            )
-        )[0]
-        for n in (1, 2)
-    ]
+    releases = [(await store.record_release(new_release("acme/shop", "api", n)))[0] for n in (1, 2)]
 
     def reconciler(credentials: GitOpsCredentials) -> DeploymentReconciler:
         writer = _writer(git_http, tmp_path / "controller", credentials)

@@ -19,13 +19,14 @@ from forge.adapters.postgres_store import PostgresStore
 from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.controller.reconcilers.deployments import DeploymentReconciler
-from forge.domain.entities import Deployment, Trigger
+from forge.domain.entities import Deployment
 from forge.domain.status import DeploymentStatus
 from forge.embedded.gitops import create_gitops_repository
 from forge.errors import ConflictError
 from forge.gitops import ApplicationDefaults, GitOpsWriter
-from forge.ports.store import NewDeployment, NewRelease, NewRepository
+from forge.ports.store import NewDeployment, NewRepository
 from forge.settings import ArgoCDSettings
+from forge.testing.releases import new_release
 
 from .support import TOKEN, FakeKube, application
 
@@ -69,18 +70,7 @@ class Platform:
         return str(pygit2.Repository(str(self.remote)).revparse_single("refs/heads/main").id)
 
     async def ask(self, n: int) -> Deployment:
-        release, _ = await self.store.record_release(
-            NewRelease(
-                repository=REPO,
-                project="app",
-                commit_sha=f"{n:040x}",
-                oci_ref=f"registry.test/{REPO}/app@sha256:{n:064x}",
-                oci_digest=f"sha256:{n:064x}",
-                trigger=Trigger.PUSH,
-                created_by="forge-controller",
-                branch="main",
-            )
-        )
+        release, _ = await self.store.record_release(new_release(REPO, "app", n))
         deployment, _ = await self.store.request_deployment(NewDeployment(release.id, "dev", "alice", f"deploy {n}"))
         return deployment
 

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from forge.adapters.postgres_store import PostgresStore
-from forge.domain.entities import Release, Trigger
-from forge.ports.store import NewRelease, NewRepository
+from forge.domain.entities import Release
+from forge.ports.store import NewRepository
 from forge.testing.oidc import shared_issuer
+from forge.testing.releases import new_release
 
 PROBLEM = "application/problem+json"
 REPO = "acme/mono"
@@ -23,18 +24,7 @@ def _sha(n: int) -> str:
 
 
 async def _seed(store: PostgresStore, n: int) -> Release:
-    release, _ = await store.record_release(
-        NewRelease(
-            repository=REPO,
-            project="web",
-            commit_sha=_sha(n),
-            oci_ref=f"registry.test/{REPO}/web@sha256:{n:064x}",
-            oci_digest=f"sha256:{n:064x}",
-            trigger=Trigger.PUSH,
-            created_by="controller",
-            branch="main",
-        )
-    )
+    release, _ = await store.record_release(new_release(REPO, "web", n, commit_sha=_sha(n), created_by="controller"))
     return release
 
 
