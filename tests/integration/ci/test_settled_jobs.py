@@ -16,36 +16,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
 from forge.adapters.nats_bus import NatsBus
-from forge.domain.messages import STREAMS, DiscoveryPayload, Job, JobType, Result, result_subject
+from forge.domain.messages import STREAMS, Job, JobType, Result, result_subject
 from forge.embedded.nats import start_nats
 from forge.embedded.process import ServiceProcess
 from forge.errors import ServiceUnavailableError
 from forge.jobs.dispatch import dispatch, stored_result
 from forge.ports import ObjectStore
+from forge.testing.jobs import discovery_job
 from forge.workflows.workers.runtime import Worker, settle, settles, stored_settled
 
 from .conftest import StartWorker
 from .support import FAST, ci_job, standard_repo
-
-
-def _job() -> Job:
-    from datetime import UTC, datetime, timedelta
-
-    run = uuid4()
-    return Job(
-        key=f"discovery.{run}",
-        type=JobType.DISCOVERY,
-        run_id=run,
-        repository="acme/mono",
-        commit_sha="a" * 40,
-        payload=DiscoveryPayload(clone_url="file:///nowhere"),
-        deadline=datetime.now(UTC) + timedelta(minutes=5),
-    )
 
 
 @dataclass
@@ -81,7 +66,7 @@ async def test_a_settled_job_is_finished_from_its_outcome_not_run_again(
     running: tuple[Worker, Settling], bus: NatsBus
 ) -> None:
     _, handler = running
-    job = _job()
+    job = discovery_job("file:///nowhere", "a" * 40, branch=None)
     result = await dispatch(bus, job, timeout=60)
     assert result.success, result.error
     assert result.data == {"answer": 42}  # the settled outcome is the result
@@ -144,7 +129,7 @@ async def test_a_result_stored_before_a_nats_sigkill_is_there_after_the_restart(
 async def test_a_settled_record_is_not_a_result(bus: NatsBus) -> None:
     """A dispatcher waits for the result: the settled record (stored before the final event) is not one."""
     await bus.ensure_streams(STREAMS)
-    job = _job()
+    job = discovery_job("file:///nowhere", "a" * 40, branch=None)
     await bus.publish(f"{result_subject(job.key)}.settled", b"{}")
     assert await stored_result(bus, job.key) is None
     stored = Result(job_id=job.id, key=job.key, success=True)
