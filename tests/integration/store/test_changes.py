@@ -5,7 +5,7 @@ commit order, a repeat records nothing, and the feed wakes a listener of the run
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -297,8 +297,24 @@ async def no_wakeup(wakeups: Wakeups, within: float = 0.2) -> None:
         await next_wakeup(wakeups, within)
 
 
-async def check_feed(feed: ChangeFeed, store: Store, repo: str) -> None:
+async def heard_so_far(feed: ChangeFeed, notify: Callable[[UUID], Awaitable[None]]) -> None:
+    """Return once ``feed`` heard every notice committed so far: it hears them in commit order, so once
+    the notice of a fresh id sent now is heard, every earlier one was."""
+    fence = uuid4()
+    async with feed.listen(fence) as fenced:
+        await notify(fence)
+        assert await next_wakeup(fenced) == fence
+
+
+async def check_feed(
+    feed: ChangeFeed, store: Store, repo: str, notify: Callable[[UUID], Awaitable[None]] | None = None
+) -> None:
+    """``notify`` (a feed whose notices come later than the commit) NOTIFYs a run id like the store does:
+    the notices of the runs' set-up are all heard before listening starts (a feed hears its notices in
+    commit order, so once a fresh id's is heard, every earlier one was)."""
     one, two = await discovered_runs(store, repo, 2)
+    if notify is not None:
+        await heard_so_far(feed, notify)
     async with feed.listen(one.id) as wakeups, feed.listen(one.id, two.id) as both:
         await store.set_workflow(one.id, "wf")
         assert await next_wakeup(wakeups) == one.id
@@ -306,10 +322,14 @@ async def check_feed(feed: ChangeFeed, store: Store, repo: str) -> None:
         await store.set_workflow(two.id, "wf")
         assert await next_wakeup(both) == two.id
         await no_wakeup(wakeups)  # not its run
+        heard = getattr(feed, "notices", None)  # PostgreSQL's feed counts the notices it got
         await store.request_cancel(one.id)
         await store.request_cancel(one.id)  # nothing changed: no notice
         await store.finish_run(one.id, Status.CANCELLED)
-        await asyncio.sleep(0.2)
+        if heard is not None:  # both notices in (the memory feed wakes at commit, in this task)
+            async with asyncio.timeout(5):
+                while feed.notices < heard + 2:  # type: ignore[attr-defined]
+                    await asyncio.sleep(0.01)
         assert await next_wakeup(wakeups) == one.id  # unread wake-ups coalesce
         await no_wakeup(wakeups)
 
@@ -335,10 +355,15 @@ async def pg_feed(dsn: str, pg_store: PostgresStore) -> AsyncIterator[PostgresCh
 async def test_postgres_feed_wakes_on_commit_and_after_a_lost_connection(
     pg_feed: PostgresChangeFeed, pg_store: PostgresStore, pg_repo: str, dsn: str
 ) -> None:
-    await check_feed(pg_feed, pg_store, pg_repo)
-    run, _ = await pg_store.create_run(NewRun(repository=pg_repo, commit_sha=sha(9)))
     conn = await asyncpg.connect(dsn)
     try:
+
+        async def notify(run_id: UUID) -> None:
+            await conn.execute("SELECT pg_notify('run_changes', $1)", str(run_id))
+
+        await check_feed(pg_feed, pg_store, pg_repo, notify)
+        run, _ = await pg_store.create_run(NewRun(repository=pg_repo, commit_sha=sha(9)))
+        await heard_so_far(pg_feed, notify)  # the run's creation is not heard below
         async with pg_feed.listen(run.id) as wakeups:
             async with conn.transaction():  # nothing is heard before COMMIT
                 await conn.execute("SELECT pg_notify('run_changes', $1)", str(run.id))
