@@ -24,6 +24,10 @@ Measured (how):
   executed twice when it *started again after it had completed once* (a ``start`` after its first
   ``done``): it could then have reported success before it ran again. Steps started again after a
   SIGKILL interrupted them (no ``done`` yet) are counted apart, as ``steps_rerun_unfinished``.
+  Of those, ``steps_twice_after_success`` started again after their outcome was stored (the first
+  settled record or result of their job in ``pipeline-results``, by JetStream's clock): the issue's
+  target ("no step runs twice after it reported success") is that figure at 0; the others ended
+  while, or after, their worker died (``steps_twice_done_after_kill``: done after the SIGKILL).
   Each step executed twice is listed with the moment its worker was SIGKILLed relative to its first
   ``done``; ``steps_twice_done_after_kill`` counts those whose ``done`` came *after* their worker
   was killed (the step outlived its worker by the moment the reaper needs to kill it: no worker
@@ -62,15 +66,18 @@ from typing import Any
 import asyncpg
 import httpx
 import nats
+from nats.js.errors import NotFoundError as JetStreamNotFound
 
 from forge.adapters.oidc_client import BearerAuth
 from forge.cli.api_client import token_source
 from forge.cli.platform import Platform, platform_down, platform_up
+from forge.domain.messages import result_subject
 from forge.embedded.nats import start_nats
 from forge.embedded.postgres import start_postgres
 from forge.embedded.process import binary, http_ready, process_alive, start_service
 from forge.testing.gitrepos import commit_files
 from forge.testing.measure import machine
+from forge.workflows.workers.runtime import settled_subject
 
 FINAL = {"success", "failed", "cancelled"}
 #: A step's ledger line, with the pid of the forge-worker running it (its nearest ancestor of that name).
@@ -213,6 +220,7 @@ def main() -> None:
     os.environ["FORGE_CI__SANDBOX"] = "off"  # steps append to the host's ledger
     faults: list[Fault] = []
     resumed = duplicates = 0
+    reported: dict[tuple[str, ...], float] = {}
     try:
         plat, _ = platform_up(home / "platform")
         for number in range(2, args.ci_workers + 1):
@@ -226,6 +234,8 @@ def main() -> None:
         chaos = Chaos(plat, random.Random(args.seed))
         runs, progress, wall = asyncio.run(_drive(plat, chaos, repo, shas, faults, args))
         dlq = asyncio.run(_dlq(plat.env["FORGE_NATS__URL"]))
+        doubled = [key for key, *_ in _ledger(ledger)[0]]
+        reported = asyncio.run(_outcomes_stored(plat.env["FORGE_NATS__URL"], doubled))
     finally:
         platform_down(home / "platform")
         resumed, duplicates = _worker_logs(home / "platform" / "logs")
@@ -237,7 +247,10 @@ def main() -> None:
     headline = _report(args, runs, faults, progress, wall, dlq, len(twice), rerun, delay, home if args.keep else None)
     print(f"jobs finished from a settled outcome (not run again): {resumed}; duplicate deliveries acked: {duplicates}")
     after_kill = 0  # done only after the worker running it was SIGKILLed: it could never have been reported
+    after_success = 0  # started again after its outcome was stored: what the issue's target forbids
     for key, done, again, pid in twice:
+        stored = reported.get(key)
+        after_success += stored is not None and stored < again
         killed = next((f for f in faults if f.pid == pid), None)
         if pid <= 1 or (killed is not None and killed.wall < done):  # pid 1: no forge-worker above it any more
             after_kill += 1
@@ -247,9 +260,17 @@ def main() -> None:
             cause = f"its worker ({pid}) SIGKILLed at done{killed.wall - done:+.3f} s"
         else:
             cause = f"its worker ({pid}) was not killed"
-        print(f"twice: {' '.join(key)}: started again {again - done:.2f} s after it was done; {cause}")
+        outcome = (
+            "never stored before" if stored is None or stored >= again else f"stored {again - stored:.2f} s before"
+        )
+        print(f"twice: {' '.join(key)}: started again {again - done:.2f} s after it was done ({outcome}); {cause}")
     if args.json:
-        extra = {"steps_twice_done_after_kill": after_kill, "steps_resumed": resumed, "duplicates_acked": duplicates}
+        extra = {
+            "steps_twice_after_success": after_success,
+            "steps_twice_done_after_kill": after_kill,
+            "steps_resumed": resumed,
+            "duplicates_acked": duplicates,
+        }
         print(json.dumps({**headline, **extra}))
 
 
@@ -339,6 +360,29 @@ async def _final_runs(
         if final == len(ids) or now - last_change > args.stall or now - started > args.timeout:
             return runs
         await asyncio.sleep(1.0)
+
+
+async def _outcomes_stored(url: str, steps: list[tuple[str, ...]]) -> dict[tuple[str, ...], float]:
+    """When each step's outcome was first stored (``pipeline-results``: its settled record or its result, by
+    JetStream's clock, the host's): from then on the step counts as reported. Chaos steps have no retries,
+    so their job key is attempt 0's, ``ci.<run>.<phase>.<project>.<step>.a0`` (the phase is the step's name)."""
+    nc = await nats.connect(url)
+    stored: dict[tuple[str, ...], float] = {}
+    try:
+        js = nc.jetstream()
+        for run, project, step in steps:
+            key = f"ci.{run}.{step}.{project}.{step}.a0"
+            for subject in (settled_subject(key), result_subject(key)):
+                try:
+                    msg = await js.get_msg("pipeline-results", seq=1, subject=subject, next=True)
+                except JetStreamNotFound:
+                    continue
+                if msg.time is not None:
+                    at = msg.time.timestamp()
+                    stored[(run, project, step)] = min(at, stored.get((run, project, step), at))
+    finally:
+        await nc.close()
+    return stored
 
 
 async def _dlq(url: str) -> int:
