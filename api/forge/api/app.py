@@ -13,6 +13,7 @@ from litestar.plugins.pydantic import PydanticSchemaPlugin
 from litestar.routes import HTTPRoute
 
 from forge.api.auth import document_auth, guard, security_components
+from forge.api.auth.guard import require_guard
 from forge.api.auth.limits import RateLimits, document_limits, document_retry_after
 from forge.api.errors import EXCEPTION_HANDLERS
 from forge.api.routes.approvals import ApprovalsController
@@ -61,7 +62,7 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[ObservedRequests],  # requests by route and status, and their spans (docs/operations.md)
         plugins=[_ClosedModelsSchema()],
-        guards=[guard(services.identity, limits)],  # the role table of forge.api.auth.roles, enforced on every route
+        before_request=guard(services.identity, limits),  # the role table of forge.api.auth.roles, on every route
         openapi_config=OpenAPIConfig(
             title="Catalyst Forge API",
             version="1.0.0",
@@ -78,6 +79,7 @@ def create_app(services: ApiServices, *, debug: bool = False, rate_limits: RateL
         debug=debug,
     )
     _answer_options_with_every_method(app)
+    require_guard(app)  # no route answers without the guard (fails here, not per request)
     document_auth(app)
     document_limits(app)
     limits.install(app)

@@ -12,13 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, get
+from litestar import Litestar, Request, Router, get
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers import asgi
+from litestar.types import Receive, Scope, Send
 
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.nats_bus import NatsBus
 from forge.adapters.postgres_store import PostgresStore
 from forge.api.app import create_app
 from forge.api.auth import guard, is_open
+from forge.api.auth.guard import require_guard
 from forge.api.auth.roles import ROLES, ROUTE_ROLES
 from forge.api.errors import EXCEPTION_HANDLERS
 from forge.embedded.process import binary
@@ -210,12 +214,39 @@ async def test_a_route_missing_from_the_table_is_denied_to_every_token() -> None
     def unlisted() -> str:
         return "secret"
 
-    app = Litestar([unlisted], guards=[guard(shared_issuer().provider())], exception_handlers=EXCEPTION_HANDLERS)
+    app = Litestar([unlisted], before_request=guard(shared_issuer().provider()), exception_handlers=EXCEPTION_HANDLERS)
+    require_guard(app)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://forge.test") as client:
         _problem(await client.get("/v1/unlisted"), 401)
         problem = _problem(await client.get("/v1/unlisted", headers=_as(*sorted(ROLES))), 403)
     assert problem["detail"] == "GET /v1/unlisted is not open to any role"
+
+
+def test_an_app_where_a_route_would_skip_the_guard_is_refused() -> None:
+    """Litestar keeps the innermost before_request hook only: a hook of a controller's own, a route
+    of another kind or an app without the guard would answer unguarded, so the app is not built."""
+
+    async def own_hook(_: Request[Any, Any, Any]) -> None:
+        return None
+
+    @get("/", sync_to_thread=False)
+    def read() -> str:
+        return "secret"
+
+    hooked = Router("/v1/hooked", route_handlers=[read], before_request=own_hook)
+
+    @asgi("/v1/raw", copy_scope=True)
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("never called")
+
+    hook = guard(shared_issuer().provider())
+    with pytest.raises(ImproperlyConfiguredException, match="/v1/hooked has a before_request hook of its own"):
+        require_guard(Litestar([hooked], before_request=hook))
+    with pytest.raises(ImproperlyConfiguredException, match="/v1/raw is not an HTTP route"):
+        require_guard(Litestar([raw], before_request=hook))
+    with pytest.raises(ImproperlyConfiguredException, match="no before_request hook"):
+        require_guard(Litestar([read]))
 
 
 def test_the_api_refuses_to_start_without_an_issuer() -> None:
