@@ -60,15 +60,40 @@ def note_run(run_id: UUID, *, created: bool) -> None:
 
 
 class ObservedRequests:
-    """ASGI middleware: Prometheus series of every HTTP request, and its span when tracing is on."""
+    """ASGI middleware: Prometheus series of every HTTP request, and its span when tracing is on.
+
+    Litestar builds one instance per route. Each keeps the series' children it has counted into
+    (``labels()`` takes a lock and builds its key on every call); without tracing a request costs a
+    clock read, a ``send`` wrapper and the two updates.
+    """
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if tracing_enabled():
+            await self._traced(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            self._count(scope, status, time.perf_counter() - started)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
         started, started_ns = time.perf_counter(), time.time_ns()
         status = 500
 
@@ -78,17 +103,26 @@ class ObservedRequests:
                 status = int(message["status"])
             await send(message)
 
-        note = _RunNote() if tracing_enabled() else None
+        note = _RunNote()
         token = _note.set(note)
         try:
             await self.app(scope, receive, send_observed)
         finally:
             _note.reset(token)
-            method, route = str(scope.get("method", "")), str(scope.get("path_template") or "unmatched")
-            REQUESTS.labels(method, route, str(status)).inc()
-            REQUEST_DURATION.labels(method, route).observe(time.perf_counter() - started)
-            if note is not None:
-                _span(scope, method, route, status, started_ns, note)
+            method, route = self._count(scope, status, time.perf_counter() - started)
+            _span(scope, method, route, status, started_ns, note)
+
+    def _count(self, scope: Scope, status: int, seconds: float) -> tuple[str, str]:
+        method, route = str(scope.get("method", "")), str(scope.get("path_template") or "unmatched")
+        counted = self._counts.get((method, route, status))
+        if counted is None:
+            counted = self._counts[method, route, status] = REQUESTS.labels(method, route, str(status))
+        counted.inc()
+        timed = self._durations.get((method, route))
+        if timed is None:
+            timed = self._durations[method, route] = REQUEST_DURATION.labels(method, route)
+        timed.observe(seconds)
+        return method, route
 
 
 def _span(scope: Scope, method: str, route: str, status: int, started_ns: int, note: _RunNote) -> None:
