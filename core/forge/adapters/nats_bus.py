@@ -21,7 +21,7 @@ from nats.js.client import JetStreamContext
 
 from forge.domain.messages import StreamSpec
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError, ServiceUnavailableError
-from forge.ports.bus import BusMessage
+from forge.ports.bus import BusMessage, StoredMessage
 
 __all__ = ["NatsBus", "NatsMessage", "NatsSubscription"]
 
@@ -78,6 +78,8 @@ def _translate(what: str, *, timeout_raises: bool = False) -> Iterator[None]:
 
 
 _NO_HEADERS: Mapping[str, str] = {}
+#: JetStream's "wrong last sequence" (10164: the constant form of the same refusal).
+_WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 
 
 class NatsMessage:
@@ -242,6 +244,20 @@ class NatsBus:
             ack = await self._js.publish(subject, data, headers=hdrs or None)
         return not ack.duplicate
 
+    async def publish_if_last(self, subject: str, data: bytes, *, last_sequence: int) -> int:
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last_sequence)}
+        with _translate(f"publish on {subject}"):
+            try:
+                ack = await self._js.publish(subject, data, headers=headers)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in _WRONG_LAST_SEQUENCE:
+                    raise ConflictError(
+                        f"{subject} holds a newer message than sequence {last_sequence}",
+                        details={"err_code": exc.err_code},
+                    ) from exc
+                raise
+        return ack.seq
+
     async def fetch(self, stream: str, durable: str, *, batch: int, timeout: float) -> list[BusMessage]:
         key = (stream, durable)
         lock = self._pull_locks.setdefault(key, asyncio.Lock())
@@ -273,6 +289,10 @@ class NatsBus:
         return {info.name: (info.num_pending or 0) + (info.num_ack_pending or 0) for info in infos}
 
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
+        stored = await self.last_message(stream, subject)
+        return None if stored is None else stored.data
+
+    async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
         with _translate(f"last message of {stream}/{subject}"):
             try:
                 raw = await self._js.get_last_msg(stream, subject)
@@ -280,7 +300,7 @@ class NatsBus:
                 if exc.err_code == 10059:  # the stream itself is missing
                     raise NotFoundError(f"stream {stream} does not exist") from exc
                 return None
-        return raw.data or b""
+        return StoredMessage(raw.data or b"", raw.seq or 0)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, subject: str) -> AsyncIterator[NatsSubscription]:

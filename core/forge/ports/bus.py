@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from forge.domain.messages import StreamSpec
 
-__all__ = ["BusMessage", "MessageBus", "Subscription"]
+__all__ = ["BusMessage", "MessageBus", "StoredMessage", "Subscription"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message stored in a stream: its payload and its stream sequence."""
+
+    data: bytes
+    sequence: int
 
 
 class BusMessage(Protocol):
@@ -54,6 +63,11 @@ class MessageBus(Protocol):
     ) -> bool:
         """Publish into JetStream and wait for the ack; False when ``msg_id`` was a duplicate."""
 
+    async def publish_if_last(self, subject: str, data: bytes, *, last_sequence: int) -> int:
+        """Publish only if the newest message stored on ``subject`` has the stream sequence ``last_sequence``
+        (0: the subject holds none); the new message's sequence. ``ConflictError`` otherwise (JetStream's
+        ``Nats-Expected-Last-Subject-Sequence``): of two publishers expecting the same sequence, one wins."""
+
     async def fetch(self, stream: str, durable: str, *, batch: int, timeout: float) -> list[BusMessage]:
         """Pull up to ``batch`` messages; an empty list when none arrived in ``timeout``."""
 
@@ -65,6 +79,9 @@ class MessageBus(Protocol):
 
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
         """The newest message stored on ``subject`` in ``stream``, or None."""
+
+    async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
+        """The newest message stored on ``subject`` in ``stream`` with its sequence, or None."""
 
     async def consumer_lag(self, stream: str) -> dict[str, int]:
         """Per durable consumer of ``stream``: the messages its filter matches that are not delivered yet plus

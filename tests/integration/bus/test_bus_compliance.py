@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from forge.domain.messages import STREAMS, StreamSpec
-from forge.errors import ServiceUnavailableError
+from forge.errors import ConflictError, ServiceUnavailableError
 from forge.ports.bus import BusMessage, MessageBus
 
 if TYPE_CHECKING:
@@ -307,3 +307,57 @@ async def test_ping_then_close(bus: MessageBus) -> None:
 async def test_connect_to_nothing_is_unavailable(harness: BusHarness) -> None:
     with pytest.raises(ServiceUnavailableError):
         await harness.open_unreachable()
+
+
+async def test_last_message_carries_its_sequence(bus: MessageBus) -> None:
+    spec = new_stream(work_queue=False)
+    await bus.ensure_streams([spec])
+    subject = subject_in(spec, "a")
+    assert await bus.last_message(spec.name, subject) is None
+    await bus.publish(subject, b"one")
+    await bus.publish(subject_in(spec, "b"), b"other")
+    await bus.publish(subject, b"two")
+    stored = await bus.last_message(spec.name, subject)
+    assert stored is not None
+    assert (stored.data, stored.sequence) == (b"two", 3)
+
+
+async def test_publish_if_last_lets_the_first_claim_win_and_refuses_the_second(bus: MessageBus) -> None:
+    spec = new_stream(work_queue=False)
+    await bus.ensure_streams([spec])
+    subject = subject_in(spec, "claim")
+    await bus.publish(subject_in(spec, "elsewhere"), b"x")  # another subject's messages do not count
+    first = await bus.publish_if_last(subject, b"first", last_sequence=0)
+    assert first == 2
+    with pytest.raises(ConflictError):
+        await bus.publish_if_last(subject, b"second", last_sequence=0)
+    stored = await bus.last_message(spec.name, subject)
+    assert stored is not None
+    assert (stored.data, stored.sequence) == (b"first", first)
+
+
+async def test_publish_if_last_renews_by_the_holder_and_takes_over_once(harness: BusHarness, bus: MessageBus) -> None:
+    spec = new_stream(work_queue=False)
+    await bus.ensure_streams([spec])
+    subject = subject_in(spec, "claim")
+    held = await bus.publish_if_last(subject, b"holder", last_sequence=0)
+    renewed = await bus.publish_if_last(subject, b"holder again", last_sequence=held)  # the holder renews
+    assert renewed > held
+    with pytest.raises(ConflictError):  # a renewal expecting an old sequence is refused
+        await bus.publish_if_last(subject, b"late", last_sequence=held)
+    other = await harness.open()
+    try:  # two takers of the same (stale) claim, on two connections, at once: one wins
+        outcomes = await asyncio.gather(
+            bus.publish_if_last(subject, b"taker one", last_sequence=renewed),
+            other.publish_if_last(subject, b"taker two", last_sequence=renewed),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    won = [o for o in outcomes if isinstance(o, int)]
+    assert len(won) == 1, outcomes
+    assert sum(isinstance(o, ConflictError) for o in outcomes) == 1, outcomes
+    stored = await bus.last_message(spec.name, subject)
+    assert stored is not None
+    assert stored.sequence == won[0]
+    assert stored.data == (b"taker one" if isinstance(outcomes[0], int) else b"taker two")

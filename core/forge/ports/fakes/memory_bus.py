@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from forge.domain.messages import StreamSpec
 from forge.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
-from forge.ports.bus import BusMessage
+from forge.ports.bus import BusMessage, StoredMessage
 from forge.ports.fakes._memory_core import CoreMsg, CoreSub, MemorySubscription
 from forge.ports.fakes._memory_streams import Consumer, Delivery, Stream
 from forge.ports.fakes._subjects import is_valid_name, is_valid_pattern, is_valid_subject, matches, overlap
@@ -340,6 +340,22 @@ class MemoryBus:
             raise ServiceUnavailableError(f"NATS is unavailable ({what}): nats: no responders available for request")
         return not ack.duplicate
 
+    async def publish_if_last(self, subject: str, data: bytes, *, last_sequence: int) -> int:
+        what = f"publish on {subject}"
+        server = self._outgoing(what, subject, data)
+        stream = server.capturing(subject)
+        if stream is not None:
+            stream.expire(time.monotonic())
+            newest = stream.last_on(subject)
+            if (0 if newest is None else newest.seq) != last_sequence:
+                raise ConflictError(
+                    f"{subject} holds a newer message than sequence {last_sequence}", details={"err_code": 10071}
+                )
+        ack = server.route(subject, data, {"Nats-Expected-Last-Subject-Sequence": str(last_sequence)}, None)
+        if ack is None:
+            raise ServiceUnavailableError(f"NATS is unavailable ({what}): nats: no responders available for request")
+        return ack.seq
+
     async def fetch(self, stream: str, durable: str, *, batch: int, timeout: float) -> list[BusMessage]:
         if batch < 1:
             raise ValueError("nats: invalid batch size")
@@ -377,6 +393,10 @@ class MemoryBus:
         return {name: consumer.lag(found, now) for name, consumer in found.consumers.items()}
 
     async def last_payload(self, stream: str, subject: str) -> bytes | None:
+        stored = await self.last_message(stream, subject)
+        return None if stored is None else stored.data
+
+    async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
         _check_names(stream=stream)
         what = f"last message of {stream}/{subject}"
         found = self._live(what).find(stream)
@@ -384,7 +404,7 @@ class MemoryBus:
             raise NotFoundError(f"stream {stream} does not exist")
         found.expire(time.monotonic())
         stored = found.last_on(subject)
-        return None if stored is None else stored.data
+        return None if stored is None else StoredMessage(stored.data, stored.seq)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, subject: str) -> AsyncIterator[MemorySubscription]:
