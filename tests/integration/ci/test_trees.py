@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -11,7 +16,8 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.jobs.dispatch import dispatch
 from forge.settings import CiSettings
-from forge.workflows.workers.trees import TreeCache
+from forge.workflows.workers.sandbox import hand_over
+from forge.workflows.workers.trees import TreeCache, private_copy
 
 from .conftest import StartWorker
 from .support import CountingMirrors, ci_job, standard_repo
@@ -143,3 +149,32 @@ async def test_a_project_path_cannot_reach_the_shared_trees(
     assert result.error is not None
     assert "is not a directory" in result.error.message
     assert (tmp_path / "work" / "trees" / f"{sha}@acme+mono" / "svc" / "data.txt").read_text() == "payload\n"
+
+
+async def test_a_private_copy_is_handed_to_its_run_s_uid_in_the_copy_and_refuses_other_runs(tmp_path: Path) -> None:
+    """The sandbox's hand-over runs in the copy's thread (issue 7): every entry of the copy is the run's, the copy
+    is private to it (``0700``), another run's uid can neither list nor read it, and the shared tree stays as it was."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "data.txt").write_text("run a's data\n")
+    (tree / "link").symlink_to("sub/data.txt")
+    work = Path(tempfile.mkdtemp(prefix="forge-handover-"))  # /tmp: parents traversable by any uid
+    work.chmod(0o711)
+    try:
+        mine, theirs = 1_000_000_001, 1_000_000_002
+        copy = work / "job"
+        await private_copy(tree, copy, functools.partial(hand_over, uid=mine))
+        entries = [copy, *copy.rglob("*")]
+        assert {entry.lstat().st_uid for entry in entries} == {mine}
+        assert {entry.lstat().st_gid for entry in entries} == {mine}
+        assert copy.stat().st_mode & 0o777 == 0o700
+        assert {entry.lstat().st_uid for entry in [tree, *tree.rglob("*")]} == {os.getuid()}
+        probe = f"ls {copy}; cat {copy}/sub/data.txt {copy}/link; echo end"
+        for uid, readable in ((theirs, False), (mine, True)):
+            done = subprocess.run(
+                ["/bin/sh", "-c", probe], user=uid, group=uid, extra_groups=[], capture_output=True, check=False
+            )
+            assert done.stdout.endswith(b"end\n")
+            assert (b"run a's data" in done.stdout) is readable, done
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

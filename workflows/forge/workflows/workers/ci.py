@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -119,23 +120,24 @@ class CiHandler:
         runs in the step's directory before the outcome is reported (an artifact's publishing)."""
         await self.mirrors.sync(job.repository, payload.clone_url, want=job.commit_sha)
         checkout = self.settings.work_dir.resolve() / str(job.id)
-        await asyncio.to_thread(remove_tree, checkout)  # a redelivered job starts clean
+        if os.path.lexists(checkout):  # noqa: ASYNC240 - one lstat: a redelivered job starts clean, in a thread
+            await asyncio.to_thread(remove_tree, checkout)
         try:
-            await self._checkout(job, checkout)
-            await asyncio.to_thread(hand_over, checkout, self._sandbox.uid(job.run_id))
+            await self._checkout(job, checkout, self._sandbox.uid(job.run_id))
             return await self._run(job, payload, checkout, finish)
         finally:
             await asyncio.to_thread(remove_tree, checkout)
 
-    async def _checkout(self, job: Job, checkout: Path) -> None:
-        """The job's private copy of the commit's shared tree (written from the mirror when missing)."""
+    async def _checkout(self, job: Job, checkout: Path, uid: int | None) -> None:
+        """The job's private copy of the commit's shared tree (written from the mirror when missing), handed to
+        the step's ``uid`` (``None``: the worker's own) in the copy's thread."""
 
         async def materialise(dest: Path) -> None:
             await self.mirrors.checkout(job.repository, job.commit_sha, dest)
 
         name = f"{job.commit_sha}@{job.repository.replace('/', '+')}"  # sync checked owner/repo
         async with self._trees.use(name, materialise) as tree:
-            await private_copy(tree, checkout)
+            await private_copy(tree, checkout, None if uid is None else functools.partial(hand_over, uid=uid))
 
     async def _run(self, job: Job, payload: CiPayload, checkout: Path, finish: Finish | None) -> dict[str, Any]:
         attempt = payload.attempt + 1

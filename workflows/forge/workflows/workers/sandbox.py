@@ -54,6 +54,7 @@ class Sandbox:
     settings: CiSettings
     bwrap: str | None = None
     reason: str = ""  # why a weaker mode than asked for was taken
+    system: tuple[str, ...] = ()  # bwrap's arguments up to the checkout's, built once (namespaces mode)
 
     @property
     def as_root(self) -> bool:
@@ -80,7 +81,8 @@ class Sandbox:
         uid = self.uid(run_id)
         drop = [] if uid is None else _setpriv(uid)
         return [
-            *_bwrap_args(self.bwrap, self.settings, checkout, root=self.as_root),
+            *(self.system or _system_args(self.bwrap, self.settings, root=self.as_root)),
+            *_checkout_args(checkout),
             "--chdir",
             str(cwd),
             "--",
@@ -112,8 +114,9 @@ def _choose(settings: CiSettings) -> Sandbox:
     if wanted in {"auto", "namespaces"}:
         bwrap = shutil.which(settings.sandbox_bwrap)
         problem = _probe(bwrap, settings) if bwrap else f"{settings.sandbox_bwrap!r} is not installed"
-        if problem is None:
-            return Sandbox("namespaces", settings, bwrap=bwrap)
+        if problem is None and bwrap is not None:
+            system = tuple(_system_args(bwrap, settings, root=os.geteuid() == 0))
+            return Sandbox("namespaces", settings, bwrap=bwrap, system=system)
         if wanted == "namespaces":
             raise RuntimeError(f"CiSettings.sandbox is namespaces, but bubblewrap cannot run here: {problem}")
         why = f"no namespaces: {problem}"
@@ -127,7 +130,7 @@ def _choose(settings: CiSettings) -> Sandbox:
 def _probe(bwrap: str, settings: CiSettings) -> str | None:
     """Why ``bwrap`` cannot sandbox a step here, or ``None`` when a trial run worked."""
     root = os.geteuid() == 0
-    argv = [*_bwrap_args(bwrap, settings, None, root=root), "--", *(_setpriv(65534) if root else []), "/bin/true"]
+    argv = [*_system_args(bwrap, settings, root=root), "--", *(_setpriv(65534) if root else []), "/bin/true"]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=_PROBE_SECONDS, env={}, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -151,7 +154,8 @@ def _setpriv(uid: int) -> list[str]:
     ]
 
 
-def _bwrap_args(bwrap: str, settings: CiSettings, checkout: Path | None, *, root: bool) -> list[str]:
+def _system_args(bwrap: str, settings: CiSettings, *, root: bool) -> list[str]:
+    """``bwrap`` and its arguments but the checkout's: the same for every step of this worker."""
     args = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not root:
         args.append("--unshare-user")
@@ -163,11 +167,15 @@ def _bwrap_args(bwrap: str, settings: CiSettings, checkout: Path | None, *, root
         elif path.exists():
             args += ["--ro-bind", str(path), str(path)]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - a private tmpfs
-    if checkout is not None:
-        for parent in reversed(checkout.parents[:-1]):  # traversable by the step's uid, unlike bwrap's own
-            args += ["--perms", "0755", "--dir", str(parent)]
-        args += ["--bind", str(checkout), str(checkout)]
     return args
+
+
+def _checkout_args(checkout: Path) -> list[str]:
+    """The step's checkout, writable at its own path; its parents traversable by the step's uid (only them)."""
+    args: list[str] = []
+    for parent in reversed(checkout.parents[:-1]):  # traversable by the step's uid, unlike bwrap's own
+        args += ["--perms", "0755", "--dir", str(parent)]
+    return [*args, "--bind", str(checkout), str(checkout)]
 
 
 def hand_over(checkout: Path, uid: int | None) -> None:
