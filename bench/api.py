@@ -30,14 +30,22 @@ bare app's p99 there: the floor the machine allowed during the run, and forge's 
 the bare app's), and the watcher figures of
 ``bench/watch.py`` (run after the reads, as its own process, unless ``--no-watch``: 100 SSE
 watchers of a running pipeline against one poller).
+
+``--in-process`` measures instead what the servers' sockets and the machine's other load blur: the
+same run, forge-api's app (built by its own composition root, on the same services) and the bare
+app driven over ASGI in this process without sockets, ``--concurrency`` requests in flight, in
+alternating rounds; the figure is the process CPU per request (µs, median of the rounds; PostgreSQL's
+own CPU is not counted), ending with one JSON line of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,11 +59,15 @@ import uvicorn
 from litestar import Litestar, Response, get
 
 from forge.adapters.postgres_store import PostgresStore
+from forge.api.__main__ import build
+from forge.api.app import create_app
+from forge.api.auth.limits import RateLimits
 from forge.domain.discovery import AffectedProject, DiscoveredProject, DiscoveredStep, DiscoveryResult, PhaseGroup
 from forge.domain.events import StepEvent
 from forge.domain.status import Status
 from forge.embedded.process import binary, free_port, http_ready, start_service
 from forge.ports.store import NewRepository, NewRun
+from forge.settings import Settings
 from forge.testing.measure import api_services, cpu_seconds, machine, pin
 
 SHA = "e" * 40
@@ -97,10 +109,17 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=100, help="projects (one step each) of the run")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
     parser.add_argument("--no-watch", action="store_true", help="skip the watchers (bench/watch.py)")
+    parser.add_argument("--in-process", action="store_true", help="CPU per request of the apps over ASGI, no sockets")
+    parser.add_argument("--rounds", type=int, default=5, help="--in-process: alternating rounds per endpoint")
+    parser.add_argument("--requests", type=int, default=4000, help="--in-process: requests per round")
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         _serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]))
+        return
+    if args.in_process:
+        with tempfile.TemporaryDirectory(prefix="forge-bench-api-") as tmp:
+            print(json.dumps(_in_process(Path(tmp), args.projects, max(args.concurrency), args.requests, args.rounds)))
         return
     with tempfile.TemporaryDirectory(prefix="forge-bench-api-") as tmp:
         results, sizes = _bench(Path(tmp), args.projects, args.seconds, args.concurrency)
@@ -363,6 +382,101 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _in_process(tmp: Path, projects: int, concurrency: int, requests: int, rounds: int) -> dict[str, float]:
+    """µs of this process's CPU per request, forge-api's app against the bare app, over ASGI without sockets."""
+
+    async def measure(env: dict[str, str], run_id: uuid.UUID) -> dict[str, float]:
+        os.environ.update(env)  # Settings() as forge-api reads it
+        settings = Settings()
+        async with build(settings) as services:
+            app = create_app(services, rate_limits=RateLimits.from_settings(settings.api, services.rate_limiter))
+            headers = [(b"authorization", f"Bearer {env['FORGE_TOKEN']}".encode()), (b"accept", b"application/json")]
+            figures: dict[str, float] = {}
+            print(
+                f"machine: {machine()}\n{concurrency} in flight, {rounds} rounds of {requests} requests, µs CPU/request"
+            )
+            for name, template in ENDPOINTS.items():
+                path = template.format(id=run_id)
+                body = await _asgi_body(app, path, headers)
+
+                def answer(body: bytes = body) -> Response[bytes]:
+                    return Response(body, media_type="application/json")
+
+                bare = Litestar(route_handlers=[get(path, sync_to_thread=False)(answer)])
+                gc.collect()
+                gc.freeze()  # as forge-api does after start-up
+                forge_us, bare_us = [], []
+                for _ in range(rounds):
+                    forge_us.append(await _asgi_cpu(app, path, headers, concurrency, requests))
+                    bare_us.append(await _asgi_cpu(bare, path, headers, concurrency, requests))
+                f, b = statistics.median(forge_us), statistics.median(bare_us)
+                print(
+                    f"{template:<28} forge {f:6.1f} ({min(forge_us):.1f}-{max(forge_us):.1f})"
+                    f"  bare {b:6.1f} ({min(bare_us):.1f}-{max(bare_us):.1f})  forge - bare {f - b:6.1f}"
+                )
+                figures |= {f"{name}_inproc_us": round(f, 1), f"{name}_bare_inproc_us": round(b, 1)}
+            return figures
+
+    with api_services(tmp) as env:
+        run_id = asyncio.run(_finished_run(env["FORGE_DATABASE__URL"], projects))
+        return asyncio.run(measure(env, run_id))
+
+
+def _asgi_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+        "state": {},
+    }
+
+
+async def _asgi_receive() -> dict[str, object]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _asgi_body(app: object, path: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app(_asgi_scope(path, headers), _asgi_receive, send)  # type: ignore[operator]
+    if sent[0]["status"] != 200:
+        raise RuntimeError(f"GET {path}: {sent[0]['status']}")
+    return b"".join(m.get("body", b"") for m in sent[1:])  # type: ignore[misc]
+
+
+async def _asgi_cpu(app: object, path: str, headers: list[tuple[bytes, bytes]], concurrency: int, n: int) -> float:
+    """µs of process CPU per request for ``n`` requests, ``concurrency`` at a time (a 200 each)."""
+    left = n
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"GET {path}: {message['status']}")
+
+    async def lane() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await app(_asgi_scope(path, headers), _asgi_receive, send)  # type: ignore[operator]
+
+    started = time.process_time()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(lane())
+    return (time.process_time() - started) / n * 1e6
 
 
 def _serve_bare(port: int, bodies: Path) -> None:
