@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Self
 
 import nats.errors
 import nats.js.errors
@@ -158,7 +159,7 @@ class NatsBus:
         self._pull_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, replicas: int = 1, connect_timeout: float = 5.0) -> NatsBus:
+    async def connect(cls, url: str, *, replicas: int = 1, connect_timeout: float = 5.0) -> Self:
         """Connect, or raise ``ServiceUnavailableError`` once ``connect_timeout`` has passed."""
         nc = Client()
         try:

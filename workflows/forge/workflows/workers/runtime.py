@@ -16,6 +16,20 @@
   ``resume`` finishes the side effects (a CI step's log and final event), then the settled result
   is stored and the job acked. The settled record is not the result: a dispatcher sees the result
   only once the final event is stored, which the controller's end-of-run barrier relies on.
+* A job runs on one worker at a time: after those look-ups, the worker *claims* it on
+  ``pipeline.results.<key>.claim`` with JetStream's expected last subject sequence (0 for a first
+  claim), so of two deliveries of one job (a NATS restart lost the consumer's delivery state and
+  delivered it again at once, to another worker) one claims it. The claim names the worker (an id
+  per ``Worker``) and a lease (``ack_wait`` seconds, wall clock) that the heartbeat renews,
+  expecting the claim's own last sequence. A delivery that finds another worker's live claim does
+  not run the job: it keeps it in progress and looks again every heartbeat, until the result (or
+  a settled outcome) is stored, or the claim went stale (its worker died), which it takes over,
+  expecting the stale claim's sequence: of two takers one wins. A takeover looks for a stored
+  result again before running. A worker that lost its claim (a renewal is refused: someone took it
+  over after its lease ran out) stops the job and stores nothing, neither a settled outcome nor a
+  result, and neither acks nor naks it: the new holder finishes it. Before it stores an outcome a
+  worker renews a claim older than half a lease, so no one can have taken it over. A job retried
+  after a failure is released first (a claim with an expired lease), so its retry waits for no lease.
 * ``pipeline.cancel.<run>`` cancels that run's jobs: received live (core subscription), running
   jobs are cancelled (a CI step's process group is killed); kept in ``pipeline-cancels``, a job of
   a cancelled run pulled later is not started. Either way the job ends with a failed
@@ -36,6 +50,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
@@ -61,7 +79,7 @@ from forge.domain.messages import (
     pool_filter,
     result_subject,
 )
-from forge.errors import ForgeError, PermanentError, TransientError
+from forge.errors import ConflictError, ForgeError, PermanentError, TransientError
 from forge.jobs.dispatch import RESULTS_STREAM as STREAM_OF_RESULTS
 from forge.jobs.dispatch import stored_result
 from forge.observability.logs import current_run
@@ -72,10 +90,12 @@ from forge.retrying import transient
 from forge.settings import WorkerSettings
 
 __all__ = [
+    "Claim",
     "Handler",
     "Resumable",
     "Settled",
     "Worker",
+    "claim_subject",
     "consumer_name",
     "delivery",
     "settle",
@@ -89,6 +109,10 @@ log = logging.getLogger("forge.worker")
 
 class _RunCancelledError(Exception):
     pass
+
+
+class _ClaimLostError(Exception):
+    """Another worker took the job's claim over (this one's lease ran out): store nothing, leave the job."""
 
 
 Handler = Callable[[Job], Coroutine[Any, Any, dict[str, Any]]]
@@ -118,6 +142,31 @@ def settled_subject(key: str) -> str:
     return f"{result_subject(key)}.settled"
 
 
+def claim_subject(key: str) -> str:
+    return f"{result_subject(key)}.claim"
+
+
+class Claim(BaseModel):
+    """Which worker runs a job, until when (wall clock) unless it renews the claim."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    worker: str
+    expires: float = Field(description="Seconds since the epoch; 0: released")
+
+
+@dataclass(slots=True)
+class _Held:
+    """A claim this worker holds: its subject, its last sequence and when it was last (re)published."""
+
+    subject: str
+    sequence: int
+    renewed: float  # time.monotonic()
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 async def stored_settled(bus: MessageBus, key: str) -> Settled | None:
     payload = await bus.last_payload(STREAM_OF_RESULTS, settled_subject(key))
     return None if payload is None else Settled.model_validate_json(payload)
@@ -127,6 +176,7 @@ async def stored_settled(bus: MessageBus, key: str) -> Settled | None:
 class _Current:
     worker: Worker
     job: Job
+    held: _Held | None
 
 
 _current: ContextVar[_Current | None] = ContextVar("forge_worker_current", default=None)
@@ -145,7 +195,7 @@ async def settle(outcome: dict[str, Any] | PermanentError, resume: dict[str, Any
     current = _current.get()
     if current is None or _resumer(current.worker.handler) is None:
         return
-    await current.worker.settle(current.job, outcome, resume)
+    await current.worker.settle(current.job, outcome, resume, held=current.held)
 
 
 def _resumer(handler: object) -> Resumable | None:
@@ -168,6 +218,14 @@ class Worker:
     _cancelled: set[UUID] = field(default_factory=set)
     _checked: OrderedDict[UUID, None] = field(default_factory=OrderedDict)  # not cancelled when asked
     _watching: asyncio.Event = field(default_factory=asyncio.Event)  # the live cancel subscription is up
+    worker_id: str = field(default_factory=_worker_id)
+    clock: Callable[[], float] = time.time  # the wall clock leases are read with
+    _holding: set[str] = field(default_factory=set)  # keys of the jobs this worker runs now
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claim lasts unless renewed: as long as JetStream waits for a +WPI before redelivering."""
+        return self.settings.ack_wait
 
     @property
     def stream(self) -> str:
@@ -276,6 +334,36 @@ class Worker:
 
     async def _handle(self, msg: BusMessage, job: Job) -> str:
         """Handle a valid job; its outcome for the metrics."""
+        held: _Held | None = None
+        waiting = False
+        while True:
+            done = await self._done_before(msg, job)
+            if done is not None:
+                return done
+            if held is not None:  # taken over: nothing was stored meanwhile
+                break
+            held, first = await self._claim(job)
+            if first:  # nobody ever claimed it: nobody ran it
+                break
+            if held is None:  # another worker runs it: wait for its outcome, or for its lease to run out
+                if not waiting:
+                    log.info("job %s is claimed by another worker; waiting for its result", job.key)
+                    waiting = True
+                await asyncio.sleep(self.settings.heartbeat)
+                with contextlib.suppress(ForgeError):
+                    await msg.in_progress()
+        assert held is not None
+        self._holding.add(job.key)
+        try:
+            return await self._run(msg, job, held)
+        except _ClaimLostError:
+            log.warning("job %s was taken over by another worker; leaving it to that one", job.key)
+            return "lost"
+        finally:
+            self._holding.discard(job.key)
+
+    async def _done_before(self, msg: BusMessage, job: Job) -> str | None:
+        """End a job that must not run (a stored result, a settled outcome, a cancelled run): its outcome."""
         if await stored_result(self.bus, job.key) is not None:  # one read; a settled record is looked up after
             log.info("job %s already has a result; acking the duplicate", job.key)
             await msg.ack()
@@ -287,23 +375,90 @@ class Worker:
             log.info("job %s not started: run %s was cancelled", job.key, job.run_id)
             await self._finish(msg, job, _cancelled(job))
             return "cancelled"
+        return None
+
+    async def _run(self, msg: BusMessage, job: Job, held: _Held) -> str:
         last_delivery = msg.num_delivered >= self.settings.max_deliver
         delivery.set(msg.num_delivered)  # this task's context: each job is handled in its own task
-        _current.set(_Current(self, job))
+        _current.set(_Current(self, job, held))
         try:
-            data = await self._with_heartbeat(msg, job, self.handler(job))
+            data = await self._with_heartbeat(msg, job, self.handler(job), held)
+        except _ClaimLostError:
+            raise
         except Exception as exc:  # noqa: BLE001 - settled below: cancelled, failed, or retried then dead-lettered
-            return await self._settle_failure(msg, job, exc, last_delivery=last_delivery)
-        await self._finish(msg, job, await self._result(job, data))
+            return await self._settle_failure(msg, job, exc, last_delivery=last_delivery, held=held)
+        await self._finish(msg, job, await self._result(job, data), held=held)
         return "success"
 
-    async def settle(self, job: Job, outcome: dict[str, Any] | PermanentError, resume: dict[str, Any]) -> None:
+    def _claim_record(self, expires: float | None = None) -> bytes:
+        until = self.clock() + self.lease if expires is None else expires
+        return Claim(worker=self.worker_id, expires=until).model_dump_json().encode()
+
+    async def _claim(self, job: Job) -> tuple[_Held | None, bool]:
+        """Claim ``job``: (the claim, whether it is the job's first); (None, False) while another worker holds
+        a live claim, or won the race to take a stale one over."""
+        subject = claim_subject(job.key)
+        try:  # the common case: never claimed; one publish
+            sequence = await self.bus.publish_if_last(subject, self._claim_record(), last_sequence=0)
+            return _Held(subject, sequence, time.monotonic()), True
+        except ConflictError:
+            pass
+        last = await self.bus.last_message(STREAM_OF_RESULTS, subject)
+        expected = 0 if last is None else last.sequence
+        if last is not None and self._live(last.data, job.key):
+            return None, False
+        try:
+            sequence = await self.bus.publish_if_last(subject, self._claim_record(), last_sequence=expected)
+        except ConflictError:
+            return None, False
+        log.info("job %s: took over a stale claim", job.key)
+        return _Held(subject, sequence, time.monotonic()), False
+
+    def _live(self, record: bytes, key: str) -> bool:
+        """Whether a stored claim still holds the job (a malformed one does not)."""
+        try:
+            claim = Claim.model_validate_json(record)
+        except ValidationError:
+            return False
+        if claim.worker == self.worker_id:  # this worker's: live while one of its tasks runs the job
+            return key in self._holding
+        return claim.expires > self.clock()
+
+    async def _renew(self, held: _Held, *, expires: float | None = None) -> None:
+        """Renew (or, with ``expires=0``, release) the claim; ``_ClaimLostError`` when another worker took it."""
+        try:
+            sequence = await self.bus.publish_if_last(
+                held.subject, self._claim_record(expires), last_sequence=held.sequence
+            )
+        except ConflictError as exc:
+            raise _ClaimLostError from exc
+        held.sequence, held.renewed = sequence, time.monotonic()
+
+    async def _confirm(self, held: _Held | None) -> None:
+        """Before an outcome is stored: a claim older than half a lease is renewed (raises if it was lost)."""
+        if held is not None and time.monotonic() - held.renewed > self.lease / 2:
+            await _retried(lambda: self._renew(held))
+
+    async def _release(self, held: _Held) -> None:
+        """Let a retry of the job start at once, on any worker (best effort: a lease runs out anyway)."""
+        with contextlib.suppress(ForgeError, _ClaimLostError):
+            await self._renew(held, expires=0.0)
+
+    async def settle(
+        self,
+        job: Job,
+        outcome: dict[str, Any] | PermanentError,
+        resume: dict[str, Any],
+        *,
+        held: _Held | None = None,
+    ) -> None:
         """Store ``job``'s settled outcome (module ``settle`` is what a handler calls)."""
         if isinstance(outcome, dict):
             result = await self._result(job, outcome)
         else:
             result = _failure(job, outcome, permanent=True)
         record = Settled(result=result, resume=resume).model_dump_json().encode()
+        await self._confirm(held)
         await _retried(lambda: self.bus.publish(settled_subject(job.key), record))
 
     async def _settled(self, job: Job) -> Settled | None:
@@ -330,21 +485,27 @@ class Worker:
         await self._finish(msg, job, settled.result)
         return "resumed"
 
-    async def _settle_failure(self, msg: BusMessage, job: Job, exc: Exception, *, last_delivery: bool) -> str:
+    async def _settle_failure(
+        self, msg: BusMessage, job: Job, exc: Exception, *, last_delivery: bool, held: _Held
+    ) -> str:
         """End a job whose handler raised: cancelled, failed now (permanent), or retried until the DLQ."""
+        if isinstance(exc, _ClaimLostError):  # raised by ``settle``
+            raise exc
         if isinstance(exc, _RunCancelledError):
             log.info("job %s cancelled with its run", job.key)
-            await self._finish(msg, job, _cancelled(job))
+            await self._finish(msg, job, _cancelled(job), held=held)
             return "cancelled"
         if isinstance(exc, PermanentError):
             log.info("job %s failed permanently: %s", job.key, exc)
-            await self._finish(msg, job, _failure(job, exc, permanent=True))
+            await self._finish(msg, job, _failure(job, exc, permanent=True), held=held)
             return "failed"
         if not last_delivery:  # any other failure is retried, then dead-lettered
             delay = min(30.0, 2.0**msg.num_delivered)
             log.warning("job %s failed (delivery %d), retrying in %.0fs: %s", job.key, msg.num_delivered, delay, exc)
+            await self._release(held)
             await msg.nak(delay=delay)
             return "retried"
+        await self._confirm(held)
         reason = f"failed on delivery {msg.num_delivered} of {self.settings.max_deliver}: {exc}"
         await self._dead_letter(msg, reason, term=False)
         await self._finish(msg, job, _failure(job, exc, permanent=False))
@@ -366,9 +527,10 @@ class Worker:
         return False
 
     async def _with_heartbeat(
-        self, msg: BusMessage, job: Job, work: Coroutine[Any, Any, dict[str, Any]]
+        self, msg: BusMessage, job: Job, work: Coroutine[Any, Any, dict[str, Any]], held: _Held | None = None
     ) -> dict[str, Any]:
-        """Await ``work``, sending ``+WPI`` every ``heartbeat`` seconds while it runs."""
+        """Await ``work``, sending ``+WPI`` and renewing the claim every ``heartbeat`` seconds while it runs; a
+        claim another worker took over stops ``work`` (``_ClaimLostError``)."""
         task = asyncio.ensure_future(work)
         running = self._running.setdefault(job.run_id, set())
         running.add(task)
@@ -381,6 +543,9 @@ class Worker:
                     return task.result()
                 with contextlib.suppress(ForgeError):
                     await msg.in_progress()
+                if held is not None:
+                    with contextlib.suppress(ForgeError):  # NATS unreachable: the lease runs on, renewed later
+                        await self._renew(held)
         finally:
             task.cancel()
             running.discard(task)
@@ -395,7 +560,8 @@ class Worker:
         await self.objects.put(key, body, content_type="application/json")
         return Result(job_id=job.id, key=job.key, success=True, object_key=key)
 
-    async def _finish(self, msg: BusMessage, job: Job, result: Result) -> None:
+    async def _finish(self, msg: BusMessage, job: Job, result: Result, *, held: _Held | None = None) -> None:
+        await self._confirm(held)
         payload = result.model_dump_json().encode()
         await _retried(lambda: self.bus.publish(result_subject(job.key), payload))
         reply_to = msg.headers.get("Forge-Reply-To")
@@ -411,7 +577,7 @@ class Worker:
             await msg.term()
 
 
-async def _retried(publish: Callable[[], Coroutine[Any, Any, bool]]) -> None:
+async def _retried(publish: Callable[[], Coroutine[Any, Any, object]]) -> None:
     """Publish, retrying for a while when NATS is unreachable (a restart): ``TransientError`` after that."""
     try:  # the common case, without building a retry context
         await publish()
