@@ -34,7 +34,8 @@ Measured (how):
   could have reported it).
 * jobs finished from a settled outcome (``steps_resumed``: a worker died after the step ended, the
   redelivery finished it without running it) and duplicate deliveries acked (a stored result found),
-  counted in the workers' logs.
+  counted in the workers' logs; so are the deliveries that found another worker's live claim and
+  waited (``claim_waits``) and the jobs a worker left after its claim was taken over (``claims_lost``).
 * jobs in the DLQ: messages in the ``pipeline-dlq`` stream at the end.
 * recovery: every 0.25 s the number of finished steps is read from PostgreSQL; a fault's recovery is
   the time from the fault until that number first grows again (PostgreSQL unreadable counts as no
@@ -219,7 +220,7 @@ def main() -> None:
     os.environ["FORGE_ENGINE__MAX_PARALLEL"] = str(args.concurrency * args.ci_workers)
     os.environ["FORGE_CI__SANDBOX"] = "off"  # steps append to the host's ledger
     faults: list[Fault] = []
-    resumed = duplicates = 0
+    resumed = duplicates = waits = lost = 0
     reported: dict[tuple[str, ...], float] = {}
     try:
         plat, _ = platform_up(home / "platform")
@@ -238,7 +239,7 @@ def main() -> None:
         reported = asyncio.run(_outcomes_stored(plat.env["FORGE_NATS__URL"], doubled))
     finally:
         platform_down(home / "platform")
-        resumed, duplicates = _worker_logs(home / "platform" / "logs")
+        resumed, duplicates, waits, lost = _worker_logs(home / "platform" / "logs")
         if not args.keep:
             shutil.rmtree(home / "platform", ignore_errors=True)
     twice, rerun, delay = _ledger(ledger)
@@ -246,6 +247,7 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
     headline = _report(args, runs, faults, progress, wall, dlq, len(twice), rerun, delay, home if args.keep else None)
     print(f"jobs finished from a settled outcome (not run again): {resumed}; duplicate deliveries acked: {duplicates}")
+    print(f"deliveries that waited on another worker's claim: {waits}; jobs left after a lost claim: {lost}")
     after_kill = 0  # done only after the worker running it was SIGKILLed: it could never have been reported
     after_success = 0  # started again after its outcome was stored: what the issue's target forbids
     for key, done, again, pid in twice:
@@ -270,6 +272,8 @@ def main() -> None:
             "steps_twice_done_after_kill": after_kill,
             "steps_resumed": resumed,
             "duplicates_acked": duplicates,
+            "claim_waits": waits,
+            "claims_lost": lost,
         }
         print(json.dumps({**headline, **extra}))
 
@@ -394,14 +398,17 @@ async def _dlq(url: str) -> int:
         await nc.close()
 
 
-def _worker_logs(logs: Path) -> tuple[int, int]:
-    """(jobs finished from a settled outcome, duplicate deliveries acked) in the workers' logs."""
-    resumed = duplicates = 0
+def _worker_logs(logs: Path) -> tuple[int, int, int, int]:
+    """(jobs finished from a settled outcome, duplicate deliveries acked, deliveries that waited on another
+    worker's live claim, jobs a worker left after its claim was taken over) in the workers' logs."""
+    resumed = duplicates = waits = lost = 0
     for path in logs.glob("worker-*.log"):
         text = path.read_text(errors="replace")
         resumed += text.count("finishing it without running it again")
         duplicates += text.count("acking the duplicate")
-    return resumed, duplicates
+        waits += text.count("is claimed by another worker")
+        lost += text.count("was taken over by another worker")
+    return resumed, duplicates, waits, lost
 
 
 Twice = tuple[tuple[str, ...], float, float, int]  # (run, project, step), first done, start after it, its worker
