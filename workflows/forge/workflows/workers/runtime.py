@@ -22,14 +22,15 @@
   delivered it again at once, to another worker) one claims it. The claim names the worker (an id
   per ``Worker``) and a lease (``ack_wait`` seconds, wall clock) that the heartbeat renews,
   expecting the claim's own last sequence. A delivery that finds another worker's live claim does
-  not run the job: it keeps it in progress and looks again every heartbeat, until the result (or
-  a settled outcome) is stored, or the claim went stale (its worker died), which it takes over,
-  expecting the stale claim's sequence: of two takers one wins. A takeover looks for a stored
-  result again before running. A worker that lost its claim (a renewal is refused: someone took it
-  over after its lease ran out) stops the job and stores nothing, neither a settled outcome nor a
-  result, and neither acks nor naks it: the new holder finishes it. Before it stores an outcome a
-  worker renews a claim older than half a lease, so no one can have taken it over. A job retried
-  after a failure is released first (a claim with an expired lease), so its retry waits for no lease.
+  not run the job: it keeps it in progress and looks again when that lease runs out (or after a
+  heartbeat), until the result (or a settled outcome) is stored, or the claim went stale (its worker
+  died), which it takes over, expecting the stale claim's sequence: of two takers one wins. A
+  takeover looks for a stored result again before running. A worker that lost its claim (a renewal
+  is refused: someone took it over after its lease ran out) stops the job and stores nothing,
+  neither a settled outcome nor a result, and neither acks nor naks it: the new holder finishes it.
+  Before it stores an outcome a worker renews a claim older than half a lease, so no one can have
+  taken it over. A job retried after a failure is released first (a claim with an expired lease), so
+  its retry waits for no lease.
 * ``pipeline.cancel.<run>`` cancels that run's jobs: received live (core subscription), running
   jobs are cancelled (a CI step's process group is killed); kept in ``pipeline-cancels``, a job of
   a cancelled run pulled later is not started. Either way the job ends with a failed
@@ -342,14 +343,14 @@ class Worker:
                 return done
             if held is not None:  # taken over: nothing was stored meanwhile
                 break
-            held, first = await self._claim(job)
+            held, first, wait = await self._claim(job)
             if first:  # nobody ever claimed it: nobody ran it
                 break
             if held is None:  # another worker runs it: wait for its outcome, or for its lease to run out
                 if not waiting:
                     log.info("job %s is claimed by another worker; waiting for its result", job.key)
                     waiting = True
-                await asyncio.sleep(self.settings.heartbeat)
+                await asyncio.sleep(wait)
                 with contextlib.suppress(ForgeError):
                     await msg.in_progress()
         assert held is not None
@@ -394,35 +395,37 @@ class Worker:
         until = self.clock() + self.lease if expires is None else expires
         return Claim(worker=self.worker_id, expires=until).model_dump_json().encode()
 
-    async def _claim(self, job: Job) -> tuple[_Held | None, bool]:
-        """Claim ``job``: (the claim, whether it is the job's first); (None, False) while another worker holds
-        a live claim, or won the race to take a stale one over."""
+    async def _claim(self, job: Job) -> tuple[_Held | None, bool, float]:
+        """Claim ``job``: (the claim, whether it is the job's first, 0); (None, False, seconds to wait before
+        looking again) while another worker holds a live claim, or won the race to take a stale one over."""
         subject = claim_subject(job.key)
         try:  # the common case: never claimed; one publish
             sequence = await self.bus.publish_if_last(subject, self._claim_record(), last_sequence=0)
-            return _Held(subject, sequence, time.monotonic()), True
+            return _Held(subject, sequence, time.monotonic()), True, 0.0
         except ConflictError:
             pass
         last = await self.bus.last_message(STREAM_OF_RESULTS, subject)
         expected = 0 if last is None else last.sequence
-        if last is not None and self._live(last.data, job.key):
-            return None, False
+        if last is not None:
+            left = self._lease_left(last.data, job.key)
+            if left > 0:  # look again when it runs out (a dead holder's), or after a heartbeat
+                return None, False, min(self.settings.heartbeat, left + 0.05)
         try:
             sequence = await self.bus.publish_if_last(subject, self._claim_record(), last_sequence=expected)
         except ConflictError:
-            return None, False
+            return None, False, self.settings.heartbeat
         log.info("job %s: took over a stale claim", job.key)
-        return _Held(subject, sequence, time.monotonic()), False
+        return _Held(subject, sequence, time.monotonic()), False, 0.0
 
-    def _live(self, record: bytes, key: str) -> bool:
-        """Whether a stored claim still holds the job (a malformed one does not)."""
+    def _lease_left(self, record: bytes, key: str) -> float:
+        """Seconds a stored claim still holds the job (0: stale or malformed)."""
         try:
             claim = Claim.model_validate_json(record)
         except ValidationError:
-            return False
+            return 0.0
         if claim.worker == self.worker_id:  # this worker's: live while one of its tasks runs the job
-            return key in self._holding
-        return claim.expires > self.clock()
+            return self.settings.heartbeat if key in self._holding else 0.0
+        return max(0.0, claim.expires - self.clock())
 
     async def _renew(self, held: _Held, *, expires: float | None = None) -> None:
         """Renew (or, with ``expires=0``, release) the claim; ``_ClaimLostError`` when another worker took it."""
@@ -541,11 +544,11 @@ class Worker:
                     if task.cancelled():
                         raise _RunCancelledError
                     return task.result()
-                with contextlib.suppress(ForgeError):
-                    await msg.in_progress()
-                if held is not None:
+                if held is not None:  # first: the lease then ends before JetStream's ack wait does
                     with contextlib.suppress(ForgeError):  # NATS unreachable: the lease runs on, renewed later
                         await self._renew(held)
+                with contextlib.suppress(ForgeError):
+                    await msg.in_progress()
         finally:
             task.cancel()
             running.discard(task)
