@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -162,6 +163,31 @@ async def test_a_worker_that_lost_its_claim_stops_the_job_and_stores_nothing(
     assert ran.read_text() == "run\n"
 
 
+async def test_a_stopping_worker_does_not_wait_on_another_workers_claim(
+    own_nats: ServiceProcess, bus: NatsBus, objects: ObjectStore, tmp_path: Path
+) -> None:
+    """A delivery waiting for a live claim's holder (a long step) does not hold its worker's stop up."""
+    await bus.ensure_streams(STREAMS)
+    job = discovery_job("file:///nowhere", "d" * 40, branch=None)
+    held = Claim(worker="someone-else", expires=4e9).model_dump_json().encode()
+    await bus.publish_if_last(claim_subject(job.key), held, last_sequence=0)
+    own = await WatchedBus.connect(own_nats.url)
+    handler = Appending(tmp_path / "ran")
+    worker = Worker(job_type=JobType.DISCOVERY, handler=handler, bus=own, objects=objects, settings=ONE_AT_A_TIME)
+    stop = asyncio.Event()
+    try:
+        running = asyncio.create_task(worker.run(stop))
+        await bus.publish(job.subject, job.model_dump_json().encode())
+        await until(lambda: _true(own.claims_read > 0))  # it found the claim and waits
+        stop.set()
+        async with asyncio.timeout(60):
+            await running
+    finally:
+        await own.close()
+    assert not handler.ran.exists()
+    assert not await _empty(bus)  # left for a later delivery
+
+
 async def test_a_worker_sigkilled_while_holding_a_claim_is_taken_over_after_its_lease(
     tmp_path: Path,
     own_nats: ServiceProcess,
@@ -187,7 +213,8 @@ async def test_a_worker_sigkilled_while_holding_a_claim_is_taken_over_after_its_
             held = await _claim(bus, job)
             os.killpg(first.pid, signal.SIGKILL)  # holding the claim, mid-step
             for started in out.glob("started.*"):  # the step's processes die with their worker in production
-                os.kill(read_pid(started), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # the reaper may have killed it already
+                    os.kill(read_pid(started), signal.SIGKILL)
             second = _worker("worker-2", env, tmp_path / "logs")
             await until(lambda: _true(ran.read_text() == "run\nrun\n"))  # taken over: the step runs again
             taker = await _claim(bus, job)

@@ -222,6 +222,7 @@ class Worker:
     worker_id: str = field(default_factory=_worker_id)
     clock: Callable[[], float] = time.time  # the wall clock leases are read with
     _holding: set[str] = field(default_factory=set)  # keys of the jobs this worker runs now
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # ``run``'s stop
 
     @property
     def lease(self) -> float:
@@ -244,6 +245,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Pull and handle jobs until ``stop`` is set; running jobs finish first."""
         await self.prepare()
+        self._stopping = stop
         slots = asyncio.Semaphore(self.settings.concurrency)
         log.info(
             "%s worker of pool %s ready on %s (concurrency %d)",
@@ -350,7 +352,12 @@ class Worker:
                 if not waiting:
                     log.info("job %s is claimed by another worker; waiting for its result", job.key)
                     waiting = True
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._stopping.wait()
+                if self._stopping.is_set():  # not acked: JetStream delivers it again if its holder dies too
+                    log.info("job %s left to the worker that holds it: this one stops", job.key)
+                    return "left"
                 with contextlib.suppress(ForgeError):
                     await msg.in_progress()
         assert held is not None
