@@ -17,8 +17,9 @@ from pygit2.enums import FileMode
 from forge.adapters.minio_objects import MinioObjectStore
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import CiPayload, Job, JobType
+from forge.embedded.process import ServiceProcess, binary, start_service
 from forge.ports import GitReader, ObjectInfo
-from forge.settings import WorkerSettings
+from forge.settings import ObjectStoreSettings, WorkerSettings
 
 FAST = WorkerSettings(concurrency=2, ack_wait=2.0, heartbeat=0.5, max_deliver=2, fetch_wait=0.2)
 
@@ -211,3 +212,29 @@ def step_processes(token: str) -> list[int]:
         if wanted in cmdline and b"pytest" not in cmdline and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def worker_process(name: str, env: dict[str, str], logs: Path) -> ServiceProcess:
+    """A ``forge-worker ci`` process with ``env``, logging to ``<logs>/<name>.log``."""
+    return start_service(
+        name, [binary("forge-worker"), "ci"], url="", ready=lambda: True, log=logs / f"{name}.log", env=env
+    )
+
+
+def worker_env(tmp_path: Path, nats_url: str, object_settings: ObjectStoreSettings) -> dict[str, str]:
+    """A CI worker process's settings for tests: fast redelivery and heartbeats, no sandbox (steps write
+    pids, flags and counts outside their checkouts)."""
+    return {
+        "FORGE_NATS__URL": nats_url,
+        "FORGE_OBJECTS__ENDPOINT": object_settings.endpoint,
+        "FORGE_OBJECTS__ACCESS_KEY": object_settings.access_key,
+        "FORGE_OBJECTS__SECRET_KEY": object_settings.secret_key.get_secret_value(),
+        "FORGE_OBJECTS__BUCKET": object_settings.bucket,
+        "FORGE_GIT__CACHE_DIR": str(tmp_path / "git-cache"),
+        "FORGE_CI__WORK_DIR": str(tmp_path / "work"),
+        "FORGE_WORKER__ACK_WAIT": "2",
+        "FORGE_WORKER__HEARTBEAT": "0.5",
+        "FORGE_WORKER__FETCH_WAIT": "0.2",
+        "FORGE_CI__LOG_INTERVAL": "0.2",
+        "FORGE_CI__SANDBOX": "off",
+    }

@@ -24,7 +24,7 @@ import pytest
 
 from forge.adapters.nats_bus import NatsBus
 from forge.domain.messages import STREAMS, Job, JobType, Result, result_subject
-from forge.embedded.process import ServiceProcess, binary, start_service
+from forge.embedded.process import ServiceProcess
 from forge.errors import ConflictError
 from forge.jobs.dispatch import RESULTS_STREAM, dispatch, stored_result
 from forge.observability.worker import JOBS_FINISHED
@@ -34,7 +34,7 @@ from forge.settings import ObjectStoreSettings, WorkerSettings
 from forge.testing.jobs import discovery_job
 from forge.workflows.workers.runtime import Claim, Worker, claim_subject, stored_settled
 
-from .support import ci_job, read_pid, standard_repo
+from .support import ci_job, read_pid, standard_repo, worker_env, worker_process
 
 ONE_AT_A_TIME = WorkerSettings(concurrency=1, ack_wait=2.0, heartbeat=0.2, max_deliver=5, fetch_wait=0.2)
 
@@ -203,8 +203,8 @@ async def test_a_worker_sigkilled_while_holding_a_claim_is_taken_over_after_its_
     script = 'echo run >> "$RAN"; echo $$ > "$OUT/started.$$"; while [ ! -f "$GO" ]; do sleep 0.05; done'
     job = ci_job(str(src), sha, script, env={"OUT": str(out), "GO": str(out / "go"), "RAN": str(ran)})
     await bus.ensure_streams(STREAMS)
-    env = _env(tmp_path, own_nats.url, object_settings)
-    first = _worker("worker-1", env, tmp_path / "logs")
+    env = worker_env(tmp_path, own_nats.url, object_settings)
+    first = worker_process("worker-1", env, tmp_path / "logs")
     second: ServiceProcess | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -215,7 +215,7 @@ async def test_a_worker_sigkilled_while_holding_a_claim_is_taken_over_after_its_
             for started in out.glob("started.*"):  # the step's processes die with their worker in production
                 with contextlib.suppress(ProcessLookupError):  # the reaper may have killed it already
                     os.kill(read_pid(started), signal.SIGKILL)
-            second = _worker("worker-2", env, tmp_path / "logs")
+            second = worker_process("worker-2", env, tmp_path / "logs")
             await until(lambda: _true(ran.read_text() == "run\nrun\n"))  # taken over: the step runs again
             taker = await _claim(bus, job)
             assert taker.worker != held.worker
@@ -226,29 +226,6 @@ async def test_a_worker_sigkilled_while_holding_a_claim_is_taken_over_after_its_
         first.stop()
         if second is not None:
             second.stop()
-
-
-def _worker(name: str, env: dict[str, str], logs: Path) -> ServiceProcess:
-    return start_service(
-        name, [binary("forge-worker"), "ci"], url="", ready=lambda: True, log=logs / f"{name}.log", env=env
-    )
-
-
-def _env(tmp_path: Path, nats_url: str, object_settings: ObjectStoreSettings) -> dict[str, str]:
-    return {
-        "FORGE_NATS__URL": nats_url,
-        "FORGE_OBJECTS__ENDPOINT": object_settings.endpoint,
-        "FORGE_OBJECTS__ACCESS_KEY": object_settings.access_key,
-        "FORGE_OBJECTS__SECRET_KEY": object_settings.secret_key.get_secret_value(),
-        "FORGE_OBJECTS__BUCKET": object_settings.bucket,
-        "FORGE_GIT__CACHE_DIR": str(tmp_path / "git-cache"),
-        "FORGE_CI__WORK_DIR": str(tmp_path / "work"),
-        "FORGE_WORKER__ACK_WAIT": "2",
-        "FORGE_WORKER__HEARTBEAT": "0.5",
-        "FORGE_WORKER__FETCH_WAIT": "0.2",
-        "FORGE_CI__LOG_INTERVAL": "0.2",
-        "FORGE_CI__SANDBOX": "off",  # the step writes outside its checkout
-    }
 
 
 async def _true(value: bool) -> bool:

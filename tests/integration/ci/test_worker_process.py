@@ -24,30 +24,7 @@ from forge.ports import ObjectStore
 from forge.settings import ObjectStoreSettings
 from forge.workflows.workers.runtime import stored_settled
 
-from .support import alive, ci_job, read_pid, standard_repo
-
-
-def _worker(name: str, env: dict[str, str], logs: Path) -> ServiceProcess:
-    return start_service(
-        name, [binary("forge-worker"), "ci"], url="", ready=lambda: True, log=logs / f"{name}.log", env=env
-    )
-
-
-def _env(tmp_path: Path, nats_url: str, object_settings: ObjectStoreSettings) -> dict[str, str]:
-    return {
-        "FORGE_NATS__URL": nats_url,
-        "FORGE_OBJECTS__ENDPOINT": object_settings.endpoint,
-        "FORGE_OBJECTS__ACCESS_KEY": object_settings.access_key,
-        "FORGE_OBJECTS__SECRET_KEY": object_settings.secret_key.get_secret_value(),
-        "FORGE_OBJECTS__BUCKET": object_settings.bucket,
-        "FORGE_GIT__CACHE_DIR": str(tmp_path / "git-cache"),
-        "FORGE_CI__WORK_DIR": str(tmp_path / "work"),
-        "FORGE_WORKER__ACK_WAIT": "2",
-        "FORGE_WORKER__HEARTBEAT": "0.5",
-        "FORGE_WORKER__FETCH_WAIT": "0.2",
-        "FORGE_CI__LOG_INTERVAL": "0.2",
-        "FORGE_CI__SANDBOX": "off",  # the steps write pids and flags outside their checkouts
-    }
+from .support import alive, ci_job, read_pid, standard_repo, worker_env, worker_process
 
 
 async def test_sigkilled_worker_job_is_redelivered_and_a_follow_across_it_equals_the_final_log(
@@ -63,13 +40,13 @@ async def test_sigkilled_worker_job_is_redelivered_and_a_follow_across_it_equals
     sha = standard_repo(src)
     out = tmp_path / "out"
     out.mkdir()
-    env = _env(tmp_path, own_nats.url, object_settings)
+    env = worker_env(tmp_path, own_nats.url, object_settings)
     go = out / "go"
     script = 'echo "output of $$"; echo $$ > "$OUT/started.$$"; while [ ! -f "$GO" ]; do sleep 0.05; done; echo done'
     job = ci_job(str(src), sha, script, env={"OUT": str(out), "GO": str(go)})
     key = log_key(job.run_id, "test", "svc", "unit")
     await bus.ensure_streams(STREAMS)
-    first = _worker("worker-1", env, tmp_path / "logs")
+    first = worker_process("worker-1", env, tmp_path / "logs")
     second: ServiceProcess | None = None
     steps: list[int] = []
     followed = bytearray()
@@ -94,7 +71,7 @@ async def test_sigkilled_worker_job_is_redelivered_and_a_follow_across_it_equals
                     await asyncio.sleep(0.05)
             # the worker dies without acking; its step dies with it
             os.killpg(first.pid, signal.SIGKILL)
-            second = _worker("worker-2", env, tmp_path / "logs")
+            second = worker_process("worker-2", env, tmp_path / "logs")
             async with asyncio.timeout(30):  # redelivered after ack_wait, run again by the second worker
                 while len(started := list(out.glob("started.*"))) < 2:
                     await asyncio.sleep(0.05)
@@ -144,8 +121,8 @@ async def test_a_worker_killed_after_its_step_settled_does_not_run_the_step_agai
     script = f'echo start >> "{ledger}"; echo step output; echo done >> "{ledger}"'
     job = ci_job(str(src), sha, script, step_execution_id=step_id)
     key = log_key(job.run_id, "test", "svc", "unit")
-    env = _env(tmp_path, own_nats.url, object_settings)
-    first = _worker("worker-1", env, tmp_path / "logs")
+    env = worker_env(tmp_path, own_nats.url, object_settings)
+    first = worker_process("worker-1", env, tmp_path / "logs")
     second: ServiceProcess | None = None
     try:
         async with asyncio.timeout(60):  # the process created the streams and its consumer
@@ -168,7 +145,7 @@ async def test_a_worker_killed_after_its_step_settled_does_not_run_the_step_agai
         assert await stored_result(bus, job.key) is None  # the worker is still retrying the final event
         os.killpg(first.pid, signal.SIGKILL)
         await bus.ensure_streams(STREAMS)  # the events stream is back
-        second = _worker("worker-2", env, tmp_path / "logs")
+        second = worker_process("worker-2", env, tmp_path / "logs")
         result = await asyncio.wait_for(pending, 60)
     finally:
         for proc in (first, second):
@@ -199,7 +176,7 @@ async def test_a_sigkilled_worker_takes_its_step_s_processes_with_it(
     )
     job = ci_job(str(src), sha, script, env={"OUT": str(out)})
     await bus.ensure_streams(STREAMS)
-    worker = _worker("worker", _env(tmp_path, own_nats.url, object_settings), tmp_path / "logs")
+    worker = worker_process("worker", worker_env(tmp_path, own_nats.url, object_settings), tmp_path / "logs")
     pids: list[int] = []
     pending = asyncio.ensure_future(dispatch(bus, job, timeout=90))  # never answered: cancelled below
     try:
@@ -229,7 +206,7 @@ async def test_one_process_serves_several_job_types(
     ensured by the process itself."""
     src = tmp_path / "src" / "mono.git"
     sha = standard_repo(src)
-    env = _env(tmp_path, own_nats.url, object_settings)
+    env = worker_env(tmp_path, own_nats.url, object_settings)
     both = start_service(
         "worker-both",
         [binary("forge-worker"), "discovery", "ci"],
