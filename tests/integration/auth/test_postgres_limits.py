@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -22,6 +21,7 @@ from forge.embedded.process import ServiceProcess, free_port
 from forge.errors import ServiceUnavailableError
 from forge.ports.limits import TOLERANCE
 from forge.settings import AuthSettings, DatabaseSettings, NatsSettings, ObjectStoreSettings, Settings
+from forge.testing.logs import log_records
 from forge.testing.postgres import create_database_async
 
 from .limits_support import Clock, migrated
@@ -39,19 +39,6 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
     yield pool
     await pool.close()
-
-
-@contextmanager
-def _records(name: str) -> Iterator[list[logging.LogRecord]]:
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign,assignment]
-    logger = logging.getLogger(name)
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
 
 
 async def test_replicas_share_the_database_clock(dsn: str, pool: asyncpg.Pool[asyncpg.Record]) -> None:
@@ -122,7 +109,7 @@ async def test_a_failed_purge_is_logged_and_the_take_still_answers(
     clock.now += 60  # "idle" is full and due for the purge, which a held row lock stalls
     holder = await asyncpg.connect(dsn)
     try:
-        with _records("forge.limits") as records:
+        with log_records("forge.limits") as records:
             async with holder.transaction():
                 await holder.execute("SELECT * FROM rate_limit_buckets FOR UPDATE")
                 assert await limiter.take("runs", "jane", 60) is None

@@ -11,8 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -33,6 +32,7 @@ from forge.errors import InvalidInputError
 from forge.ports.fakes import MemoryRateLimiter
 from forge.ports.limits import RateLimiter
 from forge.settings import ApiSettings
+from forge.testing.logs import log_records
 from forge.testing.oidc import shared_issuer
 
 from .support import api_services, auth_headers
@@ -208,20 +208,6 @@ async def test_two_api_replicas_share_the_postgres_buckets(
         _limited(await a.post("/v1/webhooks/github", content=body, headers=headers))
 
 
-@contextmanager
-def _records(name: str) -> Iterator[list[logging.LogRecord]]:
-    """The records of logger ``name`` (Litestar's logging config replaces the root handlers caplog uses)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign,assignment]
-    logger = logging.getLogger(name)
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-
-
 def _errors(limit: str) -> float:
     return REGISTRY.get_sample_value("forge_rate_limit_store_errors_total", {"limit": limit}) or 0.0
 
@@ -233,7 +219,7 @@ async def test_a_bucket_store_outage_lets_requests_through_logged_and_counted(
     dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/forge", min_size=0)
     before = {limit: _errors(limit) for limit in ("runs", "repository_runs", "webhooks")}
     try:
-        with _records("forge.api.limits") as records:
+        with log_records("forge.api.limits") as records:
             async with _client(_app(store, bus, objects, PostgresRateLimiter(dead))) as client:
                 await _register(client)
                 for n in range(5):  # more than the limit of 3
