@@ -304,6 +304,12 @@ class ControllerSettings(BaseModel):
     lease_duration: float = Field(15.0, gt=0, description="Seconds a Lease not renewed stays the holder's")
     renew_deadline: float = Field(10.0, gt=0, description="Seconds a leader may fail to renew before it steps down")
     retry_period: float = Field(2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease")
+    claim_lease: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a run or deployment a controller claimed stays its own without renewal (renewed every"
+        " third of it while worked on); then another controller takes it over",
+    )
 
 
 class KubeClientSettings(BaseModel):
