@@ -109,6 +109,12 @@ class GitOpsSettings(BaseModel):
     ssh_user: str = Field("git", description="User for an SSH remote whose URL names none")
     ssh_key: SecretStr | None = Field(None, description="Private key (OpenSSH or PEM text) for an SSH remote")
     ssh_key_passphrase: SecretStr | None = Field(None, description="Passphrase of ssh_key, when it has one")
+    ssh_known_hosts: Path | None = Field(
+        None,
+        description="known_hosts file (OpenSSH format: hashed names and [host]:port entries too) that must hold "
+        "an SSH remote's host key; a host that is not in it, or presents another key, is refused before any "
+        "credential is sent. Unset: $HOME/.ssh/known_hosts, and an SSH remote is refused when that does not exist",
+    )
     breaker: BreakerSettings = Field(
         default_factory=BreakerSettings, description="Circuit breaker around fetches and pushes to the remote"
     )

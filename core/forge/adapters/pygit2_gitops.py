@@ -17,14 +17,31 @@ landed although its answer was lost; a head that did not move means the remote r
 **Credentials** (``GitOpsCredentials``, from ``FORGE_GITOPS__USERNAME``/``__PASSWORD`` for HTTPS and
 ``__SSH_KEY``/``__SSH_KEY_PASSPHRASE``/``__SSH_USER`` for SSH) are handed to libgit2 by a
 ``RemoteCallbacks.credentials`` callback when the remote asks for them, on every fetch and push:
-``UserPass`` for HTTPS (Basic auth), ``KeypairFromMemory`` for SSH (the host key is checked by
-libgit2 against ``~/.ssh/known_hosts``). The remote asking a second time in one operation means it
-refused them: the operation stops there with ``AuthenticationError``
+``UserPass`` for HTTPS (Basic auth), ``KeypairFromMemory`` for SSH. The remote asking a second time in
+one operation means it refused them: the operation stops there with ``AuthenticationError``
 (``gitops: <remote>: authentication failed: …``, one line, never the secret), a permanent error, so a
 deployment fails at once instead of retrying; nothing was pushed. A remote that asks and gets
 nothing (none configured, or not of a kind it accepts) fails the same way. Credentials written
 into the URL work too but are not shown: messages and ``url`` drop an HTTP(S) URL's user info and
 any URL's password.
+
+**SSH host keys** are checked by us, before libgit2 asks for credentials, against the known_hosts file
+``FORGE_GITOPS__SSH_KNOWN_HOSTS`` (unset: ``$HOME/.ssh/known_hosts``), read afresh for every fetch and push
+(``forge.adapters._known_hosts``: hashed names, ``[host]:port``, ``@revoked``). A host that is not there, or
+presents another key, stops the operation with ``AuthenticationError`` (``gitops: <remote>: host key
+verification failed (fetch from the remote): <why, naming the host>``); a known_hosts file that is missing
+or has a line that cannot be read stops it with ``InvalidInputError`` naming the file and the line. Both
+are permanent, and nothing is sent to the remote but the SSH handshake. Nothing turns the check off:
+left to itself, pygit2 lets every SSH host key through (its default ``certificate_check`` gets no key and
+passes SSH), which is why the check is ours.
+
+How the key reaches us: pygit2 (1.21) hands its Python ``certificate_check`` ``None`` instead of the key,
+so ``_Callbacks`` puts its own C callback (``_CERTIFICATE_CHECK``, a cffi callback) into the option
+structs pygit2 builds for each fetch and push, as pygit2 hands them to the payload (``fetch_options``,
+``push_options``). It reads libgit2's ``git_cert_hostkey`` through a struct declared here (pygit2's own
+declaration of it stops before the raw key), and only when its ``type`` says the raw key is there. Should a
+pygit2 release stop handing over the structs, the Python ``certificate_check`` is called instead and
+refuses every SSH host key (fail closed; the real-sshd tests in tests/integration/gitops catch it).
 
 Every call goes through the ``gitops`` circuit breaker (``forge.adapters._breakers``), which counts
 ``ServiceUnavailableError`` only (a branch that kept moving is contention, not an outage): a remote
@@ -43,14 +60,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
+import cffi  # type: ignore[import-untyped]  # pygit2's own FFI (a dependency of pygit2), untyped
 import pygit2
 from pydantic import SecretStr
 from pygit2.enums import CredentialType, FileMode
+from pygit2.ffi import C
 
 from forge.adapters._breakers import CircuitBreaker
+from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts, KnownHostsError
 from forge.errors import AuthenticationError, InvalidInputError, ServiceUnavailableError, TransientError
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsTree, PathRevision
 from forge.settings import GitOpsSettings
@@ -63,6 +83,8 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
+_SSH_SCHEMES = ("ssh", "ssh+git", "git+ssh")
+_DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
 class _Tree:
@@ -114,13 +136,29 @@ class _AuthenticationFailed(Exception):  # noqa: N818 - raised inside libgit2's 
 _CredentialAnswer = pygit2.UserPass | pygit2.KeypairFromMemory | pygit2.Username
 
 
-class _Callbacks(pygit2.RemoteCallbacks):
-    """Answers the remote's credential requests (once: a second request is a refusal) and records its
-    rejection of a reference update (a server-side refusal is not an exception)."""
+@dataclass(frozen=True, slots=True)
+class _HostTrust:
+    """What an SSH remote's host key is checked against: the known_hosts entries and the remote's port
+    (libgit2 names the host it connected to, not the port)."""
 
-    def __init__(self, credentials: GitOpsCredentials) -> None:
+    known_hosts: KnownHosts
+    port: int
+
+    def verify(self, host: str, key: HostKey | None) -> None:
+        if key is None:
+            raise HostKeyRejected(f"libgit2 did not hand over the raw host key of {host}")
+        self.known_hosts.verify(host, self.port, key)
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Answers the remote's credential requests (once: a second request is a refusal), checks an SSH host's
+    key (``trust``; ``None`` for a remote that is not SSH) and records the remote's rejection of a
+    reference update (a server-side refusal is not an exception)."""
+
+    def __init__(self, credentials: GitOpsCredentials, trust: _HostTrust | None = None) -> None:
         super().__init__()
         self._credentials = credentials
+        self._trust = trust
         self._given = False
         self.rejected: str | None = None
 
@@ -146,9 +184,92 @@ class _Callbacks(pygit2.RemoteCallbacks):
             else f"the remote asks for credentials of a kind not supported ({allowed_types!r})"
         )
 
+    def check_host_key(self, host: str, key: HostKey | None) -> None:
+        """An SSH host presented ``key``: return to go on, raise ``HostKeyRejected`` to stop before any
+        credential is sent."""
+        if self._trust is None:
+            raise HostKeyRejected(f"{host} presented an SSH host key, but the remote's URL is not an SSH URL")
+        self._trust.verify(host, key)
+
+    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
+        """pygit2's own hook, called only if ``_CERTIFICATE_CHECK`` did not get into the options (a pygit2
+        that builds them differently): it gets no key, so an SSH remote is refused; TLS keeps libgit2's
+        verdict, as pygit2 does by default."""
+        if self._trust is not None:
+            name = host.decode(errors="replace")
+            raise HostKeyRejected(f"pygit2 did not hand over the host key of {name} (an unknown pygit2)")
+        return valid
+
+    # pygit2 builds libgit2's options for each fetch and push and hands them to the payload before
+    # calling libgit2: our C callback goes in there, in place of pygit2's (which drops the key).
+    @property
+    def fetch_options(self) -> Any:
+        return self._fetch_options
+
+    @fetch_options.setter
+    def fetch_options(self, options: Any) -> None:
+        options.callbacks.certificate_check = _CERTIFICATE_CHECK
+        self._fetch_options = options
+
+    @property
+    def push_options(self) -> Any:
+        return self._push_options
+
+    @push_options.setter
+    def push_options(self, options: Any) -> None:
+        options.callbacks.certificate_check = _CERTIFICATE_CHECK
+        self._push_options = options
+
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
             self.rejected = f"{refname}: {message}"
+
+
+# libgit2's git_cert_hostkey as include/git2/cert.h declares it (libgit2 1.9, the one pygit2 1.21 ships); pygit2
+# declares only its first fields. Read through this declaration only when ``type`` says the raw key is there.
+_HOSTKEY = cffi.FFI()
+_HOSTKEY.cdef(
+    """
+    typedef struct {
+        int cert_type;
+        unsigned int type;
+        unsigned char hash_md5[16];
+        unsigned char hash_sha1[20];
+        unsigned char hash_sha256[32];
+        int raw_type;
+        const char *hostkey;
+        size_t hostkey_len;
+    } git_cert_hostkey;
+    """
+)
+_GIT_CERT_SSH_RAW = 1 << 3
+
+
+def _presented_key(cert: Any) -> HostKey | None:
+    hostkey = _HOSTKEY.cast("git_cert_hostkey *", int(pygit2.ffi.cast("uintptr_t", cert)))
+    if not hostkey.type & _GIT_CERT_SSH_RAW or hostkey.hostkey == _HOSTKEY.NULL or hostkey.hostkey_len == 0:
+        return None
+    return HostKey(bytes(_HOSTKEY.buffer(hostkey.hostkey, hostkey.hostkey_len)))
+
+
+def _certificate_check(cert: Any, valid: int, host: Any, payload: Any) -> int:
+    """libgit2's ``git_transport_certificate_check_cb``: 0 goes on, ``GIT_PASSTHROUGH`` keeps libgit2's own
+    verdict (TLS: OpenSSL's), ``GIT_EUSER`` stops with the exception left for pygit2 to raise."""
+    callbacks = pygit2.ffi.from_handle(payload)
+    try:
+        if cert == pygit2.ffi.NULL or cert.cert_type != C.GIT_CERT_HOSTKEY_LIBSSH2:
+            return int(C.GIT_PASSTHROUGH)
+        callbacks.check_host_key(pygit2.ffi.string(host).decode(errors="replace"), _presented_key(cert))
+    except BaseException as exc:  # noqa: BLE001 - nothing may cross into C; pygit2 re-raises it after the call
+        callbacks._stored_exception = exc  # noqa: SLF001 - pygit2's slot for a callback's exception
+        return int(C.GIT_EUSER)
+    return 0
+
+
+# error=GIT_EUSER: should anything escape (it cannot), libgit2 stops instead of trusting the host
+_CERTIFICATE_CHECK = pygit2.ffi.callback(
+    "git_transport_certificate_check_cb", _certificate_check, error=int(C.GIT_EUSER)
+)
 
 
 class Pygit2GitOps:
@@ -166,6 +287,7 @@ class Pygit2GitOps:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         breaker: CircuitBreaker | None = None,
         credentials: GitOpsCredentials | None = None,
+        known_hosts: Path | None = None,
     ):
         if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
             raise InvalidInputError(f"gitops branch: not a branch name: {branch!r}")
@@ -175,6 +297,8 @@ class Pygit2GitOps:
         self._shown = _without_user_info(url)
         self._credentials = credentials or GitOpsCredentials()
         self._source = _fetch_source(url)
+        self._ssh_port = _ssh_port(url)
+        self._known_hosts = known_hosts
         self._branch = branch
         self._signature = (author_name, author_email)
         self._attempts = attempts
@@ -198,6 +322,7 @@ class Pygit2GitOps:
             attempts=settings.push_attempts,
             breaker=CircuitBreaker.from_settings("gitops", settings.breaker, counts=(ServiceUnavailableError,)),
             credentials=GitOpsCredentials.from_settings(settings),
+            known_hosts=settings.ssh_known_hosts,
             **extra,
         )
 
@@ -258,13 +383,15 @@ class Pygit2GitOps:
 
     def _push(self, repo: pygit2.Repository, head: pygit2.Commit | None, new: pygit2.Oid) -> bool:
         """True when the remote's branch is now ``new``; False when it moved under us (re-plan)."""
-        outcome = _Callbacks(self._credentials)
+        outcome = self._callbacks()
         failure: str | None
         try:
             repo.remotes["origin"].push([f"{new}:refs/heads/{self._branch}"], callbacks=outcome)
             failure = outcome.rejected
         except _AuthenticationFailed as exc:
             raise self._authentication_failed("push to", str(exc)) from None
+        except HostKeyRejected as exc:
+            raise self._host_key_failed("push to", str(exc)) from None
         except pygit2.GitError as exc:
             if _is_authentication(str(exc)):
                 raise self._authentication_failed("push to", str(exc)) from None
@@ -334,11 +461,11 @@ class Pygit2GitOps:
     def _fetch(self, repo: pygit2.Repository) -> pygit2.Commit | None:
         """Fetch the remote's branches; the branch's head commit, ``None`` when it does not exist yet."""
         try:
-            repo.remotes["origin"].fetch(
-                [_REFSPEC], prune=pygit2.enums.FetchPrune.PRUNE, callbacks=_Callbacks(self._credentials)
-            )
+            repo.remotes["origin"].fetch([_REFSPEC], prune=pygit2.enums.FetchPrune.PRUNE, callbacks=self._callbacks())
         except _AuthenticationFailed as exc:
             raise self._authentication_failed("fetch from", str(exc)) from None
+        except HostKeyRejected as exc:
+            raise self._host_key_failed("fetch from", str(exc)) from None
         except pygit2.GitError as exc:
             if _is_authentication(str(exc)):
                 raise self._authentication_failed("fetch from", str(exc)) from None
@@ -347,6 +474,26 @@ class Pygit2GitOps:
             ) from exc
         ref = repo.references.get(self._tracking)
         return ref.peel(pygit2.Commit) if ref is not None else None
+
+    def _callbacks(self) -> _Callbacks:
+        """Callbacks for one fetch or push; for an SSH remote, with the known_hosts file read now (a
+        rotated file counts from the next operation on)."""
+        if self._ssh_port is None:
+            return _Callbacks(self._credentials)
+        path = self._known_hosts or _default_known_hosts()
+        try:
+            known_hosts = KnownHosts.load(path)
+        except KnownHostsError as exc:
+            setting = (
+                "FORGE_GITOPS__SSH_KNOWN_HOSTS"
+                if self._known_hosts is not None
+                else "FORGE_GITOPS__SSH_KNOWN_HOSTS is not set, so $HOME/.ssh/known_hosts is read"
+            )
+            raise InvalidInputError(
+                f"gitops: {self._shown}: cannot check the SSH host key: known_hosts {exc} ({setting})",
+                details={"url": self._shown, "known_hosts": str(path)},
+            ) from None
+        return _Callbacks(self._credentials, _HostTrust(known_hosts, self._ssh_port))
 
     def _now_signature(self) -> pygit2.Signature:
         now = self._clock()
@@ -357,6 +504,13 @@ class Pygit2GitOps:
     def _authentication_failed(self, what: str, reason: str) -> AuthenticationError:
         return AuthenticationError(
             f"gitops: {self._shown}: authentication failed ({what} the remote): {self._scrub(reason)}",
+            details={"url": self._shown},
+        )
+
+    def _host_key_failed(self, what: str, reason: str) -> AuthenticationError:
+        return AuthenticationError(
+            f"gitops: {self._shown}: host key verification failed ({what} the remote): {self._scrub(reason)}",
+            code="host_key_rejected",
             details={"url": self._shown},
         )
 
@@ -451,6 +605,26 @@ def _blob_at(repo: pygit2.Repository, tree: pygit2.Tree, path: str) -> bytes | N
         return None
     obj = repo[entry.id]
     return obj.data if isinstance(obj, pygit2.Blob) else None
+
+
+def _default_known_hosts() -> Path:
+    """``$HOME/.ssh/known_hosts`` (left as ``~/…``, which does not exist, when there is no home)."""
+    path = Path(_DEFAULT_KNOWN_HOSTS)
+    with contextlib.suppress(RuntimeError):
+        path = path.expanduser()
+    return path
+
+
+def _ssh_port(url: str) -> int | None:
+    """The port of an SSH remote (``ssh://``, ``ssh+git://``, ``git+ssh://`` or scp-like ``user@host:path``);
+    ``None`` for any other remote."""
+    parsed = urlparse(url)
+    if parsed.scheme in _SSH_SCHEMES:
+        try:
+            return parsed.port or 22
+        except ValueError:
+            raise InvalidInputError(f"gitops: {_without_user_info(url)}: not a port number") from None
+    return 22 if "://" not in url and _SCP_LIKE.match(url) else None
 
 
 def _fetch_source(url: str) -> str:

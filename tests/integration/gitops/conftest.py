@@ -1,5 +1,5 @@
 """GitOps remotes for the writer's tests: seeded bare repositories on disk, a ``git daemon`` that accepts pushes,
-and a smart-HTTP server that wants Basic auth (git_http.py)."""
+a smart-HTTP server that wants Basic auth (git_http.py) and a real sshd (sshd.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.integration.gitops.git_http import GitHttpServer
+from tests.integration.gitops.sshd import SshServer, start_sshd
 
 from forge.embedded.gitops import create_gitops_repository
 from forge.embedded.process import ServiceProcess, free_port, start_service, tcp_ready
@@ -57,3 +58,12 @@ def git_http(tmp_path: Path) -> Iterator[GitHttpServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One OpenSSH server for the session (host key, client keys ``right_key``/``wrong_key``); each test
+    serves its own repository (``SshServer.repository``)."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

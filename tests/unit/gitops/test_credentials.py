@@ -1,6 +1,5 @@
-"""The credential callback the pygit2 adapter hands libgit2 (an SSH server cannot run here: no sshd on this
-machine, so SSH is tested at the callback, the way libgit2 calls it; HTTPS runs for real in
-tests/integration/gitops/test_credentials.py)."""
+"""The credential callback the pygit2 adapter hands libgit2, called the way libgit2 calls it (for real: HTTPS in
+tests/integration/gitops/test_credentials.py, SSH against a real sshd in tests/integration/gitops/test_ssh.py)."""
 
 from __future__ import annotations
 
