@@ -35,13 +35,10 @@ are permanent, and nothing is sent to the remote but the SSH handshake. Nothing 
 left to itself, pygit2 lets every SSH host key through (its default ``certificate_check`` gets no key and
 passes SSH), which is why the check is ours.
 
-How the key reaches us: pygit2 (1.21) hands its Python ``certificate_check`` ``None`` instead of the key,
-so ``_Callbacks`` puts its own C callback (``_CERTIFICATE_CHECK``, a cffi callback) into the option
-structs pygit2 builds for each fetch and push, as pygit2 hands them to the payload (``fetch_options``,
-``push_options``). It reads libgit2's ``git_cert_hostkey`` through a struct declared here (pygit2's own
-declaration of it stops before the raw key), and only when its ``type`` says the raw key is there. Should a
-pygit2 release stop handing over the structs, the Python ``certificate_check`` is called instead and
-refuses every SSH host key (fail closed; the real-sshd tests in tests/integration/gitops catch it).
+How the key reaches us (pygit2 hands its Python hook none): ``forge.adapters._pygit2_host_keys``.
+Should a pygit2 release stop handing over its option structs, the Python ``certificate_check`` is called
+instead and refuses every SSH host key (fail closed; the real-sshd tests in tests/integration/gitops
+catch it).
 
 Every call goes through the ``gitops`` circuit breaker (``forge.adapters._breakers``), which counts
 ``ServiceUnavailableError`` only (a branch that kept moving is contention, not an outage): a remote
@@ -63,14 +60,13 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
-import cffi  # type: ignore[import-untyped]  # pygit2's own FFI (a dependency of pygit2), untyped
 import pygit2
 from pydantic import SecretStr
 from pygit2.enums import CredentialType, FileMode
-from pygit2.ffi import C
 
 from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts, KnownHostsError
+from forge.adapters._pygit2_host_keys import CERTIFICATE_CHECK, HostTrust
 from forge.errors import AuthenticationError, InvalidInputError, ServiceUnavailableError, TransientError
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsTree, PathRevision
 from forge.settings import GitOpsSettings
@@ -136,26 +132,12 @@ class _AuthenticationFailed(Exception):  # noqa: N818 - raised inside libgit2's 
 _CredentialAnswer = pygit2.UserPass | pygit2.KeypairFromMemory | pygit2.Username
 
 
-@dataclass(frozen=True, slots=True)
-class _HostTrust:
-    """What an SSH remote's host key is checked against: the known_hosts entries and the remote's port
-    (libgit2 names the host it connected to, not the port)."""
-
-    known_hosts: KnownHosts
-    port: int
-
-    def verify(self, host: str, key: HostKey | None) -> None:
-        if key is None:
-            raise HostKeyRejected(f"libgit2 did not hand over the raw host key of {host}")
-        self.known_hosts.verify(host, self.port, key)
-
-
 class _Callbacks(pygit2.RemoteCallbacks):
     """Answers the remote's credential requests (once: a second request is a refusal), checks an SSH host's
     key (``trust``; ``None`` for a remote that is not SSH) and records the remote's rejection of a
     reference update (a server-side refusal is not an exception)."""
 
-    def __init__(self, credentials: GitOpsCredentials, trust: _HostTrust | None = None) -> None:
+    def __init__(self, credentials: GitOpsCredentials, trust: HostTrust | None = None) -> None:
         super().__init__()
         self._credentials = credentials
         self._trust = trust
@@ -192,7 +174,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
         self._trust.verify(host, key)
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
-        """pygit2's own hook, called only if ``_CERTIFICATE_CHECK`` did not get into the options (a pygit2
+        """pygit2's own hook, called only if ``CERTIFICATE_CHECK`` did not get into the options (a pygit2
         that builds them differently): it gets no key, so an SSH remote is refused; TLS keeps libgit2's
         verdict, as pygit2 does by default."""
         if self._trust is not None:
@@ -208,7 +190,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
 
     @fetch_options.setter
     def fetch_options(self, options: Any) -> None:
-        options.callbacks.certificate_check = _CERTIFICATE_CHECK
+        options.callbacks.certificate_check = CERTIFICATE_CHECK
         self._fetch_options = options
 
     @property
@@ -217,59 +199,12 @@ class _Callbacks(pygit2.RemoteCallbacks):
 
     @push_options.setter
     def push_options(self, options: Any) -> None:
-        options.callbacks.certificate_check = _CERTIFICATE_CHECK
+        options.callbacks.certificate_check = CERTIFICATE_CHECK
         self._push_options = options
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
             self.rejected = f"{refname}: {message}"
-
-
-# libgit2's git_cert_hostkey as include/git2/cert.h declares it (libgit2 1.9, the one pygit2 1.21 ships); pygit2
-# declares only its first fields. Read through this declaration only when ``type`` says the raw key is there.
-_HOSTKEY = cffi.FFI()
-_HOSTKEY.cdef(
-    """
-    typedef struct {
-        int cert_type;
-        unsigned int type;
-        unsigned char hash_md5[16];
-        unsigned char hash_sha1[20];
-        unsigned char hash_sha256[32];
-        int raw_type;
-        const char *hostkey;
-        size_t hostkey_len;
-    } git_cert_hostkey;
-    """
-)
-_GIT_CERT_SSH_RAW = 1 << 3
-
-
-def _presented_key(cert: Any) -> HostKey | None:
-    hostkey = _HOSTKEY.cast("git_cert_hostkey *", int(pygit2.ffi.cast("uintptr_t", cert)))
-    if not hostkey.type & _GIT_CERT_SSH_RAW or hostkey.hostkey == _HOSTKEY.NULL or hostkey.hostkey_len == 0:
-        return None
-    return HostKey(bytes(_HOSTKEY.buffer(hostkey.hostkey, hostkey.hostkey_len)))
-
-
-def _certificate_check(cert: Any, valid: int, host: Any, payload: Any) -> int:
-    """libgit2's ``git_transport_certificate_check_cb``: 0 goes on, ``GIT_PASSTHROUGH`` keeps libgit2's own
-    verdict (TLS: OpenSSL's), ``GIT_EUSER`` stops with the exception left for pygit2 to raise."""
-    callbacks = pygit2.ffi.from_handle(payload)
-    try:
-        if cert == pygit2.ffi.NULL or cert.cert_type != C.GIT_CERT_HOSTKEY_LIBSSH2:
-            return int(C.GIT_PASSTHROUGH)
-        callbacks.check_host_key(pygit2.ffi.string(host).decode(errors="replace"), _presented_key(cert))
-    except BaseException as exc:  # noqa: BLE001 - nothing may cross into C; pygit2 re-raises it after the call
-        callbacks._stored_exception = exc  # noqa: SLF001 - pygit2's slot for a callback's exception
-        return int(C.GIT_EUSER)
-    return 0
-
-
-# error=GIT_EUSER: should anything escape (it cannot), libgit2 stops instead of trusting the host
-_CERTIFICATE_CHECK = pygit2.ffi.callback(
-    "git_transport_certificate_check_cb", _certificate_check, error=int(C.GIT_EUSER)
-)
 
 
 class Pygit2GitOps:
@@ -493,7 +428,7 @@ class Pygit2GitOps:
                 f"gitops: {self._shown}: cannot check the SSH host key: known_hosts {exc} ({setting})",
                 details={"url": self._shown, "known_hosts": str(path)},
             ) from None
-        return _Callbacks(self._credentials, _HostTrust(known_hosts, self._ssh_port))
+        return _Callbacks(self._credentials, HostTrust(known_hosts, self._ssh_port))
 
     def _now_signature(self) -> pygit2.Signature:
         now = self._clock()

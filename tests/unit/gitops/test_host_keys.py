@@ -15,15 +15,8 @@ import pytest
 from pygit2.ffi import C
 
 from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts
-from forge.adapters.pygit2_gitops import (
-    _CERTIFICATE_CHECK,
-    _HOSTKEY,
-    GitOpsCredentials,
-    Pygit2GitOps,
-    _Callbacks,
-    _HostTrust,
-    _ssh_port,
-)
+from forge.adapters._pygit2_host_keys import _HOSTKEY, CERTIFICATE_CHECK, HostTrust
+from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps, _Callbacks, _ssh_port
 from forge.errors import InvalidInputError
 
 
@@ -37,7 +30,7 @@ KNOWN = KnownHosts.parse(f"[git.example]:2222 ssh-ed25519 {base64.b64encode(KEY.
 
 
 def _check(callbacks: _Callbacks, key: HostKey | None, host: bytes = b"git.example", cert_type: int = 2) -> int:
-    """Call ``_CERTIFICATE_CHECK`` as libgit2 does, with a ``git_cert_hostkey`` holding ``key`` (raw)."""
+    """Call ``CERTIFICATE_CHECK`` as libgit2 does, with a ``git_cert_hostkey`` holding ``key`` (raw)."""
     cert = _HOSTKEY.new("git_cert_hostkey *")
     cert.cert_type = cert_type
     keep: list[Any] = []
@@ -49,19 +42,19 @@ def _check(callbacks: _Callbacks, key: HostKey | None, host: bytes = b"git.examp
         cert.hostkey_len = len(key.blob)
     handle = pygit2.ffi.new_handle(callbacks)
     parent = pygit2.ffi.cast("git_cert *", int(_HOSTKEY.cast("uintptr_t", cert)))
-    return int(_CERTIFICATE_CHECK(parent, 0, pygit2.ffi.new("char[]", host), handle))
+    return int(CERTIFICATE_CHECK(parent, 0, pygit2.ffi.new("char[]", host), handle))
 
 
-def _callbacks(trust: _HostTrust | None = None) -> _Callbacks:
+def _callbacks(trust: HostTrust | None = None) -> _Callbacks:
     return _Callbacks(GitOpsCredentials(), trust)
 
 
 def test_the_known_key_goes_on() -> None:
-    assert _check(_callbacks(_HostTrust(KNOWN, 2222)), KEY) == 0
+    assert _check(_callbacks(HostTrust(KNOWN, 2222)), KEY) == 0
 
 
 def test_another_key_stops_libgit2_with_the_reason_left_for_pygit2() -> None:
-    callbacks = _callbacks(_HostTrust(KNOWN, 2222))
+    callbacks = _callbacks(HostTrust(KNOWN, 2222))
     assert _check(callbacks, OTHER) == C.GIT_EUSER
     stored: object = callbacks._stored_exception
     assert isinstance(stored, HostKeyRejected)
@@ -72,13 +65,13 @@ def test_another_key_stops_libgit2_with_the_reason_left_for_pygit2() -> None:
 
 
 def test_the_port_is_the_remotes() -> None:
-    callbacks = _callbacks(_HostTrust(KNOWN, 22))
+    callbacks = _callbacks(HostTrust(KNOWN, 22))
     assert _check(callbacks, KEY) == C.GIT_EUSER
     assert str(callbacks._stored_exception).startswith("git.example is not in known_hosts")
 
 
 def test_no_raw_key_is_refused() -> None:
-    callbacks = _callbacks(_HostTrust(KNOWN, 2222))
+    callbacks = _callbacks(HostTrust(KNOWN, 2222))
     assert _check(callbacks, None) == C.GIT_EUSER
     assert str(callbacks._stored_exception) == "libgit2 did not hand over the raw host key of git.example"
 
@@ -96,7 +89,7 @@ def test_tls_keeps_libgit2s_verdict() -> None:
 def test_pygit2s_own_hook_refuses_ssh_and_keeps_tls_verdicts() -> None:
     """Called only by a pygit2 that did not take our C callback: it has no key to check."""
     with pytest.raises(HostKeyRejected, match=r"^pygit2 did not hand over the host key of git\.example "):
-        _callbacks(_HostTrust(KNOWN, 2222)).certificate_check(None, True, b"git.example")
+        _callbacks(HostTrust(KNOWN, 2222)).certificate_check(None, True, b"git.example")
     assert _callbacks(None).certificate_check(None, True, b"git.example") is True
     assert _callbacks(None).certificate_check(None, False, b"git.example") is False
 
@@ -107,8 +100,8 @@ def test_the_options_pygit2_builds_get_our_check() -> None:
     push = pygit2.ffi.new("git_push_options *")
     callbacks.fetch_options = fetch
     callbacks.push_options = push
-    assert fetch.callbacks.certificate_check == _CERTIFICATE_CHECK
-    assert push.callbacks.certificate_check == _CERTIFICATE_CHECK
+    assert fetch.callbacks.certificate_check == CERTIFICATE_CHECK
+    assert push.callbacks.certificate_check == CERTIFICATE_CHECK
     assert callbacks.fetch_options is fetch
 
 
