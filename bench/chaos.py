@@ -78,7 +78,7 @@ from forge.embedded.postgres import start_postgres
 from forge.embedded.process import binary, http_ready, process_alive, start_service
 from forge.testing.gitrepos import commit_files
 from forge.testing.measure import machine
-from forge.workflows.workers.runtime import settled_subject
+from forge.workflows.workers.settling import settled_subject
 
 FINAL = {"success", "failed", "cancelled"}
 #: A step's ledger line, with the pid of the forge-worker running it (its nearest ancestor of that name).

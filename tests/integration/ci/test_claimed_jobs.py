@@ -32,7 +32,9 @@ from forge.ports import ObjectStore
 from forge.ports.bus import StoredMessage
 from forge.settings import ObjectStoreSettings, WorkerSettings
 from forge.testing.jobs import discovery_job
-from forge.workflows.workers.runtime import Claim, Worker, claim_subject, stored_settled
+from forge.workflows.workers.claims import Claim, claim_subject
+from forge.workflows.workers.runtime import Worker
+from forge.workflows.workers.settling import stored_settled
 
 from .support import ci_job, read_pid, standard_repo, worker_env, worker_process
 

@@ -27,7 +27,8 @@ from forge.errors import ServiceUnavailableError
 from forge.jobs.dispatch import dispatch, stored_result
 from forge.ports import ObjectStore
 from forge.testing.jobs import discovery_job
-from forge.workflows.workers.runtime import Worker, settle, settles, stored_settled
+from forge.workflows.workers.runtime import Worker
+from forge.workflows.workers.settling import settle, settles, stored_settled
 
 from .conftest import StartWorker
 from .support import FAST, ci_job, standard_repo

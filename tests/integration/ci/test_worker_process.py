@@ -22,7 +22,7 @@ from forge.jobs.dispatch import dispatch, stored_result
 from forge.logs import LogReader, log_key
 from forge.ports import ObjectStore
 from forge.settings import ObjectStoreSettings
-from forge.workflows.workers.runtime import stored_settled
+from forge.workflows.workers.settling import stored_settled
 
 from .support import alive, ci_job, read_pid, standard_repo, worker_env, worker_process
 

@@ -13,7 +13,7 @@ the earlier log, then, for a redelivery, one ``forge:`` line marking the boundar
 across a retry or a worker kill shows each run once and equals the final log.
 
 Once the step's process has exited and its output is read, the step is *settled*
-(``runtime.settle``: its result, its log checkpoint and its final event, in one publish) before
+(``settling.settle``: its result, its log checkpoint and its final event, in one publish) before
 the log is closed and the event published; a delivery that finds it settled (this worker died in
 between) runs ``resume``: the log sealed from the checkpoint, the event published, no step run.
 
@@ -75,8 +75,9 @@ from forge.workflows.workers.executors import (
     execute,
     run_argv,
 )
-from forge.workflows.workers.runtime import delivery, settle, settles
+from forge.workflows.workers.runtime import delivery
 from forge.workflows.workers.sandbox import Sandbox, hand_over, resolve
+from forge.workflows.workers.settling import settle, settles
 from forge.workflows.workers.trees import TreeCache, private_copy, remove_tree
 
 __all__ = ["CiHandler", "Finish"]
@@ -221,7 +222,7 @@ class CiHandler:
         return event, failure
 
     async def resume(self, job: Job, state: dict[str, Any]) -> None:
-        """Finish a step a dead worker settled (``runtime.settle``): complete its log from the checkpoint and
+        """Finish a step a dead worker settled (``settling.settle``): complete its log from the checkpoint and
         publish its final event; the step does not run again."""
         resumed = _Resume.from_json(state)
         await seal(self.objects, resumed.logs_key, resumed.log)
