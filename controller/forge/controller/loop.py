@@ -83,6 +83,7 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
         ),
         statuses=statuses,
         runs_per_repository=settings.quotas.runs_per_repository,
+        claim_lease=settings.controller.claim_lease,
     )
     async with asyncio.TaskGroup() as group:
         group.create_task(sample_forever(services.bus, services.runs, stop, interval=settings.metrics.sample_interval))
@@ -108,6 +109,7 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
                 runs=services.runs,
                 writer=services.gitops,
                 deploy_timeout=settings.timeouts.deploy,
+                claim_lease=settings.controller.claim_lease,
                 health=health,
             )
             group.create_task(deployer.run(stop))

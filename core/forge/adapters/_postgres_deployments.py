@@ -5,14 +5,16 @@ keeps the copy honest), so "one active per (environment, repository, project)" i
 index ``deployments_one_active``. Requests for one release are serialised by a row lock on the
 release (the idempotency check and the insert see the same state); status changes lock the
 deployment row. ``deployment_lock`` is a *session* advisory lock on its own pool connection, held
-by the controller around the GitOps write and the status change that follows. An approval is stored
-``active`` until revoked and read as ``expired`` once ``expires_at`` has passed.
+by the controller around the GitOps write and the status change that follows. A claim names its
+claimer (``claimed_by``, migration 0013), whose renewals restamp ``claimed_at``; one not renewed for
+the lease is taken over. An approval is stored ``active`` until revoked and read as ``expired`` once
+``expires_at`` has passed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -23,7 +25,7 @@ from forge.adapters._postgres_releases import _release
 from forge.adapters._postgres_rows import translate_errors
 from forge.domain.entities import Approval, Deployment, Release
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError
-from forge.ports.store import CommittedDeployment, NewApproval, NewDeployment, Page, check_page
+from forge.ports.store import CommittedDeployment, NewApproval, NewDeployment, Page, check_claim, check_page
 
 __all__ = ["PostgresDeployments"]
 
@@ -52,13 +54,18 @@ _SQL_INSERT = """
                              created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp(), clock_timestamp()) RETURNING id
 """
+#: Claim up to $1 pending deployments for claimer $3: never claimed, or not renewed for $2 s (the lease).
 _SQL_CLAIM = """
-    UPDATE deployments SET claimed_at = now() WHERE id IN (
+    UPDATE deployments SET claimed_at = now(), claimed_by = $3 WHERE id IN (
         SELECT id FROM deployments
         WHERE status = 'pending' AND committed_at IS NULL
           AND (claimed_at IS NULL OR claimed_at < now() - make_interval(secs => $2))
         ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
     ) RETURNING id
+"""
+#: Renew claimer $2's claims on deployments $1; the ids it still holds (no other claimer took them over).
+_SQL_RENEW_CLAIMS = """
+    UPDATE deployments SET claimed_at = now() WHERE id = ANY($1::uuid[]) AND claimed_by = $2 RETURNING id
 """
 _SQL_RECORD_POINTER = """
     UPDATE deployments SET gitops_commit = $2, committed_at = now()
@@ -144,15 +151,22 @@ class PostgresDeployments:
             async with self._pool.acquire() as conn:
                 return await _deployment(conn, deployment_id)
 
-    async def claim_deployments(self, *, limit: int, stale_after: float = 300.0) -> list[Deployment]:
+    async def claim_deployments(self, *, limit: int, claimer: str, lease: float) -> list[Deployment]:
         check_page(limit, 0)
-        if stale_after <= 0:
-            raise InvalidInputError(f"claim_deployments: stale_after must be positive, got {stale_after}")
+        check_claim("claim_deployments", claimer, lease)
         with translate_errors("claiming pending deployments"):
             async with self._pool.acquire() as conn, conn.transaction():
-                ids = [row["id"] for row in await conn.fetch(_SQL_CLAIM, limit, float(stale_after))]
+                ids = [row["id"] for row in await conn.fetch(_SQL_CLAIM, limit, float(lease), claimer)]
                 rows = await conn.fetch(f"{_SELECT_DEPLOYMENT} WHERE d.id = ANY($1) ORDER BY d.created_at, d.id", ids)
         return [_deployment_of(row) for row in rows]
+
+    async def renew_deployment_claims(self, deployment_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("renew_deployment_claims", claimer)
+        if not deployment_ids:
+            return set()
+        with translate_errors("renewing claims on pending deployments"):
+            rows = await self._pool.fetch(_SQL_RENEW_CLAIMS, list(deployment_ids), claimer)
+        return {row["id"] for row in rows}
 
     async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
         what = f"recording the pointer of deployment {deployment_id}"

@@ -86,9 +86,10 @@ SQL_REQUEST_CANCEL = f"""
     )
     {FROM_CTE}
 """  # noqa: S608
+#: Claim up to $1 ready runs for claimer $3: never claimed, or not renewed for $2 s (the lease).
 SQL_CLAIM_EXECUTION = f"""
     WITH r AS (
-        UPDATE pipeline_runs SET execution_claimed_at = now()
+        UPDATE pipeline_runs SET execution_claimed_at = now(), execution_claimed_by = $3
         WHERE id IN (
             SELECT id FROM pipeline_runs
             WHERE status = 'running' AND discovery_status = 'success' AND workflow_name IS NULL
@@ -103,8 +104,8 @@ SQL_CLAIM_EXECUTION = f"""
     {FROM_CTE}
     ORDER BY r.created_at, r.id
 """  # noqa: S608
-#: ``SQL_CLAIM_EXECUTION`` under a quota of $3 executing runs per repository (a workflow recorded, or a
-#: claim younger than $2 s): the oldest ready runs of each repository fill its free places. Run after
+#: ``SQL_CLAIM_EXECUTION`` under a quota of $4 executing runs per repository (a workflow recorded, or a
+#: claim renewed within $2 s): the oldest ready runs of each repository fill its free places. Run after
 #: ``pg_advisory_xact_lock(CLAIM_LOCK)`` in the same transaction, so two claimers never both fill one place.
 SQL_CLAIM_EXECUTION_QUOTA = f"""
     WITH ready AS (
@@ -123,13 +124,18 @@ SQL_CLAIM_EXECUTION_QUOTA = f"""
             + row_number() OVER (PARTITION BY ready.repository_id ORDER BY ready.created_at, ready.id) AS place
         FROM ready LEFT JOIN busy USING (repository_id)
     ), r AS (
-        UPDATE pipeline_runs SET execution_claimed_at = now()
-        WHERE id IN (SELECT id FROM ranked WHERE place <= $3 ORDER BY created_at, id LIMIT $1)
+        UPDATE pipeline_runs SET execution_claimed_at = now(), execution_claimed_by = $3
+        WHERE id IN (SELECT id FROM ranked WHERE place <= $4 ORDER BY created_at, id LIMIT $1)
         RETURNING *
     )
     {FROM_CTE}
     ORDER BY r.created_at, r.id
 """  # noqa: S608
+#: Renew claimer $2's claims on runs $1; the ids it still holds (no other claimer took them over).
+SQL_RENEW_EXECUTION_CLAIMS = """
+    UPDATE pipeline_runs SET execution_claimed_at = now()
+    WHERE id = ANY($1::uuid[]) AND execution_claimed_by = $2 RETURNING id
+"""
 SQL_INSERT_PHASES = """
     INSERT INTO phase_executions (run_id, name, group_number)
     SELECT $1, x.name, x.group_number FROM unnest($2::text[], $3::integer[]) AS x(name, group_number)

@@ -57,6 +57,7 @@ from forge.adapters._postgres_sql import (
     SQL_LOCK_STEPS_OF_RUN,
     SQL_PRUNE_CHANGES,
     SQL_RECORD_DISCOVERY,
+    SQL_RENEW_EXECUTION_CLAIMS,
     SQL_REQUEST_CANCEL,
     SQL_RUN_JSON,
     SQL_RUN_OF_STEP,
@@ -85,6 +86,7 @@ from forge.ports.store import (
     RunExecutions,
     RunFilter,
     RunSnapshot,
+    check_claim,
     ensure_same_registration,
     secret_grant,
 )
@@ -404,22 +406,29 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
         return updated
 
     async def claim_execution(
-        self, *, limit: int, stale_after: float = 300.0, per_repository: int = 0
+        self, *, limit: int, claimer: str, lease: float, per_repository: int = 0
     ) -> list[PipelineRun]:
         if limit < 1:
             raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
-        if stale_after <= 0:
-            raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
+        check_claim("claim_execution", claimer, lease)
         if per_repository < 0:
             raise InvalidInputError(f"claim_execution: per_repository must be 0 or more, got {per_repository}")
         with translate_errors("claiming runs to execute"):
             if not per_repository:
-                rows = await self._pool.fetch(SQL_CLAIM_EXECUTION, limit, float(stale_after))
+                rows = await self._pool.fetch(SQL_CLAIM_EXECUTION, limit, float(lease), claimer)
             else:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
-                    rows = await conn.fetch(SQL_CLAIM_EXECUTION_QUOTA, limit, float(stale_after), per_repository)
+                    rows = await conn.fetch(SQL_CLAIM_EXECUTION_QUOTA, limit, float(lease), claimer, per_repository)
         return [run_from_row(r) for r in rows]
+
+    async def renew_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("renew_execution_claims", claimer)
+        if not run_ids:
+            return set()
+        with translate_errors("renewing claims on runs to execute"):
+            rows = await self._pool.fetch(SQL_RENEW_EXECUTION_CLAIMS, list(run_ids), claimer)
+        return {row["id"] for row in rows}
 
     async def runs_executing(self) -> list[PipelineRun]:
         with translate_errors("listing executing runs"):

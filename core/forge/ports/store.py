@@ -65,6 +65,7 @@ __all__ = [
     "RunStore",
     "alias_conflict",
     "ambiguous_ref",
+    "check_claim",
     "check_page",
     "check_release_ref",
     "ensure_same_registration",
@@ -380,15 +381,27 @@ class RunStore(Protocol):
         ``replaces`` names the current one (a workflow resubmitted after the engine lost it)."""
 
     async def claim_execution(
-        self, *, limit: int, stale_after: float = 300.0, per_repository: int = 0
+        self, *, limit: int, claimer: str, lease: float, per_repository: int = 0
     ) -> list[PipelineRun]:
-        """Runs ready for a workflow, each handed to one caller (``FOR UPDATE SKIP LOCKED``).
+        """Runs ready for a workflow, each handed to one caller (``FOR UPDATE SKIP LOCKED``) and claimed
+        by ``claimer`` (``check_claim``: a name of the calling controller instance, unique to it).
 
         Ready: discovery ``success``, status ``running``, no workflow, no cancel requested, and not
-        claimed — or claimed more than ``stale_after`` seconds ago without a workflow being recorded
-        (the claimer died). Claiming stamps ``execution_claimed_at``. ``per_repository`` > 0 is a
-        quota: a repository never has more runs executing (running with a workflow, or claimed within
-        ``stale_after``) than that; its further ready runs wait, oldest first, for a free place.
+        claimed — or claimed but not renewed (``renew_execution_claims``) for ``lease`` seconds of the
+        store's clock without a workflow being recorded (the claimer died): such a claim is taken
+        over (the taker's ``lease`` judges: every claimer passes the same one). Claiming stamps
+        ``execution_claimed_at`` and the claimer. ``per_repository`` > 0 is a quota: a repository never
+        has more runs executing (running with a workflow, or claimed and renewed within ``lease``) than
+        that; its further ready runs wait, oldest first, for a free place.
+        """
+
+    async def renew_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        """Renew ``claimer``'s claims on ``run_ids`` (stamp their claim time again) and return the ids it
+        still holds: the runs whose claim names ``claimer``, i.e. not taken over since (a claim past its
+        lease that nobody took is still the claimer's). A run missing from the answer was claimed by
+        another controller (or never by ``claimer``, or does not exist): its former holder must stop
+        working on it and write nothing for it. A holder renews well within the lease (every third of
+        it) while it works on a run, and once more just before each write.
         """
 
     async def runs_executing(self) -> list[PipelineRun]:
@@ -483,6 +496,15 @@ def check_page(limit: int, offset: int, *, maximum: int = 1000) -> None:
         raise InvalidInputError(f"limit must be between 1 and {maximum}, got {limit}", details={"limit": limit})
     if offset < 0:
         raise InvalidInputError(f"offset must not be negative, got {offset}", details={"offset": offset})
+
+
+def check_claim(what: str, claimer: str, lease: float | None = None) -> None:
+    """``InvalidInputError`` for a claimer that is not 1-256 characters (no NUL) or a lease that is not
+    positive (``claim_execution``, ``claim_deployments`` and their renewals)."""
+    if not 1 <= len(claimer) <= 256 or "\x00" in claimer:
+        raise InvalidInputError(f"{what}: claimer must be 1-256 characters", details={"field": "claimer"})
+    if lease is not None and not lease > 0:
+        raise InvalidInputError(f"{what}: lease must be positive, got {lease}", details={"field": "lease"})
 
 
 def check_release_ref(ref: str) -> str | None:
@@ -732,10 +754,22 @@ class DeploymentStore(Protocol):
     async def get_deployment(self, deployment_id: UUID) -> Deployment:
         """``NotFoundError`` for no deployment."""
 
-    async def claim_deployments(self, *, limit: int, stale_after: float = 300.0) -> list[Deployment]:
+    async def claim_deployments(self, *, limit: int, claimer: str, lease: float) -> list[Deployment]:
         """Pending deployments whose pointer is not recorded yet (``record_pointer``), oldest first, each
-        handed to one caller: never claimed, or claimed more than ``stale_after`` seconds ago (the claimer
-        died). Claiming stamps the claim time."""
+        handed to one caller and claimed by ``claimer`` (``check_claim``: a name of the calling controller
+        instance, unique to it): never claimed, or claimed but not renewed (``renew_deployment_claims``)
+        for ``lease`` seconds of the store's clock (the claimer died): such a claim is taken over (the
+        taker's ``lease`` judges: every claimer passes the same one). Claiming stamps the claim time and
+        the claimer."""
+
+    async def renew_deployment_claims(self, deployment_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        """Renew ``claimer``'s claims on ``deployment_ids`` (stamp their claim time again) and return the
+        ids it still holds: the deployments whose claim names ``claimer``, i.e. not taken over since (a
+        claim past its lease that nobody took is still the claimer's). A deployment missing from the
+        answer was claimed by another controller (or never by ``claimer``, or does not exist): its former
+        holder must stop working on it and write nothing for it, neither the pointer nor a status. A
+        holder renews well within the lease (every third of it) while it works on a deployment, and once
+        more just before each write."""
 
     async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
         """A pending deployment's pointer is committed in ``gitops_commit`` and Argo CD's health decides the

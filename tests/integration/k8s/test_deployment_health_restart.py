@@ -1,5 +1,5 @@
 """Argo CD health survives a controller restart: the watch list is the PostgreSQL store's (committed pending
-deployments), so a new reconciler follows a deployment at once instead of after its claim goes stale (5 min).
+deployments), so a new reconciler follows a deployment at once instead of after its claim's lease (30 s).
 
 Real PostgreSQL (the ``store`` fixture), a real GitOps repository on disk, and the fake Kubernetes API server
 serving Argo CD Application objects (support.py)."""
@@ -43,7 +43,7 @@ class Platform:
     argocd: ArgoCDApplications
 
     def controller(self, name: str) -> DeploymentReconciler:
-        """One controller process: its own work copies and follower, the shared store (stale_after: 5 min)."""
+        """One controller process: its own work copies and follower, the shared store (claim lease: 30 s)."""
         work = self.tmp / name
         health = DeploymentHealth(
             deployments=self.store,
@@ -63,7 +63,6 @@ class Platform:
             runs=self.store,
             writer=writer,
             health=health,
-            stale_after=300,
         )
 
     def head(self) -> str:
@@ -112,7 +111,7 @@ async def test_a_new_controller_follows_a_committed_deployment_at_once(platform:
 async def test_the_store_lists_committed_deployments_and_claims_them_no_more(platform: Platform) -> None:
     p = platform
     one, two = await p.ask(1), await p.ask(2)
-    [claimed_one, claimed_two] = await p.store.claim_deployments(limit=10, stale_after=0.001)
+    [claimed_one, claimed_two] = await p.store.claim_deployments(limit=10, claimer="a", lease=0.001)
     assert {claimed_one.id, claimed_two.id} == {one.id, two.id}
     recorded = await p.store.record_pointer(one.id, "a" * 40)
     assert (recorded.status, recorded.gitops_commit) == (DeploymentStatus.PENDING, "a" * 40)
@@ -124,7 +123,7 @@ async def test_the_store_lists_committed_deployments_and_claims_them_no_more(pla
     assert again == recorded
     assert relisted.waited >= listed.waited
     # stale claims are taken over, but only the deployment whose pointer is not recorded
-    assert [d.id for d in await p.store.claim_deployments(limit=10, stale_after=0.001)] == [two.id]
+    assert [d.id for d in await p.store.claim_deployments(limit=10, claimer="b", lease=0.001)] == [two.id]
     await p.store.fail_deployment(one.id, "Degraded")
     assert await p.store.committed_deployments(limit=10) == []
     with pytest.raises(

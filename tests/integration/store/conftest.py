@@ -12,6 +12,7 @@ only ever see the store ports plus the few test-side helpers a harness provides.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from uuid import UUID, uuid4
 
@@ -40,6 +41,9 @@ class StoreHarness(Protocol):
     async def set_run_status(self, run_id: UUID, status: Status) -> None:
         """Set a run's status alone, behind the ports' back."""
 
+    async def age_claims(self, seconds: float) -> None:
+        """Every claim (runs and deployments) as if made or last renewed ``seconds`` earlier."""
+
 
 class PostgresHarness:
     def __init__(self, dsn: str) -> None:
@@ -56,6 +60,17 @@ class PostgresHarness:
     async def set_run_status(self, run_id: UUID, status: Status) -> None:
         await self._execute("UPDATE pipeline_runs SET status = $2 WHERE id = $1", run_id, str(status))
 
+    async def age_claims(self, seconds: float) -> None:  # PostgreSQL's now() cannot be moved: move the claims
+        back = timedelta(seconds=seconds)
+        await self._execute(
+            "UPDATE deployments SET claimed_at = claimed_at - $1::interval WHERE claimed_at IS NOT NULL", back
+        )
+        await self._execute(
+            "UPDATE pipeline_runs SET execution_claimed_at = execution_claimed_at - $1::interval"
+            " WHERE execution_claimed_at IS NOT NULL",
+            back,
+        )
+
     async def _execute(self, sql: str, *args: object) -> None:
         conn = await asyncpg.connect(self._dsn)
         try:
@@ -65,10 +80,12 @@ class PostgresHarness:
 
 
 class MemoryHarness:
-    """``MemoryStore``: each ``open()`` is another connection to one in-memory database."""
+    """``MemoryStore``: each ``open()`` is another connection to one in-memory database, whose clock runs
+    ``_ahead`` of the wall clock."""
 
     def __init__(self) -> None:
-        self._store = MemoryStore()
+        self._ahead = timedelta()
+        self._store = MemoryStore(clock=lambda: datetime.now(UTC) + self._ahead)
 
     async def open(self) -> Store:
         return self._store.connect()
@@ -78,6 +95,9 @@ class MemoryHarness:
 
     async def set_run_status(self, run_id: UUID, status: Status) -> None:
         self._store.testing_set_run_status(run_id, status)
+
+    async def age_claims(self, seconds: float) -> None:
+        self._ahead += timedelta(seconds=seconds)
 
 
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], StoreHarness]] = {

@@ -137,14 +137,17 @@ async def test_claims_hand_each_pending_deployment_to_one_caller(
     second, _ = await ds.request_deployment(_ask(two))
     other = cast("DeployStore", await harness.open())
     try:
-        claims = await asyncio.gather(ds.claim_deployments(limit=5), other.claim_deployments(limit=5))
+        claims = await asyncio.gather(
+            ds.claim_deployments(limit=5, claimer="a", lease=30),
+            other.claim_deployments(limit=5, claimer="b", lease=30),
+        )
     finally:
         await other.close()
     claimed = [d.id for batch in claims for d in batch]
     assert sorted(claimed) == sorted([first.id, second.id])
-    assert await ds.claim_deployments(limit=5) == []  # claimed, not stale
+    assert await ds.claim_deployments(limit=5, claimer="c", lease=30) == []  # claimed, not stale
     await ds.complete_deployment(first.id, "a" * 40)
-    assert [d.id for d in await ds.claim_deployments(limit=5, stale_after=3600)] == []
+    assert [d.id for d in await ds.claim_deployments(limit=5, claimer="c", lease=3600)] == []
 
 
 async def test_the_deployment_lock_has_one_holder_at_a_time(harness: StoreHarness, ds: DeployStore) -> None:

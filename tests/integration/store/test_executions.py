@@ -568,15 +568,17 @@ async def test_cancel_a_pending_run(store: Store, repo: str) -> None:
 async def test_claim_execution_hands_each_run_to_one_claimer(store: Store, repo: str) -> None:
     runs = await discovered_runs(store, repo, count=6)
     pending, _ = await store.create_run(NewRun(repository=repo, commit_sha=sha(1)))  # discovery not done
-    first, second = await asyncio.gather(store.claim_execution(limit=4), store.claim_execution(limit=4))
+    first, second = await asyncio.gather(
+        store.claim_execution(limit=4, claimer="a", lease=30), store.claim_execution(limit=4, claimer="b", lease=30)
+    )
     a, b = {r.id for r in first}, {r.id for r in second}
     assert not a & b
     assert a | b == {r.id for r in runs}
     assert pending.id not in a | b
-    assert await store.claim_execution(limit=10) == []
+    assert await store.claim_execution(limit=10, claimer="c", lease=30) == []
 
     await asyncio.sleep(0.05)  # a claimer that died before recording a workflow: claimable again when stale
-    stale = await store.claim_execution(limit=10, stale_after=0.01)
+    stale = await store.claim_execution(limit=10, claimer="c", lease=0.01)
     assert {r.id for r in stale} == {r.id for r in runs}
 
     run = runs[0]
@@ -592,12 +594,12 @@ async def test_claim_execution_hands_each_run_to_one_claimer(store: Store, repo:
     named = await store.set_workflow(run.id, "forge-run-abc", replaces="forge-run-again")
     assert [r.id for r in await store.runs_executing()] == [run.id]
     await asyncio.sleep(0.05)
-    again = await store.claim_execution(limit=10, stale_after=0.01)
+    again = await store.claim_execution(limit=10, claimer="c", lease=0.01)
     assert run.id not in {r.id for r in again}  # has a workflow
 
     await store.request_cancel(runs[1].id)
     await asyncio.sleep(0.05)
-    assert runs[1].id not in {r.id for r in await store.claim_execution(limit=10, stale_after=0.01)}
+    assert runs[1].id not in {r.id for r in await store.claim_execution(limit=10, claimer="c", lease=0.01)}
 
     await store.finish_run(run.id, Status.SUCCESS)
     assert await store.runs_executing() == []
@@ -606,7 +608,7 @@ async def test_claim_execution_hands_each_run_to_one_claimer(store: Store, repo:
     with pytest.raises(ConflictError, match="is already cancelled"):
         await store.set_workflow(runs[2].id, "late")
     with pytest.raises(InvalidInputError):
-        await store.claim_execution(limit=0)
+        await store.claim_execution(limit=0, claimer="c", lease=30)
 
 
 def test_find_step_in_empty_executions() -> None:

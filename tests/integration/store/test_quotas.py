@@ -1,8 +1,8 @@
 """Quotas: runs executing at once per repository (every store adapter), steps in flight per worker process.
 
 The run quota is ``RunStore.claim_execution(per_repository=N)`` (``FORGE_QUOTAS__RUNS_PER_REPOSITORY``):
-a repository never has more than N runs executing (a workflow recorded, or a claim younger than
-``stale_after``); its other discovered runs stay unclaimed and are claimed oldest first as places
+a repository never has more than N runs executing (a workflow recorded, or a claim renewed within
+its lease); its other discovered runs stay unclaimed and are claimed oldest first as places
 free up. The step quota is ``FORGE_WORKER__CONCURRENCY``: one worker process never runs more jobs of
 its type at once, however many are queued.
 """
@@ -40,30 +40,34 @@ async def test_claim_execution_keeps_each_repository_within_its_quota(store: Sto
     mine = await discovered_runs(store, repo, count=4)
     theirs = await discovered_runs(store, other.name, count=1)
 
-    first = await store.claim_execution(limit=10, per_repository=2)
+    first = await store.claim_execution(limit=10, claimer="a", lease=30, per_repository=2)
     assert _ids(first) == {mine[0].id, mine[1].id, theirs[0].id}  # the oldest two of each repository
-    assert await store.claim_execution(limit=10, per_repository=2) == []  # no free place
+    assert await store.claim_execution(limit=10, claimer="a", lease=30, per_repository=2) == []  # no free place
 
     await store.set_workflow(mine[0].id, "forge-run-a")  # executing: still takes its place
-    assert await store.claim_execution(limit=10, per_repository=2) == []
+    assert await store.claim_execution(limit=10, claimer="a", lease=30, per_repository=2) == []
     await store.finish_run(mine[0].id, Status.SUCCESS)  # a place frees up: the oldest waiting run takes it
-    assert _ids(await store.claim_execution(limit=10, per_repository=2)) == {mine[2].id}
-    assert _ids(await store.claim_execution(limit=10)) == {mine[3].id}  # without a quota, nothing waits
+    assert _ids(await store.claim_execution(limit=10, claimer="a", lease=30, per_repository=2)) == {mine[2].id}
+    assert _ids(await store.claim_execution(limit=10, claimer="a", lease=30)) == {
+        mine[3].id
+    }  # without a quota, nothing waits
 
     with pytest.raises(InvalidInputError, match="per_repository"):
-        await store.claim_execution(limit=1, per_repository=-1)
+        await store.claim_execution(limit=1, claimer="a", lease=30, per_repository=-1)
 
 
 async def test_a_dead_claimers_place_is_freed_when_its_claim_goes_stale(store: Store, repo: str) -> None:
     runs = await discovered_runs(store, repo, count=2)
-    assert _ids(await store.claim_execution(limit=10, per_repository=1)) == {runs[0].id}
+    assert _ids(await store.claim_execution(limit=10, claimer="a", lease=30, per_repository=1)) == {runs[0].id}
     await asyncio.sleep(0.05)  # the claimer died without recording a workflow
-    assert _ids(await store.claim_execution(limit=10, stale_after=0.01, per_repository=1)) == {runs[0].id}
+    assert _ids(await store.claim_execution(limit=10, claimer="b", lease=0.01, per_repository=1)) == {runs[0].id}
 
 
 async def test_concurrent_claimers_never_exceed_the_quota(store: Store, repo: str) -> None:
     runs = await discovered_runs(store, repo, count=5)
-    claims = await asyncio.gather(*(store.claim_execution(limit=5, per_repository=2) for _ in range(4)))
+    claims = await asyncio.gather(
+        *(store.claim_execution(limit=5, claimer=f"c{n}", lease=30, per_repository=2) for n in range(4))
+    )
     claimed = [run.id for claim in claims for run in claim]
     assert sorted(claimed) == sorted([runs[0].id, runs[1].id])
 

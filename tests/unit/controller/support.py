@@ -155,10 +155,15 @@ class ObservedStore(MemoryStore):
         self.apply_calls = 0  # every call, failed ones included
         self.applied: list[list[StepEvent]] = []  # the batches that were applied (committed)
         self.set_workflow_calls = 0  # every call, failed ones included
+        self.renew_calls = 0  # renew_execution_claims: every call, failed ones included
 
     async def set_workflow(self, run_id: UUID, workflow_name: str, *, replaces: str | None = None) -> PipelineRun:
         self.set_workflow_calls += 1
         return await super().set_workflow(run_id, workflow_name, replaces=replaces)
+
+    async def renew_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        self.renew_calls += 1
+        return await super().renew_execution_claims(run_ids, claimer=claimer)
 
     async def apply_step_events(self, events: Sequence[StepEvent]) -> int:
         self.apply_calls += 1

@@ -245,7 +245,7 @@ async def test_the_store_down_right_after_submit_never_submits_a_second_workflow
     async with controller(engine) as (s, loop):
         engine.store = s.store
         run = await discovered_run(s.store)
-        await loop.until(lambda: s.store.set_workflow_calls >= 5)  # recording it is retried meanwhile
+        await loop.until(lambda: s.store.renew_calls >= 5)  # recording it (its claim checked first) is retried
         s.store.available = True
         done = await finished(s, loop, run.id)
     assert done.status is Status.SUCCESS

@@ -45,7 +45,8 @@ def every_call(store: MemoryStore) -> dict[str, Callable[[], Awaitable[object]]]
         "record_discovery": lambda: store.record_discovery(some, found(), "k"),
         "fail_discovery": lambda: store.fail_discovery(some, "e", code="c"),
         "set_workflow": lambda: store.set_workflow(some, "wf"),
-        "claim_execution": lambda: store.claim_execution(limit=1),
+        "claim_execution": lambda: store.claim_execution(limit=1, claimer="c", lease=30),
+        "renew_execution_claims": lambda: store.renew_execution_claims([some], claimer="c"),
         "runs_executing": store.runs_executing,
         "finish_run": lambda: store.finish_run(some, Status.FAILED),
         "request_cancel": lambda: store.request_cancel(some),
@@ -107,8 +108,13 @@ async def test_checks_made_before_the_database_come_first_when_down() -> None:
         await store.list_runs(RunFilter(extra={"colour": "red"}), limit=10, offset=0)
     with pytest.raises(InvalidInputError, match="limit"):
         await store.claim_discovery(limit=0)
-    with pytest.raises(InvalidInputError, match="stale_after"):
-        await store.claim_execution(limit=1, stale_after=0)
+    with pytest.raises(InvalidInputError, match="lease must be positive"):
+        await store.claim_execution(limit=1, claimer="c", lease=0)
+    with pytest.raises(InvalidInputError, match="claimer must be"):
+        await store.claim_execution(limit=1, claimer="", lease=30)
+    with pytest.raises(InvalidInputError, match="claimer must be"):
+        await store.renew_execution_claims([some], claimer="x" * 257)
+    assert await store.renew_execution_claims([], claimer="c") == set()  # nothing to ask: no query
     with pytest.raises(InvalidInputError, match="not skipped"):
         await store.finish_run(some, Status.SKIPPED)
     with pytest.raises(InvalidInputError, match="must not be empty"):
@@ -144,11 +150,11 @@ async def test_clock_stamps_and_stale_claims() -> None:
 
     await store.claim_discovery(limit=5)
     await store.record_discovery(first.id, found(), "k")
-    assert [r.id for r in await store.claim_execution(limit=5)] == [first.id]
-    now += timedelta(seconds=299)
-    assert await store.claim_execution(limit=5) == []
+    assert [r.id for r in await store.claim_execution(limit=5, claimer="a", lease=30)] == [first.id]
+    now += timedelta(seconds=29)
+    assert await store.claim_execution(limit=5, claimer="b", lease=30) == []
     now += timedelta(seconds=2)
-    assert [r.id for r in await store.claim_execution(limit=5)] == [first.id]  # its claimer died
+    assert [r.id for r in await store.claim_execution(limit=5, claimer="b", lease=30)] == [first.id]  # a died
 
 
 async def test_timestamps_are_utc() -> None:

@@ -22,9 +22,15 @@ as its pointer commit is pushed; with one (``health``), it stays ``pending`` wit
 the store's committed deployments and makes each ``active`` or ``failed`` by its Argo CD Application.
 ``TransientError`` (the GitOps remote down, a push race that kept losing, PostgreSQL away) is
 retried with backoff for at most ``deploy_timeout`` seconds, then the deployment fails with the
-cause; a ``PermanentError`` fails it at once. A failed deployment never touches the active one. A
-deployment whose claim was lost (the controller died before recording its commit) is claimed again
-after ``stale_after`` seconds; the writer finds the pointer already at the digest and records it.
+cause; a ``PermanentError`` fails it at once. A failed deployment never touches the active one.
+
+A claim is a lease (:mod:`forge.controller.leases`): renewed every third of ``claim_lease`` while its
+deployment is deployed (through a long retried write too) and once more before each write (the
+pointer, the commit, a failure). A deployment whose controller died is claimed by another one after
+``claim_lease`` seconds (30 s); if the dead one had pushed the pointer, the writer finds it already
+at the digest and records it. A controller whose claim was taken over (it could not renew in time)
+stops and writes nothing for that deployment; the app lock keeps the new holder from writing
+before it has stopped.
 
 Each deployment written is one ``deployment.deploy`` span, in the trace of the run that made the
 release (trace id = run id, ``forge.observability.tracing``) when there is one; the writer's
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +52,7 @@ import stamina
 from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
+from forge.controller.leases import ClaimLost, Claims, claimer_id, holding
 from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.domain.deploy_policy import check_policy, deploy_intent, environments_of
 from forge.domain.discovery import DiscoveryResult
@@ -78,7 +86,10 @@ class DeploymentReconciler:
     deploy_timeout: float = 600.0
     """Seconds one deployment's transient failures are retried before it fails (``timeouts.deploy``)."""
     backoff_max: float = 10.0
-    stale_after: float = 300.0
+    claim_lease: float = 30.0
+    """Seconds a claimed deployment stays this controller's unrenewed (``FORGE_CONTROLLER__CLAIM_LEASE``)."""
+    claimer: str = field(default_factory=claimer_id)
+    """This controller instance, as its claims name it."""
     health: DeploymentHealth | None = None
     """Argo CD health (``FORGE_ARGOCD__ENABLED``): written deployments wait there for their verdict."""
     _held: dict[UUID, Deployment] = field(default_factory=dict, init=False, repr=False)
@@ -128,39 +139,55 @@ class DeploymentReconciler:
         return asked
 
     async def deploy_pending(self) -> list[Deployment]:
-        """Deploy what is claimed (held first, then newly claimed); the deployments as they ended."""
-        claimed = await self.deployments.claim_deployments(limit=self.batch, stale_after=self.stale_after)
+        """Deploy what is claimed (held first, then newly claimed); the deployments as they ended (not those
+        whose claim was taken over)."""
+        claimed = await self.deployments.claim_deployments(
+            limit=self.batch, claimer=self.claimer, lease=self.claim_lease
+        )
         for deployment in claimed:
             self._held[deployment.id] = deployment
         done: list[Deployment] = []
         for deployment in list(self._held.values()):
-            done.append(await self.deploy(deployment))
+            ended = await self.deploy(deployment)
+            if ended is not None:
+                done.append(ended)
             self._held.pop(deployment.id, None)
         return done
 
-    async def deploy(self, deployment: Deployment) -> Deployment:
+    async def deploy(self, deployment: Deployment) -> Deployment | None:
         """Take one claimed deployment to ``active`` or ``failed``, or with ``health`` leave it pending with
-        its pointer commit recorded (store outages propagate: it stays held)."""
+        its pointer commit recorded; ``None`` when its claim was taken over: nothing written (store outages
+        propagate: it stays held). The claim is renewed while this runs and checked before each write."""
+        renew = functools.partial(self.deployments.renew_deployment_claims, claimer=self.claimer)
+        try:
+            async with holding(renew, [deployment.id], lease=self.claim_lease, what="deployment") as claims:
+                return await self._deploy(deployment, claims)
+        except ClaimLost:
+            return None
+
+    async def _deploy(self, deployment: Deployment, claims: Claims) -> Deployment:
         async with self.deployments.deployment_lock(deployment.environment, deployment.repository, deployment.project):
             current = await self.deployments.get_deployment(deployment.id)
-            if current.status is not DeploymentStatus.PENDING:
-                return current
+            if current.status is not DeploymentStatus.PENDING or current.gitops_commit is not None:
+                return current  # ended, or its pointer recorded (health decides): claimed no more
+            await claims.check(current.id)
             try:
                 release = await self.releases.get_release(
                     current.repository, current.project, str(current.release_number)
                 )
             except PermanentError as exc:
-                return await self._fail(current, str(exc))
+                return await self._fail(current, str(exc), claims)
             with self._span(current, release) as span:
                 try:
-                    sha = await self._write(current, release)
+                    sha = await self._write(current, release, claims)
                 except PermanentError as exc:
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    return await self._fail(current, str(exc))
+                    return await self._fail(current, str(exc), claims)
                 except TransientError as exc:
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    return await self._fail(current, f"gave up after {self.deploy_timeout:g} s: {exc}")
+                    return await self._fail(current, f"gave up after {self.deploy_timeout:g} s: {exc}", claims)
                 span.set_attribute("forge.gitops.commit", sha)
+                await claims.check(current.id)
                 if self.health is not None:
                     return await self.deployments.record_pointer(current.id, sha)
                 active = await self.deployments.complete_deployment(current.id, sha)
@@ -190,8 +217,9 @@ class DeploymentReconciler:
         with tracer().start_as_current_span("deployment.deploy", context=parent, attributes=attributes) as span:
             yield span
 
-    async def _write(self, deployment: Deployment, release: Release) -> str:
-        """Check the policy again and write the pointer; the GitOps commit that holds it."""
+    async def _write(self, deployment: Deployment, release: Release, claims: Claims) -> str:
+        """Check the policy again and write the pointer; the GitOps commit that holds it. Each attempt
+        checks the claim first (``ClaimLost`` is not retried)."""
         if release.id != deployment.release_id:  # pragma: no cover - numbers are immutable
             raise InvalidInputError(f"release {deployment.release_number} is not the release deployment asked for")
         intent = deploy_intent(release, await self._discovery(release), deployment.environment)
@@ -220,6 +248,7 @@ class DeploymentReconciler:
         sha: str | None = None
         async for attempt in attempts:
             with attempt:
+                await claims.check(deployment.id)
                 try:
                     sha = (await self.writer.deploy(change)).sha
                 except TransientError as exc:
@@ -229,7 +258,8 @@ class DeploymentReconciler:
             raise NotFoundError("the GitOps branch does not exist, so nothing can point at the release")
         return sha
 
-    async def _fail(self, deployment: Deployment, cause: str) -> Deployment:
+    async def _fail(self, deployment: Deployment, cause: str, claims: Claims) -> Deployment:
+        await claims.check(deployment.id)
         log.error(
             "deployment of %s/%s release %d to %s failed: %s",
             deployment.repository,

@@ -21,11 +21,18 @@ follow it; otherwise build, submit and follow.
 * Quota: with ``runs_per_repository`` > 0 a repository has at most that many runs executing;
   its other discovered runs stay unclaimed (``running``, discovery done, no workflow) and are
   claimed oldest first as places free up (``RunStore.claim_execution(per_repository=...)``).
+* A claim is a lease (:mod:`forge.controller.leases`) until the workflow is recorded: renewed every
+  third of ``claim_lease`` while the template is built and submitted, and once more before each
+  write (the submit, the workflow, a success with nothing to do, a failure). A run whose controller
+  died before recording its workflow is claimed by another one after ``claim_lease`` seconds (30 s).
+  A controller whose claim was taken over stops and writes nothing for the run; a workflow it had
+  submitted is stopped (the new holder's workflow has the same job keys).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -36,11 +43,12 @@ from uuid import UUID
 import stamina
 
 from forge.controller.commit_status import CommitStatuses
+from forge.controller.leases import ClaimLost, Claims, claimer_id, holding
 from forge.controller.step_events import StepEventRecorder
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import cancel_subject
 from forge.domain.status import Status
-from forge.errors import ConflictError, ForgeError, NotFoundError, PermanentError
+from forge.errors import ConflictError, ForgeError, NotFoundError, PermanentError, TransientError
 from forge.ports import (
     ExecutionStore,
     MessageBus,
@@ -81,6 +89,10 @@ class ExecutionReconciler:
     statuses: CommitStatuses | None = None
     batch: int = 10
     runs_per_repository: int = 0  # the quota (FORGE_QUOTAS__RUNS_PER_REPOSITORY); 0: none
+    claim_lease: float = 30.0
+    """Seconds a claimed run stays this controller's unrenewed (``FORGE_CONTROLLER__CLAIM_LEASE``)."""
+    claimer: str = field(default_factory=claimer_id)
+    """This controller instance, as its claims name it."""
     name: str = "execution"
     _resubmitted: set[UUID] = field(default_factory=set)  # runs whose lost workflow was submitted again
 
@@ -88,7 +100,9 @@ class ExecutionReconciler:
         return [run.id for run in await self.runs.runs_executing()]
 
     async def claim(self) -> Sequence[UUID]:
-        claimed = await self.runs.claim_execution(limit=self.batch, per_repository=self.runs_per_repository)
+        claimed = await self.runs.claim_execution(
+            limit=self.batch, claimer=self.claimer, lease=self.claim_lease, per_repository=self.runs_per_repository
+        )
         return [run.id for run in claimed]
 
     async def interrupts(self) -> Sequence[UUID]:
@@ -104,7 +118,14 @@ class ExecutionReconciler:
         elif run.workflow_name is not None:
             await self._follow(run, run.workflow_name)
         else:
-            await self._execute(run)
+            renew = functools.partial(self.runs.renew_execution_claims, claimer=self.claimer)
+            try:
+                async with holding(renew, [run.id], lease=self.claim_lease, what="run") as claims:
+                    submitted = await self._execute(run, claims)
+            except ClaimLost:
+                return
+            if submitted is not None:
+                await self._follow(*submitted)
 
     async def fail(self, run_id: UUID, error: ForgeError) -> None:
         run = await self.runs.get_run(run_id)
@@ -115,23 +136,43 @@ class ExecutionReconciler:
 
     # -- acting -----------------------------------------------------------------------------------
 
-    async def _execute(self, run: PipelineRun) -> None:
-        if run.discovery is None:
-            raise PermanentError(f"run {run.id} has no discovery to execute", code="invalid_state")
-        if not has_work(run.discovery):
-            await self._finish(run.id, Status.SUCCESS, None, None)
-            log.info("run %s: nothing affected, success", run.id)
-            return
-        template = await self._template(run)
-        workflow = await self._submit(run, template)
-        # Retried here, not by re-entering: submitting again would start a second workflow.
-        async for attempt in stamina.retry_context(on=transient, attempts=None, timeout=None, wait_max=10.0):
-            with attempt:
-                submitted = await self.runs.set_workflow(run.id, workflow)
+    async def _execute(self, run: PipelineRun, claims: Claims) -> tuple[PipelineRun, str, dict[str, Any]] | None:
+        """Submit the claimed run's workflow and record it; what to follow then (``None``: nothing to do).
+
+        Each write checks the claim first, and so does an error that fails the run: a run whose claim was
+        taken over gets nothing from here (``ClaimLost``), and a workflow submitted for it is stopped.
+        """
+        workflow: str | None = None
+        try:
+            try:
+                if run.discovery is None:
+                    raise PermanentError(f"run {run.id} has no discovery to execute", code="invalid_state")
+                if not has_work(run.discovery):
+                    await claims.check(run.id)
+                    await self._finish(run.id, Status.SUCCESS, None, None)
+                    log.info("run %s: nothing affected, success", run.id)
+                    return None
+                template = await self._template(run)
+                await claims.check(run.id)
+                workflow = await self._submit(run, template)
+                # Retried here, not by re-entering: submitting again would start a second workflow.
+                async for attempt in stamina.retry_context(on=transient, attempts=None, timeout=None, wait_max=10.0):
+                    with attempt:
+                        await claims.check(run.id)
+                        submitted = await self.runs.set_workflow(run.id, workflow)
+            except Exception as exc:
+                if not isinstance(exc, TransientError | ClaimLost):  # the loop fails the run: if it is still ours
+                    await claims.check(run.id)
+                raise
+        except ClaimLost:
+            if workflow is not None:
+                with contextlib.suppress(ForgeError):  # best effort: the new holder submits its own
+                    await self.engine.stop(workflow, message="its run was claimed by another controller")
+            raise
         log.info("run %s: workflow %s submitted", run.id, workflow)
         if self.statuses is not None:
             await self.statuses.report(submitted, detail=f"{len(_step_ids_by_task(template))} steps")
-        await self._follow(submitted, workflow, template)
+        return submitted, workflow, template
 
     async def _template(self, run: PipelineRun) -> dict[str, Any]:
         """The run's WorkflowTemplate; the same inputs always give the same template."""

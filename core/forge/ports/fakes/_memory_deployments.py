@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -21,7 +21,7 @@ from forge.domain.status import ApprovalStatus, DeploymentStatus
 from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.fakes._memory_releases import MemoryReleases, ReleaseTables
 from forge.ports.fakes._memory_rows import Tables, check_text
-from forge.ports.store import CommittedDeployment, NewApproval, NewDeployment, Page, check_page
+from forge.ports.store import CommittedDeployment, NewApproval, NewDeployment, Page, check_claim, check_page
 
 __all__ = ["DeploymentTables", "MemoryDeployments"]
 
@@ -40,6 +40,7 @@ class _DeploymentRow:
     gitops_commit: str | None = None
     error: str | None = None
     claimed_at: datetime | None = None
+    claimed_by: str | None = None
     committed_at: datetime | None = None
     completed_at: datetime | None = None
 
@@ -115,12 +116,11 @@ class MemoryDeployments(MemoryReleases):
         await self._enter(f"reading deployment {deployment_id}")
         return self._deployment(self._deployment_row(deployment_id))
 
-    async def claim_deployments(self, *, limit: int, stale_after: float = 300.0) -> list[Deployment]:
+    async def claim_deployments(self, *, limit: int, claimer: str, lease: float) -> list[Deployment]:
         check_page(limit, 0)
-        if stale_after <= 0:
-            raise InvalidInputError(f"claim_deployments: stale_after must be positive, got {stale_after}")
+        check_claim("claim_deployments", claimer, lease)
         now = await self._enter("claiming pending deployments")
-        stale = now - timedelta(seconds=stale_after)
+        stale = now - timedelta(seconds=lease)
         ready = [
             d
             for d in self._dt.deployments.values()
@@ -131,7 +131,19 @@ class MemoryDeployments(MemoryReleases):
         ready.sort(key=lambda d: (d.created_at, d.id))
         for row in ready[:limit]:
             row.claimed_at = row.updated_at = now
+            row.claimed_by = claimer
         return [self._deployment(row) for row in ready[:limit]]
+
+    async def renew_deployment_claims(self, deployment_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("renew_deployment_claims", claimer)
+        if not deployment_ids:
+            return set()
+        now = await self._enter("renewing claims on pending deployments")
+        held = {i for i in deployment_ids if (row := self._dt.deployments.get(i)) and row.claimed_by == claimer}
+        for deployment_id in held:
+            row = self._dt.deployments[deployment_id]
+            row.claimed_at = row.updated_at = now
+        return held
 
     async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
         what = f"recording the pointer of deployment {deployment_id}"

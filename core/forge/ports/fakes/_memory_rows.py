@@ -107,6 +107,7 @@ class RunRow:
     error_code: str | None = None
     workflow_name: str | None = None
     execution_claimed_at: datetime | None = None
+    execution_claimed_by: str | None = None
     cancel_requested_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None

@@ -8,9 +8,9 @@ Each function is the body of one transaction: it checks everything before it cha
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from forge.domain.discovery import DiscoveryResult
 from forge.domain.entities import PipelineRun
@@ -32,6 +32,7 @@ __all__ = [
     "insert_run",
     "oldest_first",
     "record_discovery",
+    "renew_execution_claims",
     "request_cancel",
     "run_filter",
     "set_workflow",
@@ -178,9 +179,9 @@ def set_workflow(
 
 
 def claim_execution(
-    tables: Tables, limit: int, stale_after: float, now: datetime, per_repository: int = 0
+    tables: Tables, limit: int, claimer: str, lease: float, now: datetime, per_repository: int = 0
 ) -> list[RunRow]:
-    stale = now - timedelta(seconds=stale_after)
+    stale = now - timedelta(seconds=lease)
     ready = (
         r
         for r in tables.runs.values()
@@ -209,7 +210,15 @@ def claim_execution(
     claimed = claimed[:limit]
     for row in claimed:
         row.execution_claimed_at = row.updated_at = now
+        row.execution_claimed_by = claimer
     return claimed
+
+
+def renew_execution_claims(tables: Tables, run_ids: Sequence[UUID], claimer: str, now: datetime) -> set[UUID]:
+    held = {run_id for run_id in run_ids if (row := tables.runs.get(run_id)) and row.execution_claimed_by == claimer}
+    for run_id in held:
+        tables.runs[run_id].execution_claimed_at = tables.runs[run_id].updated_at = now
+    return held
 
 
 def finish_run(

@@ -64,6 +64,7 @@ from forge.ports.store import (
     RunExecutions,
     RunFilter,
     RunSnapshot,
+    check_claim,
     ensure_same_registration,
     secret_grant,
 )
@@ -305,17 +306,23 @@ class MemoryStore(MemoryDeployments):
         return self._entity(row)
 
     async def claim_execution(
-        self, *, limit: int, stale_after: float = 300.0, per_repository: int = 0
+        self, *, limit: int, claimer: str, lease: float, per_repository: int = 0
     ) -> list[PipelineRun]:
         if limit < 1:
             raise InvalidInputError(f"claim_execution: limit must be at least 1, got {limit}")
-        if stale_after <= 0:
-            raise InvalidInputError(f"claim_execution: stale_after must be positive, got {stale_after}")
+        check_claim("claim_execution", claimer, lease)
         if per_repository < 0:
             raise InvalidInputError(f"claim_execution: per_repository must be 0 or more, got {per_repository}")
         now = await self._enter("claiming runs to execute")
-        claimed = runs.claim_execution(self._t, limit, float(stale_after), now, per_repository)
+        claimed = runs.claim_execution(self._t, limit, claimer, float(lease), now, per_repository)
         return [self._entity(r) for r in claimed]
+
+    async def renew_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("renew_execution_claims", claimer)
+        if not run_ids:
+            return set()
+        now = await self._enter("renewing claims on runs to execute")
+        return runs.renew_execution_claims(self._t, run_ids, claimer, now)
 
     async def runs_executing(self) -> list[PipelineRun]:
         await self._enter("listing executing runs")
