@@ -240,6 +240,11 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
             total = rows[0]["total"] if rows else await self._pool.fetchval("SELECT count(*) FROM repositories")
         return Page([repository_from_row(r) for r in rows], int(total), limit, offset)
 
+    async def pools(self) -> list[str]:
+        with translate_errors("listing the pools of repositories"):
+            rows = await self._pool.fetch("SELECT DISTINCT pool FROM repositories")
+        return sorted(str(r["pool"]) for r in rows)
+
     # -- runs -----------------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:

@@ -338,6 +338,10 @@ class RepositoryStore(Protocol):
 
     async def list_repositories(self, *, limit: int, offset: int) -> Page[Repository]: ...
 
+    async def pools(self) -> list[str]:
+        """The distinct worker pools of the registered repositories (disabled ones too: their runs in
+        flight still have jobs), sorted; what the controller ensures consumers for."""
+
 
 class RunStore(Protocol):
     async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:

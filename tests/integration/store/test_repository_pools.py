@@ -11,7 +11,7 @@ from forge.errors import ConflictError, InvalidInputError, NotFoundError
 from forge.ports.store import NewRepository
 
 if TYPE_CHECKING:
-    from tests.integration.store.conftest import Store
+    from tests.integration.store.conftest import Store, StoreHarness
 
 
 async def test_a_repository_is_in_the_default_pool_unless_registered_in_another(store: Store) -> None:
@@ -61,3 +61,15 @@ async def test_a_pool_is_a_pool_name_and_a_refused_update_writes_nothing(store: 
         await store.register_repository(NewRepository("acme/other", "u", pool=pool))
     with pytest.raises(NotFoundError):
         await store.get_repository("acme/other")
+
+
+async def test_pools_are_the_distinct_pools_of_registered_repositories(store: Store, harness: StoreHarness) -> None:
+    assert await store.pools() == []
+    await store.register_repository(NewRepository("acme/app", "u"))
+    await store.register_repository(NewRepository("org-b/app", "u", pool="org-b"))
+    await store.register_repository(NewRepository("org-b/lib", "u", pool="org-b"))
+    await store.register_repository(NewRepository("org-a/app", "u", pool="org-a"))
+    assert await store.pools() == ["default", "org-a", "org-b"]
+    await harness.disable_repository("org-a/app")  # its runs in flight may still have jobs
+    await store.update_repository("acme/app", pool="org-c")  # nobody is left in default
+    assert await store.pools() == ["org-a", "org-b", "org-c"]

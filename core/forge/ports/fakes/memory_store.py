@@ -239,6 +239,10 @@ class MemoryStore(MemoryDeployments):
         rows = sorted(self._t.repositories.values(), key=lambda r: r.name)
         return Page([repository_entity(r) for r in rows[offset : offset + limit]], len(rows), limit, offset)
 
+    async def pools(self) -> list[str]:
+        await self._enter("listing the pools of repositories")
+        return sorted({r.pool for r in self._t.repositories.values()})
+
     # -- runs -----------------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> tuple[PipelineRun, bool]:
