@@ -11,6 +11,7 @@ from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.controller.reconcilers.discovery import DiscoveryReconciler
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
+from forge.controller.reconcilers.pools import PoolConsumers
 from forge.controller.reconcilers.release_tags import ReleaseTagger
 from forge.controller.step_events import StepEventRecorder
 from forge.gitops import GitOpsWriter
@@ -90,6 +91,7 @@ async def run_controller(services: ControllerServices, settings: Settings, stop:
         group.create_task(recorder.run(stop))
         group.create_task(ReconcileLoop(discovery).run(stop))
         group.create_task(ReconcileLoop(execution).run(stop))
+        group.create_task(PoolConsumers(services.repositories, services.bus, settings.worker).run(stop))
         if services.releases is not None and services.registry is not None:
             group.create_task(ReleaseTagger(services.releases, services.registry).run(stop))
         if services.gitops and services.releases and services.deployments and services.approvals:

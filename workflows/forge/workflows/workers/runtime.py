@@ -49,7 +49,6 @@ from pydantic import ValidationError
 from forge.domain.messages import (
     CANCEL_SUBJECTS,
     CANCELS_STREAM,
-    DEFAULT_POOL,
     RESULT_INLINE_LIMIT,
     STREAM_OF,
     Job,
@@ -57,10 +56,10 @@ from forge.domain.messages import (
     JobType,
     Result,
     cancel_subject,
-    pool_filter,
     result_subject,
 )
 from forge.errors import ForgeError, PermanentError
+from forge.jobs.consumers import consumer_config, consumer_name, ensure_consumer
 from forge.jobs.dispatch import stored_result
 from forge.observability.logs import current_run
 from forge.observability.tracing import run_span
@@ -85,11 +84,6 @@ _CHECKED_RUNS = 10_000
 
 #: The delivery count of the job the current handler runs (1: first delivery).
 delivery: ContextVar[int] = ContextVar("delivery", default=1)
-
-
-def consumer_name(job_type: JobType, pool: str = DEFAULT_POOL) -> str:
-    """``<type>-consumer`` for the default pool (its name before pools), ``<type>-<pool>-consumer`` otherwise."""
-    return f"{job_type.value}-consumer" if pool == DEFAULT_POOL else f"{job_type.value}-{pool}-consumer"
 
 
 @dataclass
@@ -118,13 +112,9 @@ class Worker:
         return STREAM_OF[self.job_type]
 
     async def prepare(self) -> None:
-        await self.bus.ensure_consumer(
-            self.stream,
-            consumer_name(self.job_type, self.settings.pool),
-            filter_subject=pool_filter(self.job_type, self.settings.pool),  # this pool's jobs only
-            ack_wait=self.settings.ack_wait,
-            max_deliver=self.settings.max_deliver,
-        )
+        """Create this pool's consumer, or bring the one the controller (or an older worker) made to this
+        worker's ``ack_wait`` and ``max_deliver`` (``forge.jobs.consumers``)."""
+        await ensure_consumer(self.bus, consumer_config(self.job_type, self.settings.pool, self.settings))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull and handle jobs until ``stop`` is set; running jobs finish first."""
