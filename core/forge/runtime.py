@@ -4,10 +4,17 @@
   or ``json`` (one object per line with trace and run ids, for Loki; ``forge.observability.logs``).
 * Traces are exported by OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``forge.observability.tracing``).
 * ``FORGE_METRICS__PORT`` (0: none) serves this process's ``/metrics`` while the service runs.
+
+What a service says when it cannot start is one line per cause, never a traceback: ``--help`` is
+answered without reading the environment (``service_parser``), a ``FORGE_*`` variable that does not
+parse names the variable and exits 2 (``load_settings``), and a ``ForgeError`` out of the service
+(PostgreSQL unreachable at start-up, a refused setting) is logged as one line and exits 1, or 2 for
+``InvalidInputError`` (``run_service``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -15,12 +22,39 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from forge.settings import MetricsSettings
+from forge.errors import ForgeError, InvalidInputError
+from forge.settings import MetricsSettings, Settings
 
-__all__ = ["configure_logging", "run_service"]
+__all__ = ["configure_logging", "load_settings", "run_service", "service_parser"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+"""A setting or argument the service refuses (as argparse exits on a bad argument)."""
+
+
+def service_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The service's argument parser: ``--help`` says what it is and where its settings are documented."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Configured by FORGE_* environment variables (docs/configuration.md).",
+    )
+
+
+def load_settings(prog: str) -> Settings:
+    """The process's settings; a variable that does not parse is one line on stderr each, then exit 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = error["loc"]
+            name = "FORGE_" + "__".join(str(part) for part in loc).upper() if loc else "the FORGE_* settings"
+            sys.stderr.write(f"{prog}: {name}: {error['msg']} (got {error.get('input')!r})\n")
+        raise SystemExit(EXIT_USAGE) from None
+
 
 log = logging.getLogger("forge.runtime")
 
@@ -85,4 +119,8 @@ def run_service(main: Callable[[asyncio.Event], Awaitable[None]], *, grace: floa
 
     metrics = _MetricsOnly().metrics
     with metrics_endpoint(metrics.host, metrics.port):
-        return asyncio.run(_runner())
+        try:
+            return asyncio.run(_runner())
+        except ForgeError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE if isinstance(exc, InvalidInputError) else EXIT_FAILED

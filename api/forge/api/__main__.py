@@ -22,7 +22,7 @@ from forge.api.app import create_app
 from forge.api.auth.limits import RateLimits
 from forge.api.services import ApiServices, ClonePolicy
 from forge.errors import InvalidInputError
-from forge.runtime import configure_logging, run_service
+from forge.runtime import configure_logging, load_settings, run_service, service_parser
 from forge.settings import AuthSettings, Settings
 
 __all__ = ["build", "main"]
@@ -105,9 +105,10 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    service_parser("forge-api", "The Catalyst Forge REST API (OpenAPI at /schema).").parse_args(argv)
     configure_logging("forge-api")
-    settings = Settings()
+    settings = load_settings("forge-api")
     try:
         require_issuer(settings.auth)
     except InvalidInputError as exc:

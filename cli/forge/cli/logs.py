@@ -1,8 +1,8 @@
 """``forge logs RUN [STEP] [-f]``: print (or follow) step logs of a run from the API.
 
 STEP is a step id or ``phase/project/step``; without it every step's log is printed in DAG order
-(each under a ``==> phase/project/step <==`` header on stderr). The API is the running embedded
-platform's (``--home``) unless ``--api`` names one.
+(each under a ``==> phase/project/step <==`` header on stderr). The API is ``--api``, else
+``FORGE_API_URL``, else the one a ``forge login`` saved, else the running embedded platform's (``--home``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import click
 import httpx
 
-from forge.cli.api_client import api_client
+from forge.cli.api_client import API_OPTION, api_client
 from forge.cli.dev import HOME_OPTION
 from forge.cli.sse import Event, stream_events
 from forge.errors import ForgeError, NotFoundError
@@ -30,7 +30,7 @@ TAIL_BYTES = 64 * 1024
 @click.argument("run_id")
 @click.argument("step", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the log grows, until the step ends")
-@click.option("--api", "api_url", help="API base URL (default: the running embedded platform's)")
+@API_OPTION
 @HOME_OPTION
 def logs(run_id: str, step: str | None, follow: bool, api_url: str | None, home: Path) -> None:
     """Print the logs of a run's steps."""

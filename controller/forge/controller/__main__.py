@@ -23,7 +23,7 @@ from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
 from forge.observability.breakers import record_breaker_state
 from forge.ports import DeployerStatus, MessageBus, SourceHost, WorkflowEngine
-from forge.runtime import configure_logging, run_service
+from forge.runtime import configure_logging, load_settings, run_service, service_parser
 from forge.settings import Settings
 from forge.workflows.engine import LocalWorkflowEngine
 from forge.workflows.steps.entry import run_step
@@ -117,10 +117,13 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
         await store.close()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    service_parser(
+        "forge-controller", "The Catalyst Forge controller: reconciles runs, releases and deployments."
+    ).parse_args(argv)
     configure_logging("forge-controller")
     on_state_change(record_breaker_state)  # circuit breaker transitions in /metrics
-    settings = Settings()
+    settings = load_settings("forge-controller")
 
     async def serve(stop: asyncio.Event) -> None:
         async with build(settings) as services:

@@ -9,7 +9,7 @@ import sys
 
 from forge.adapters.nats_bus import NatsBus
 from forge.errors import ForgeError
-from forge.runtime import configure_logging
+from forge.runtime import configure_logging, load_settings
 from forge.settings import Settings
 from forge.workflows.steps.entry import EXIT_FAILED, StepOutcome, run_step
 
@@ -29,7 +29,7 @@ async def _main(argv: list[str], settings: Settings) -> StepOutcome:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging("forge-step")
-    outcome = asyncio.run(_main(sys.argv[1:] if argv is None else argv, Settings()))
+    outcome = asyncio.run(_main(sys.argv[1:] if argv is None else argv, load_settings("forge-step")))
     sys.stdout.write(outcome.stdout)
     sys.stderr.write(outcome.stderr)
     return outcome.exit_code

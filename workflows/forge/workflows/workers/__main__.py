@@ -3,7 +3,6 @@ composition root of worker processes."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sys
@@ -17,7 +16,7 @@ from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, JobType
 from forge.observability.breakers import record_breaker_state
-from forge.runtime import configure_logging, run_service
+from forge.runtime import configure_logging, load_settings, run_service, service_parser
 from forge.settings import Settings
 from forge.workflows.workers.registry import HANDLERS, WorkerDeps
 from forge.workflows.workers.runtime import Worker
@@ -50,7 +49,7 @@ async def build(settings: Settings, job_types: Sequence[JobType]) -> AsyncIterat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="forge-worker", description="Run Catalyst Forge workers")
+    parser = service_parser("forge-worker", "Run Catalyst Forge workers")
     parser.add_argument(
         "types", nargs="+", metavar="TYPE", choices=sorted(t.value for t in HANDLERS), help="job types to serve"
     )
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     job_types = list(dict.fromkeys(JobType(t) for t in args.types))
     configure_logging(f"forge-worker-{'-'.join(t.value for t in job_types)}")
     on_state_change(record_breaker_state)  # circuit breaker transitions in /metrics
-    settings = Settings()
+    settings = load_settings(parser.prog)
 
     async def serve(stop: asyncio.Event) -> None:
         async with build(settings, job_types) as workers, asyncio.TaskGroup() as group:
