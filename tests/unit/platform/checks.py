@@ -20,8 +20,8 @@ import kubernetes_validate
 from ruamel.yaml import YAML
 
 from forge.domain.messages import DEFAULT_POOL, STREAMS, JobType, check_pool, pool_filter
+from forge.jobs.consumers import consumer_name
 from forge.releases.schemas import has_schema
-from forge.workflows.workers.runtime import consumer_name
 
 ROOT = Path(__file__).resolve().parents[3]
 PLATFORM = ROOT / "gitops" / "platform"
@@ -452,10 +452,11 @@ def _remote_keys(objects: Sequence[Obj], secret: str) -> set[str]:
 
 def pool_worker_problems(objects: Sequence[Obj], job_types: Sequence[JobType]) -> list[str]:
     """Each worker of a pool other than the default: a valid pool name in FORGE_WORKER__POOL and its
-    label, named ``forge-worker-<type>-<pool>``, scaled (never to 0) on the consumer the code names
-    for its type and pool on its type's stream, its own ServiceAccount without a token, step secrets
-    of its own (another Secret and other store keys than the default pool's), on the pool's nodes; and
-    each pool has a worker for every job type in ``job_types`` (every job of a run carries its pool)."""
+    label, named ``forge-worker-<type>-<pool>``, scaled (to 0 only if one queued job wakes it) on the
+    consumer the code names for its type and pool on its type's stream, its own ServiceAccount without a
+    token, step secrets of its own (another Secret and other store keys than the default pool's), on the
+    pool's nodes; and each pool has a worker for every job type in ``job_types`` (every job of a run
+    carries its pool)."""
     problems: list[str] = []
     scaled = {
         o["spec"]["scaleTargetRef"]["name"]: o
@@ -503,8 +504,13 @@ def pool_worker_problems(objects: Sequence[Obj], job_types: Sequence[JobType]) -
                 problems.append(
                     f"{name(scaler)}: stream {trigger['metadata'].get('stream')!r}, the jobs are on {wanted}"
                 )
-            if scaler["spec"].get("minReplicaCount", 0) < 1:
-                problems.append(f"{name(scaler)}: may scale to 0 (the pool's consumer exists once a worker started)")
+            if (
+                scaler["spec"].get("minReplicaCount", 0) == 0
+                and trigger["metadata"].get("activationLagThreshold") != "0"
+            ):
+                problems.append(
+                    f"{name(scaler)}: scales to 0 but one queued job does not wake it (activationLagThreshold)"
+                )
         account = spec.get("serviceAccountName")
         if account in default_accounts or account not in accounts:
             problems.append(f"{where}: service account {account!r} is the default pool's or missing")

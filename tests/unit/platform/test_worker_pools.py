@@ -19,8 +19,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from forge.domain.messages import DEFAULT_POOL, JobType, check_pool
+from forge.jobs.consumers import consumer_name
 from forge.workflows.workers.registry import HANDLERS
-from forge.workflows.workers.runtime import consumer_name
 
 from .checks import (
     PLATFORM,
@@ -136,12 +136,12 @@ def test_pools_in_an_overlay_pass_every_check(two_pools_in_dev: tuple[Obj, ...])
     external = {o["spec"]["target"]["name"] for o in objects if o["kind"] == "ExternalSecret"}
     assert referenced_secrets(objects) - external == {"forge-db-app"}  # written by CloudNativePG
     assert not any(o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("forge-worker-pool") for o in objects)
-    # the dev overlay scales its default pool to 0; a pool's ScaledObjects keep 1 (its consumer)
+    # the dev overlay scales its default pool to 0, and a pool scales to 0 (the controller creates its consumers)
     scaled = [o for o in objects if o["kind"] == "ScaledObject"]
     assert {o["metadata"]["name"]: o["spec"]["minReplicaCount"] for o in scaled if pool_of(o) == DEFAULT_POOL} == {
         f"forge-worker-{t.value}": 0 for t in JOB_TYPES
     }
-    assert {o["spec"]["minReplicaCount"] for o in scaled if pool_of(o) != DEFAULT_POOL} == {1}
+    assert {o["spec"]["minReplicaCount"] for o in scaled if pool_of(o) != DEFAULT_POOL} == {0}
     assert len(scaled) == 3 * len(JOB_TYPES)
 
 
@@ -236,10 +236,15 @@ def test_the_pool_checks_catch_a_wrong_pool_consumer_account_secret_or_node() ->
         "ScaledObject/forge-worker-ci-example: consumer 'ci-consumer', the workers consume 'ci-example-consumer'"
     ]
 
-    def to_zero(objects: list[Any]) -> None:
-        _find(objects, "ScaledObject", "forge-worker-artifact-example")["spec"]["minReplicaCount"] = 0
+    def asleep(objects: list[Any]) -> None:
+        scaled = _find(objects, "ScaledObject", "forge-worker-artifact-example")
+        scaled["spec"]["triggers"][0]["metadata"]["activationLagThreshold"] = "3"
 
-    assert "may scale to 0" in problems(to_zero)[0]
+    (asleep_problem,) = problems(asleep)
+    assert asleep_problem == (
+        "ScaledObject/forge-worker-artifact-example: scales to 0 but one queued job does not wake it "
+        "(activationLagThreshold)"
+    )
 
     def wrong_stream(objects: list[Any]) -> None:
         _find(objects, "ScaledObject", "forge-worker-ci-example")["spec"]["triggers"][0]["metadata"]["stream"] = (
