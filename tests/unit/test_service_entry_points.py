@@ -44,10 +44,8 @@ def test_a_setting_that_does_not_parse_is_named_in_one_line(script: str) -> None
     done = _run(script, *args, FORGE_API__PORT="not-a-port", FORGE_AUTH__ISSUER="https://issuer.example")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
-        f"{script}: FORGE_API__PORT: Input should be a valid integer, unable to parse string as an integer"
-        " (got 'not-a-port')"
-    ]
+    expected = f"{script}: FORGE_API__PORT: Input should be a valid integer, unable to parse string as an integer"
+    assert done.stderr.strip().splitlines() == [f"{expected} (got 'not-a-port')"]
 
 
 def test_an_unreachable_database_at_start_up_is_one_line_and_exit_1() -> None:
