@@ -81,6 +81,15 @@ def _translate(what: str, *, timeout_raises: bool = False) -> Iterator[None]:
 _NO_HEADERS: Mapping[str, str] = {}
 #: JetStream's "wrong last sequence" (10164: the constant form of the same refusal).
 _WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+#: The stream settings ``ensure_streams`` decides; the server's defaults for the others are left alone.
+_ENSURED = ("subjects", "retention", "storage", "num_replicas", "max_age", "duplicate_window")
+
+
+def _differs(held: StreamConfig, wanted: StreamConfig) -> bool:
+    """Whether the stream the server holds differs from ``wanted`` in a setting ``ensure_streams`` decides."""
+    return any(getattr(held, f) != getattr(wanted, f) for f in _ENSURED if f != "subjects") or sorted(
+        held.subjects or ()
+    ) != sorted(wanted.subjects or ())
 
 
 class NatsMessage:
@@ -159,8 +168,12 @@ class NatsBus:
         self._pull_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, replicas: int = 1, connect_timeout: float = 5.0) -> Self:
-        """Connect, or raise ``ServiceUnavailableError`` once ``connect_timeout`` has passed."""
+    async def connect(
+        cls, url: str, *, replicas: int = 1, connect_timeout: float = 5.0, inbox_prefix: str = "_INBOX"
+    ) -> Self:
+        """Connect, or raise ``ServiceUnavailableError`` once ``connect_timeout`` has passed. Replies (JetStream
+        answers, pulled messages, core replies) arrive on ``<inbox_prefix>.…`` subjects: a NATS user allowed
+        to subscribe to its own prefix only (``forge.jobs.nats_permissions``) connects with that prefix."""
         nc = Client()
         try:
             # nats-py retries the initial connect ``max_reconnect_attempts`` times, sleeping
@@ -175,6 +188,7 @@ class NatsBus:
                     # during the restart stores its outcome sooner; the same ~2 min in all before it gives up
                     reconnect_time_wait=1,
                     max_reconnect_attempts=120,
+                    inbox_prefix=inbox_prefix,
                 )
         except (OSError, nats.errors.Error) as exc:  # OSError covers TimeoutError
             with contextlib.suppress(Exception):
@@ -187,11 +201,12 @@ class NatsBus:
             config = self._stream_config(spec)
             with _translate(f"ensure stream {spec.name}"):
                 try:
-                    await self._js.stream_info(spec.name)
+                    info = await self._js.stream_info(spec.name)
                 except nats.js.errors.NotFoundError:
                     await self._js.add_stream(config)
                 else:
-                    await self._update_stream(config)
+                    if _differs(info.config, config):  # never a write when nothing changes (nor its permission)
+                        await self._update_stream(config)
 
     async def _update_stream(self, config: StreamConfig) -> None:
         try:

@@ -11,7 +11,9 @@ from forge.embedded.process import ServiceProcess, binary, free_port, start_serv
 __all__ = ["start_nats"]
 
 
-def start_nats(data_dir: Path, port: int | None = None, *, timeout: float = 30.0) -> ServiceProcess:
+def start_nats(
+    data_dir: Path, port: int | None = None, *, timeout: float = 30.0, config: Path | None = None
+) -> ServiceProcess:
     """Run ``nats-server -js`` storing into ``data_dir/js`` and logging into ``data_dir/nats.log``.
 
     Ready when the monitor's ``/healthz?js-enabled-only=true`` answers 200. ``extra["monitor_url"]``
@@ -39,6 +41,8 @@ def start_nats(data_dir: Path, port: int | None = None, *, timeout: float = 30.0
         "-sd",
         str(store),
     ]
+    if config is not None:  # a configuration file (users and permissions, say); the flags above override it
+        argv += ["-c", str(config)]
     proc = start_service(
         "nats-server",
         argv,

@@ -15,6 +15,7 @@ from forge.adapters.nats_bus import NatsBus
 from forge.adapters.oras_registry import OrasRegistry
 from forge.adapters.pygit2_git import Pygit2Mirrors
 from forge.domain.messages import STREAMS, JobType
+from forge.jobs.nats_permissions import inbox_prefix
 from forge.observability.breakers import record_breaker_state
 from forge.runtime import configure_logging, load_settings, run_service, service_parser
 from forge.settings import Settings
@@ -27,7 +28,9 @@ __all__ = ["build", "main"]
 @contextlib.asynccontextmanager
 async def build(settings: Settings, job_types: Sequence[JobType]) -> AsyncIterator[list[Worker]]:
     """Connect the adapters one worker process shares and build a ``Worker`` per job type."""
-    bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
+    # replies on the pool's own inboxes: what a per-pool NATS user may subscribe to (forge.jobs.nats_permissions)
+    prefix = inbox_prefix(settings.worker.pool)
+    bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas, inbox_prefix=prefix)
     try:
         await bus.ensure_streams(STREAMS)  # once per process
         async with MinioObjectStore.from_settings(settings.objects) as objects:
