@@ -20,6 +20,7 @@ from forge.domain.discovery import AffectedProject, DiscoveredProject, Discovere
 from forge.domain.messages import STREAMS, CiPayload, Job, JobType
 from forge.embedded.process import ServiceProcess
 from forge.errors import TransientError
+from forge.jobs.consumers import consumer_name
 from forge.jobs.dispatch import Dispatcher
 from forge.observability.bus import CONSUMER_LAG, sample_streams
 from forge.ports import ObjectStore
@@ -27,7 +28,7 @@ from forge.ports.store import NewRepository
 from forge.settings import TimeoutSettings, WorkerSettings
 from forge.workflows.steps.entry import parse_job
 from forge.workflows.templates import STEP_COMMAND, TemplateSpec, build_template
-from forge.workflows.workers.runtime import Worker, consumer_name
+from forge.workflows.workers.runtime import Worker
 
 TASKS = "pipeline-tasks"
 

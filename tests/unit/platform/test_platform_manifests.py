@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from forge.domain.messages import STREAMS, JobType, job_subject
+from forge.jobs.consumers import consumer_name
 from forge.workflows.workers.registry import HANDLERS
-from forge.workflows.workers.runtime import consumer_name
 
 from .checks import (
     PLATFORM,

@@ -70,7 +70,7 @@ from forge.workflows.workers import settling
 from forge.workflows.workers.claims import ClaimLostError, Claims, Held, new_worker_id, retried
 from forge.workflows.workers.settling import Settled, Settlements
 
-__all__ = ["Handler", "Worker", "consumer_name", "delivery"]
+__all__ = ["Handler", "Worker", "delivery"]
 
 log = logging.getLogger("forge.worker")
 
