@@ -7,8 +7,8 @@ release (the idempotency check and the insert see the same state); status change
 deployment row. ``deployment_lock`` is a *session* advisory lock on its own pool connection, held
 by the controller around the GitOps write and the status change that follows. A claim names its
 claimer (``claimed_by``, migration 0013), whose renewals restamp ``claimed_at``; one not renewed for
-the lease is taken over. An approval is stored ``active`` until revoked and read as ``expired`` once
-``expires_at`` has passed.
+the lease is taken over, and one its claimer released (both cleared) is claimable at once. An approval
+is stored ``active`` until revoked and read as ``expired`` once ``expires_at`` has passed.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ _SQL_CLAIM = """
 #: Renew claimer $2's claims on deployments $1; the ids it still holds (no other claimer took them over).
 _SQL_RENEW_CLAIMS = """
     UPDATE deployments SET claimed_at = now() WHERE id = ANY($1::uuid[]) AND claimed_by = $2 RETURNING id
+"""
+#: Release claimer $2's claims on deployments $1 (claimable again at once); the ids released.
+_SQL_RELEASE_CLAIMS = """
+    UPDATE deployments SET claimed_at = NULL, claimed_by = NULL WHERE id = ANY($1::uuid[]) AND claimed_by = $2
+    RETURNING id
 """
 _SQL_RECORD_POINTER = """
     UPDATE deployments SET gitops_commit = $2, committed_at = now()
@@ -166,6 +171,14 @@ class PostgresDeployments:
             return set()
         with translate_errors("renewing claims on pending deployments"):
             rows = await self._pool.fetch(_SQL_RENEW_CLAIMS, list(deployment_ids), claimer)
+        return {row["id"] for row in rows}
+
+    async def release_deployment_claims(self, deployment_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("release_deployment_claims", claimer)
+        if not deployment_ids:
+            return set()
+        with translate_errors("releasing claims on pending deployments"):
+            rows = await self._pool.fetch(_SQL_RELEASE_CLAIMS, list(deployment_ids), claimer)
         return {row["id"] for row in rows}
 
     async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:

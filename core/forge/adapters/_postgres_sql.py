@@ -136,6 +136,11 @@ SQL_RENEW_EXECUTION_CLAIMS = """
     UPDATE pipeline_runs SET execution_claimed_at = now()
     WHERE id = ANY($1::uuid[]) AND execution_claimed_by = $2 RETURNING id
 """
+#: Release claimer $2's claims on runs $1 (claimable again at once); the ids released.
+SQL_RELEASE_EXECUTION_CLAIMS = """
+    UPDATE pipeline_runs SET execution_claimed_at = NULL, execution_claimed_by = NULL
+    WHERE id = ANY($1::uuid[]) AND execution_claimed_by = $2 RETURNING id
+"""
 SQL_INSERT_PHASES = """
     INSERT INTO phase_executions (run_id, name, group_number)
     SELECT $1, x.name, x.group_number FROM unnest($2::text[], $3::integer[]) AS x(name, group_number)

@@ -57,6 +57,7 @@ from forge.adapters._postgres_sql import (
     SQL_LOCK_STEPS_OF_RUN,
     SQL_PRUNE_CHANGES,
     SQL_RECORD_DISCOVERY,
+    SQL_RELEASE_EXECUTION_CLAIMS,
     SQL_RENEW_EXECUTION_CLAIMS,
     SQL_REQUEST_CANCEL,
     SQL_RUN_JSON,
@@ -433,6 +434,14 @@ class PostgresStore(PostgresReleases, PostgresDeployments):
             return set()
         with translate_errors("renewing claims on runs to execute"):
             rows = await self._pool.fetch(SQL_RENEW_EXECUTION_CLAIMS, list(run_ids), claimer)
+        return {row["id"] for row in rows}
+
+    async def release_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("release_execution_claims", claimer)
+        if not run_ids:
+            return set()
+        with translate_errors("releasing claims on runs to execute"):
+            rows = await self._pool.fetch(SQL_RELEASE_EXECUTION_CLAIMS, list(run_ids), claimer)
         return {row["id"] for row in rows}
 
     async def runs_executing(self) -> list[PipelineRun]:

@@ -408,6 +408,14 @@ class RunStore(Protocol):
         it) while it works on a run, and once more just before each write.
         """
 
+    async def release_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        """Hand back ``claimer``'s claims on ``run_ids`` (a controller stopping, or leaving a run for later)
+        and return the ids released: a released run is ready to be claimed again at once, by any claimer,
+        without waiting for the lease (and no longer takes a place of the quota). A claim that names
+        another claimer (taken over since) is left as it is and not in the answer; so is a run never
+        claimed by ``claimer`` or one that does not exist. A repeat releases nothing.
+        """
+
     async def runs_executing(self) -> list[PipelineRun]:
         """Runs with a workflow whose status is ``running`` (to watch, also after a restart)."""
 
@@ -504,7 +512,7 @@ def check_page(limit: int, offset: int, *, maximum: int = 1000) -> None:
 
 def check_claim(what: str, claimer: str, lease: float | None = None) -> None:
     """``InvalidInputError`` for a claimer that is not 1-256 characters (no NUL) or a lease that is not
-    positive (``claim_execution``, ``claim_deployments`` and their renewals)."""
+    positive (``claim_execution``, ``claim_deployments``, their renewals and releases)."""
     if not 1 <= len(claimer) <= 256 or "\x00" in claimer:
         raise InvalidInputError(f"{what}: claimer must be 1-256 characters", details={"field": "claimer"})
     if lease is not None and not lease > 0:
@@ -774,6 +782,13 @@ class DeploymentStore(Protocol):
         holder must stop working on it and write nothing for it, neither the pointer nor a status. A
         holder renews well within the lease (every third of it) while it works on a deployment, and once
         more just before each write."""
+
+    async def release_deployment_claims(self, deployment_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        """Hand back ``claimer``'s claims on ``deployment_ids`` (a controller stopping, or leaving a
+        deployment for later) and return the ids released: a released pending deployment is ready to be
+        claimed again at once, by any claimer, without waiting for the lease. A claim that names another
+        claimer (taken over since) is left as it is and not in the answer; so is a deployment never claimed
+        by ``claimer`` or one that does not exist. A repeat releases nothing."""
 
     async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
         """A pending deployment's pointer is committed in ``gitops_commit`` and Argo CD's health decides the

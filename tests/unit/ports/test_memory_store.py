@@ -47,6 +47,7 @@ def every_call(store: MemoryStore) -> dict[str, Callable[[], Awaitable[object]]]
         "set_workflow": lambda: store.set_workflow(some, "wf"),
         "claim_execution": lambda: store.claim_execution(limit=1, claimer="c", lease=30),
         "renew_execution_claims": lambda: store.renew_execution_claims([some], claimer="c"),
+        "release_execution_claims": lambda: store.release_execution_claims([some], claimer="c"),
         "runs_executing": store.runs_executing,
         "finish_run": lambda: store.finish_run(some, Status.FAILED),
         "request_cancel": lambda: store.request_cancel(some),
@@ -115,6 +116,7 @@ async def test_checks_made_before_the_database_come_first_when_down() -> None:
     with pytest.raises(InvalidInputError, match="claimer must be"):
         await store.renew_execution_claims([some], claimer="x" * 257)
     assert await store.renew_execution_claims([], claimer="c") == set()  # nothing to ask: no query
+    assert await store.release_execution_claims([], claimer="c") == set()
     with pytest.raises(InvalidInputError, match="not skipped"):
         await store.finish_run(some, Status.SKIPPED)
     with pytest.raises(InvalidInputError, match="must not be empty"):

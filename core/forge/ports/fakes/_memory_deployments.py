@@ -145,6 +145,17 @@ class MemoryDeployments(MemoryReleases):
             row.claimed_at = row.updated_at = now
         return held
 
+    async def release_deployment_claims(self, deployment_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("release_deployment_claims", claimer)
+        if not deployment_ids:
+            return set()
+        now = await self._enter("releasing claims on pending deployments")
+        held = {i for i in deployment_ids if (row := self._dt.deployments.get(i)) and row.claimed_by == claimer}
+        for deployment_id in held:
+            row = self._dt.deployments[deployment_id]
+            row.claimed_at, row.claimed_by, row.updated_at = None, None, now
+        return held
+
     async def record_pointer(self, deployment_id: UUID, gitops_commit: str) -> Deployment:
         what = f"recording the pointer of deployment {deployment_id}"
         now = await self._enter(what)

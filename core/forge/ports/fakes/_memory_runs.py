@@ -32,6 +32,7 @@ __all__ = [
     "insert_run",
     "oldest_first",
     "record_discovery",
+    "release_execution_claims",
     "renew_execution_claims",
     "request_cancel",
     "run_filter",
@@ -218,6 +219,14 @@ def renew_execution_claims(tables: Tables, run_ids: Sequence[UUID], claimer: str
     held = {run_id for run_id in run_ids if (row := tables.runs.get(run_id)) and row.execution_claimed_by == claimer}
     for run_id in held:
         tables.runs[run_id].execution_claimed_at = tables.runs[run_id].updated_at = now
+    return held
+
+
+def release_execution_claims(tables: Tables, run_ids: Sequence[UUID], claimer: str, now: datetime) -> set[UUID]:
+    held = {run_id for run_id in run_ids if (row := tables.runs.get(run_id)) and row.execution_claimed_by == claimer}
+    for run_id in held:
+        row = tables.runs[run_id]
+        row.execution_claimed_at, row.execution_claimed_by, row.updated_at = None, None, now
     return held
 
 

@@ -328,6 +328,13 @@ class MemoryStore(MemoryDeployments):
         now = await self._enter("renewing claims on runs to execute")
         return runs.renew_execution_claims(self._t, run_ids, claimer, now)
 
+    async def release_execution_claims(self, run_ids: Sequence[UUID], *, claimer: str) -> set[UUID]:
+        check_claim("release_execution_claims", claimer)
+        if not run_ids:
+            return set()
+        now = await self._enter("releasing claims on runs to execute")
+        return runs.release_execution_claims(self._t, run_ids, claimer, now)
+
     async def runs_executing(self) -> list[PipelineRun]:
         await self._enter("listing executing runs")
         rows = self._t.runs.values()
