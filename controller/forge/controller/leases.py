@@ -10,6 +10,16 @@ taken over: ``check`` raises :class:`ClaimLost`, and the reconciler stops workin
 nothing for it (its new holder starts it over). A renewal that fails (the store away) is logged and tried
 again on the next tick; ``check`` then raises the store's ``TransientError``, so nothing is written while
 the claim cannot be confirmed.
+
+A controller that stops cleanly does not leave its work waiting a lease: a ``holding`` block that ends
+without finishing its item hands back the claims it still holds (:func:`hand_back`, the store's
+``release_*_claims``), so another controller takes the item at once. Unfinished: cancelled (the controller
+stops, or lost its leadership), a ``TransientError`` (the item is left for later: this controller claims it
+again on its next poll unless another one did first) or ``ClaimLost`` (nothing of that item to hand back).
+Otherwise the claims are kept: a block that returns has written its item's outcome (claimed no more), and
+any other error is about to be written as the item's failure by the caller, under the claim, which no other
+controller may take in between. A release that fails or does not answer within :data:`HAND_BACK_WITHIN`
+seconds (the store away) is logged and ignored: the claim then ends with its lease.
 """
 
 from __future__ import annotations
@@ -22,15 +32,22 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from uuid import UUID, uuid4
 
-from forge.errors import ForgeError
+from forge.errors import ForgeError, TransientError
 
-__all__ = ["ClaimLost", "Claims", "Renew", "claimer_id", "holding"]
+__all__ = ["HAND_BACK_WITHIN", "ClaimLost", "Claims", "Release", "Renew", "claimer_id", "hand_back", "holding"]
 
 log = logging.getLogger("forge.controller.leases")
 
 Renew = Callable[[Sequence[UUID]], Awaitable[set[UUID]]]
 """The store's renewal bound to the claimer (``renew_execution_claims``, ``renew_deployment_claims``):
 the ids still held."""
+
+Release = Callable[[Sequence[UUID]], Awaitable[set[UUID]]]
+"""The store's release bound to the claimer (``release_execution_claims``, ``release_deployment_claims``):
+the ids released."""
+
+HAND_BACK_WITHIN = 5.0
+"""Seconds a hand-back may take: a stopping controller waits no longer for a store that does not answer."""
 
 
 def claimer_id() -> str:
@@ -56,6 +73,11 @@ class Claims:
         self.lease = lease
         self.what = what
 
+    @property
+    def held(self) -> list[UUID]:
+        """The ids whose claims are still this holder's, as far as it knows (not found taken over)."""
+        return sorted(self._ids - self._lost)
+
     async def check(self, item_id: UUID) -> None:
         """Renew the claim on ``item_id`` now; :class:`ClaimLost` when it was taken over (the store's
         ``TransientError`` when it cannot say). Call it just before each write."""
@@ -69,7 +91,7 @@ class Claims:
         """Renew the held claims every third of the lease, until cancelled."""
         while True:
             await asyncio.sleep(self.lease / 3)
-            ids = self._ids - self._lost
+            ids = set(self.held)
             if not ids:
                 continue
             try:
@@ -82,22 +104,55 @@ class Claims:
     def _lose(self, ids: set[UUID]) -> None:
         for item_id in sorted(ids):
             log.warning(
-                "%s %s: its claim was taken over by another controller; this one stops working on it",
+                "%s %s: its claim is no longer this controller's (taken over, or handed back after an error);"
+                " this one stops working on it",
                 self.what,
                 item_id,
             )
         self._lost |= ids
 
 
+async def hand_back(release: Release, ids: Iterable[UUID], *, what: str, within: float = HAND_BACK_WITHIN) -> None:
+    """Release the claims on ``ids`` now, so another controller takes them at once. A release that fails or
+    takes more than ``within`` seconds is logged and ignored (the claims end with their lease). Awaited in a
+    cancelled task's ``finally`` it still runs (asyncio delivers a cancellation once); a second cancellation
+    cuts it short and propagates."""
+    held = sorted(set(ids))
+    if not held:
+        return
+    try:
+        async with asyncio.timeout(within):
+            released = await release(held)
+    except ForgeError as exc:
+        log.warning("could not hand back the claims on %d %s(s); they end with their lease: %s", len(held), what, exc)
+        return
+    except TimeoutError:
+        log.warning(
+            "could not hand back the claims on %d %s(s) within %g s; they end with their lease", len(held), what, within
+        )
+        return
+    log.info("handed back the claims on %d of %d %s(s)", len(released), len(held), what)
+
+
 @contextlib.asynccontextmanager
-async def holding(renew: Renew, ids: Iterable[UUID], *, lease: float, what: str) -> AsyncIterator[Claims]:
-    """Hold the claims on ``ids`` (renewed in the background every third of ``lease``) for the block."""
+async def holding(
+    renew: Renew, ids: Iterable[UUID], *, release: Release, lease: float, what: str
+) -> AsyncIterator[Claims]:
+    """Hold the claims on ``ids`` (renewed in the background every third of ``lease``) for the block, and
+    hand those still held back (``release``) when the block ends unfinished: cancelled, or with a
+    ``TransientError`` or ``ClaimLost``. Returning, or any other error, keeps them (see the module)."""
     claims = Claims(renew, ids, lease=lease, what=what)
     renewing = asyncio.create_task(claims.keep_renewing(), name=f"renew {what} claims")
+    unfinished = False
     try:
         yield claims
+    except (asyncio.CancelledError, TransientError, ClaimLost):
+        unfinished = True
+        raise
     finally:
         renewing.cancel()
         await asyncio.wait([renewing])
         if not renewing.cancelled() and (error := renewing.exception()) is not None:  # a bug: say so
             log.error("renewing the claims on %ss stopped", what, exc_info=error)
+        if unfinished:
+            await hand_back(release, claims.held, what=what)

@@ -1,37 +1,50 @@
 """Claim leases in the DeploymentReconciler: two controllers on one store and one GitOps repository on disk.
 
-A controller that dies holding a claim leaves the deployment to another one after the lease; a controller
-that works on a deployment renews its claim, so nobody takes it over; and one whose claim was taken over
-anyway (it stalled past its lease) writes nothing for it. The memory store runs on a clock the test moves,
-so the lease passes without waiting; PostgreSQL's claims age on its own clock, in a lease of a fraction of
-a second that the test polls through (no sleep as long as the lease, no assertion on timing).
+A controller that dies holding a claim leaves the deployment to another one after the lease; one that stops
+cleanly (its stop event set, then cancelled as after the grace period) hands its claims back, so another one
+deploys at once; a controller that works on a deployment renews its claim, so nobody takes it over; and one
+whose claim was taken over anyway (it stalled past its lease) writes nothing for it. Each controller has its
+own store connection; a dying one loses it first, so it hands nothing back. The memory store runs on a clock
+the test moves, so the lease passes without waiting; PostgreSQL's claims age on its own clock, in a lease of
+a fraction of a second that the test polls through (no sleep as long as the lease, no assertion on timing).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pygit2
 import pytest
 import stamina
 from tests.unit.controller.support import until
 
+from forge.adapters.postgres_store import PostgresStore
 from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.domain.entities import Deployment
 from forge.domain.status import DeploymentStatus
 from forge.embedded.gitops import create_gitops_repository
-from forge.errors import TransientError
+from forge.embedded.process import ServiceProcess
+from forge.errors import ServiceUnavailableError, TransientError
 from forge.gitops import ApplicationDefaults, GitOpsWriter
 from forge.ports import RepositoryStore, RunStore
 from forge.ports.fakes import MemoryStore
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsRepository, GitOpsTree, PathRevision
-from forge.ports.store import ApprovalStore, DeploymentStore, NewDeployment, NewRepository, ReleaseStore
+from forge.ports.store import (
+    ApprovalStore,
+    Database,
+    DeploymentStore,
+    NewDeployment,
+    NewRepository,
+    ReleaseStore,
+)
+from forge.testing.postgres import create_database_async
 from forge.testing.releases import new_release
 
 REPO = "acme/shop"
@@ -40,6 +53,8 @@ DEFAULTS = ApplicationDefaults(repo_url="https://git.example/gitops.git")
 SHORT_LEASE = 0.3
 #: A lease whose renewals (every 100 s) never come within a test: the memory store's clock alone says when it ends.
 LONG_LEASE = 300.0
+#: A lease no test outlives on any clock: a deployment taken over under it was handed back.
+HOUR = 3600.0
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +63,7 @@ def _no_backoff() -> Iterator[None]:
         yield
 
 
-class Store(RepositoryStore, RunStore, ReleaseStore, DeploymentStore, ApprovalStore, Protocol):
+class Store(Database, RepositoryStore, RunStore, ReleaseStore, DeploymentStore, ApprovalStore, Protocol):
     """What a controller's deployment reconciler uses: MemoryStore or PostgresStore."""
 
 
@@ -71,16 +86,23 @@ class Platform:
     remote: Path
     tmp: Path
     clock: Clock | None  # the memory store's; None: PostgreSQL's own
-    made: list[DeploymentReconciler] = field(default_factory=list)
+    dsn: str | None = None  # PostgreSQL's database; None: the memory store
+    connections: dict[str, Store] = field(default_factory=dict)
 
-    def controller(
+    async def controller(
         self, name: str, *, lease: float, remote: Callable[[Pygit2GitOps], GitOpsRepository] | None = None
     ) -> DeploymentReconciler:
-        """One controller process: its own work copy (through ``remote``, a wrapper of the real adapter)."""
+        """One controller process: its own store connection and work copy (through ``remote``, a wrapper of
+        the real adapter)."""
         repository: GitOpsRepository = Pygit2GitOps(str(self.remote), self.tmp / name)
         if remote is not None:
             repository = remote(Pygit2GitOps(str(self.remote), self.tmp / name))
-        store = self.store.connect() if isinstance(self.store, MemoryStore) else self.store
+        if self.dsn is None:
+            assert isinstance(self.store, MemoryStore)
+            store: Store = self.store.connect()
+        else:
+            store = await PostgresStore.connect(self.dsn, min_size=1, max_size=5)
+        self.connections[name] = store
         return DeploymentReconciler(
             deployments=store,
             approvals=store,
@@ -89,6 +111,18 @@ class Platform:
             writer=GitOpsWriter(repository, DEFAULTS),
             claim_lease=lease,
         )
+
+    async def kill(self, name: str, task: asyncio.Task[Any]) -> None:
+        """Controller ``name``'s process dies while ``task`` works: its store connection goes first (nothing it
+        does afterwards reaches the store: it hands nothing back), then its work stops."""
+        closing = asyncio.ensure_future(self.connections[name].close())  # PostgreSQL's waits for A's lock
+        await asyncio.sleep(0)  # closed to new work before the task runs again
+        task.cancel()
+        await asyncio.wait([task, closing])
+
+    async def close(self) -> None:
+        for store in self.connections.values():
+            await store.close()
 
     async def ask(self, n: int = 1) -> Deployment:
         release, _ = await self.store.record_release(new_release(REPO, "app", n))
@@ -104,20 +138,28 @@ class Platform:
 
 
 @pytest.fixture(params=["memory", "postgres"])
-def shared(request: pytest.FixtureRequest) -> tuple[Store, Clock | None]:
-    """The store both controllers share, and the clock the test moves (memory) or none (PostgreSQL's own)."""
+async def shared(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, Clock | None, str | None]]:
+    """The store both controllers share; the clock the test moves (memory) or none (PostgreSQL's own); and
+    PostgreSQL's database, which each controller connects to on its own."""
     if request.param == "memory":
         clock = Clock()
-        return MemoryStore(clock=clock), clock
-    store: Store = request.getfixturevalue("store")
-    return store, None  # PostgreSQL (tests/integration/conftest.py)
+        yield MemoryStore(clock=clock), clock, None
+        return
+    server: ServiceProcess = request.getfixturevalue("postgres_server")
+    dsn = await create_database_async(server.url, f"t_{uuid.uuid4().hex[:16]}")
+    store = await PostgresStore.connect(dsn, min_size=1, max_size=5)
+    await store.migrate()
+    yield store, None, dsn
+    await store.close()
 
 
 @pytest.fixture
-async def platform(shared: tuple[Store, Clock | None], tmp_path: Path) -> Platform:
-    store, clock = shared
+async def platform(shared: tuple[Store, Clock | None, str | None], tmp_path: Path) -> AsyncIterator[Platform]:
+    store, clock, dsn = shared
     await store.register_repository(NewRepository(REPO, "https://git.example/acme/shop.git"))
-    return Platform(store, Path(create_gitops_repository(tmp_path / "gitops.git")), tmp_path, clock)
+    p = Platform(store, Path(create_gitops_repository(tmp_path / "gitops.git")), tmp_path, clock, dsn)
+    yield p
+    await p.close()
 
 
 class _Remote:
@@ -180,17 +222,17 @@ async def test_a_deployment_whose_controller_died_is_deployed_by_another_after_t
     before = p.commits()
     asked = await p.ask()
     dying = _DiesAfterPush(Pygit2GitOps(str(p.remote), p.tmp / "a"))
-    a = p.controller("a", lease=lease, remote=lambda _: dying)
+    a = await p.controller("a", lease=lease, remote=lambda _: dying)
     stop = asyncio.Event()
     running = asyncio.create_task(a.run(stop))
     async with asyncio.timeout(30):
         await dying.entered.wait()  # the pointer is pushed; nothing is recorded
-    running.cancel()  # controller A dies: its claim is not released
-    await asyncio.wait([running])
+    await p.kill("a", running)  # controller A dies: its claim is not released
     assert (await p.store.get_deployment(asked.id)).status is DeploymentStatus.PENDING
 
-    b = p.controller("b", lease=lease)
+    b = await p.controller("b", lease=lease)
     if p.clock is not None:
+        assert await b.deploy_pending() == []  # a dead controller hands nothing back: its claim holds its lease
         p.clock.advance(lease * 1.5)
     done: list[Deployment] = []
 
@@ -203,6 +245,64 @@ async def test_a_deployment_whose_controller_died_is_deployed_by_another_after_t
     assert p.commits() == before + 1  # exactly one pointer commit: A's, found at the digest by B and recorded
 
 
+@pytest.mark.parametrize("pushed", [False, True], ids=["before-its-push", "after-its-push"])
+async def test_a_controller_that_stops_cleanly_hands_its_deployment_to_the_next_at_once(
+    platform: Platform, pushed: bool
+) -> None:
+    p = platform
+    before = p.commits()
+    asked = await p.ask()
+    work = Pygit2GitOps(str(p.remote), p.tmp / "a")
+    hung: _Remote = _DiesAfterPush(work) if pushed else _Stalls(work, fail=False)  # the push hangs
+    a = await p.controller("a", lease=HOUR, remote=lambda _: hung)
+    stop = asyncio.Event()
+    running = asyncio.create_task(a.run(stop))
+    async with asyncio.timeout(30):
+        await hung.entered.wait()
+    stop.set()  # SIGTERM (or leadership lost): A's hung push keeps it in its tick until the grace period ends
+    running.cancel()  # and run_service cancels it
+    await asyncio.wait([running])
+    assert running.cancelled()
+
+    b = await p.controller("b", lease=HOUR)
+    async with asyncio.timeout(30):
+        done = await b.deploy_pending()  # no clock moved and the lease is an hour: A handed its claim back
+    assert [(d.id, d.status, d.gitops_commit) for d in done] == [(asked.id, DeploymentStatus.ACTIVE, p.head())]
+    assert p.commits() == before + 1  # one pointer commit: B's, or A's found at the digest by B
+
+
+async def test_a_stopping_controller_hands_back_the_deployments_it_held_through_a_store_outage(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    p = Platform(MemoryStore(clock=clock), Path(create_gitops_repository(tmp_path / "gitops.git")), tmp_path, clock)
+    await p.store.register_repository(NewRepository(REPO, "https://git.example/acme/shop.git"))
+    before = p.commits()
+    first, second = await p.ask(1), await p.ask(2)
+    slow = _Stalls(Pygit2GitOps(str(p.remote), tmp_path / "a"), fail=False)
+    a = await p.controller("a", lease=HOUR, remote=lambda _: slow)
+    b = await p.controller("b", lease=HOUR)
+    deploying = asyncio.create_task(a.deploy_pending())  # A claims both and pushes the first
+    async with asyncio.timeout(30):
+        await slow.entered.wait()
+    assert isinstance(p.store, MemoryStore)
+    p.store.available = False  # PostgreSQL goes away: A cannot record the first, nor hand anything back
+    slow.go.set()
+    with pytest.raises(ServiceUnavailableError):
+        await deploying
+    p.store.available = True
+    assert await b.deploy_pending() == []  # both are still A's: held for its next tick
+
+    stop = asyncio.Event()
+    stop.set()
+    await a.run(stop)  # A stops before its next tick: it hands back what it held
+
+    async with asyncio.timeout(30):
+        done = await b.deploy_pending()
+    assert [(d.id, d.status) for d in done] == [(first.id, "active"), (second.id, "active")]
+    assert p.commits() == before + 2  # A's pointer for the first, found at the digest by B; B's for the second
+
+
 async def test_a_controller_renews_its_claim_through_a_long_deploy(tmp_path: Path) -> None:
     clock = Clock()
     p = Platform(MemoryStore(clock=clock), Path(create_gitops_repository(tmp_path / "gitops.git")), tmp_path, clock)
@@ -210,8 +310,8 @@ async def test_a_controller_renews_its_claim_through_a_long_deploy(tmp_path: Pat
     before = p.commits()
     asked = await p.ask()
     slow = _Stalls(Pygit2GitOps(str(p.remote), tmp_path / "a"), fail=False)
-    a = p.controller("a", lease=SHORT_LEASE, remote=lambda _: slow)
-    b = p.controller("b", lease=SHORT_LEASE)
+    a = await p.controller("a", lease=SHORT_LEASE, remote=lambda _: slow)
+    b = await p.controller("b", lease=SHORT_LEASE)
     deploying = asyncio.create_task(a.deploy_pending())
     async with asyncio.timeout(30):
         await slow.entered.wait()
@@ -238,8 +338,8 @@ async def test_a_controller_whose_claim_was_taken_over_writes_nothing(tmp_path: 
     before = p.commits()
     asked = await p.ask()
     down = _Stalls(Pygit2GitOps(str(p.remote), tmp_path / "a"), fail=True)
-    a = p.controller("a", lease=LONG_LEASE, remote=lambda _: down)
-    b = p.controller("b", lease=LONG_LEASE)
+    a = await p.controller("a", lease=LONG_LEASE, remote=lambda _: down)
+    b = await p.controller("b", lease=LONG_LEASE)
     stalled = asyncio.create_task(a.deploy_pending())
     async with asyncio.timeout(30):
         await down.entered.wait()  # A holds the app's lock, its push hangs, and it renews nothing

@@ -1,9 +1,11 @@
 """Claim leases in the ExecutionReconciler: two controllers on one memory store whose clock the test moves.
 
 A run claimed by a controller that died before recording its workflow is executed by another once the
-lease has passed on the store's clock; a controller whose claim was taken over (it stalled past its lease)
-records nothing for the run, fails nothing, and stops the workflow it had submitted. The lease is long
-(renewals every 100 s never come within a test): the store's clock alone says when it has passed.
+lease has passed on the store's clock; one claimed by a controller that stopped cleanly (its reconcile loop
+stopped, or cancelled) is handed back and executed by another at once; a controller whose claim was taken
+over (it stalled past its lease) records nothing for the run, fails nothing, and stops the workflow it had
+submitted. The lease is long (renewals every 100 s never come within a test): the store's clock alone says
+when it has passed. Each controller has its own store connection; a dying one loses it first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from forge.controller.reconcile import ReconcileLoop
 from forge.controller.reconcilers.execution import ExecutionReconciler, TemplateOptions
 from forge.controller.step_events import StepEventRecorder
 from forge.domain.messages import STREAMS
@@ -109,7 +112,9 @@ async def test_a_run_whose_controller_died_before_its_workflow_is_executed_by_an
     dying = asyncio.create_task(a.reconcile(run.id))
     async with asyncio.timeout(10):
         await a_engine.entered.wait()
-    dying.cancel()  # controller A dies before submitting: its claim is not released
+    assert isinstance(a.runs, MemoryStore)
+    await a.runs.close()  # controller A dies before submitting: its connection goes first (it hands nothing back)
+    dying.cancel()
     await asyncio.wait([dying])
 
     b_engine = MemoryEngine(namespace=NAMESPACE, default=WorkflowOutcome(hold=True))
@@ -117,6 +122,40 @@ async def test_a_run_whose_controller_died_before_its_workflow_is_executed_by_an
     assert await b.claim() == []  # A's claim is within its lease
     two.clock.advance(LEASE * 1.5)
     assert await b.claim() == [run.id]
+    following = asyncio.create_task(b.reconcile(run.id))
+    try:
+
+        async def recorded() -> bool:
+            return (await two.store.get_run(run.id)).workflow_name is not None
+
+        await until(recorded, task=following)
+    finally:
+        following.cancel()
+    [submission] = b_engine.submissions
+    assert (await two.store.get_run(run.id)).workflow_name == submission.name
+    assert a_engine.submissions == []
+
+
+@pytest.mark.parametrize("how", ["stopped", "cancelled"])
+async def test_a_run_whose_controller_stopped_cleanly_is_executed_by_another_at_once(two: Two, how: str) -> None:
+    run = await discovered_run(two.store)
+    a_engine = StallingEngine("create_template")
+    a = two.controller(a_engine)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(ReconcileLoop(a).run(stop))  # A claims the run; building its workflow hangs
+    async with asyncio.timeout(10):
+        await a_engine.entered.wait()
+        if how == "stopped":  # SIGTERM or leadership lost: the loop cancels its runs' tasks and returns
+            stop.set()
+            await loop
+        else:  # cancelled as after the grace period
+            loop.cancel()
+            await asyncio.wait([loop])
+            assert loop.cancelled()
+
+    b_engine = MemoryEngine(namespace=NAMESPACE, default=WorkflowOutcome(hold=True))
+    b = two.controller(b_engine)
+    assert await b.claim() == [run.id]  # at once: the store's clock never moved
     following = asyncio.create_task(b.reconcile(run.id))
     try:
 

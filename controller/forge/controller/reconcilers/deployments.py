@@ -30,7 +30,9 @@ pointer, the commit, a failure). A deployment whose controller died is claimed b
 ``claim_lease`` seconds (30 s); if the dead one had pushed the pointer, the writer finds it already
 at the digest and records it. A controller whose claim was taken over (it could not renew in time)
 stops and writes nothing for that deployment; the app lock keeps the new holder from writing
-before it has stopped.
+before it has stopped. A controller that stops (``stop`` set, or ``run`` cancelled) hands back the
+claims of the deployments it has not finished (the one it was deploying, and those held for the
+next tick), so another controller deploys them at once instead of after ``claim_lease``.
 
 Each deployment written is one ``deployment.deploy`` span, in the trace of the run that made the
 release (trace id = run id, ``forge.observability.tracing``) when there is one; the writer's
@@ -52,7 +54,7 @@ import stamina
 from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
-from forge.controller.leases import ClaimLost, Claims, claimer_id, holding
+from forge.controller.leases import ClaimLost, Claims, claimer_id, hand_back, holding
 from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.domain.deploy_policy import check_policy, deploy_intent, environments_of
 from forge.domain.discovery import DiscoveryResult
@@ -93,21 +95,33 @@ class DeploymentReconciler:
     health: DeploymentHealth | None = None
     """Argo CD health (``FORGE_ARGOCD__ENABLED``): written deployments wait there for their verdict."""
     _held: dict[UUID, Deployment] = field(default_factory=dict, init=False, repr=False)
-    """Claimed deployments not finished yet because the store was unavailable: tried again first."""
+    """Claimed deployments not finished yet because the store was unavailable: tried again first, handed
+    back when the reconciler stops."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.plan_auto_deploys()
-                await self.deploy_pending()
-                if self.health is not None:
-                    await self.health.follow()
-            except TransientError as exc:
-                log.warning("deployments wait for a service: %s", exc)
-            except ForgeError as exc:
-                log.error("deployments: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+        """Plan and deploy every ``interval`` until ``stop``; then, or when cancelled, hand back the claims
+        of the deployments held unfinished."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.plan_auto_deploys()
+                    await self.deploy_pending()
+                    if self.health is not None:
+                        await self.health.follow()
+                except TransientError as exc:
+                    log.warning("deployments wait for a service: %s", exc)
+                except ForgeError as exc:
+                    log.error("deployments: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
+        finally:
+            await self.hand_back_held()
+
+    async def hand_back_held(self) -> None:
+        """Release the claims on the deployments held unfinished (another controller takes them at once)."""
+        held, self._held = sorted(self._held), {}
+        release = functools.partial(self.deployments.release_deployment_claims, claimer=self.claimer)
+        await hand_back(release, held, what="deployment")
 
     async def plan_auto_deploys(self) -> list[Deployment]:
         """Request the automatic deployments of every release not planned yet; the deployments asked for."""
@@ -157,10 +171,14 @@ class DeploymentReconciler:
     async def deploy(self, deployment: Deployment) -> Deployment | None:
         """Take one claimed deployment to ``active`` or ``failed``, or with ``health`` leave it pending with
         its pointer commit recorded; ``None`` when its claim was taken over: nothing written (store outages
-        propagate: it stays held). The claim is renewed while this runs and checked before each write."""
+        propagate: it stays held, tried again on the next tick, its claim handed back meanwhile if the store
+        answers). The claim is renewed while this runs and checked before each write."""
         renew = functools.partial(self.deployments.renew_deployment_claims, claimer=self.claimer)
+        release = functools.partial(self.deployments.release_deployment_claims, claimer=self.claimer)
         try:
-            async with holding(renew, [deployment.id], lease=self.claim_lease, what="deployment") as claims:
+            async with holding(
+                renew, [deployment.id], release=release, lease=self.claim_lease, what="deployment"
+            ) as claims:
                 return await self._deploy(deployment, claims)
         except ClaimLost:
             return None

@@ -26,7 +26,9 @@ follow it; otherwise build, submit and follow.
   write (the submit, the workflow, a success with nothing to do, a failure). A run whose controller
   died before recording its workflow is claimed by another one after ``claim_lease`` seconds (30 s).
   A controller whose claim was taken over stops and writes nothing for the run; a workflow it had
-  submitted is stopped (the new holder's workflow has the same job keys).
+  submitted is stopped (the new holder's workflow has the same job keys). A controller that stops
+  (its run tasks cancelled) or meets a transient error before the workflow is recorded hands the
+  claim back, so the run is claimed again at once, by another controller or on its own next poll.
 """
 
 from __future__ import annotations
@@ -119,8 +121,9 @@ class ExecutionReconciler:
             await self._follow(run, run.workflow_name)
         else:
             renew = functools.partial(self.runs.renew_execution_claims, claimer=self.claimer)
+            release = functools.partial(self.runs.release_execution_claims, claimer=self.claimer)
             try:
-                async with holding(renew, [run.id], lease=self.claim_lease, what="run") as claims:
+                async with holding(renew, [run.id], release=release, lease=self.claim_lease, what="run") as claims:
                     submitted = await self._execute(run, claims)
             except ClaimLost:
                 return
