@@ -76,6 +76,10 @@ class NatsSettings(BaseModel):
     url: str = Field("nats://127.0.0.1:4222", description="NATS server URL (comma-separated for a cluster)")
     replicas: int = Field(1, ge=1, le=5, description="JetStream stream replicas (3 in a production cluster)")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for the first connection")
+    user: str | None = Field(
+        None, description="User to log in as when the server has authorization on (forge.jobs.nats_permissions)"
+    )
+    password: SecretStr | None = Field(None, description="Password of that user")
 
 
 class ObjectStoreSettings(BaseModel):

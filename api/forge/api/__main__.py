@@ -45,7 +45,7 @@ async def build(settings: Settings) -> AsyncIterator[ApiServices]:
         settings.database.url, min_size=settings.database.pool_min, max_size=settings.database.pool_max
     )
     try:
-        bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
+        bus = await NatsBus.from_settings(settings.nats)  # user forge-api: no subject (forge.jobs.nats_permissions)
         try:
             async with (
                 MinioObjectStore.from_settings(settings.objects) as objects,

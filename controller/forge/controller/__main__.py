@@ -21,6 +21,7 @@ from forge.controller.loop import ControllerServices, run_controller
 from forge.domain.messages import STREAMS
 from forge.gitops import GitOpsWriter
 from forge.jobs.dispatch import Dispatcher
+from forge.jobs.nats_permissions import CONTROLLER_INBOX
 from forge.observability.breakers import record_breaker_state
 from forge.ports import DeployerStatus, MessageBus, SourceHost, WorkflowEngine
 from forge.runtime import configure_logging, load_settings, run_service, service_parser
@@ -84,12 +85,12 @@ async def build(settings: Settings) -> AsyncIterator[ControllerServices]:
     store = await PostgresStore.connect(settings.database.url, min_size=1, max_size=settings.database.pool_max)
     try:
         await store.migrate()
-        bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas)
+        bus = await NatsBus.from_settings(settings.nats, inbox_prefix=CONTROLLER_INBOX)
         try:
             await bus.ensure_streams(STREAMS)
             async with (
                 MinioObjectStore.from_settings(settings.objects) as objects,
-                Dispatcher(bus) as dispatcher,
+                Dispatcher(bus, inbox_prefix=CONTROLLER_INBOX) as dispatcher,
                 _engine(settings, bus, dispatcher) as engine,
                 _source_host(settings) as source_host,
                 _argocd(settings) as argocd,

@@ -30,7 +30,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from forge.domain.entities import ArtifactType, Trigger
-from forge.domain.events import EVENTS_STREAM, EVENTS_SUBJECTS, PublishedRelease, StepEvent
+from forge.domain.events import EVENTS_CONSUMER, EVENTS_STREAM, EVENTS_SUBJECTS, PublishedRelease, StepEvent
 from forge.errors import ForgeError, PermanentError, TransientError
 from forge.observability.controller import RELEASES_RECORDED, STEP_EVENTS_APPLIED
 from forge.ports import BusMessage, ExecutionStore, MessageBus
@@ -39,7 +39,6 @@ from forge.retrying import transient
 
 __all__ = ["EVENTS_CONSUMER", "StepEventRecorder", "new_release"]
 
-EVENTS_CONSUMER = "events-consumer"
 log = logging.getLogger("forge.controller.events")
 
 

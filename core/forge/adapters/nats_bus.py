@@ -23,6 +23,7 @@ from nats.js.client import JetStreamContext
 from forge.domain.messages import StreamSpec
 from forge.errors import ConflictError, ForgeError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from forge.ports.bus import BusMessage, StoredMessage
+from forge.settings import NatsSettings
 
 __all__ = ["NatsBus", "NatsMessage", "NatsSubscription"]
 
@@ -168,12 +169,34 @@ class NatsBus:
         self._pull_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @classmethod
+    async def from_settings(cls, settings: NatsSettings, *, inbox_prefix: str = "_INBOX") -> Self:
+        """:meth:`connect` with ``FORGE_NATS__*``: the URL, replicas, connect timeout, user and password."""
+        password = settings.password.get_secret_value() if settings.password is not None else None
+        return await cls.connect(
+            settings.url,
+            replicas=settings.replicas,
+            connect_timeout=settings.connect_timeout,
+            inbox_prefix=inbox_prefix,
+            user=settings.user,
+            password=password,
+        )
+
+    @classmethod
     async def connect(
-        cls, url: str, *, replicas: int = 1, connect_timeout: float = 5.0, inbox_prefix: str = "_INBOX"
+        cls,
+        url: str,
+        *,
+        replicas: int = 1,
+        connect_timeout: float = 5.0,
+        inbox_prefix: str = "_INBOX",
+        user: str | None = None,
+        password: str | None = None,
     ) -> Self:
         """Connect, or raise ``ServiceUnavailableError`` once ``connect_timeout`` has passed. Replies (JetStream
         answers, pulled messages, core replies) arrive on ``<inbox_prefix>.…`` subjects: a NATS user allowed
-        to subscribe to its own prefix only (``forge.jobs.nats_permissions``) connects with that prefix."""
+        to subscribe to its own prefix only (``forge.jobs.nats_permissions``) connects with that prefix.
+        ``user`` and ``password`` log in to a server with authorization on (a server without ignores them);
+        a refused login is a ``ServiceUnavailableError`` naming the user, never the password."""
         nc = Client()
         try:
             # nats-py retries the initial connect ``max_reconnect_attempts`` times, sleeping
@@ -189,11 +212,14 @@ class NatsBus:
                     reconnect_time_wait=1,
                     max_reconnect_attempts=120,
                     inbox_prefix=inbox_prefix,
+                    user=user,
+                    password=password,
                 )
         except (OSError, nats.errors.Error) as exc:  # OSError covers TimeoutError
             with contextlib.suppress(Exception):
                 await nc.close()
-            raise ServiceUnavailableError(f"cannot connect to NATS at {url}: {exc!r}") from exc
+            who = f" as {user}" if user else ""
+            raise ServiceUnavailableError(f"cannot connect to NATS at {url}{who}: {exc!r}") from exc
         return cls(nc, replicas=replicas)
 
     async def ensure_streams(self, streams: Sequence[StreamSpec]) -> None:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from forge.domain.status import Status
 
 __all__ = [
+    "EVENTS_CONSUMER",
     "EVENTS_STREAM",
     "EVENTS_SUBJECTS",
     "EventKind",
@@ -45,6 +46,8 @@ __all__ = [
 
 EVENTS_STREAM = "pipeline-events"
 EVENTS_SUBJECTS = "pipeline.events.>"
+#: The controller's durable consumer of ``pipeline-events`` (``StepEventRecorder``), the only one.
+EVENTS_CONSUMER = "events-consumer"
 
 EventKind = Literal["started", "retrying", "success", "failed"]
 

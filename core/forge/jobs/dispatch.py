@@ -101,12 +101,15 @@ async def _dispatch(bus: MessageBus, job: Job, *, timeout: float, headers: dict[
 
 
 class Dispatcher:
-    """Many jobs over one inbox; use as ``async with Dispatcher(bus) as dispatcher``."""
+    """Many jobs over one inbox; use as ``async with Dispatcher(bus) as dispatcher``.
 
-    def __init__(self, bus: MessageBus, *, recheck: float = 10.0) -> None:
+    The inbox is ``<inbox_prefix>.<random>``: a process whose NATS user may subscribe to its own inboxes
+    only passes its connection's prefix (the controller: ``forge.jobs.nats_permissions.CONTROLLER_INBOX``)."""
+
+    def __init__(self, bus: MessageBus, *, recheck: float = 10.0, inbox_prefix: str = "_INBOX.forge") -> None:
         self._bus = bus
         self._recheck = recheck
-        self._inbox = f"_INBOX.forge.{uuid.uuid4().hex}"
+        self._inbox = f"{inbox_prefix}.{uuid.uuid4().hex}"
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._router: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()

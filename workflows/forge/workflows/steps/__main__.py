@@ -9,6 +9,7 @@ import sys
 
 from forge.adapters.nats_bus import NatsBus
 from forge.errors import ForgeError
+from forge.jobs.nats_permissions import STEP_INBOX
 from forge.runtime import configure_logging, load_settings
 from forge.settings import Settings
 from forge.workflows.steps.entry import EXIT_FAILED, StepOutcome, run_step
@@ -18,7 +19,7 @@ __all__ = ["main"]
 
 async def _main(argv: list[str], settings: Settings) -> StepOutcome:
     try:
-        bus = await NatsBus.connect(settings.nats.url, connect_timeout=settings.nats.connect_timeout)
+        bus = await NatsBus.from_settings(settings.nats, inbox_prefix=STEP_INBOX)  # user forge-step
     except ForgeError as exc:
         return StepOutcome(EXIT_FAILED, "", f"forge-step: {exc}\n")
     try:

@@ -30,7 +30,7 @@ async def build(settings: Settings, job_types: Sequence[JobType]) -> AsyncIterat
     """Connect the adapters one worker process shares and build a ``Worker`` per job type."""
     # replies on the pool's own inboxes: what a per-pool NATS user may subscribe to (forge.jobs.nats_permissions)
     prefix = inbox_prefix(settings.worker.pool)
-    bus = await NatsBus.connect(settings.nats.url, replicas=settings.nats.replicas, inbox_prefix=prefix)
+    bus = await NatsBus.from_settings(settings.nats, inbox_prefix=prefix)
     try:
         await bus.ensure_streams(STREAMS)  # once per process
         async with MinioObjectStore.from_settings(settings.objects) as objects:
