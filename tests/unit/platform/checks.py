@@ -537,7 +537,9 @@ def _covers(patterns: Sequence[str], subject: str) -> bool:
 
 def as_default_pool(obj: Obj, pool: str) -> dict[str, Any]:
     """A pool's object as the default pool's would read: its names without ``-<pool>``, its consumer
-    ``<type>-consumer``, its pool label ``default``, without FORGE_WORKER__POOL, nodes and tolerations."""
+    ``<type>-consumer``, its pool label ``default``, its NATS login the default pool's (user
+    ``forge-worker-default``, Secret ``forge-nats-worker-default``), without FORGE_WORKER__POOL, nodes and
+    tolerations."""
     text = json.dumps(obj).replace(f'-{pool}"', '"').replace(f"-{pool}-consumer", "-consumer")
     text = text.replace(f'"{POOL_LABEL}": "{pool}"', f'"{POOL_LABEL}": "{DEFAULT_POOL}"')
     copy_: dict[str, Any] = json.loads(text)
@@ -547,12 +549,24 @@ def as_default_pool(obj: Obj, pool: str) -> dict[str, Any]:
         spec.pop("nodeSelector", None)
         spec.pop("tolerations", None)
         for container in spec.get("containers") or ():
-            container["env"] = [e for e in container.get("env") or () if e["name"] != "FORGE_WORKER__POOL"]
+            container["env"] = [
+                _default_login(e) for e in container.get("env") or () if e["name"] != "FORGE_WORKER__POOL"
+            ]
     if copy_["kind"] == "ScaledObject":
         copy_["spec"].pop("minReplicaCount", None)
     if copy_["metadata"].get("labels") == {POOL_LABEL: DEFAULT_POOL}:
         copy_["metadata"].pop("labels")
     return copy_
+
+
+def _default_login(env: dict[str, Any]) -> dict[str, Any]:
+    """A pool worker's NATS user or password variable, its ``-<pool>`` already dropped, as the default pool's."""
+    if env["name"] == "FORGE_NATS__USER":
+        return {**env, "value": f"{env['value']}-{DEFAULT_POOL}"}
+    if env["name"] == "FORGE_NATS__PASSWORD":
+        ref = env["valueFrom"]["secretKeyRef"]
+        return {**env, "valueFrom": {"secretKeyRef": {**ref, "name": f"{ref['name']}-{DEFAULT_POOL}"}}}
+    return env
 
 
 def pool_drift(objects: Sequence[Obj]) -> list[str]:

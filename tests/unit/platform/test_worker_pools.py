@@ -118,7 +118,14 @@ def test_the_example_overlay_is_prod_plus_the_pool_and_nothing_of_prod_changes()
     kinds = sorted(kind for kind, _ in added)
     per_type = ["ScaledObject", "Service", "StatefulSet"]
     assert kinds == sorted(
-        [*per_type * len(JOB_TYPES), "AuthorizationPolicy", "ExternalSecret", "NetworkPolicy", "ServiceAccount"]
+        [
+            *per_type * len(JOB_TYPES),
+            "AuthorizationPolicy",
+            "ExternalSecret",
+            "ExternalSecret",
+            "NetworkPolicy",
+            "ServiceAccount",
+        ]
     )
     # the default pool has no PodDisruptionBudget for its workers, so a pool has none either
     assert not any(o["kind"] == "PodDisruptionBudget" and pool_of(o) for o in example.values())
@@ -162,8 +169,13 @@ def test_each_pool_worker_is_its_pools_and_like_the_default_pools(
                 if o["metadata"]["name"] == f"forge-worker-{job_type.value}-{pool}" and o["kind"] == "ScaledObject"
             ]
             assert scaled["spec"]["triggers"][0]["metadata"]["consumer"] == consumer_name(job_type, pool)
-        (secret,) = [o for o in objects if o["kind"] == "ExternalSecret" and pool_of(o) == pool]
-        assert secret["spec"]["dataFrom"] == [{"extract": {"key": f"forge/step-secrets/{pool}"}}]
+        secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ExternalSecret" and pool_of(o) == pool}
+        assert sorted(secrets) == [f"forge-nats-worker-{pool}", f"forge-step-secrets-{pool}"]
+        assert secrets[f"forge-step-secrets-{pool}"]["spec"]["dataFrom"] == [
+            {"extract": {"key": f"forge/step-secrets/{pool}"}}
+        ]
+        (login,) = secrets[f"forge-nats-worker-{pool}"]["spec"]["data"]
+        assert login["remoteRef"] == {"key": f"forge/nats/workers/{pool}", "property": "password"}
 
 
 def test_the_default_pools_worker_policies_do_not_select_a_pools_pods() -> None:

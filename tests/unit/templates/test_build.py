@@ -89,8 +89,13 @@ def test_the_container_runs_forge_step_dispatch(doc: dict[str, Any]) -> None:
     assert container["command"] == STEP_COMMAND
     assert container["command"][:2] == ["forge-step", "dispatch"]
     assert container["image"] == DEFAULT_STEP_IMAGE == "ghcr.io/input-output-hk/catalyst-forge:0.1.0"
-    assert container["env"] == [
-        {"name": "FORGE_NATS__URL", "valueFrom": {"configMapKeyRef": {"name": "forge-step", "key": "nats-url"}}}
+    assert container["env"] == [  # the step's NATS user: forge.jobs.nats_permissions
+        {"name": "FORGE_NATS__URL", "valueFrom": {"configMapKeyRef": {"name": "forge-step", "key": "nats-url"}}},
+        {"name": "FORGE_NATS__USER", "valueFrom": {"configMapKeyRef": {"name": "forge-step", "key": "nats-user"}}},
+        {
+            "name": "FORGE_NATS__PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "forge-nats-step", "key": "FORGE_NATS__PASSWORD"}},
+        },
     ]
     assert [p["name"] for p in template["inputs"]["parameters"]] == [
         "job-type",

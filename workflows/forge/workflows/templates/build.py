@@ -25,8 +25,9 @@ Encoding choices (the local engine runs this very template, so it implements the
   the raw repository, commit and branch; every pod gets ``run-id`` (``podMetadata``) and, from the
   container template's ``metadata.labels`` filled with its input parameters, ``phase``,
   ``project`` and ``step`` (DAG tasks have no metadata of their own).
-- **NATS**: ``FORGE_NATS__URL`` comes from the ``nats-url`` key of the ConfigMap
-  ``spec.nats_config_map`` (cluster configuration, not per-run data).
+- **NATS**: ``FORGE_NATS__URL`` and ``FORGE_NATS__USER`` come from the ``nats-url`` and ``nats-user`` keys of
+  the ConfigMap ``spec.nats_config_map`` (cluster configuration, not per-run data), ``FORGE_NATS__PASSWORD``
+  from the Secret ``spec.nats_secret``: the step dispatcher's own NATS user (forge.jobs.nats_permissions).
 - The run's identity (``run-id``, ``repository``, ``commit``, ``branch``) and its repository's worker
   ``pool`` are in ``spec.arguments.parameters``; the command reads them as ``{{workflow.parameters.*}}``,
   so every job of the run is published on ``<type prefix>.<pool>.…`` and only that pool's workers run it.
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hera.workflows import DAG, ConfigMapEnv, Container, Parameter, RetryStrategy, Task, WorkflowTemplate
+from hera.workflows import DAG, ConfigMapEnv, Container, Parameter, RetryStrategy, SecretEnv, Task, WorkflowTemplate
 from hera.workflows import models as m
 
 from forge.domain.config import RELEASE_PHASE
@@ -51,7 +52,7 @@ from forge.workflows.templates.payload import (
     release_payload,
 )
 from forge.workflows.templates.plan import PlannedGroup, PlannedTask, has_work, plan_tasks
-from forge.workflows.templates.spec import LABEL_PREFIX, NATS_URL_KEY, TemplateSpec
+from forge.workflows.templates.spec import LABEL_PREFIX, NATS_PASSWORD_KEY, NATS_URL_KEY, NATS_USER_KEY, TemplateSpec
 
 __all__ = ["DEADLINE_GRACE_SECONDS", "STEP_COMMAND", "build_template", "step_template_name", "workflow_name"]
 
@@ -221,7 +222,11 @@ def _step_container(spec: TemplateSpec, timeout_seconds: int, retries: int) -> C
         image=spec.image,
         command=list(STEP_COMMAND),
         inputs=[Parameter(name=name) for name in _INPUTS],
-        env=[ConfigMapEnv(name="FORGE_NATS__URL", config_map_name=spec.nats_config_map, config_map_key=NATS_URL_KEY)],
+        env=[
+            ConfigMapEnv(name="FORGE_NATS__URL", config_map_name=spec.nats_config_map, config_map_key=NATS_URL_KEY),
+            ConfigMapEnv(name="FORGE_NATS__USER", config_map_name=spec.nats_config_map, config_map_key=NATS_USER_KEY),
+            SecretEnv(name="FORGE_NATS__PASSWORD", secret_name=spec.nats_secret, secret_key=NATS_PASSWORD_KEY),
+        ],
         resources=m.ResourceRequirements(
             requests={"cpu": m.Quantity("50m"), "memory": m.Quantity("128Mi")},
             limits={"cpu": m.Quantity("200m"), "memory": m.Quantity("256Mi")},

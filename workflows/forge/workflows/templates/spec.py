@@ -13,7 +13,9 @@ from forge.settings import DEFAULT_STEP_IMAGE
 __all__ = [
     "DEFAULT_IMAGE",
     "LABEL_PREFIX",
+    "NATS_PASSWORD_KEY",
     "NATS_URL_KEY",
+    "NATS_USER_KEY",
     "StepKey",
     "TemplateSpec",
 ]
@@ -21,6 +23,8 @@ __all__ = [
 DEFAULT_IMAGE = DEFAULT_STEP_IMAGE
 LABEL_PREFIX = "forge.projectcatalyst.io"
 NATS_URL_KEY = "nats-url"
+NATS_USER_KEY = "nats-user"
+NATS_PASSWORD_KEY = "FORGE_NATS__PASSWORD"  # noqa: S105 - the key of the Secret holding it
 
 StepKey = tuple[str, str, str]
 """``(phase, project, step)``"""
@@ -32,7 +36,9 @@ class TemplateSpec:
 
     ``step_ids`` maps every ``(phase, project, step)`` of every affected project to the id of its
     ``StepExecution`` row (it travels in the CI payload). ``nats_config_map`` names the ConfigMap
-    in ``namespace`` whose ``nats-url`` key the step container receives as ``FORGE_NATS__URL``.
+    in ``namespace`` whose ``nats-url`` and ``nats-user`` keys the step container receives as
+    ``FORGE_NATS__URL`` and ``FORGE_NATS__USER``, ``nats_secret`` the Secret whose ``FORGE_NATS__PASSWORD``
+    it receives (the step's NATS user, ``forge-step``: forge.jobs.nats_permissions).
     """
 
     run_id: UUID
@@ -54,5 +60,6 @@ class TemplateSpec:
     parallelism: int = 100
     service_account: str | None = None
     nats_config_map: str = "forge-step"
+    nats_secret: str = "forge-nats-step"  # noqa: S105 - the name of the Secret holding it
     active_deadline_seconds: int = 86400
     ttl_seconds_after_completion: int = 86400
