@@ -1,8 +1,8 @@
-"""How an SSH host key reaches us from libgit2 (``forge.adapters.pygit2_gitops``'s host-key check).
+"""How an SSH host key reaches us from libgit2 (the host-key check of ``forge.adapters._git_remote_auth``).
 
 pygit2 (1.21) hands its Python ``certificate_check`` ``None`` instead of an SSH host's key, and by default
-lets every SSH host through. So the GitOps adapter's callbacks put ``CERTIFICATE_CHECK`` (a cffi callback)
-into the option structs pygit2 builds for each fetch and push, in place of pygit2's own. It reads libgit2's
+lets every SSH host through. So ``AuthCallbacks`` put ``CERTIFICATE_CHECK`` (a cffi callback)
+into the option structs pygit2 builds for each fetch, push and connect, in place of pygit2's own. It reads libgit2's
 ``git_cert_hostkey`` through a struct declared here (pygit2's declaration stops before the raw key), only
 when its ``type`` says the raw key is there, and hands host and key to the payload's ``check_host_key``
 (which raises to refuse). Nothing may cross into C: an exception is left in pygit2's slot for it and

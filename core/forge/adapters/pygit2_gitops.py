@@ -14,31 +14,15 @@ a head that moved means a race (re-plan on it); a head equal to the new commit m
 landed although its answer was lost; a head that did not move means the remote refuses us
 (``ServiceUnavailableError`` with its reason, retried later by the caller).
 
-**Credentials** (``GitOpsCredentials``, from ``FORGE_GITOPS__USERNAME``/``__PASSWORD`` for HTTPS and
-``__SSH_KEY``/``__SSH_KEY_PASSPHRASE``/``__SSH_USER`` for SSH) are handed to libgit2 by a
-``RemoteCallbacks.credentials`` callback when the remote asks for them, on every fetch and push:
-``UserPass`` for HTTPS (Basic auth), ``KeypairFromMemory`` for SSH. The remote asking a second time in
-one operation means it refused them: the operation stops there with ``AuthenticationError``
-(``gitops: <remote>: authentication failed: …``, one line, never the secret), a permanent error, so a
-deployment fails at once instead of retrying; nothing was pushed. A remote that asks and gets
-nothing (none configured, or not of a kind it accepts) fails the same way. Credentials written
-into the URL work too but are not shown: messages and ``url`` drop an HTTP(S) URL's user info and
-any URL's password.
-
-**SSH host keys** are checked by us, before libgit2 asks for credentials, against the known_hosts file
-``FORGE_GITOPS__SSH_KNOWN_HOSTS`` (unset: ``$HOME/.ssh/known_hosts``), read afresh for every fetch and push
-(``forge.adapters._known_hosts``: hashed names, ``[host]:port``, ``@revoked``). A host that is not there, or
-presents another key, stops the operation with ``AuthenticationError`` (``gitops: <remote>: host key
-verification failed (fetch from the remote): <why, naming the host>``); a known_hosts file that is missing
-or has a line that cannot be read stops it with ``InvalidInputError`` naming the file and the line. Both
-are permanent, and nothing is sent to the remote but the SSH handshake. Nothing turns the check off:
-left to itself, pygit2 lets every SSH host key through (its default ``certificate_check`` gets no key and
-passes SSH), which is why the check is ours.
-
-How the key reaches us (pygit2 hands its Python hook none): ``forge.adapters._pygit2_host_keys``.
-Should a pygit2 release stop handing over its option structs, the Python ``certificate_check`` is called
-instead and refuses every SSH host key (fail closed; the real-sshd tests in tests/integration/gitops
-catch it).
+**Credentials and SSH host keys** (``GitCredentials`` from ``FORGE_GITOPS__USERNAME``/``__PASSWORD`` for HTTPS
+and ``__SSH_KEY``/``__SSH_KEY_PASSPHRASE``/``__SSH_USER`` for SSH; host keys checked against
+``FORGE_GITOPS__SSH_KNOWN_HOSTS``, unset: ``$HOME/.ssh/known_hosts``) work as ``forge.adapters._git_remote_auth``
+says, on every fetch and push. A refused login stops the operation with ``AuthenticationError`` (``gitops:
+<remote>: authentication failed (fetch from the remote): …``, one line, never the secret), a refused host key with
+``AuthenticationError`` code ``host_key_rejected`` (``gitops: <remote>: host key verification failed (fetch from
+the remote): <why, naming the host>``), an unreadable known_hosts file with ``InvalidInputError`` naming the file
+and the line: all permanent, so a deployment fails at once instead of retrying; nothing was pushed. Messages and
+``url`` drop an HTTP(S) URL's user info and any URL's password.
 
 Every call goes through the ``gitops`` circuit breaker (``forge.adapters._breakers``), which counts
 ``ServiceUnavailableError`` only (a branch that kept moving is contention, not an outage): a remote
@@ -54,24 +38,22 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 from urllib.parse import unquote, urlparse
 
 import pygit2
-from pydantic import SecretStr
-from pygit2.enums import CredentialType, FileMode
+from pygit2.enums import FileMode
 
 from forge.adapters._breakers import CircuitBreaker
-from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts, KnownHostsError
-from forge.adapters._pygit2_host_keys import CERTIFICATE_CHECK, HostTrust
-from forge.errors import AuthenticationError, InvalidInputError, ServiceUnavailableError, TransientError
+from forge.adapters._git_remote_auth import AuthCallbacks, GitCredentials, GitRemote
+from forge.adapters._pygit2_host_keys import HostTrust
+from forge.errors import InvalidInputError, ServiceUnavailableError, TransientError
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsTree, PathRevision
 from forge.settings import GitOpsSettings
 
-__all__ = ["GitOpsCredentials", "Pygit2GitOps"]
+__all__ = ["Pygit2GitOps"]
 
 _REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 _SCP_LIKE = re.compile(r"^[^/:]+@[^/:]+:")
@@ -79,8 +61,7 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
-_SSH_SCHEMES = ("ssh", "ssh+git", "git+ssh")
-_DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+_SETTINGS = "FORGE_GITOPS"
 
 
 class _Tree:
@@ -100,107 +81,13 @@ class _Tree:
         return _blob_at(self._repo, self._commit.tree, path)
 
 
-@dataclass(frozen=True, slots=True)
-class GitOpsCredentials:
-    """What the remote may ask for: a user and password (or token) over HTTPS, a private key over SSH."""
+class _Callbacks(AuthCallbacks):
+    """``AuthCallbacks`` naming the ``FORGE_GITOPS__*`` settings, recording the remote's rejection of a reference
+    update (a server-side refusal is not an exception)."""
 
-    username: str | None = None
-    password: SecretStr | None = None
-    ssh_user: str = "git"
-    ssh_key: SecretStr | None = None
-    ssh_key_passphrase: SecretStr | None = None
-
-    @classmethod
-    def from_settings(cls, settings: GitOpsSettings) -> GitOpsCredentials:
-        return cls(
-            username=settings.username,
-            password=settings.password,
-            ssh_user=settings.ssh_user,
-            ssh_key=settings.ssh_key,
-            ssh_key_passphrase=settings.ssh_key_passphrase,
-        )
-
-    def secrets(self) -> list[str]:
-        """The secret values, to keep out of any message."""
-        return [s.get_secret_value() for s in (self.password, self.ssh_key, self.ssh_key_passphrase) if s is not None]
-
-
-class _AuthenticationFailed(Exception):  # noqa: N818 - raised inside libgit2's callback, turned into AuthenticationError
-    """The remote refused our credentials, or asked for some we do not have."""
-
-
-_CredentialAnswer = pygit2.UserPass | pygit2.KeypairFromMemory | pygit2.Username
-
-
-class _Callbacks(pygit2.RemoteCallbacks):
-    """Answers the remote's credential requests (once: a second request is a refusal), checks an SSH host's
-    key (``trust``; ``None`` for a remote that is not SSH) and records the remote's rejection of a
-    reference update (a server-side refusal is not an exception)."""
-
-    def __init__(self, credentials: GitOpsCredentials, trust: HostTrust | None = None) -> None:
-        super().__init__()
-        self._credentials = credentials
-        self._trust = trust
-        self._given = False
+    def __init__(self, credentials: GitCredentials, trust: HostTrust | None = None) -> None:
+        super().__init__(credentials, trust, settings=_SETTINGS)
         self.rejected: str | None = None
-
-    def credentials(self, url: str, username_from_url: str | None, allowed_types: CredentialType) -> _CredentialAnswer:
-        c = self._credentials
-        if allowed_types & CredentialType.USERNAME and not allowed_types & CredentialType.SSH_KEY:
-            return pygit2.Username(username_from_url or c.ssh_user)  # SSH asks for the user first
-        if self._given:
-            raise _AuthenticationFailed("the remote refused the credentials")
-        self._given = True
-        if allowed_types & CredentialType.SSH_KEY and c.ssh_key is not None:
-            passphrase = c.ssh_key_passphrase.get_secret_value() if c.ssh_key_passphrase is not None else None
-            return pygit2.KeypairFromMemory(
-                username_from_url or c.ssh_user, None, c.ssh_key.get_secret_value(), passphrase
-            )
-        if allowed_types & CredentialType.USERPASS_PLAINTEXT and c.password is not None:
-            return pygit2.UserPass(c.username or username_from_url or "x-access-token", c.password.get_secret_value())
-        if allowed_types & CredentialType.SSH_KEY:
-            raise _AuthenticationFailed("the remote asks for an SSH key and FORGE_GITOPS__SSH_KEY is not set")
-        raise _AuthenticationFailed(
-            "the remote asks for a user and password and FORGE_GITOPS__PASSWORD is not set"
-            if allowed_types & CredentialType.USERPASS_PLAINTEXT
-            else f"the remote asks for credentials of a kind not supported ({allowed_types!r})"
-        )
-
-    def check_host_key(self, host: str, key: HostKey | None) -> None:
-        """An SSH host presented ``key``: return to go on, raise ``HostKeyRejected`` to stop before any
-        credential is sent."""
-        if self._trust is None:
-            raise HostKeyRejected(f"{host} presented an SSH host key, but the remote's URL is not an SSH URL")
-        self._trust.verify(host, key)
-
-    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
-        """pygit2's own hook, called only if ``CERTIFICATE_CHECK`` did not get into the options (a pygit2
-        that builds them differently): it gets no key, so an SSH remote is refused; TLS keeps libgit2's
-        verdict, as pygit2 does by default."""
-        if self._trust is not None:
-            name = host.decode(errors="replace")
-            raise HostKeyRejected(f"pygit2 did not hand over the host key of {name} (an unknown pygit2)")
-        return valid
-
-    # pygit2 builds libgit2's options for each fetch and push and hands them to the payload before
-    # calling libgit2: our C callback goes in there, in place of pygit2's (which drops the key).
-    @property
-    def fetch_options(self) -> Any:
-        return self._fetch_options
-
-    @fetch_options.setter
-    def fetch_options(self, options: Any) -> None:
-        options.callbacks.certificate_check = CERTIFICATE_CHECK
-        self._fetch_options = options
-
-    @property
-    def push_options(self) -> Any:
-        return self._push_options
-
-    @push_options.setter
-    def push_options(self, options: Any) -> None:
-        options.callbacks.certificate_check = CERTIFICATE_CHECK
-        self._push_options = options
 
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
@@ -221,19 +108,16 @@ class Pygit2GitOps:
         attempts: int = 5,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         breaker: CircuitBreaker | None = None,
-        credentials: GitOpsCredentials | None = None,
+        credentials: GitCredentials | None = None,
         known_hosts: Path | None = None,
     ):
         if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
             raise InvalidInputError(f"gitops branch: not a branch name: {branch!r}")
         if attempts < 1:
             raise InvalidInputError("gitops push attempts must be at least 1")
-        self._url = url
-        self._shown = _without_user_info(url)
-        self._credentials = credentials or GitOpsCredentials()
+        self._remote = GitRemote(url, credentials or GitCredentials(), known_hosts, label="gitops", settings=_SETTINGS)
+        self._shown = self._remote.shown
         self._source = _fetch_source(url)
-        self._ssh_port = _ssh_port(url)
-        self._known_hosts = known_hosts
         self._branch = branch
         self._signature = (author_name, author_email)
         self._attempts = attempts
@@ -256,14 +140,14 @@ class Pygit2GitOps:
             author_email=settings.author_email,
             attempts=settings.push_attempts,
             breaker=CircuitBreaker.from_settings("gitops", settings.breaker, counts=(ServiceUnavailableError,)),
-            credentials=GitOpsCredentials.from_settings(settings),
+            credentials=GitCredentials.from_settings(settings),
             known_hosts=settings.ssh_known_hosts,
             **extra,
         )
 
     @property
     def url(self) -> str:
-        """The remote as configured, without user info (credentials belong in ``GitOpsCredentials``)."""
+        """The remote as configured, without user info (credentials belong in ``GitCredentials``)."""
         return self._shown
 
     @property
@@ -321,16 +205,11 @@ class Pygit2GitOps:
         outcome = self._callbacks()
         failure: str | None
         try:
-            repo.remotes["origin"].push([f"{new}:refs/heads/{self._branch}"], callbacks=outcome)
+            with self._remote.translated("push to", self._hidden):
+                repo.remotes["origin"].push([f"{new}:refs/heads/{self._branch}"], callbacks=outcome)
             failure = outcome.rejected
-        except _AuthenticationFailed as exc:
-            raise self._authentication_failed("push to", str(exc)) from None
-        except HostKeyRejected as exc:
-            raise self._host_key_failed("push to", str(exc)) from None
         except pygit2.GitError as exc:
-            if _is_authentication(str(exc)):
-                raise self._authentication_failed("push to", str(exc)) from None
-            failure = self._scrub(str(exc))
+            failure = self._remote.scrub(str(exc), self._hidden)
         if failure is None:
             return True
         now = self._fetch(repo)
@@ -396,16 +275,13 @@ class Pygit2GitOps:
     def _fetch(self, repo: pygit2.Repository) -> pygit2.Commit | None:
         """Fetch the remote's branches; the branch's head commit, ``None`` when it does not exist yet."""
         try:
-            repo.remotes["origin"].fetch([_REFSPEC], prune=pygit2.enums.FetchPrune.PRUNE, callbacks=self._callbacks())
-        except _AuthenticationFailed as exc:
-            raise self._authentication_failed("fetch from", str(exc)) from None
-        except HostKeyRejected as exc:
-            raise self._host_key_failed("fetch from", str(exc)) from None
+            with self._remote.translated("fetch from", self._hidden):
+                origin = repo.remotes["origin"]
+                origin.fetch([_REFSPEC], prune=pygit2.enums.FetchPrune.PRUNE, callbacks=self._callbacks())
         except pygit2.GitError as exc:
-            if _is_authentication(str(exc)):
-                raise self._authentication_failed("fetch from", str(exc)) from None
             raise ServiceUnavailableError(
-                f"gitops: cannot fetch {self._shown}: {self._scrub(str(exc))}", details={"url": self._shown}
+                f"gitops: cannot fetch {self._shown}: {self._remote.scrub(str(exc), self._hidden)}",
+                details={"url": self._shown},
             ) from exc
         ref = repo.references.get(self._tracking)
         return ref.peel(pygit2.Commit) if ref is not None else None
@@ -413,69 +289,18 @@ class Pygit2GitOps:
     def _callbacks(self) -> _Callbacks:
         """Callbacks for one fetch or push; for an SSH remote, with the known_hosts file read now (a
         rotated file counts from the next operation on)."""
-        if self._ssh_port is None:
-            return _Callbacks(self._credentials)
-        path = self._known_hosts or _default_known_hosts()
-        try:
-            known_hosts = KnownHosts.load(path)
-        except KnownHostsError as exc:
-            setting = (
-                "FORGE_GITOPS__SSH_KNOWN_HOSTS"
-                if self._known_hosts is not None
-                else "FORGE_GITOPS__SSH_KNOWN_HOSTS is not set, so $HOME/.ssh/known_hosts is read"
-            )
-            raise InvalidInputError(
-                f"gitops: {self._shown}: cannot check the SSH host key: known_hosts {exc} ({setting})",
-                details={"url": self._shown, "known_hosts": str(path)},
-            ) from None
-        return _Callbacks(self._credentials, HostTrust(known_hosts, self._ssh_port))
+        return _Callbacks(self._remote.credentials, self._remote.trust())
+
+    @property
+    def _hidden(self) -> dict[str, str]:
+        """The work copy's path is nobody's business."""
+        return {str(self.path): "<work copy>"}
 
     def _now_signature(self) -> pygit2.Signature:
         now = self._clock()
         offset = now.utcoffset()
         minutes = int(offset.total_seconds() // 60) if offset is not None else 0
         return pygit2.Signature(self._signature[0], self._signature[1], int(now.timestamp()), minutes)
-
-    def _authentication_failed(self, what: str, reason: str) -> AuthenticationError:
-        return AuthenticationError(
-            f"gitops: {self._shown}: authentication failed ({what} the remote): {self._scrub(reason)}",
-            details={"url": self._shown},
-        )
-
-    def _host_key_failed(self, what: str, reason: str) -> AuthenticationError:
-        return AuthenticationError(
-            f"gitops: {self._shown}: host key verification failed ({what} the remote): {self._scrub(reason)}",
-            code="host_key_rejected",
-            details={"url": self._shown},
-        )
-
-    def _scrub(self, reason: str) -> str:
-        """One line, without the work copy's path (nobody's business), the URL's user info or any secret."""
-        reason = reason.replace(str(self.path), "<work copy>").replace(self._url, self._shown)
-        for secret in self._credentials.secrets():
-            reason = reason.replace(secret, "***")
-        return " ".join(reason.split())
-
-
-def _is_authentication(message: str) -> bool:
-    """libgit2's own words for a refused login (when it gives up before asking us again)."""
-    lowered = message.lower()
-    return any(
-        words in lowered
-        for words in ("authenticat", "unauthorized", "status code: 401", "permission denied (publickey")
-    )
-
-
-def _without_user_info(url: str) -> str:
-    """``url`` without secrets: an HTTP(S) URL without its user info (a token is often the user), any other
-    URL without a password (``ssh://git@host/…`` keeps its user, which Argo CD needs too)."""
-    parsed = urlparse(url)
-    if not (parsed.scheme and len(parsed.scheme) > 1 and "@" in parsed.netloc):
-        return url
-    userinfo, _, host = parsed.netloc.rpartition("@")
-    if parsed.scheme in ("http", "https"):
-        return parsed._replace(netloc=host).geturl()
-    return parsed._replace(netloc=f"{userinfo.partition(':')[0]}@{host}").geturl()
 
 
 def _check_path(path: str) -> list[str]:
@@ -540,26 +365,6 @@ def _blob_at(repo: pygit2.Repository, tree: pygit2.Tree, path: str) -> bytes | N
         return None
     obj = repo[entry.id]
     return obj.data if isinstance(obj, pygit2.Blob) else None
-
-
-def _default_known_hosts() -> Path:
-    """``$HOME/.ssh/known_hosts`` (left as ``~/…``, which does not exist, when there is no home)."""
-    path = Path(_DEFAULT_KNOWN_HOSTS)
-    with contextlib.suppress(RuntimeError):
-        path = path.expanduser()
-    return path
-
-
-def _ssh_port(url: str) -> int | None:
-    """The port of an SSH remote (``ssh://``, ``ssh+git://``, ``git+ssh://`` or scp-like ``user@host:path``);
-    ``None`` for any other remote."""
-    parsed = urlparse(url)
-    if parsed.scheme in _SSH_SCHEMES:
-        try:
-            return parsed.port or 22
-        except ValueError:
-            raise InvalidInputError(f"gitops: {_without_user_info(url)}: not a port number") from None
-    return 22 if "://" not in url and _SCP_LIKE.match(url) else None
 
 
 def _fetch_source(url: str) -> str:

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 from tests.integration.gitops.git_http import GitHttpServer
 from tests.integration.gitops.support import AT, change
 
-from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps
+from forge.adapters._git_remote_auth import GitCredentials
+from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.domain.status import DeploymentStatus
 from forge.errors import AuthenticationError, ServiceUnavailableError
@@ -24,8 +25,8 @@ from forge.ports.store import NewDeployment, NewRepository
 from forge.settings import Settings
 from forge.testing.releases import new_release
 
-RIGHT = GitOpsCredentials(username="forge", password=SecretStr("s3cret-token"))
-WRONG = GitOpsCredentials(username="forge", password=SecretStr("not-the-token"))
+RIGHT = GitCredentials(username="forge", password=SecretStr("s3cret-token"))
+WRONG = GitCredentials(username="forge", password=SecretStr("not-the-token"))
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,7 @@ def _head(server: GitHttpServer) -> str:
     return str(pygit2.Repository(str(_remote(server))).revparse_single("refs/heads/main").id)
 
 
-def _writer(server: GitHttpServer, work: Path, credentials: GitOpsCredentials | None, url: str = "") -> GitOpsWriter:
+def _writer(server: GitHttpServer, work: Path, credentials: GitCredentials | None, url: str = "") -> GitOpsWriter:
     repository = Pygit2GitOps(url or f"{server.url}gitops.git", work, credentials=credentials, clock=lambda: AT)
     return GitOpsWriter(
         repository, ApplicationDefaults(repo_url="https://git.example.com/gitops.git"), clock=lambda: AT
@@ -100,7 +101,7 @@ async def test_a_failed_login_fails_the_deployment_at_once_and_the_active_one_st
     await store.register_repository(NewRepository("acme/shop", "https://git.example/acme/shop.git"))
     releases = [(await store.record_release(new_release("acme/shop", "api", n)))[0] for n in (1, 2)]
 
-    def reconciler(credentials: GitOpsCredentials) -> DeploymentReconciler:
+    def reconciler(credentials: GitCredentials) -> DeploymentReconciler:
         writer = _writer(git_http, tmp_path / "controller", credentials)
         return DeploymentReconciler(
             deployments=store, approvals=store, releases=store, runs=store, writer=writer, deploy_timeout=600

@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from tests.integration.gitops.sshd import SshServer
 from tests.integration.gitops.support import AT, change
 
-from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps
+from forge.adapters._git_remote_auth import GitCredentials
+from forge.adapters.pygit2_gitops import Pygit2GitOps
 from forge.controller.reconcilers.deployments import DeploymentReconciler
 from forge.domain.status import DeploymentStatus
 from forge.errors import AuthenticationError, InvalidInputError
@@ -43,7 +44,7 @@ def _known_hosts(path: Path, *lines: str) -> Path:
 
 
 def _writer(server: SshServer, name: str, work: Path, known_hosts: Path, key: str = "right_key") -> GitOpsWriter:
-    credentials = GitOpsCredentials(ssh_key=SecretStr(server.private_key(key)))
+    credentials = GitCredentials(ssh_key=SecretStr(server.private_key(key)))
     repository = Pygit2GitOps(
         server.url(name), work, credentials=credentials, known_hosts=known_hosts, clock=lambda: AT
     )

@@ -8,17 +8,12 @@ import pytest
 from pydantic import SecretStr
 from pygit2.enums import CredentialType
 
-from forge.adapters.pygit2_gitops import (
-    GitOpsCredentials,
-    Pygit2GitOps,
-    _AuthenticationFailed,
-    _Callbacks,
-    _is_authentication,
-)
+from forge.adapters._git_remote_auth import AuthenticationFailed, GitCredentials, is_authentication_refusal
+from forge.adapters.pygit2_gitops import Pygit2GitOps, _Callbacks
 from forge.settings import Settings
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-SSH = GitOpsCredentials(ssh_key=SecretStr(KEY), ssh_key_passphrase=SecretStr("open sesame"), ssh_user="deploy")
+SSH = GitCredentials(ssh_key=SecretStr(KEY), ssh_key_passphrase=SecretStr("open sesame"), ssh_user="deploy")
 
 
 def test_ssh_asks_for_the_user_then_gets_the_key_from_memory() -> None:
@@ -43,23 +38,23 @@ def test_the_user_of_the_url_wins() -> None:
 def test_asked_again_means_refused() -> None:
     callbacks = _Callbacks(SSH)
     callbacks.credentials("ssh://git.example/gitops.git", "git", CredentialType.SSH_KEY)
-    with pytest.raises(_AuthenticationFailed, match=r"^the remote refused the credentials$"):
+    with pytest.raises(AuthenticationFailed, match=r"^the remote refused the credentials$"):
         callbacks.credentials("ssh://git.example/gitops.git", "git", CredentialType.SSH_KEY)
 
 
 def test_an_ssh_remote_without_a_key_says_which_setting_is_missing() -> None:
-    https_only = GitOpsCredentials(username="forge", password=SecretStr("token"))
-    with pytest.raises(_AuthenticationFailed, match="asks for an SSH key and FORGE_GITOPS__SSH_KEY is not set"):
+    https_only = GitCredentials(username="forge", password=SecretStr("token"))
+    with pytest.raises(AuthenticationFailed, match="asks for an SSH key and FORGE_GITOPS__SSH_KEY is not set"):
         _Callbacks(https_only).credentials("ssh://git.example/gitops.git", "git", CredentialType.SSH_KEY)
 
 
 def test_https_gets_user_and_password_and_a_token_alone_gets_a_placeholder_user() -> None:
-    given = _Callbacks(GitOpsCredentials(username="forge", password=SecretStr("token"))).credentials(
+    given = _Callbacks(GitCredentials(username="forge", password=SecretStr("token"))).credentials(
         "https://git.example/gitops.git", None, CredentialType.USERPASS_PLAINTEXT
     )
     assert isinstance(given, pygit2.UserPass)
     assert given.credential_tuple == ("forge", "token")
-    token_only = _Callbacks(GitOpsCredentials(password=SecretStr("token"))).credentials(
+    token_only = _Callbacks(GitCredentials(password=SecretStr("token"))).credentials(
         "https://git.example/gitops.git", None, CredentialType.USERPASS_PLAINTEXT
     )
     assert token_only.credential_tuple == ("x-access-token", "token")
@@ -72,8 +67,8 @@ def test_ssh_settings_reach_the_adapter_and_stay_secret(monkeypatch: pytest.Monk
     gitops = Settings().gitops
     assert KEY not in repr(gitops)
     assert "open sesame" not in repr(gitops)
-    credentials = GitOpsCredentials.from_settings(gitops)
-    assert credentials == GitOpsCredentials(
+    credentials = GitCredentials.from_settings(gitops)
+    assert credentials == GitCredentials(
         username=None,
         password=None,
         ssh_user="git",
@@ -99,4 +94,4 @@ def test_ssh_settings_reach_the_adapter_and_stay_secret(monkeypatch: pytest.Monk
     ],
 )
 def test_libgit2s_own_refusals_are_recognised(message: str, refused: bool) -> None:
-    assert _is_authentication(message) is refused
+    assert is_authentication_refusal(message) is refused

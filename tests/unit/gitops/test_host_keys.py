@@ -14,9 +14,10 @@ import pygit2
 import pytest
 from pygit2.ffi import C
 
+from forge.adapters._git_remote_auth import GitCredentials, ssh_port
 from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts
 from forge.adapters._pygit2_host_keys import _HOSTKEY, CERTIFICATE_CHECK, HostTrust
-from forge.adapters.pygit2_gitops import GitOpsCredentials, Pygit2GitOps, _Callbacks, _ssh_port
+from forge.adapters.pygit2_gitops import Pygit2GitOps, _Callbacks
 from forge.errors import InvalidInputError
 
 
@@ -46,7 +47,7 @@ def _check(callbacks: _Callbacks, key: HostKey | None, host: bytes = b"git.examp
 
 
 def _callbacks(trust: HostTrust | None = None) -> _Callbacks:
-    return _Callbacks(GitOpsCredentials(), trust)
+    return _Callbacks(GitCredentials(), trust)
 
 
 def test_the_known_key_goes_on() -> None:
@@ -119,7 +120,7 @@ def test_the_options_pygit2_builds_get_our_check() -> None:
     ],
 )
 def test_which_remotes_are_ssh(url: str, port: int | None) -> None:
-    assert _ssh_port(url) == port
+    assert ssh_port(url) == port
 
 
 def test_a_bad_port_is_refused_with_the_url_without_its_password(tmp_path: Path) -> None:
