@@ -92,7 +92,28 @@ class ObjectStoreSettings(BaseModel):
 
 
 class GitSettings(BaseModel):
+    """The workers' source mirrors and how they log in to private repositories (one set per worker process, so
+    per pool: docs/deploy.md "Worker pools")."""
+
     cache_dir: Path = Field(Path(".forge-dev/git-cache"), description="Where bare mirrors are kept")
+    username: str | None = Field(
+        None,
+        description="User for source repositories over HTTPS that ask for one (unset, with a password: x-access-token)",
+    )
+    password: SecretStr | None = Field(
+        None, description="Password or token for source repositories over HTTPS (Basic auth); unset: public only"
+    )
+    ssh_user: str = Field("git", description="User for source repositories over SSH whose URL names none")
+    ssh_key: SecretStr | None = Field(
+        None, description="Private key (OpenSSH or PEM text) for source repositories over SSH"
+    )
+    ssh_key_passphrase: SecretStr | None = Field(None, description="Passphrase of ssh_key, when it has one")
+    ssh_known_hosts: Path | None = Field(
+        None,
+        description="known_hosts file (OpenSSH format) that must hold the host key of every source repository "
+        "fetched over SSH; a host that is not in it, or presents another key, is refused before any credential is "
+        "sent. Unset: $HOME/.ssh/known_hosts, and SSH sources are refused when that does not exist",
+    )
 
 
 class GitOpsSettings(BaseModel):

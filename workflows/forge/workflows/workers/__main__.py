@@ -39,7 +39,7 @@ async def build(settings: Settings, job_types: Sequence[JobType]) -> AsyncIterat
                 settings=settings,
                 bus=bus,
                 objects=objects,
-                mirrors=Pygit2Mirrors(settings.git.cache_dir),
+                mirrors=Pygit2Mirrors.from_settings(settings.git),  # FORGE_GIT__*: the pool's source credentials
                 secrets=secret_provider(settings),
                 registry=OrasRegistry.from_settings(settings.registry),
             )
