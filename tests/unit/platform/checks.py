@@ -441,6 +441,48 @@ def _step_secret_names(workload: Obj) -> set[str]:
     }
 
 
+GIT_CREDENTIALS = "forge-git-credentials"
+"""The Secret (``-<pool>`` for a pool other than the default) of a pool's FORGE_GIT__* source credentials."""
+
+
+def _git_secret_refs(workload: Obj) -> list[tuple[str, bool]]:
+    """The git credentials Secrets a worker reads (envFrom and the ``git-credentials`` volume), each with
+    whether it is optional."""
+    refs: list[tuple[str, bool]] = []
+    for spec, container in containers(workload):
+        for source in container.get("envFrom") or ():
+            ref = source.get("secretRef") or {}
+            if str(ref.get("name", "")).startswith(GIT_CREDENTIALS):
+                refs.append((str(ref["name"]), ref.get("optional") is True))
+        refs.extend(
+            (str(v["secret"]["secretName"]), v["secret"].get("optional") is True)
+            for v in spec.get("volumes") or ()
+            if v.get("name") == "git-credentials" and "secret" in v
+        )
+    return refs
+
+
+def git_credential_problems(objects: Sequence[Obj]) -> list[str]:
+    """Every worker reads its pool's source credentials (``forge-git-credentials[-<pool>]``, made by an
+    ExternalSecret) as variables and its known_hosts as a volume, both optional (a pool without private
+    sources has no store entry); a pool's own Secret, a store key not the default pool's."""
+    problems: list[str] = []
+    made = {o["spec"]["target"]["name"] for o in objects if o["kind"] == "ExternalSecret"}
+    default_keys = _remote_keys(objects, GIT_CREDENTIALS)
+    for workload, labels in worker_pods(objects):
+        where = name(workload)
+        pool = labels.get(POOL_LABEL)
+        wanted = GIT_CREDENTIALS if pool == DEFAULT_POOL else f"{GIT_CREDENTIALS}-{pool}"
+        refs = _git_secret_refs(workload)
+        if sorted(refs) != [(wanted, True), (wanted, True)]:
+            problems.append(f"{where}: git credentials {refs}, want {wanted!r} as optional envFrom and volume")
+            continue
+        keys = _remote_keys(objects, wanted)
+        if wanted not in made or not keys or (pool != DEFAULT_POOL and keys & default_keys):
+            problems.append(f"{where}: git credentials {wanted!r} (store keys {sorted(keys)}) are not the pool's own")
+    return problems
+
+
 def _remote_keys(objects: Sequence[Obj], secret: str) -> set[str]:
     keys: set[str] = set()
     for obj in objects:

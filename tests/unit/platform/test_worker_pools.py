@@ -29,6 +29,7 @@ from .checks import (
     build,
     build_at,
     floating_images,
+    git_credential_problems,
     pod_selector,
     pool_drift,
     pool_of,
@@ -41,6 +42,7 @@ from .checks import (
     selects,
     services_without_pods,
     unbounded_containers,
+    worker_pods,
 )
 
 POOLS = PLATFORM / "forge" / "pools"
@@ -123,6 +125,7 @@ def test_the_example_overlay_is_prod_plus_the_pool_and_nothing_of_prod_changes()
             "AuthorizationPolicy",
             "ExternalSecret",
             "ExternalSecret",
+            "ExternalSecret",
             "NetworkPolicy",
             "ServiceAccount",
         ]
@@ -159,6 +162,7 @@ def test_each_pool_worker_is_its_pools_and_like_the_default_pools(
     objects = _builds(two_pools_in_dev)[which]
     assert not _PLACEHOLDER.search(json.dumps(objects)), "a POOL placeholder is left"
     assert pool_worker_problems(objects, JOB_TYPES) == []
+    assert git_credential_problems(objects) == []
     assert selectors_across_pools(objects, SHARED) == []
     assert pool_drift(objects) == []
     for pool in _served(objects) - {DEFAULT_POOL}:
@@ -170,7 +174,14 @@ def test_each_pool_worker_is_its_pools_and_like_the_default_pools(
             ]
             assert scaled["spec"]["triggers"][0]["metadata"]["consumer"] == consumer_name(job_type, pool)
         secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ExternalSecret" and pool_of(o) == pool}
-        assert sorted(secrets) == [f"forge-nats-worker-{pool}", f"forge-step-secrets-{pool}"]
+        assert sorted(secrets) == [
+            f"forge-git-credentials-{pool}",
+            f"forge-nats-worker-{pool}",
+            f"forge-step-secrets-{pool}",
+        ]
+        assert secrets[f"forge-git-credentials-{pool}"]["spec"]["dataFrom"] == [
+            {"extract": {"key": f"forge/git/{pool}"}}
+        ]
         assert secrets[f"forge-step-secrets-{pool}"]["spec"]["dataFrom"] == [
             {"extract": {"key": f"forge/step-secrets/{pool}"}}
         ]
@@ -295,6 +306,37 @@ def test_the_pool_checks_catch_a_wrong_pool_consumer_account_secret_or_node() ->
         objects.remove(_find(objects, "StatefulSet", "forge-worker-release-example"))
 
     assert problems(no_release) == ["pool example: no worker for ['release'] (their jobs would stay queued)"]
+
+
+def test_every_worker_gets_its_pools_git_credentials_and_the_checks_catch_another_pools() -> None:
+    objects = _mutated(lambda objects: None)
+    assert git_credential_problems(objects) == []
+    defaults = [w for w, labels in worker_pods(objects) if labels.get(POOL_LABEL) == DEFAULT_POOL]
+    assert len(defaults) == len(JOB_TYPES)
+    default_secret = _find(objects, "ExternalSecret", "forge-git-credentials")
+    assert default_secret["spec"]["dataFrom"] == [{"extract": {"key": "forge/git"}}]
+
+    def default_credentials(objects: list[Any]) -> None:
+        worker = _find(objects, "StatefulSet", "forge-worker-discovery-example")
+        (container,) = worker["spec"]["template"]["spec"]["containers"]
+        container["envFrom"][3]["secretRef"]["name"] = "forge-git-credentials"
+
+    (problem,) = git_credential_problems(_mutated(default_credentials))
+    assert problem.startswith("StatefulSet/forge-worker-discovery-example: git credentials [('forge-git-credentials'")
+
+    def required(objects: list[Any]) -> None:
+        worker = _find(objects, "StatefulSet", "forge-worker-ci-example")
+        (volume,) = [v for v in worker["spec"]["template"]["spec"]["volumes"] if v["name"] == "git-credentials"]
+        volume["secret"]["optional"] = False
+
+    assert len(git_credential_problems(_mutated(required))) == 1
+
+    def shared_store_key(objects: list[Any]) -> None:
+        _find(objects, "ExternalSecret", "forge-git-credentials-example")["spec"]["dataFrom"][0]["extract"]["key"] = (
+            "forge/git"
+        )
+
+    assert len(git_credential_problems(_mutated(shared_store_key))) == len(JOB_TYPES)
 
 
 def test_the_pool_checks_catch_selectors_across_pools_and_drift() -> None:
