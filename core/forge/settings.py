@@ -91,32 +91,34 @@ class ObjectStoreSettings(BaseModel):
     region: str = Field("us-east-1", description="S3 region used for request signing")
 
 
-class GitSettings(BaseModel):
+class GitLoginSettings(BaseModel):
+    """How a process logs in to git remotes over HTTPS or SSH (``forge.adapters._git_remote_auth``)."""
+
+    username: str | None = Field(
+        None, description="User for an HTTPS remote that asks for one (unset, with a password: x-access-token)"
+    )
+    password: SecretStr | None = Field(
+        None, description="Password or token for an HTTPS remote (Basic auth); unset: public remotes only"
+    )
+    ssh_user: str = Field("git", description="User for an SSH remote whose URL names none")
+    ssh_key: SecretStr | None = Field(None, description="Private key (OpenSSH or PEM text) for an SSH remote")
+    ssh_key_passphrase: SecretStr | None = Field(None, description="Passphrase of ssh_key, when it has one")
+    ssh_known_hosts: Path | None = Field(
+        None,
+        description="known_hosts file (OpenSSH format: hashed names and [host]:port entries too) that must hold "
+        "an SSH remote's host key; a host that is not in it, or presents another key, is refused before any "
+        "credential is sent. Unset: $HOME/.ssh/known_hosts, and an SSH remote is refused when that does not exist",
+    )
+
+
+class GitSettings(GitLoginSettings):
     """The workers' source mirrors and how they log in to private repositories (one set per worker process, so
     per pool: docs/deploy.md "Worker pools")."""
 
     cache_dir: Path = Field(Path(".forge-dev/git-cache"), description="Where bare mirrors are kept")
-    username: str | None = Field(
-        None,
-        description="User for source repositories over HTTPS that ask for one (unset, with a password: x-access-token)",
-    )
-    password: SecretStr | None = Field(
-        None, description="Password or token for source repositories over HTTPS (Basic auth); unset: public only"
-    )
-    ssh_user: str = Field("git", description="User for source repositories over SSH whose URL names none")
-    ssh_key: SecretStr | None = Field(
-        None, description="Private key (OpenSSH or PEM text) for source repositories over SSH"
-    )
-    ssh_key_passphrase: SecretStr | None = Field(None, description="Passphrase of ssh_key, when it has one")
-    ssh_known_hosts: Path | None = Field(
-        None,
-        description="known_hosts file (OpenSSH format) that must hold the host key of every source repository "
-        "fetched over SSH; a host that is not in it, or presents another key, is refused before any credential is "
-        "sent. Unset: $HOME/.ssh/known_hosts, and SSH sources are refused when that does not exist",
-    )
 
 
-class GitOpsSettings(BaseModel):
+class GitOpsSettings(GitLoginSettings):
     """The GitOps repository that deployments write ReleasePointers to (DESIGN §8, docs/gitops.md)."""
 
     url: str | None = Field(None, description="GitOps remote (URL or local path); unset: nothing is deployed")
@@ -126,19 +128,6 @@ class GitOpsSettings(BaseModel):
     work_dir: Path = Field(Path(".forge-dev/gitops"), description="Where the local bare work copy of the remote lives")
     push_attempts: int = Field(
         5, ge=1, le=50, description="Pushes of one change before giving up while other writers keep moving the branch"
-    )
-    username: str | None = Field(
-        None, description="User for an HTTPS remote that asks for one (unset, with a password: x-access-token)"
-    )
-    password: SecretStr | None = Field(None, description="Password or token for an HTTPS remote (Basic auth)")
-    ssh_user: str = Field("git", description="User for an SSH remote whose URL names none")
-    ssh_key: SecretStr | None = Field(None, description="Private key (OpenSSH or PEM text) for an SSH remote")
-    ssh_key_passphrase: SecretStr | None = Field(None, description="Passphrase of ssh_key, when it has one")
-    ssh_known_hosts: Path | None = Field(
-        None,
-        description="known_hosts file (OpenSSH format: hashed names and [host]:port entries too) that must hold "
-        "an SSH remote's host key; a host that is not in it, or presents another key, is refused before any "
-        "credential is sent. Unset: $HOME/.ssh/known_hosts, and an SSH remote is refused when that does not exist",
     )
     breaker: BreakerSettings = Field(
         default_factory=BreakerSettings, description="Circuit breaker around fetches and pushes to the remote"

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
 import pygit2
@@ -39,6 +39,7 @@ from pygit2.enums import CredentialType
 from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts, KnownHostsError
 from forge.adapters._pygit2_host_keys import CERTIFICATE_CHECK, HostTrust
 from forge.errors import AuthenticationError, InvalidInputError
+from forge.settings import GitLoginSettings
 
 __all__ = [
     "AuthCallbacks",
@@ -56,21 +57,6 @@ _SSH_SCHEMES = ("ssh", "ssh+git", "git+ssh")
 _DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
-class _CredentialSettings(Protocol):
-    """The credential fields ``GitSettings`` and ``GitOpsSettings`` both have."""
-
-    @property
-    def username(self) -> str | None: ...
-    @property
-    def password(self) -> SecretStr | None: ...
-    @property
-    def ssh_user(self) -> str: ...
-    @property
-    def ssh_key(self) -> SecretStr | None: ...
-    @property
-    def ssh_key_passphrase(self) -> SecretStr | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class GitCredentials:
     """What the remote may ask for: a user and password (or token) over HTTPS, a private key over SSH."""
@@ -82,7 +68,7 @@ class GitCredentials:
     ssh_key_passphrase: SecretStr | None = None
 
     @classmethod
-    def from_settings(cls, settings: _CredentialSettings) -> GitCredentials:
+    def from_settings(cls, settings: GitLoginSettings) -> GitCredentials:
         return cls(
             username=settings.username,
             password=settings.password,
