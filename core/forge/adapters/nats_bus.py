@@ -82,15 +82,15 @@ def _translate(what: str, *, timeout_raises: bool = False) -> Iterator[None]:
 _NO_HEADERS: Mapping[str, str] = {}
 #: JetStream's "wrong last sequence" (10164: the constant form of the same refusal).
 _WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
-#: The stream settings ``ensure_streams`` decides; the server's defaults for the others are left alone.
-_ENSURED = ("subjects", "retention", "storage", "num_replicas", "max_age", "duplicate_window")
+#: The stream settings ``ensure_streams`` decides besides its subjects; the server's defaults for the others stay.
+_ENSURED = ("retention", "storage", "num_replicas", "max_age", "duplicate_window")
 
 
 def _differs(held: StreamConfig, wanted: StreamConfig) -> bool:
     """Whether the stream the server holds differs from ``wanted`` in a setting ``ensure_streams`` decides."""
-    return any(getattr(held, f) != getattr(wanted, f) for f in _ENSURED if f != "subjects") or sorted(
-        held.subjects or ()
-    ) != sorted(wanted.subjects or ())
+    if sorted(held.subjects or ()) != sorted(wanted.subjects or ()):
+        return True
+    return any(getattr(held, name) != getattr(wanted, name) for name in _ENSURED)
 
 
 class NatsMessage:
