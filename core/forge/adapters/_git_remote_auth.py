@@ -25,7 +25,6 @@ turns the check off: left to itself, pygit2 lets every SSH host key through, whi
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pygit2.enums import CredentialType
 
 from forge.adapters._known_hosts import HostKey, HostKeyRejected, KnownHosts, KnownHostsError
 from forge.adapters._pygit2_host_keys import CERTIFICATE_CHECK, HostTrust
+from forge.adapters._pygit2_local import SCP_LIKE
 from forge.errors import AuthenticationError, InvalidInputError
 from forge.settings import GitLoginSettings
 
@@ -52,7 +52,6 @@ __all__ = [
     "without_user_info",
 ]
 
-_SCP_LIKE = re.compile(r"^[^/:]+@[^/:]+:")
 _SSH_SCHEMES = ("ssh", "ssh+git", "git+ssh")
 _DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -300,4 +299,4 @@ def ssh_port(url: str, *, label: str = "gitops") -> int | None:
             return parsed.port or 22
         except ValueError:
             raise InvalidInputError(f"{label}: {without_user_info(url)}: not a port number") from None
-    return 22 if "://" not in url and _SCP_LIKE.match(url) else None
+    return 22 if "://" not in url and SCP_LIKE.match(url) else None

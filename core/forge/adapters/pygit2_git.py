@@ -31,19 +31,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlparse
 
 import pygit2
 from pygit2.enums import FetchPrune, FileMode
 
 from forge.adapters._git_remote_auth import GitCredentials, GitRemote
+from forge.adapters._pygit2_local import fetch_source, locked
 from forge.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
 from forge.ports.git import EntryKind, GitReader, TreeEntry
 from forge.settings import GitSettings
@@ -54,7 +52,6 @@ _O = TypeVar("_O", bound=pygit2.Object)
 _SETTINGS = "FORGE_GIT"
 
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
-_SCP_LIKE = re.compile(r"^[^/:]+@[^/:]+:")  # git@github.com:owner/repo.git
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _KINDS: dict[int, EntryKind] = {
     FileMode.BLOB: EntryKind.BLOB,
@@ -256,7 +253,7 @@ class Pygit2Mirrors:
         return Pygit2Reader(path)
 
     def _sync(self, path: Path, url: str, want: str | None) -> Pygit2Reader:
-        source = _fetch_source(url)
+        source = fetch_source(url)
         remote = GitRemote(
             url,
             self._credentials,
@@ -266,7 +263,7 @@ class Pygit2Mirrors:
             auth_code="source_auth_failed",
             host_key_code="source_host_key_rejected",
         )
-        with _locked(path.with_name(path.name + ".lock")):
+        with locked(path.with_name(path.name + ".lock")):
             if (path / "HEAD").exists():
                 repo = pygit2.Repository(str(path))
                 if want is None or not _has_commit(repo, want):
@@ -312,27 +309,6 @@ def _write_tree(repo: pygit2.Repository, root: pygit2.Tree, dest: Path) -> None:
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perm)
                 with os.fdopen(fd, "wb") as out:
                     out.write(repo[entry.id].peel(pygit2.Blob).data)
-
-
-def _fetch_source(url: str) -> str:
-    """A local path for local repositories (``file://`` included), else the URL unchanged."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if (not parsed.scheme or len(parsed.scheme) == 1) and not _SCP_LIKE.match(url):  # a path
-        return str(Path(url).resolve())
-    return url
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _fetch(repo: pygit2.Repository, source: str, remote: GitRemote) -> pygit2.Remote:

@@ -32,16 +32,14 @@ that cannot be fetched or refuses pushes is left alone until its probe, and call
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import pygit2
 from pygit2.enums import FileMode
@@ -49,6 +47,7 @@ from pygit2.enums import FileMode
 from forge.adapters._breakers import CircuitBreaker
 from forge.adapters._git_remote_auth import AuthCallbacks, GitCredentials, GitRemote
 from forge.adapters._pygit2_host_keys import HostTrust
+from forge.adapters._pygit2_local import fetch_source, locked
 from forge.errors import InvalidInputError, ServiceUnavailableError, TransientError
 from forge.ports.gitops import GitOpsCommit, GitOpsEdit, GitOpsFiles, GitOpsTree, PathRevision
 from forge.settings import GitOpsSettings
@@ -56,7 +55,6 @@ from forge.settings import GitOpsSettings
 __all__ = ["Pygit2GitOps"]
 
 _REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
-_SCP_LIKE = re.compile(r"^[^/:]+@[^/:]+:")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -117,7 +115,7 @@ class Pygit2GitOps:
             raise InvalidInputError("gitops push attempts must be at least 1")
         self._remote = GitRemote(url, credentials or GitCredentials(), known_hosts, label="gitops", settings=_SETTINGS)
         self._shown = self._remote.shown
-        self._source = _fetch_source(url)
+        self._source = fetch_source(url)
         self._branch = branch
         self._signature = (author_name, author_email)
         self._attempts = attempts
@@ -175,7 +173,7 @@ class Pygit2GitOps:
     # -- in the worker thread, under the work copy's lock --------------------------------------
 
     def _locked_call(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with _locked(self.path.with_name(self.path.name + ".lock")):
+        with locked(self.path.with_name(self.path.name + ".lock")):
             return fn(*args, **kwargs)
 
     def _update(self, plan: Callable[[GitOpsTree], GitOpsEdit | None]) -> GitOpsCommit:
@@ -365,24 +363,3 @@ def _blob_at(repo: pygit2.Repository, tree: pygit2.Tree, path: str) -> bytes | N
         return None
     obj = repo[entry.id]
     return obj.data if isinstance(obj, pygit2.Blob) else None
-
-
-def _fetch_source(url: str) -> str:
-    """A local path for local repositories (``file://`` included), else the URL unchanged."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if (not parsed.scheme or len(parsed.scheme) == 1) and not _SCP_LIKE.match(url):
-        return str(Path(url).resolve())
-    return url
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
