@@ -19,7 +19,9 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 
 from pydantic import Field, ValidationError
@@ -28,11 +30,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from forge.errors import ForgeError, InvalidInputError
 from forge.settings import MetricsSettings, Settings
 
-__all__ = ["configure_logging", "load_settings", "run_service", "service_parser"]
+__all__ = ["configure_logging", "instance_id", "load_settings", "run_service", "service_parser"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 """A setting or argument the service refuses (as argparse exits on a bad argument)."""
+
+
+def instance_id() -> str:
+    """A name for this process instance no other has (host, process id, a random part): what its claims
+    name (a worker's job claims, a controller's run and deployment claims), at most 225 characters."""
+    return f"{socket.gethostname()[:200]}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
 
 def service_parser(prog: str, description: str) -> argparse.ArgumentParser:

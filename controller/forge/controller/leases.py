@@ -1,7 +1,7 @@
 """Claim leases: a run or deployment a controller claimed stays its own only while it renews the claim.
 
 A claim (``RunStore.claim_execution``, ``DeploymentStore.claim_deployments``) names its claimer, one
-controller instance (:func:`claimer_id`), and another controller takes it over once it has not been
+controller instance (``forge.runtime.instance_id``), and another controller takes it over once it has not been
 renewed for the lease (``FORGE_CONTROLLER__CLAIM_LEASE``, 30 s), so a controller that dies while holding
 claims leaves that work waiting one lease. While a reconciler works on a claimed item it holds it
 (:func:`holding`): a background task renews the claim every third of the lease, and :meth:`Claims.check`
@@ -27,14 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from forge.errors import ForgeError, TransientError
 
-__all__ = ["HAND_BACK_WITHIN", "ClaimLost", "Claims", "Release", "Renew", "claimer_id", "hand_back", "holding"]
+__all__ = ["HAND_BACK_WITHIN", "ClaimLost", "Claims", "Release", "Renew", "hand_back", "holding"]
 
 log = logging.getLogger("forge.controller.leases")
 
@@ -48,11 +46,6 @@ the ids released."""
 
 HAND_BACK_WITHIN = 5.0
 """Seconds a hand-back may take: a stopping controller waits no longer for a store that does not answer."""
-
-
-def claimer_id() -> str:
-    """A name for this controller instance that no other instance has: host, process and a random part."""
-    return f"{socket.gethostname()[:200]}/{os.getpid()}/{uuid4().hex[:12]}"
 
 
 class ClaimLost(Exception):  # noqa: N818 - what happened, not an error of the holder's

@@ -18,9 +18,10 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from forge.controller.leases import ClaimLost, Claims, claimer_id, hand_back, holding
+from forge.controller.leases import ClaimLost, Claims, hand_back, holding
 from forge.errors import ForgeError, PermanentError, ServiceUnavailableError, TransientError
 from forge.ports.fakes import MemoryStore
+from forge.runtime import instance_id
 
 from .support import discovery, pending_run, until
 
@@ -77,7 +78,7 @@ async def test_a_claim_taken_over_is_lost_for_good() -> None:
 
 
 def test_claimer_ids_are_unique_names() -> None:
-    ids = {claimer_id() for _ in range(100)}
+    ids = {instance_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(1 <= len(i) <= 256 for i in ids)
 

@@ -54,7 +54,7 @@ import stamina
 from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
-from forge.controller.leases import ClaimLost, Claims, claimer_id, hand_back, holding
+from forge.controller.leases import ClaimLost, Claims, hand_back, holding
 from forge.controller.reconcilers.deployment_health import DeploymentHealth
 from forge.domain.deploy_policy import check_policy, deploy_intent, environments_of
 from forge.domain.discovery import DiscoveryResult
@@ -66,6 +66,7 @@ from forge.observability.tracing import parent_for, tracer
 from forge.ports import RunStore
 from forge.ports.store import ApprovalStore, DeploymentStore, NewDeployment, ReleaseStore
 from forge.retrying import transient
+from forge.runtime import instance_id
 
 __all__ = ["CONTROLLER_IDENTITY", "DeploymentReconciler"]
 
@@ -90,7 +91,7 @@ class DeploymentReconciler:
     backoff_max: float = 10.0
     claim_lease: float = 30.0
     """Seconds a claimed deployment stays this controller's unrenewed (``FORGE_CONTROLLER__CLAIM_LEASE``)."""
-    claimer: str = field(default_factory=claimer_id)
+    claimer: str = field(default_factory=instance_id)
     """This controller instance, as its claims name it."""
     health: DeploymentHealth | None = None
     """Argo CD health (``FORGE_ARGOCD__ENABLED``): written deployments wait there for their verdict."""

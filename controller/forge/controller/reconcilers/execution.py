@@ -45,7 +45,7 @@ from uuid import UUID
 import stamina
 
 from forge.controller.commit_status import CommitStatuses
-from forge.controller.leases import ClaimLost, Claims, claimer_id, holding
+from forge.controller.leases import ClaimLost, Claims, holding
 from forge.controller.step_events import StepEventRecorder
 from forge.domain.entities import PipelineRun
 from forge.domain.messages import cancel_subject
@@ -62,6 +62,7 @@ from forge.ports import (
     WorkflowStatus,
 )
 from forge.retrying import transient
+from forge.runtime import instance_id
 from forge.workflows.templates import TemplateSpec, build_template, has_work
 
 __all__ = ["ExecutionReconciler", "TemplateOptions"]
@@ -93,7 +94,7 @@ class ExecutionReconciler:
     runs_per_repository: int = 0  # the quota (FORGE_QUOTAS__RUNS_PER_REPOSITORY); 0: none
     claim_lease: float = 30.0
     """Seconds a claimed run stays this controller's unrenewed (``FORGE_CONTROLLER__CLAIM_LEASE``)."""
-    claimer: str = field(default_factory=claimer_id)
+    claimer: str = field(default_factory=instance_id)
     """This controller instance, as its claims name it."""
     name: str = "execution"
     _resubmitted: set[UUID] = field(default_factory=set)  # runs whose lost workflow was submitted again

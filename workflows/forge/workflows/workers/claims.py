@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +39,7 @@ from forge.ports import MessageBus
 from forge.retrying import transient
 from forge.settings import WorkerSettings
 
-__all__ = ["Claim", "ClaimLostError", "Claims", "Held", "claim_subject", "new_worker_id", "retried"]
+__all__ = ["Claim", "ClaimLostError", "Claims", "Held", "claim_subject", "retried"]
 
 log = logging.getLogger("forge.worker")
 
@@ -72,10 +69,6 @@ class Held:
     subject: str
     sequence: int
     renewed: float  # time.monotonic()
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

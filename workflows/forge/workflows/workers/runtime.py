@@ -65,9 +65,10 @@ from forge.observability.logs import current_run
 from forge.observability.tracing import run_span
 from forge.observability.worker import observe_job
 from forge.ports import BusMessage, MessageBus, ObjectStore
+from forge.runtime import instance_id
 from forge.settings import WorkerSettings
 from forge.workflows.workers import settling
-from forge.workflows.workers.claims import ClaimLostError, Claims, Held, new_worker_id, retried
+from forge.workflows.workers.claims import ClaimLostError, Claims, Held, retried
 from forge.workflows.workers.settling import Settled, Settlements
 
 __all__ = ["Handler", "Worker", "delivery"]
@@ -97,7 +98,7 @@ class Worker:
     _cancelled: set[UUID] = field(default_factory=set)
     _checked: OrderedDict[UUID, None] = field(default_factory=OrderedDict)  # not cancelled when asked
     _watching: asyncio.Event = field(default_factory=asyncio.Event)  # the live cancel subscription is up
-    worker_id: str = field(default_factory=new_worker_id)
+    worker_id: str = field(default_factory=instance_id)
     clock: Callable[[], float] = time.time  # the wall clock leases are read with (given to ``claims``)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # ``run``'s stop
     claims: Claims = field(init=False, repr=False)
